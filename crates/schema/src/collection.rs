@@ -1,0 +1,187 @@
+//! A collection as declared in the schema: its message type, indexes, rules.
+
+use std::fmt;
+
+use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
+use serde_json::Value;
+
+/// A collection's name, as used in the API (`work_items`).
+pub type CollectionName = str;
+
+/// One collection of the schema.
+#[derive(Debug, Clone)]
+pub struct Collection {
+    pub name: String,
+    pub message: MessageDescriptor,
+    pub indexes: Vec<IndexDef>,
+    pub rules: Rules,
+    /// The string field that mirrors the document id, if the schema names one.
+    pub id_field: Option<FieldPath>,
+}
+
+/// The access rules of a collection, as written (CEL source). Enforced by the
+/// engine; kept here so the schema is the single place they come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub read: Option<String>,
+    pub write: Option<String>,
+}
+
+/// A declared secondary index: fields in key order. The document id is the
+/// implicit last key part, so every index key is unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexDef {
+    pub name: String,
+    pub fields: Vec<FieldPath>,
+}
+
+impl IndexDef {
+    /// A stable text of the definition; when it changes, the index is rebuilt.
+    pub fn fingerprint(&self) -> String {
+        let fields: Vec<String> = self
+            .fields
+            .iter()
+            .map(|f| format!("{}:{}", f, f.ty.tag()))
+            .collect();
+        format!("v1|{}|{}", self.name, fields.join(","))
+    }
+}
+
+/// The type of a field that can be compared, ordered and indexed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldType {
+    Bool,
+    /// int32, int64, sint*, sfixed*.
+    Int,
+    /// uint32, uint64, fixed*.
+    UInt,
+    /// float, double.
+    Float,
+    String,
+    Bytes,
+    /// Compared by the value's number, so declaration order is sort order.
+    Enum(EnumDescriptor),
+    Timestamp,
+    Duration,
+}
+
+impl FieldType {
+    fn tag(&self) -> &'static str {
+        match self {
+            FieldType::Bool => "bool",
+            FieldType::Int => "int",
+            FieldType::UInt => "uint",
+            FieldType::Float => "float",
+            FieldType::String => "string",
+            FieldType::Bytes => "bytes",
+            FieldType::Enum(_) => "enum",
+            FieldType::Timestamp => "timestamp",
+            FieldType::Duration => "duration",
+        }
+    }
+}
+
+/// A path to a comparable field inside a document, by JSON names
+/// (`priority`, `owner.id`), with the field's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    segments: Vec<String>,
+    pub ty: FieldType,
+}
+
+impl FieldPath {
+    /// Resolves a dotted path of proto or JSON field names against `message`.
+    /// Every segment but the last must be a singular message field; the last
+    /// must be a comparable scalar.
+    pub fn resolve(message: &MessageDescriptor, path: &str) -> Result<FieldPath, String> {
+        let mut current = message.clone();
+        let mut segments = Vec::new();
+        let parts: Vec<&str> = path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let field = find_field(&current, part).ok_or_else(|| {
+                format!("unknown field `{part}` in {}", current.full_name())
+            })?;
+            segments.push(field.json_name().to_owned());
+            let shown = segments.join(".");
+            if field.is_list() || field.is_map() {
+                return Err(format!(
+                    "`{shown}` is a repeated or map field; only singular fields can be compared"
+                ));
+            }
+            let last = i + 1 == parts.len();
+            match (field.kind(), last) {
+                (Kind::Message(m), false) if !is_well_known(&m) => current = m,
+                (_, false) => {
+                    return Err(format!("`{shown}` is not a message, so it has no field `{}`", parts[i + 1]));
+                }
+                (kind, true) => {
+                    let ty = comparable_type(&kind).ok_or_else(|| {
+                        format!(
+                            "`{shown}` has type {} which cannot be compared; use one of its fields",
+                            kind_name(&kind)
+                        )
+                    })?;
+                    return Ok(FieldPath { segments, ty });
+                }
+            }
+        }
+        Err("empty field path".to_owned())
+    }
+
+    /// The field's value in a canonical document; `Null` when absent.
+    pub fn lookup<'a>(&self, doc: &'a Value) -> &'a Value {
+        let mut current = doc;
+        for segment in &self.segments {
+            match current.get(segment) {
+                Some(v) => current = v,
+                None => return &Value::Null,
+            }
+        }
+        current
+    }
+
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.segments.join("."))
+    }
+}
+
+pub(crate) fn find_field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {
+    message
+        .get_field_by_json_name(name)
+        .or_else(|| message.get_field_by_name(name))
+}
+
+pub(crate) fn is_well_known(message: &MessageDescriptor) -> bool {
+    message.full_name().starts_with("google.protobuf.")
+}
+
+fn comparable_type(kind: &Kind) -> Option<FieldType> {
+    Some(match kind {
+        Kind::Bool => FieldType::Bool,
+        Kind::Int32 | Kind::Int64 | Kind::Sint32 | Kind::Sint64 | Kind::Sfixed32 | Kind::Sfixed64 => {
+            FieldType::Int
+        }
+        Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => FieldType::UInt,
+        Kind::Float | Kind::Double => FieldType::Float,
+        Kind::String => FieldType::String,
+        Kind::Bytes => FieldType::Bytes,
+        Kind::Enum(e) => FieldType::Enum(e.clone()),
+        Kind::Message(m) if m.full_name() == "google.protobuf.Timestamp" => FieldType::Timestamp,
+        Kind::Message(m) if m.full_name() == "google.protobuf.Duration" => FieldType::Duration,
+        Kind::Message(_) => return None,
+    })
+}
+
+pub(crate) fn kind_name(kind: &Kind) -> String {
+    match kind {
+        Kind::Message(m) => format!("message {}", m.full_name()),
+        Kind::Enum(e) => format!("enum {}", e.full_name()),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}

@@ -1,0 +1,20 @@
+//! The schema registry: an app's `.proto` files are its schema.
+//!
+//! This crate compiles a schema directory with protox (no `protoc`), finds every
+//! message marked with the `protosync.v1.collection` option, resolves its indexes
+//! and keeps its access rules, and validates documents against their message
+//! type, turning them into canonical proto3 JSON.
+//!
+//! It owns nothing stateful and performs no I/O beyond reading the schema files.
+
+mod collection;
+mod error;
+mod options;
+mod registry;
+mod validate;
+
+pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
+pub use error::{DocumentError, SchemaError};
+pub use options::OPTIONS_PROTO;
+pub use registry::Registry;
+pub use validate::{Document, PatchFields};

@@ -1,0 +1,220 @@
+//! Compiling a schema directory and collecting its collections.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use miette::Diagnostic;
+use prost::Message as _;
+use prost_reflect::DescriptorPool;
+use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
+use sha2::{Digest, Sha256};
+
+use crate::collection::{Collection, FieldPath, FieldType, IndexDef, Rules};
+use crate::error::SchemaError;
+use crate::options::{self, COLLECTION_EXTENSION, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
+
+/// All collections of one schema, immutable once loaded.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    collections: BTreeMap<String, Arc<Collection>>,
+    fingerprint: String,
+}
+
+impl Registry {
+    /// Compiles every `.proto` file under `dir` (imports resolve relative to
+    /// `dir`; `protosync/v1/options.proto` and the well-known types are built in).
+    pub fn load_dir(dir: &Path) -> Result<Registry, SchemaError> {
+        let mut files = Vec::new();
+        collect_proto_files(dir, dir, &mut files)?;
+        if files.is_empty() {
+            return Err(SchemaError::Empty {
+                dir: dir.display().to_string(),
+            });
+        }
+        files.sort();
+        let mut resolver = ChainFileResolver::new();
+        resolver.add(IncludeFileResolver::new(dir.to_owned()));
+        Registry::compile(resolver, &files)
+    }
+
+    /// Compiles in-memory sources, given as (file name, text) pairs.
+    pub fn from_sources(sources: &[(&str, &str)]) -> Result<Registry, SchemaError> {
+        let mut resolver = ChainFileResolver::new();
+        resolver.add(MemoryResolver(
+            sources
+                .iter()
+                .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
+                .collect(),
+        ));
+        let names: Vec<String> = sources.iter().map(|(n, _)| (*n).to_owned()).collect();
+        Registry::compile(resolver, &names)
+    }
+
+    fn compile(mut resolver: ChainFileResolver, files: &[String]) -> Result<Registry, SchemaError> {
+        resolver.add(MemoryResolver(HashMap::from([(
+            OPTIONS_PROTO_NAME.to_owned(),
+            OPTIONS_PROTO.to_owned(),
+        )])));
+        resolver.add(GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        compiler.include_imports(true);
+        compiler.open_files(files).map_err(compile_error)?;
+        let descriptor_set = compiler.file_descriptor_set();
+        let fingerprint = hex(&Sha256::digest(descriptor_set.encode_to_vec()));
+        let pool = compiler.descriptor_pool();
+        Ok(Registry {
+            collections: find_collections(&pool)?,
+            fingerprint,
+        })
+    }
+
+    pub fn collection(&self, name: &str) -> Option<&Arc<Collection>> {
+        self.collections.get(name)
+    }
+
+    pub fn collections(&self) -> impl Iterator<Item = &Arc<Collection>> {
+        self.collections.values()
+    }
+
+    /// A hash of the compiled schema: equal schemas have equal fingerprints.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+fn find_collections(pool: &DescriptorPool) -> Result<BTreeMap<String, Arc<Collection>>, SchemaError> {
+    let mut collections = BTreeMap::new();
+    let Some(extension) = pool.get_extension_by_name(COLLECTION_EXTENSION) else {
+        return Ok(collections);
+    };
+    for message in pool.all_messages() {
+        let Some(raw) = options::collection_options(&message, &extension) else {
+            continue;
+        };
+        let problem = |problem: String| SchemaError::Collection {
+            collection: raw.name.clone(),
+            message: message.full_name().to_owned(),
+            problem,
+        };
+        if !is_identifier(&raw.name) {
+            return Err(problem(format!(
+                "collection name {:?} must be lower case letters, digits and '_', starting with a letter (at most 63 characters)",
+                raw.name
+            )));
+        }
+        if let Some(other) = collections.get(&raw.name) {
+            let other: &Arc<Collection> = other;
+            return Err(problem(format!(
+                "the name is already used by message {}",
+                other.message.full_name()
+            )));
+        }
+        let mut indexes: Vec<IndexDef> = Vec::new();
+        for index in &raw.indexes {
+            if !is_identifier(&index.name) {
+                return Err(problem(format!(
+                    "index name {:?} must be lower case letters, digits and '_', starting with a letter",
+                    index.name
+                )));
+            }
+            if indexes.iter().any(|i| i.name == index.name) {
+                return Err(problem(format!("index {} is declared twice", index.name)));
+            }
+            if index.fields.is_empty() {
+                return Err(problem(format!("index {} has no fields", index.name)));
+            }
+            let fields = index
+                .fields
+                .iter()
+                .map(|f| FieldPath::resolve(&message, f))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| problem(format!("index {}: {e}", index.name)))?;
+            indexes.push(IndexDef {
+                name: index.name.clone(),
+                fields,
+            });
+        }
+        let id_field = if raw.id_field.is_empty() {
+            None
+        } else {
+            let path = FieldPath::resolve(&message, &raw.id_field)
+                .map_err(|e| problem(format!("id_field: {e}")))?;
+            if path.ty != FieldType::String || path.segments().len() != 1 {
+                return Err(problem(format!(
+                    "id_field `{}` must be a top-level string field",
+                    raw.id_field
+                )));
+            }
+            Some(path)
+        };
+        let rule = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+        let collection = Collection {
+            name: raw.name.clone(),
+            message: message.clone(),
+            indexes,
+            rules: Rules {
+                read: rule(&raw.read),
+                write: rule(&raw.write),
+            },
+            id_field,
+        };
+        collections.insert(raw.name.clone(), Arc::new(collection));
+    }
+    Ok(collections)
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && name.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+fn collect_proto_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), SchemaError> {
+    let unreadable = |e: std::io::Error| SchemaError::Directory {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path: PathBuf = entry.map_err(unreadable)?.path();
+        if path.is_dir() {
+            collect_proto_files(root, &path, out)?;
+        } else if path.extension().is_some_and(|e| e == "proto") {
+            let relative = path.strip_prefix(root).unwrap_or(&path);
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+    Ok(())
+}
+
+/// Turns a compiler error into "file:line:column: message".
+fn compile_error(err: protox::Error) -> SchemaError {
+    let file = err.file().unwrap_or("schema").to_owned();
+    let mut location = file;
+    if let (Some(label), Some(source)) = (err.labels().and_then(|mut l| l.next()), err.source_code()) {
+        if let Ok(span) = source.read_span(label.inner(), 0, 0) {
+            location = format!("{location}:{}:{}", span.line() + 1, span.column() + 1);
+        }
+    }
+    let mut message = err.to_string();
+    if let Some(help) = err.help() {
+        message = format!("{message} ({help})");
+    }
+    SchemaError::Compile { location, message }
+}
+
+struct MemoryResolver(HashMap<String, String>);
+
+impl FileResolver for MemoryResolver {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        match self.0.get(name) {
+            Some(text) => File::from_source(name, text),
+            None => Err(protox::Error::file_not_found(name)),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,153 @@
+use std::path::Path;
+
+use protosync_schema::{FieldType, Registry, SchemaError};
+use serde_json::json;
+
+fn example() -> Registry {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schema");
+    Registry::load_dir(&dir).expect("example schema loads")
+}
+
+const HEADER: &str = "syntax = \"proto3\";\npackage t;\nimport \"protosync/v1/options.proto\";\n";
+
+fn compile(body: &str) -> Result<Registry, SchemaError> {
+    let text = format!("{HEADER}{body}");
+    Registry::from_sources(&[("t.proto", &text)])
+}
+
+#[test]
+fn example_schema_declares_the_inbox_and_runtime_collections() {
+    let registry = example();
+    let names: Vec<&str> = registry.collections().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["codex_worker_summary", "feedback_entries", "proposed_actions", "run_summary", "work_items"]
+    );
+    let work_items = registry.collection("work_items").unwrap();
+    let feed = &work_items.indexes[0];
+    assert_eq!(feed.name, "by_owner_feed");
+    let fields: Vec<String> = feed.fields.iter().map(|f| f.to_string()).collect();
+    assert_eq!(fields, ["ownerId", "important", "priority"]);
+    assert_eq!(feed.fields[2].ty, FieldType::Int);
+    assert!(work_items.rules.read.as_deref().unwrap().contains("auth.sub"));
+    assert_eq!(registry.collection("run_summary").unwrap().id_field.as_ref().unwrap().to_string(), "runId");
+}
+
+#[test]
+fn fingerprint_is_stable_and_changes_with_the_schema() {
+    assert_eq!(example().fingerprint(), example().fingerprint());
+    let a = compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string x = 1; }").unwrap();
+    let b = compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string y = 1; }").unwrap();
+    assert_ne!(a.fingerprint(), b.fingerprint());
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    let err = compile("message A {\n  string x = ;\n}").unwrap_err().to_string();
+    assert!(err.starts_with("t.proto:5:"), "{err}");
+}
+
+#[test]
+fn unknown_type_names_file_and_line() {
+    let err = compile("message A {\n  Missing x = 1;\n}").unwrap_err().to_string();
+    assert!(err.starts_with("t.proto:5:"), "{err}");
+    assert!(err.contains("Missing"), "{err}");
+}
+
+#[test]
+fn bad_collection_options_are_refused_with_the_reason() {
+    let cases = [
+        ("message A { option (protosync.v1.collection) = { name: \"Bad-Name\" }; }", "must be lower case"),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"a\" }; }\nmessage B { option (protosync.v1.collection) = { name: \"a\" }; }",
+            "already used by message t.A",
+        ),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"a\" indexes: { name: \"i\" fields: [\"nope\"] } }; }",
+            "index i: unknown field `nope`",
+        ),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"a\" indexes: { name: \"i\" fields: [\"tags\"] } }; repeated string tags = 1; }",
+            "repeated or map field",
+        ),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"a\" id_field: \"n\" }; int32 n = 1; }",
+            "must be a top-level string field",
+        ),
+    ];
+    for (schema, expected) in cases {
+        let err = compile(schema).unwrap_err().to_string();
+        assert!(err.contains(expected), "{schema}\n=> {err}");
+    }
+}
+
+#[test]
+fn schema_directory_errors_are_clear() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = Registry::load_dir(empty.path()).unwrap_err().to_string();
+    assert!(err.contains("contains no .proto files"), "{err}");
+    let err = Registry::load_dir(Path::new("/nonexistent/schema")).unwrap_err().to_string();
+    assert!(err.contains("cannot read schema directory"), "{err}");
+}
+
+#[test]
+fn valid_document_becomes_canonical_proto3_json() {
+    let registry = example();
+    let runs = registry.collection("run_summary").unwrap();
+    let doc = runs
+        .validate(
+            "r1",
+            &json!({"owner_id": "u1", "status": 2, "eventCount": 7, "updatedAt": "2026-01-02T03:04:05Z", "labels": {"env": "prod"}}),
+        )
+        .unwrap();
+    assert_eq!(doc["ownerId"], "u1");
+    assert_eq!(doc["status"], "RUN_STATUS_RUNNING");
+    assert_eq!(doc["eventCount"], "7", "int64 is a string in proto3 JSON");
+    assert_eq!(doc["lastEventSeq"], "0", "defaults are present");
+    assert_eq!(doc["runId"], "r1", "the id field is filled in");
+    assert_eq!(doc["labels"]["env"], "prod");
+    assert!(doc.get("startedAt").is_none(), "unset messages stay absent");
+}
+
+#[test]
+fn invalid_documents_name_the_field() {
+    let registry = example();
+    let items = registry.collection("work_items").unwrap();
+    let runs = registry.collection("run_summary").unwrap();
+    let cases = [
+        (items, json!({"title": "x", "bogus": 1}), "bogus", "unknown field"),
+        (items, json!({"priority": "high"}), "priority", "expected an integer"),
+        (items, json!({"priority": 4294967296_i64}), "priority", "out of range"),
+        (items, json!({"important": "yes"}), "important", "expected a boolean"),
+        (items, json!({"source": "SOURCE_FAX"}), "source", "unknown value \"SOURCE_FAX\""),
+        (items, json!({"sender": {"name": 5}}), "sender.name", "expected a string"),
+        (items, json!({"labels": ["a", 3]}), "labels[1]", "expected a string"),
+        (items, json!({"receivedAt": "yesterday"}), "receivedAt", ""),
+        (runs, json!({"eventCount": "99999999999999999999"}), "eventCount", "out of range"),
+        (runs, json!({"labels": {"k": 1}}), "labels[\"k\"]", "expected a string"),
+        (runs, json!({"runId": "other"}), "runId", "must equal the id"),
+    ];
+    for (collection, body, path, message) in cases {
+        let err = collection.validate("r1", &body).unwrap_err();
+        assert_eq!(err.path, path, "{body} => {err}");
+        assert!(err.message.contains(message), "{body} => {err}");
+    }
+    let err = items.validate("x", &json!([1, 2])).unwrap_err();
+    assert!(err.message.contains("must be a JSON object"), "{err}");
+}
+
+#[test]
+fn patch_merges_top_level_fields_and_clears_cleared_optionals() {
+    let registry = example();
+    let actions = registry.collection("proposed_actions").unwrap();
+    let stored = actions
+        .validate("a1", &json!({"ownerId": "u", "status": "STATUS_PREVIEW", "resultRef": "m-1"}))
+        .unwrap();
+    let patch = actions.validate_patch(&json!({"status": "STATUS_CONFIRMED", "result_ref": null})).unwrap();
+    let merged = patch.apply(&stored);
+    assert_eq!(merged["status"], "STATUS_CONFIRMED");
+    assert_eq!(merged["ownerId"], "u");
+    assert!(merged.get("resultRef").is_none());
+    let err = actions.validate_patch(&json!({"status": "NOPE"})).unwrap_err();
+    assert_eq!(err.path, "status");
+}
