@@ -1,0 +1,184 @@
+//! The scan loop that every store drives: the store fetches batches of rows
+//! as asked; this decides what to ask for next, filters, orders and pages.
+//!
+//! Keeping this out of the stores means SQLite and Postgres cannot differ in
+//! query semantics: they only differ in how they fetch a batch.
+
+use std::collections::BinaryHeap;
+
+use crate::document::StoredDocument;
+use crate::plan::Plan;
+use crate::query::Query;
+
+/// Rows fetched per batch: large enough to amortize a round trip, small
+/// enough that an ordered scan with a small limit does little extra work.
+pub const SCAN_BATCH_ROWS: usize = 512;
+
+/// What the store should fetch next, in one read transaction with the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanRequest {
+    /// Index entries with `lower <= key < upper`, joined to their documents,
+    /// ascending by key (or descending when `reverse`), at most `limit` rows.
+    Index {
+        index: String,
+        lower: Vec<u8>,
+        upper: Option<Vec<u8>>,
+        reverse: bool,
+        limit: usize,
+    },
+    /// Documents of the collection with id greater than `after_id`, ascending
+    /// by id (byte order), at most `limit` rows.
+    Collection { after_id: Option<String>, limit: usize },
+}
+
+/// One fetched row: the document and, for index scans, its index key.
+#[derive(Debug, Clone)]
+pub struct ScanRow {
+    pub index_key: Option<Vec<u8>>,
+    pub doc: StoredDocument,
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub documents: Vec<StoredDocument>,
+    pub next_cursor: Option<String>,
+}
+
+/// A result candidate, ordered by sort key so a max-heap keeps the smallest.
+struct Ranked(Vec<u8>, StoredDocument);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+pub struct Execution<'q> {
+    query: &'q Query,
+    plan: Plan,
+    next: Option<ScanRequest>,
+    /// Ordered plans append; unordered ones keep the best `limit + 1` in a heap.
+    ordered: Vec<Ranked>,
+    best: BinaryHeap<Ranked>,
+}
+
+impl<'q> Execution<'q> {
+    pub fn new(query: &'q Query) -> Execution<'q> {
+        let plan = Plan::choose(query);
+        let next = Some(match &plan {
+            Plan::Index(scan) => ScanRequest::Index {
+                index: scan.index.clone(),
+                lower: scan.lower.clone(),
+                upper: scan.upper.clone(),
+                reverse: scan.reverse,
+                limit: SCAN_BATCH_ROWS,
+            },
+            Plan::Collection { ordered } => ScanRequest::Collection {
+                after_id: if *ordered { Plan::collection_start(query) } else { None },
+                limit: SCAN_BATCH_ROWS,
+            },
+        });
+        let mut execution = Execution { query, plan, next, ordered: Vec::new(), best: BinaryHeap::new() };
+        execution.size_next_batch();
+        execution
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The next batch to fetch, or `None` when the result is complete.
+    pub fn next_request(&self) -> Option<&ScanRequest> {
+        self.next.as_ref()
+    }
+
+    /// Takes the rows the store fetched for the last request.
+    pub fn accept(&mut self, rows: Vec<ScanRow>) {
+        let Some(request) = self.next.take() else { return };
+        let requested = match &request {
+            ScanRequest::Index { limit, .. } | ScanRequest::Collection { limit, .. } => *limit,
+        };
+        let exhausted = rows.len() < requested;
+        let wanted = self.query.limit + 1;
+        let mut resume = None;
+        for row in rows {
+            resume = Some(match &request {
+                ScanRequest::Index { .. } => Resume::Key(row.index_key.clone().unwrap_or_default()),
+                ScanRequest::Collection { .. } => Resume::Id(row.doc.id.clone()),
+            });
+            if !self.query.matches(&row.doc) {
+                continue;
+            }
+            let key = self.query.sort_key(&row.doc);
+            if !self.query.is_after_cursor(&key) {
+                continue;
+            }
+            if self.plan.ordered() {
+                self.ordered.push(Ranked(key, row.doc));
+                if self.ordered.len() >= wanted {
+                    return;
+                }
+            } else {
+                self.best.push(Ranked(key, row.doc));
+                if self.best.len() > wanted {
+                    self.best.pop();
+                }
+            }
+        }
+        if exhausted {
+            return;
+        }
+        self.next = match (request, resume) {
+            (ScanRequest::Index { index, lower, upper, reverse, limit }, Some(Resume::Key(mut last))) => Some(if reverse {
+                ScanRequest::Index { index, lower, upper: Some(last), reverse, limit }
+            } else {
+                last.push(0x00);
+                ScanRequest::Index { index, lower: last.max(lower), upper, reverse, limit }
+            }),
+            (ScanRequest::Collection { limit, .. }, Some(Resume::Id(id))) => {
+                Some(ScanRequest::Collection { after_id: Some(id), limit })
+            }
+            _ => None,
+        };
+        self.size_next_batch();
+    }
+
+    /// An ordered scan needs only as many rows as the page still lacks
+    /// (plus slack for rows the filter drops).
+    fn size_next_batch(&mut self) {
+        if !self.plan.ordered() {
+            return;
+        }
+        let missing = self.query.limit + 1 - self.ordered.len();
+        if let Some(ScanRequest::Index { limit, .. } | ScanRequest::Collection { limit, .. }) = &mut self.next {
+            *limit = (missing + 16).min(SCAN_BATCH_ROWS);
+        }
+    }
+
+    pub fn finish(self) -> Page {
+        let mut ranked = if self.plan.ordered() { self.ordered } else { self.best.into_sorted_vec() };
+        let mut next_cursor = None;
+        if ranked.len() > self.query.limit {
+            ranked.truncate(self.query.limit);
+            next_cursor = ranked.last().map(|r| self.query.cursor_after(&r.0));
+        }
+        Page { documents: ranked.into_iter().map(|r| r.1).collect(), next_cursor }
+    }
+}
+
+enum Resume {
+    Key(Vec<u8>),
+    Id(String),
+}

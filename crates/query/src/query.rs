@@ -1,0 +1,260 @@
+//! Queries: a collection, a filter, an order, a limit and a page cursor.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use protosync_schema::{Collection, FieldPath, Registry};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::document::StoredDocument;
+use crate::key::{encode_id, KeyValue};
+
+/// Page size when a query names none.
+pub const DEFAULT_QUERY_LIMIT: usize = 100;
+/// The largest page a query may ask for: bounds one response's size and the
+/// memory a sorted scan holds.
+pub const MAX_QUERY_LIMIT: usize = 1_000;
+/// Conditions in one filter: filters are evaluated per document on scans.
+pub const MAX_FILTER_CONDITIONS: usize = 32;
+/// Values in one `in` list.
+pub const MAX_IN_VALUES: usize = 256;
+/// Fields in one `orderBy`.
+pub const MAX_ORDER_FIELDS: usize = 8;
+
+/// A query as it arrives over the API (proto3 JSON names).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueryRequest {
+    pub collection: String,
+    #[serde(default)]
+    pub filter: Vec<ConditionRequest>,
+    #[serde(default)]
+    pub order_by: Vec<OrderRequest>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionRequest {
+    pub field: String,
+    pub op: String,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    pub field: String,
+    #[serde(default)]
+    pub direction: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("unknown collection {0:?}")]
+    UnknownCollection(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+}
+
+impl Op {
+    fn parse(text: &str) -> Option<Op> {
+        Some(match text {
+            "==" => Op::Eq,
+            "!=" => Op::Ne,
+            "<" => Op::Lt,
+            "<=" => Op::Le,
+            ">" => Op::Gt,
+            ">=" => Op::Ge,
+            "in" => Op::In,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+/// One `field op value` condition, with values already typed by the field.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub field: FieldPath,
+    pub op: Op,
+    /// One value, or the list of an `in`.
+    pub values: Vec<KeyValue>,
+}
+
+impl Condition {
+    /// Whether `doc` satisfies the condition. A missing field is null: it
+    /// equals only null, and no range condition matches it.
+    pub fn matches(&self, doc: &Value) -> bool {
+        let actual = KeyValue::of_field(&self.field, doc);
+        let value = &self.values[0];
+        let ordered = || actual != KeyValue::Null && *value != KeyValue::Null;
+        let cmp = || actual.compare(value);
+        match self.op {
+            Op::Eq => cmp().is_eq(),
+            Op::Ne => cmp().is_ne(),
+            Op::Lt => ordered() && cmp().is_lt(),
+            Op::Le => ordered() && cmp().is_le(),
+            Op::Gt => ordered() && cmp().is_gt(),
+            Op::Ge => ordered() && cmp().is_ge(),
+            Op::In => self.values.iter().any(|v| actual.compare(v).is_eq()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderField {
+    pub field: FieldPath,
+    pub direction: Direction,
+}
+
+/// A compiled query, checked against the schema.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub collection: Arc<Collection>,
+    pub filter: Vec<Condition>,
+    pub order: Vec<OrderField>,
+    pub limit: usize,
+    /// The sort key of the last document of the previous page.
+    pub after: Option<Vec<u8>>,
+}
+
+impl Query {
+    pub fn compile(registry: &Registry, request: &QueryRequest) -> Result<Query, QueryError> {
+        let collection = registry
+            .collection(&request.collection)
+            .ok_or_else(|| QueryError::UnknownCollection(request.collection.clone()))?
+            .clone();
+        let invalid = QueryError::Invalid;
+        if request.filter.len() > MAX_FILTER_CONDITIONS {
+            return Err(invalid(format!("a filter has at most {MAX_FILTER_CONDITIONS} conditions")));
+        }
+        if request.order_by.len() > MAX_ORDER_FIELDS {
+            return Err(invalid(format!("orderBy has at most {MAX_ORDER_FIELDS} fields")));
+        }
+        let mut filter = Vec::with_capacity(request.filter.len());
+        for (i, c) in request.filter.iter().enumerate() {
+            let field = FieldPath::resolve(&collection.message, &c.field).map_err(|e| invalid(format!("filter[{i}]: {e}")))?;
+            let op = Op::parse(&c.op)
+                .ok_or_else(|| invalid(format!("filter[{i}]: unknown op {:?} (use ==, !=, <, <=, >, >=, in)", c.op)))?;
+            let typed = |v: &Value| KeyValue::from_json(&field.ty, v).map_err(|e| invalid(format!("filter[{i}] on `{field}`: {e}")));
+            let values = if op == Op::In {
+                let list = c.value.as_array().ok_or_else(|| invalid(format!("filter[{i}]: `in` takes an array of values")))?;
+                if list.is_empty() || list.len() > MAX_IN_VALUES {
+                    return Err(invalid(format!("filter[{i}]: `in` takes 1 to {MAX_IN_VALUES} values")));
+                }
+                list.iter().map(typed).collect::<Result<_, _>>()?
+            } else {
+                vec![typed(&c.value)?]
+            };
+            filter.push(Condition { field, op, values });
+        }
+        let mut order = Vec::with_capacity(request.order_by.len());
+        for (i, o) in request.order_by.iter().enumerate() {
+            let field = FieldPath::resolve(&collection.message, &o.field).map_err(|e| invalid(format!("orderBy[{i}]: {e}")))?;
+            let direction = match o.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("asc") => Direction::Asc,
+                Some("desc") => Direction::Desc,
+                Some(other) => return Err(invalid(format!("orderBy[{i}]: direction {other:?} is not asc or desc"))),
+            };
+            order.push(OrderField { field, direction });
+        }
+        let limit = match request.limit {
+            None => DEFAULT_QUERY_LIMIT,
+            Some(0) => return Err(invalid("limit must be at least 1".into())),
+            Some(n) if n as usize > MAX_QUERY_LIMIT => {
+                return Err(invalid(format!("limit {n} is above the maximum of {MAX_QUERY_LIMIT}")));
+            }
+            Some(n) => n as usize,
+        };
+        let mut query = Query { collection, filter, order, limit, after: None };
+        if let Some(cursor) = &request.cursor {
+            query.after = Some(query.decode_cursor(cursor)?);
+        }
+        Ok(query)
+    }
+
+    pub fn matches(&self, doc: &StoredDocument) -> bool {
+        self.filter.iter().all(|c| c.matches(&doc.body))
+    }
+
+    /// Ties are broken by id, in the direction of the last order field.
+    pub fn id_descending(&self) -> bool {
+        self.order.last().is_some_and(|o| o.direction == Direction::Desc)
+    }
+
+    /// The key that orders results: order fields, then id, each in its
+    /// direction. Results are sorted by ascending sort key.
+    pub fn sort_key(&self, doc: &StoredDocument) -> Vec<u8> {
+        let mut key = Vec::new();
+        for o in &self.order {
+            KeyValue::of_field(&o.field, &doc.body).encode_directed(o.direction == Direction::Desc, &mut key);
+        }
+        encode_id(&doc.id, self.id_descending(), &mut key);
+        key
+    }
+
+    /// Whether `doc` comes after the cursor (always, without a cursor).
+    pub fn is_after_cursor(&self, sort_key: &[u8]) -> bool {
+        self.after.as_deref().is_none_or(|after| sort_key > after)
+    }
+
+    /// The opaque cursor that continues after the document with `sort_key`.
+    pub fn cursor_after(&self, sort_key: &[u8]) -> String {
+        let mut bytes = vec![CURSOR_FORMAT];
+        bytes.extend_from_slice(&self.order_fingerprint().to_be_bytes());
+        bytes.extend_from_slice(sort_key);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn decode_cursor(&self, cursor: &str) -> Result<Vec<u8>, QueryError> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .map_err(|_| QueryError::InvalidCursor("not a cursor returned by this server".into()))?;
+        match bytes.split_first() {
+            Some((&CURSOR_FORMAT, rest)) if rest.len() > 8 => {
+                let (fingerprint, key) = rest.split_at(8);
+                if fingerprint != self.order_fingerprint().to_be_bytes() {
+                    return Err(QueryError::InvalidCursor(
+                        "the cursor belongs to a query with another collection or order".into(),
+                    ));
+                }
+                Ok(key.to_vec())
+            }
+            _ => Err(QueryError::InvalidCursor("not a cursor returned by this server".into())),
+        }
+    }
+
+    /// FNV-1a of the collection and order: a cursor only fits the order that made it.
+    fn order_fingerprint(&self) -> u64 {
+        let mut text = self.collection.name.clone();
+        for o in &self.order {
+            text.push_str(&format!("|{}:{:?}", o.field, o.direction));
+        }
+        text.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    }
+}
+
+const CURSOR_FORMAT: u8 = 1;
