@@ -1,1 +1,184 @@
+//! Durable storage: documents, commits, the change log and idempotency
+//! records, behind one [`Store`] trait with two implementations.
+//!
+//! - [`sqlite::SqliteStore`]: embedded, zero setup; one writer thread that
+//!   group-commits, reader connections on the blocking pool. WAL mode.
+//! - [`postgres::PostgresStore`]: production; several engine processes may
+//!   share one database.
+//!
+//! The invariant both keep: every commit gets a [`Seq`] that is gap-free and
+//! strictly increasing, and commits become visible in seq order, so a reader
+//! that sees seq N has seen every commit below N. Both serialize the
+//! assignment of seqs through one counter row updated inside the commit.
+//!
+//! What a commit does to documents is decided once, in [`commit`], as a pure
+//! function of the stored documents and the operations; the stores only read
+//! and write rows. Query semantics live in `protosync_query`.
 
+pub mod commit;
+mod error;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use protosync_query::{Page, Query};
+use protosync_schema::{Collection, PatchFields, Registry};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub use error::{Rejection, StoreError};
+pub use protosync_query::{Seq, StoredDocument, Version};
+
+/// One write of a mutation, already validated against the schema.
+#[derive(Debug, Clone)]
+pub struct WriteOp {
+    pub collection: Arc<Collection>,
+    pub id: String,
+    pub kind: WriteKind,
+    /// The write is rejected unless the stored document has this version.
+    pub expected_version: Option<Version>,
+}
+
+#[derive(Debug, Clone)]
+pub enum WriteKind {
+    /// Create; fails if the document exists.
+    Insert(Value),
+    /// Create or replace.
+    Upsert(Value),
+    /// Merge top-level fields into the existing document.
+    Patch(PatchFields),
+    Delete,
+}
+
+/// An atomic list of writes that becomes one commit.
+#[derive(Debug, Clone)]
+pub struct Mutation {
+    pub ops: Vec<WriteOp>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A client's key for a mutation: a retry with the same key returns the first
+/// outcome and writes nothing. `request_hash` tells a true retry from a
+/// different request that reuses the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// What a committed mutation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitOutcome {
+    pub seq: Seq,
+    /// One per op, in op order: the document and its version after the commit
+    /// (for a delete, the version that was deleted).
+    pub results: Vec<OpResult>,
+    /// True when this is the recorded outcome of an earlier request with the
+    /// same idempotency key; nothing was written now.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpResult {
+    pub id: String,
+    pub version: Version,
+}
+
+/// A document as of a read at `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadAt<T> {
+    /// The last commit the read saw: the result is the state at this seq.
+    pub seq: Seq,
+    pub value: T,
+}
+
+/// One document change of a commit: its state after the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub collection: String,
+    pub id: String,
+    pub version: Version,
+    /// `None` when the commit deleted the document.
+    pub body: Option<Value>,
+}
+
+/// A commit as the change log keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommitRecord {
+    pub seq: Seq,
+    pub committed_at_ms: i64,
+    pub changes: Vec<Change>,
+}
+
+/// Settings every store honours.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long the change log keeps a commit; resumes from older watermarks
+    /// get a fresh result instead.
+    pub change_log_retention: Duration,
+    /// How long an idempotency key is remembered.
+    pub idempotency_retention: Duration,
+}
+
+/// Default for [`StoreOptions::change_log_retention`]: a day covers a laptop
+/// closed overnight.
+pub const DEFAULT_CHANGE_LOG_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default for [`StoreOptions::idempotency_retention`]: longer than any
+/// client's retry window.
+pub const DEFAULT_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            change_log_retention: DEFAULT_CHANGE_LOG_RETENTION,
+            idempotency_retention: DEFAULT_IDEMPOTENCY_RETENTION,
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings declared indexes in line with `registry`: builds new or changed
+    /// ones from the stored documents and drops the rest. Called at start-up.
+    async fn sync_indexes(&self, registry: &Registry) -> Result<(), StoreError>;
+
+    /// Applies `mutation` atomically as one commit.
+    async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError>;
+
+    /// One document by id.
+    async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<Option<StoredDocument>>, StoreError>;
+
+    /// One page of a query, consistent at one seq.
+    async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError>;
+
+    /// Up to `max_commits` commits after `after`, in seq order. Fails with
+    /// [`StoreError::LogTruncated`] when the log no longer reaches back to `after`.
+    async fn read_log(&self, after: Seq, max_commits: usize) -> Result<Vec<CommitRecord>, StoreError>;
+
+    /// The latest committed seq.
+    async fn head(&self) -> Result<Seq, StoreError>;
+
+    /// The oldest seq a log read may start after.
+    async fn log_floor(&self) -> Result<Seq, StoreError>;
+
+    /// Drops change-log entries and idempotency records older than their
+    /// retention; returns the new log floor.
+    async fn prune(&self) -> Result<Seq, StoreError>;
+
+    /// A watch on the latest seq this process knows to be committed: it moves
+    /// after local commits and, for shared stores, on wake-ups from other
+    /// writers. It may lag or skip values; the log is the truth.
+    fn commits(&self) -> watch::Receiver<Seq>;
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

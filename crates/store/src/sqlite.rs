@@ -1,0 +1,572 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One writer thread owns the only writable connection and group-commits:
+//! it takes every mutation that is waiting, runs each inside its own
+//! savepoint of one transaction (each gets its own seq and outcome; a rejected
+//! one rolls back alone), and answers them all after that transaction
+//! commits. Reads run on the blocking pool with read-only connections, each
+//! in one transaction, so a query sees one snapshot.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
+use protosync_schema::{Collection, Registry};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::commit::{keys_to_read, plan_commit};
+use crate::{
+    now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
+    Version,
+};
+
+/// Mutations waiting for the writer thread; senders wait when it is full,
+/// which is the backpressure on writers.
+const WRITE_QUEUE_LEN: usize = 4_096;
+/// Mutations folded into one SQLite transaction at most: bounds the latency
+/// a mutation waits behind others in its group.
+const MAX_GROUP_COMMIT: usize = 256;
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE protosync_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL,
+    log_floor INTEGER NOT NULL
+);
+INSERT INTO protosync_head (id, seq, log_floor) VALUES (1, 0, 0);
+CREATE TABLE protosync_documents (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE TABLE protosync_indexes (
+    collection TEXT NOT NULL,
+    index_name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (collection, index_name)
+);
+CREATE TABLE protosync_index_entries (
+    collection TEXT NOT NULL,
+    index_name TEXT NOT NULL,
+    key BLOB NOT NULL,
+    doc_id TEXT NOT NULL,
+    PRIMARY KEY (collection, index_name, key)
+) WITHOUT ROWID;
+CREATE TABLE protosync_commits (
+    seq INTEGER PRIMARY KEY,
+    committed_at_ms INTEGER NOT NULL,
+    idempotency_key TEXT
+);
+CREATE INDEX protosync_commits_by_time ON protosync_commits (committed_at_ms);
+CREATE TABLE protosync_changes (
+    seq INTEGER NOT NULL,
+    ord INTEGER NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT,
+    PRIMARY KEY (seq, ord)
+) WITHOUT ROWID;
+CREATE TABLE protosync_idempotency (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
+"#];
+
+enum Job {
+    Commit(Mutation, oneshot::Sender<Result<CommitOutcome, StoreError>>),
+    SyncIndexes(Vec<Arc<Collection>>, oneshot::Sender<Result<(), StoreError>>),
+    Prune(oneshot::Sender<Result<Seq, StoreError>>),
+}
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    commits: watch::Receiver<Seq>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL in WAL mode: a commit survives a process crash; a power loss
+        // may lose the last commits but never corrupts (docs/operations.md).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        let head = read_head(&conn)?;
+        let (commits_tx, commits) = watch::channel(head);
+        let (jobs, rx) = mpsc::channel(WRITE_QUEUE_LEN);
+        std::thread::Builder::new()
+            .name("protosync-sqlite-writer".into())
+            .spawn(move || Writer { conn, options, commits: commits_tx }.run(rx))
+            .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
+        Ok(SqliteStore { jobs, readers: Arc::new(Mutex::new(Vec::new())), path: path.to_owned(), commits })
+    }
+
+    async fn send<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `read` in one read transaction on a pooled read-only connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| poisoned())?.pop();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                    conn
+                }
+            };
+            let result = {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let result = read(&tx);
+                tx.finish()?;
+                result
+            };
+            let mut idle = readers.lock().map_err(|_| poisoned())?;
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the SQLite writer thread has stopped".into())
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Internal("the SQLite reader pool lock is poisoned".into())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn sync_indexes(&self, registry: &Registry) -> Result<(), StoreError> {
+        let collections = registry.collections().cloned().collect();
+        self.send(|tx| Job::SyncIndexes(collections, tx)).await
+    }
+
+    async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError> {
+        self.send(|tx| Job::Commit(mutation, tx)).await
+    }
+
+    async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.read(move |tx| {
+            let seq = read_head(tx)?;
+            Ok(ReadAt { seq, value: read_document(tx, &collection, &id)? })
+        })
+        .await
+    }
+
+    async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {
+        let query = query.clone();
+        self.read(move |tx| {
+            let seq = read_head(tx)?;
+            let mut execution = Execution::new(&query);
+            while let Some(request) = execution.next_request() {
+                let rows = scan(tx, &query.collection.name, request)?;
+                execution.accept(rows);
+            }
+            Ok(ReadAt { seq, value: execution.finish() })
+        })
+        .await
+    }
+
+    async fn read_log(&self, after: Seq, max_commits: usize) -> Result<Vec<CommitRecord>, StoreError> {
+        self.read(move |tx| {
+            let floor: i64 = tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get(0))?;
+            if (after.0 as i64) < floor {
+                return Err(StoreError::LogTruncated { floor: Seq(floor as u64) });
+            }
+            let mut commits: Vec<CommitRecord> = tx
+                .prepare_cached("SELECT seq, committed_at_ms FROM protosync_commits WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+                .query_map(params![after.0 as i64, max_commits as i64], |r| {
+                    Ok(CommitRecord { seq: Seq(r.get::<_, i64>(0)? as u64), committed_at_ms: r.get(1)?, changes: Vec::new() })
+                })?
+                .collect::<Result<_, _>>()?;
+            let Some(last) = commits.last().map(|c| c.seq) else { return Ok(commits) };
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, collection, id, version, body FROM protosync_changes WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, ord",
+            )?;
+            let mut rows = stmt.query(params![after.0 as i64, last.0 as i64])?;
+            let mut at = 0;
+            while let Some(row) = rows.next()? {
+                let seq = Seq(row.get::<_, i64>(0)? as u64);
+                while commits[at].seq < seq {
+                    at += 1;
+                }
+                let body: Option<String> = row.get(4)?;
+                commits[at].changes.push(Change {
+                    collection: row.get(1)?,
+                    id: row.get(2)?,
+                    version: Version(row.get::<_, i64>(3)? as u64),
+                    body: body.map(|b| parse_body(&b)).transpose()?,
+                });
+            }
+            Ok(commits)
+        })
+        .await
+    }
+
+    async fn head(&self) -> Result<Seq, StoreError> {
+        self.read(|tx| read_head(tx)).await
+    }
+
+    async fn log_floor(&self) -> Result<Seq, StoreError> {
+        self.read(|tx| Ok(Seq(tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get::<_, i64>(0))? as u64)))
+            .await
+    }
+
+    async fn prune(&self) -> Result<Seq, StoreError> {
+        self.send(Job::Prune).await
+    }
+
+    fn commits(&self) -> watch::Receiver<Seq> {
+        self.commits.clone()
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    options: StoreOptions,
+    commits: watch::Sender<Seq>,
+}
+
+impl Writer {
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_GROUP_COMMIT {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut commits = Vec::new();
+            for job in batch {
+                match job {
+                    Job::Commit(mutation, reply) => commits.push((mutation, reply)),
+                    other => {
+                        self.group_commit(std::mem::take(&mut commits));
+                        self.run_other(other);
+                    }
+                }
+            }
+            self.group_commit(commits);
+        }
+    }
+
+    fn group_commit(&mut self, jobs: Vec<(Mutation, oneshot::Sender<Result<CommitOutcome, StoreError>>)>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let outcome = (|| -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(jobs.len());
+            for (mutation, _) in &jobs {
+                let mut savepoint = tx.unchecked_transaction_savepoint()?;
+                let result = apply_mutation(&mut savepoint, mutation);
+                if result.is_ok() {
+                    savepoint.commit()?;
+                } else {
+                    savepoint.rollback()?;
+                    savepoint.commit()?;
+                }
+                results.push(result);
+            }
+            tx.commit()?;
+            Ok(results)
+        })();
+        match outcome {
+            Ok(results) => {
+                if let Ok(head) = read_head(&self.conn) {
+                    self.commits.send_replace(head);
+                }
+                for ((_, reply), result) in jobs.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn run_other(&mut self, job: Job) {
+        match job {
+            Job::SyncIndexes(collections, reply) => {
+                let _ = reply.send(sync_indexes(&mut self.conn, &collections));
+            }
+            Job::Prune(reply) => {
+                let _ = reply.send(prune(&mut self.conn, &self.options));
+            }
+            Job::Commit(..) => unreachable!("commits are grouped"),
+        }
+    }
+}
+
+/// A savepoint on the writer's open transaction. rusqlite's savepoint API
+/// needs `&mut Connection`; the transaction borrows it, so this runs the SQL
+/// directly.
+trait SavepointExt {
+    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError>;
+}
+
+impl SavepointExt for rusqlite::Transaction<'_> {
+    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError> {
+        self.execute_batch("SAVEPOINT mutation")?;
+        Ok(Savepoint { conn: self })
+    }
+}
+
+struct Savepoint<'c> {
+    conn: &'c Connection,
+}
+
+impl Savepoint<'_> {
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("RELEASE mutation")?)
+    }
+    fn rollback(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("ROLLBACK TO mutation")?)
+    }
+}
+
+impl std::ops::Deref for Savepoint<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+fn apply_mutation(conn: &mut Savepoint<'_>, mutation: &Mutation) -> Result<CommitOutcome, StoreError> {
+    if let Some(key) = &mutation.idempotency {
+        let recorded: Option<(String, String)> = conn
+            .prepare_cached("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = ?1")?
+            .query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((hash, outcome)) = recorded {
+            return recorded_outcome(&key.key, &key.request_hash, &hash, &outcome);
+        }
+    }
+    let seq: i64 = conn.prepare_cached("UPDATE protosync_head SET seq = seq + 1 RETURNING seq")?.query_row([], |r| r.get(0))?;
+    let seq = Seq(seq as u64);
+    let mut stored = HashMap::new();
+    for (collection, id) in keys_to_read(mutation) {
+        if let Some(doc) = read_document(conn, &collection, &id)? {
+            stored.insert((collection, id), doc);
+        }
+    }
+    let plan = plan_commit(mutation, &stored)?;
+    for (ord, write) in plan.writes.iter().enumerate() {
+        let body = write.body.as_ref().map(|b| b.to_string());
+        match &body {
+            Some(body) => conn.prepare_cached(
+                "INSERT INTO protosync_documents (collection, id, version, seq, body) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, body = excluded.body",
+            )?
+            .execute(params![write.collection, write.id, write.version.0 as i64, seq.0 as i64, body])?,
+            None => conn
+                .prepare_cached("DELETE FROM protosync_documents WHERE collection = ?1 AND id = ?2")?
+                .execute(params![write.collection, write.id])?,
+        };
+        for (index, key) in &write.removed_index_keys {
+            conn.prepare_cached("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2 AND key = ?3")?
+                .execute(params![write.collection, index, key])?;
+        }
+        for (index, key) in &write.added_index_keys {
+            conn.prepare_cached("INSERT INTO protosync_index_entries (collection, index_name, key, doc_id) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![write.collection, index, key, write.id])?;
+        }
+        conn.prepare_cached("INSERT INTO protosync_changes (seq, ord, collection, id, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![seq.0 as i64, ord as i64, write.collection, write.id, write.version.0 as i64, body])?;
+    }
+    let idempotency_key = mutation.idempotency.as_ref().map(|k| k.key.as_str());
+    conn.prepare_cached("INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES (?1, ?2, ?3)")?
+        .execute(params![seq.0 as i64, now_ms(), idempotency_key])?;
+    let outcome = CommitOutcome { seq, results: plan.results, duplicate: false };
+    if let Some(key) = &mutation.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![key.key, key.request_hash, seq.0 as i64, encode_outcome(&outcome)?, now_ms()])?;
+    }
+    Ok(outcome)
+}
+
+/// The outcome recorded for an idempotency key, or the error for a key
+/// reused with a different request.
+pub(crate) fn recorded_outcome(key: &str, request_hash: &str, recorded_hash: &str, outcome: &str) -> Result<CommitOutcome, StoreError> {
+    if recorded_hash != request_hash {
+        return Err(StoreError::IdempotencyKeyReused(key.to_owned()));
+    }
+    let mut outcome: CommitOutcome =
+        serde_json::from_str(outcome).map_err(|e| StoreError::Internal(format!("recorded outcome of key {key:?}: {e}")))?;
+    outcome.duplicate = true;
+    Ok(outcome)
+}
+
+pub(crate) fn encode_outcome(outcome: &CommitOutcome) -> Result<String, StoreError> {
+    serde_json::to_string(outcome).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn read_head(conn: &Connection) -> Result<Seq, StoreError> {
+    Ok(Seq(conn.prepare_cached("SELECT seq FROM protosync_head")?.query_row([], |r| r.get::<_, i64>(0))? as u64))
+}
+
+fn read_document(conn: &Connection, collection: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+    let row: Option<(i64, i64, String)> = conn
+        .prepare_cached("SELECT version, seq, body FROM protosync_documents WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    row.map(|(version, seq, body)| {
+        Ok(StoredDocument { id: id.to_owned(), version: Version(version as u64), seq: Seq(seq as u64), body: parse_body(&body)? })
+    })
+    .transpose()
+}
+
+fn parse_body(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))
+}
+
+fn scan(conn: &Connection, collection: &str, request: &ScanRequest) -> Result<Vec<ScanRow>, StoreError> {
+    let row_of = |r: &rusqlite::Row<'_>, key: Option<Vec<u8>>, first: usize| -> rusqlite::Result<(Option<Vec<u8>>, String, i64, i64, String)> {
+        Ok((key, r.get(first)?, r.get(first + 1)?, r.get(first + 2)?, r.get(first + 3)?))
+    };
+    let raw: Vec<(Option<Vec<u8>>, String, i64, i64, String)> = match request {
+        ScanRequest::Index { index, lower, upper, reverse, limit } => {
+            let sql = format!(
+                "SELECT e.key, d.id, d.version, d.seq, d.body FROM protosync_index_entries e
+                 JOIN protosync_documents d ON d.collection = e.collection AND d.id = e.doc_id
+                 WHERE e.collection = ?1 AND e.index_name = ?2 AND e.key >= ?3 {} ORDER BY e.key {} LIMIT ?5",
+                if upper.is_some() { "AND e.key < ?4" } else { "AND ?4 IS NULL" },
+                if *reverse { "DESC" } else { "ASC" }
+            );
+            conn.prepare_cached(&sql)?
+                .query_map(params![collection, index, lower, upper, *limit as i64], |r| {
+                    let key: Vec<u8> = r.get(0)?;
+                    row_of(r, Some(key), 1)
+                })?
+                .collect::<Result<_, _>>()?
+        }
+        ScanRequest::Collection { after_id, limit } => conn
+            .prepare_cached("SELECT id, version, seq, body FROM protosync_documents WHERE collection = ?1 AND id > ?2 ORDER BY id LIMIT ?3")?
+            .query_map(params![collection, after_id.as_deref().unwrap_or(""), *limit as i64], |r| row_of(r, None, 0))?
+            .collect::<Result<_, _>>()?,
+    };
+    raw.into_iter()
+        .map(|(index_key, id, version, seq, body)| {
+            Ok(ScanRow { index_key, doc: StoredDocument { id, version: Version(version as u64), seq: Seq(seq as u64), body: parse_body(&body)? } })
+        })
+        .collect()
+}
+
+fn sync_indexes(conn: &mut Connection, collections: &[Arc<Collection>]) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let existing: Vec<(String, String, String)> = tx
+        .prepare("SELECT collection, index_name, fingerprint FROM protosync_indexes")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let declared: Vec<(&Arc<Collection>, &protosync_schema::IndexDef)> =
+        collections.iter().flat_map(|c| c.indexes.iter().map(move |i| (c, i))).collect();
+    for (collection, index, fingerprint) in &existing {
+        let keep = declared.iter().any(|(c, i)| c.name == *collection && i.name == *index && i.fingerprint() == *fingerprint);
+        if !keep {
+            tx.execute("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
+            tx.execute("DELETE FROM protosync_indexes WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
+        }
+    }
+    for (collection, index) in declared {
+        let built = existing.iter().any(|(c, i, f)| *c == collection.name && *i == index.name && *f == index.fingerprint());
+        if built {
+            continue;
+        }
+        tracing::info!(collection = %collection.name, index = %index.name, "building index");
+        let docs: Vec<(String, String)> = tx
+            .prepare("SELECT id, body FROM protosync_documents WHERE collection = ?1")?
+            .query_map([&collection.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut insert = tx.prepare("INSERT INTO protosync_index_entries (collection, index_name, key, doc_id) VALUES (?1, ?2, ?3, ?4)")?;
+        for (id, body) in docs {
+            let key = protosync_query::key::index_key(index, &id, &parse_body(&body)?);
+            insert.execute(params![collection.name, index.name, key, id])?;
+        }
+        tx.execute(
+            "INSERT INTO protosync_indexes (collection, index_name, fingerprint) VALUES (?1, ?2, ?3)",
+            params![collection.name, index.name, index.fingerprint()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq, StoreError> {
+    let now = now_ms();
+    let log_cutoff = now - options.change_log_retention.as_millis() as i64;
+    let idempotency_cutoff = now - options.idempotency_retention.as_millis() as i64;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let newest_expired: Option<i64> =
+        tx.query_row("SELECT MAX(seq) FROM protosync_commits WHERE committed_at_ms < ?1", [log_cutoff], |r| r.get(0))?;
+    if let Some(floor) = newest_expired {
+        tx.execute("DELETE FROM protosync_changes WHERE seq <= ?1", [floor])?;
+        tx.execute("DELETE FROM protosync_commits WHERE seq <= ?1", [floor])?;
+        tx.execute("UPDATE protosync_head SET log_floor = MAX(log_floor, ?1)", [floor])?;
+    }
+    tx.execute("DELETE FROM protosync_idempotency WHERE created_at_ms < ?1", [idempotency_cutoff])?;
+    let floor: i64 = tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get(0))?;
+    tx.commit()?;
+    Ok(Seq(floor as u64))
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS protosync_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)")?;
+    let applied: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM protosync_migrations", [], |r| r.get(0))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError::Internal(format!(
+            "the database was migrated to version {applied} by a newer protosync; this one knows {}",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        tx.execute_batch(sql).map_err(|e| StoreError::Internal(format!("migration {}: {e}", i + 1)))?;
+        tx.execute("INSERT INTO protosync_migrations (version, applied_at_ms) VALUES (?1, ?2)", params![i as i64 + 1, now_ms()])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+

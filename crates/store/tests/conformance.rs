@@ -1,0 +1,448 @@
+//! The store conformance suite: every test runs against SQLite and Postgres.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use protosync_query::{Query, QueryRequest};
+use protosync_schema::Registry;
+use protosync_store::postgres::PostgresStore;
+use protosync_store::sqlite::SqliteStore;
+use protosync_store::{
+    IdempotencyKey, Mutation, Rejection, Seq, Store, StoreError, StoreOptions, Version, WriteKind, WriteOp,
+};
+use protosync_testkit::{example_schema_dir, TestDatabase};
+use serde_json::{json, Value};
+
+enum Backing {
+    Sqlite(tempfile::TempDir),
+    Postgres(TestDatabase),
+}
+
+struct Harness {
+    store: Arc<dyn Store>,
+    registry: Registry,
+    backing: Backing,
+}
+
+impl Harness {
+    fn sqlite() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::load_dir(&example_schema_dir()).unwrap();
+        let store = SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap();
+        Harness { store: Arc::new(store), registry, backing: Backing::Sqlite(dir) }
+    }
+
+    async fn postgres() -> Option<Harness> {
+        let db = TestDatabase::create().await?;
+        let registry = Registry::load_dir(&example_schema_dir()).unwrap();
+        let store = PostgresStore::connect(&db.url, 8, StoreOptions::default()).await.unwrap();
+        Some(Harness { store: Arc::new(store), registry, backing: Backing::Postgres(db) })
+    }
+
+    /// Another store on the same data, as another process (or a restart) would open it.
+    async fn open_again(&self, options: StoreOptions) -> Arc<dyn Store> {
+        match &self.backing {
+            Backing::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("data.db"), options).unwrap()),
+            Backing::Postgres(db) => Arc::new(PostgresStore::connect(&db.url, 8, options).await.unwrap()),
+        }
+    }
+
+    async fn start(self) -> Harness {
+        self.store.sync_indexes(&self.registry).await.unwrap();
+        self
+    }
+
+    fn op(&self, collection: &str, id: &str, kind: WriteKind) -> WriteOp {
+        WriteOp { collection: self.registry.collection(collection).unwrap().clone(), id: id.into(), kind, expected_version: None }
+    }
+
+    fn insert(&self, collection: &str, id: &str, body: Value) -> WriteOp {
+        let doc = self.registry.collection(collection).unwrap().validate(id, &body).unwrap();
+        self.op(collection, id, WriteKind::Insert(doc))
+    }
+
+    fn upsert(&self, collection: &str, id: &str, body: Value) -> WriteOp {
+        let doc = self.registry.collection(collection).unwrap().validate(id, &body).unwrap();
+        self.op(collection, id, WriteKind::Upsert(doc))
+    }
+
+    fn patch(&self, collection: &str, id: &str, fields: Value) -> WriteOp {
+        let patch = self.registry.collection(collection).unwrap().validate_patch(&fields).unwrap();
+        self.op(collection, id, WriteKind::Patch(patch))
+    }
+
+    async fn commit(&self, ops: Vec<WriteOp>) -> Result<protosync_store::CommitOutcome, StoreError> {
+        self.store.commit(Mutation { ops, idempotency: None }).await
+    }
+
+    fn query(&self, request: Value) -> Query {
+        let request: QueryRequest = serde_json::from_value(request).unwrap();
+        Query::compile(&self.registry, &request).unwrap()
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Harness::sqlite().start().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(harness) = super::Harness::postgres().await else { return };
+                    super::$name(harness.start().await).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    insert_then_get_returns_version_one_at_seq_one,
+    insert_of_existing_id_is_rejected_and_writes_nothing,
+    upsert_creates_then_replaces_with_the_next_version,
+    patch_merges_fields_and_rejects_missing_documents,
+    delete_removes_and_rejects_missing_documents,
+    rejected_op_rejects_the_whole_mutation_without_using_a_seq,
+    expected_version_is_checked,
+    idempotent_retry_returns_the_first_outcome_and_writes_nothing,
+    change_log_holds_each_commit_in_seq_order,
+    seq_is_gap_free_under_concurrent_writers_on_two_store_instances,
+    queries_agree_with_brute_force_evaluation,
+    ordering_is_by_typed_value_not_text,
+    data_survives_reopening,
+    pruning_moves_the_log_floor_and_old_resumes_are_refused,
+    changed_index_definitions_are_rebuilt_from_stored_documents,
+    commits_watch_follows_commits,
+);
+
+async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
+    let outcome = h.commit(vec![h.insert("work_items", "w1", json!({"title": "hello", "priority": 3}))]).await.unwrap();
+    assert_eq!(outcome.seq, Seq(1));
+    assert_eq!(outcome.results[0].version, Version(1));
+    let read = h.store.get("work_items", "w1").await.unwrap();
+    assert_eq!(read.seq, Seq(1));
+    let doc = read.value.unwrap();
+    assert_eq!((doc.version, doc.seq), (Version(1), Seq(1)));
+    assert_eq!(doc.body["title"], "hello");
+    assert_eq!(doc.body["priority"], 3);
+    assert!(h.store.get("work_items", "nope").await.unwrap().value.is_none());
+    assert!(h.store.get("proposed_actions", "w1").await.unwrap().value.is_none(), "ids are per collection");
+}
+
+async fn insert_of_existing_id_is_rejected_and_writes_nothing(h: Harness) {
+    h.commit(vec![h.insert("work_items", "w1", json!({"title": "first"}))]).await.unwrap();
+    let err = h.commit(vec![h.insert("work_items", "w1", json!({"title": "second"}))]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { op: 0, rejection: Rejection::AlreadyExists, .. }), "{err:?}");
+    assert_eq!(h.store.get("work_items", "w1").await.unwrap().value.unwrap().body["title"], "first");
+    assert_eq!(h.store.head().await.unwrap(), Seq(1));
+}
+
+async fn upsert_creates_then_replaces_with_the_next_version(h: Harness) {
+    h.commit(vec![h.upsert("work_items", "w1", json!({"title": "a", "priority": 1}))]).await.unwrap();
+    let outcome = h.commit(vec![h.upsert("work_items", "w1", json!({"title": "b"}))]).await.unwrap();
+    assert_eq!(outcome.results[0].version, Version(2));
+    let doc = h.store.get("work_items", "w1").await.unwrap().value.unwrap();
+    assert_eq!(doc.body["title"], "b");
+    assert_eq!(doc.body["priority"], 0, "upsert replaces the whole document");
+    assert_eq!(doc.seq, Seq(2));
+}
+
+async fn patch_merges_fields_and_rejects_missing_documents(h: Harness) {
+    h.commit(vec![h.insert("work_items", "w1", json!({"title": "a", "priority": 1}))]).await.unwrap();
+    let outcome = h.commit(vec![h.patch("work_items", "w1", json!({"priority": 5}))]).await.unwrap();
+    assert_eq!(outcome.results[0].version, Version(2));
+    let doc = h.store.get("work_items", "w1").await.unwrap().value.unwrap();
+    assert_eq!((doc.body["title"].as_str(), doc.body["priority"].as_i64()), (Some("a"), Some(5)));
+    let err = h.commit(vec![h.patch("work_items", "missing", json!({"priority": 5}))]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { rejection: Rejection::NotFound, .. }), "{err:?}");
+}
+
+async fn delete_removes_and_rejects_missing_documents(h: Harness) {
+    h.commit(vec![h.insert("work_items", "w1", json!({"title": "a"}))]).await.unwrap();
+    let outcome = h.commit(vec![h.op("work_items", "w1", WriteKind::Delete)]).await.unwrap();
+    assert_eq!(outcome.results[0].version, Version(1), "a delete reports the version it deleted");
+    assert!(h.store.get("work_items", "w1").await.unwrap().value.is_none());
+    let err = h.commit(vec![h.op("work_items", "w1", WriteKind::Delete)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { rejection: Rejection::NotFound, .. }), "{err:?}");
+    // The index entry went with the document.
+    let page = h.store.query(&h.query(json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": ""}]}))).await.unwrap();
+    assert!(page.value.documents.is_empty());
+}
+
+async fn rejected_op_rejects_the_whole_mutation_without_using_a_seq(h: Harness) {
+    h.commit(vec![h.insert("work_items", "taken", json!({}))]).await.unwrap();
+    let err = h
+        .commit(vec![h.insert("work_items", "new", json!({"title": "x"})), h.insert("work_items", "taken", json!({}))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { op: 1, .. }), "{err:?}");
+    assert!(h.store.get("work_items", "new").await.unwrap().value.is_none(), "the first op must not be applied");
+    let next = h.commit(vec![h.insert("work_items", "later", json!({}))]).await.unwrap();
+    assert_eq!(next.seq, Seq(2), "the rejected mutation used no seq");
+}
+
+async fn expected_version_is_checked(h: Harness) {
+    h.commit(vec![h.insert("work_items", "w1", json!({"priority": 1}))]).await.unwrap();
+    h.commit(vec![h.patch("work_items", "w1", json!({"priority": 2}))]).await.unwrap();
+    let mut stale = h.patch("work_items", "w1", json!({"priority": 9}));
+    stale.expected_version = Some(Version(1));
+    let err = h.commit(vec![stale]).await.unwrap_err();
+    match err {
+        StoreError::Rejected { rejection: Rejection::VersionConflict { expected, actual }, .. } => {
+            assert_eq!((expected, actual), (Version(1), Some(Version(2))));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut fresh = h.patch("work_items", "w1", json!({"priority": 9}));
+    fresh.expected_version = Some(Version(2));
+    assert_eq!(h.commit(vec![fresh]).await.unwrap().results[0].version, Version(3));
+    let mut create_only = h.upsert("work_items", "w2", json!({}));
+    create_only.expected_version = Some(Version(1));
+    assert!(matches!(
+        h.commit(vec![create_only]).await.unwrap_err(),
+        StoreError::Rejected { rejection: Rejection::VersionConflict { actual: None, .. }, .. }
+    ));
+}
+
+async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harness) {
+    let key = |hash: &str| Some(IdempotencyKey { key: "k-1".into(), request_hash: hash.into() });
+    let first = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1") }).await.unwrap();
+    assert!(!first.duplicate);
+    let retry = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1") }).await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!((retry.seq, &retry.results), (first.seq, &first.results));
+    assert_eq!(h.store.head().await.unwrap(), first.seq, "the retry committed nothing");
+    let reused = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w2", json!({}))], idempotency: key("other") }).await;
+    assert!(matches!(reused, Err(StoreError::IdempotencyKeyReused(_))), "{reused:?}");
+    assert!(h.store.get("work_items", "w2").await.unwrap().value.is_none());
+}
+
+async fn change_log_holds_each_commit_in_seq_order(h: Harness) {
+    h.commit(vec![h.insert("work_items", "a", json!({"title": "1"})), h.insert("work_items", "b", json!({}))]).await.unwrap();
+    h.commit(vec![h.patch("work_items", "a", json!({"title": "2"})), h.patch("work_items", "a", json!({"priority": 4}))]).await.unwrap();
+    h.commit(vec![h.op("work_items", "b", WriteKind::Delete)]).await.unwrap();
+    let log = h.store.read_log(Seq(0), 100).await.unwrap();
+    let seqs: Vec<u64> = log.iter().map(|c| c.seq.0).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let ids: Vec<&str> = log[0].changes.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(log[1].changes.len(), 1, "one change per document per commit");
+    assert_eq!(log[1].changes[0].version, Version(2));
+    assert_eq!(log[1].changes[0].body.as_ref().unwrap()["priority"], 4);
+    assert_eq!(log[2].changes[0].body, None);
+    assert_eq!(h.store.read_log(Seq(1), 1).await.unwrap().iter().map(|c| c.seq.0).collect::<Vec<_>>(), [2]);
+    assert!(h.store.read_log(Seq(3), 10).await.unwrap().is_empty());
+}
+
+async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harness) {
+    const WRITERS: usize = 8;
+    const COMMITS_EACH: usize = 25;
+    let second = h.open_again(StoreOptions::default()).await;
+    let stores = [h.store.clone(), second];
+    let reader = h.store.clone();
+    let tail = tokio::spawn(async move {
+        // Tails the log while writers run: every read must continue exactly
+        // where the last one ended.
+        let mut seen = Vec::new();
+        let mut after = Seq(0);
+        while seen.len() < WRITERS * COMMITS_EACH {
+            for commit in reader.read_log(after, 50).await.unwrap() {
+                assert_eq!(commit.seq, after.next(), "gap or reorder after seq {after}");
+                assert_eq!(commit.changes.len(), 1);
+                after = commit.seq;
+                seen.push(commit.changes[0].id.clone());
+            }
+            tokio::task::yield_now().await;
+        }
+        seen
+    });
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = stores[w % 2].clone();
+        let collection = h.registry.collection("work_items").unwrap().clone();
+        writers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..COMMITS_EACH {
+                let id = format!("w{w}-{i}");
+                let body = collection.validate(&id, &json!({"priority": i})).unwrap();
+                let op = WriteOp { collection: collection.clone(), id, kind: WriteKind::Insert(body), expected_version: None };
+                seqs.push(store.commit(Mutation { ops: vec![op], idempotency: None }).await.unwrap().seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for writer in writers {
+        let seqs = writer.await.unwrap();
+        assert!(seqs.windows(2).all(|p| p[0] < p[1]), "one writer's commits get increasing seqs");
+        all.extend(seqs);
+    }
+    all.sort();
+    let expected: Vec<Seq> = (1..=(WRITERS * COMMITS_EACH) as u64).map(Seq).collect();
+    assert_eq!(all, expected);
+    let seen = tokio::time::timeout(Duration::from_secs(60), tail).await.unwrap().unwrap();
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "the tail saw each commit once");
+}
+
+/// Random documents and random queries: every page of every query, read
+/// through indexes and cursors, equals filtering and sorting everything in
+/// memory.
+async fn queries_agree_with_brute_force_evaluation(h: Harness) {
+    let seed = protosync_testkit::seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let owners = ["ann", "bob", "cy"];
+    let mut docs = Vec::new();
+    let mut ops = Vec::new();
+    for i in 0..120 {
+        let value = (rng.random_range(0..4usize), rng.random::<bool>(), rng.random_range(-3i32..4), rng.random_range(0i64..5));
+        let body = json!({
+            "ownerId": owners[value.0 % 3],
+            "important": value.1,
+            "priority": value.2,
+            "receivedAt": format!("2026-01-0{}T00:00:0{}.{}Z", 1 + value.3, value.3, i % 10),
+            "title": format!("t{}", i % 7),
+        });
+        ops.push(h.insert("work_items", &format!("doc{i:03}"), body));
+        if ops.len() == 40 {
+            h.commit(std::mem::take(&mut ops)).await.unwrap();
+        }
+    }
+    let all = h.store.query(&h.query(json!({"collection": "work_items", "limit": 1000}))).await.unwrap().value.documents;
+    assert_eq!(all.len(), 120);
+    docs.extend(all);
+    let fields = [("ownerId", json!(["ann", "bob", "cy", "zed"])), ("important", json!([true, false])), ("priority", json!([-3, 0, 1, 2, 5])), ("receivedAt", json!(["2026-01-02T00:00:01.5Z", "2026-01-03T00:00:00Z"]))];
+    let ops_text = ["==", "!=", "<", "<=", ">", ">=", "in"];
+    for case in 0..150 {
+        let mut pick = |n: usize| rng.random_range(0..n);
+        let mut filter = Vec::new();
+        for _ in 0..pick(3) {
+            let (field, values) = &fields[pick(fields.len())];
+            let values = values.as_array().unwrap();
+            let op = ops_text[pick(ops_text.len())];
+            let value = if op == "in" { json!([values[pick(values.len())], values[pick(values.len())]]) } else { values[pick(values.len())].clone() };
+            filter.push(json!({"field": field, "op": op, "value": value}));
+        }
+        let mut order = Vec::new();
+        for _ in 0..pick(3) {
+            let (field, _) = &fields[pick(fields.len())];
+            order.push(json!({"field": field, "direction": if pick(2) == 0 { "asc" } else { "desc" }}));
+        }
+        let limit = 1 + pick(30);
+        let request = json!({"collection": "work_items", "filter": filter, "orderBy": order, "limit": limit});
+        let query = h.query(request.clone());
+        let mut expected: Vec<_> = docs.iter().filter(|d| query.matches(d)).collect();
+        expected.sort_by_key(|d| query.sort_key(d));
+        let expected: Vec<&str> = expected.iter().map(|d| d.id.as_str()).collect();
+        let mut got = Vec::new();
+        let mut request = request;
+        loop {
+            let page = h.store.query(&h.query(request.clone())).await.unwrap().value;
+            assert!(page.documents.len() <= limit);
+            got.extend(page.documents.iter().map(|d| d.id.clone()));
+            match page.next_cursor {
+                Some(cursor) => request["cursor"] = json!(cursor),
+                None => break,
+            }
+            assert!(got.len() <= expected.len(), "case {case}: more results than expected for {request}");
+        }
+        assert_eq!(got, expected, "seed {seed} case {case}: {request} (plan {:?})", protosync_query::Plan::choose(&query));
+    }
+}
+
+async fn ordering_is_by_typed_value_not_text(h: Harness) {
+    let mut ops = Vec::new();
+    for (id, count, updated) in [("a", 9, "2026-01-01T00:00:01Z"), ("b", 10, "2026-01-01T00:00:00.500Z"), ("c", -2, "2026-01-01T00:00:00Z")] {
+        ops.push(h.insert("run_summary", id, json!({"eventCount": count, "updatedAt": updated, "status": "RUN_STATUS_RUNNING"})));
+    }
+    h.commit(ops).await.unwrap();
+    let ids = |request: Value| {
+        let query = h.query(request);
+        let store = h.store.clone();
+        async move { store.query(&query).await.unwrap().value.documents.into_iter().map(|d| d.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(ids(json!({"collection": "run_summary", "orderBy": [{"field": "eventCount", "direction": "desc"}]})).await, ["b", "a", "c"]);
+    // Served by the by_status_updated index: timestamps order by instant.
+    assert_eq!(
+        ids(json!({"collection": "run_summary", "filter": [{"field": "status", "op": "==", "value": "RUN_STATUS_RUNNING"}], "orderBy": [{"field": "updatedAt"}]})).await,
+        ["c", "b", "a"]
+    );
+    assert_eq!(ids(json!({"collection": "run_summary", "filter": [{"field": "eventCount", "op": ">", "value": "9"}]})).await, ["b"]);
+}
+
+async fn data_survives_reopening(h: Harness) {
+    h.commit(vec![h.insert("work_items", "w1", json!({"title": "kept", "ownerId": "ann"}))]).await.unwrap();
+    let reopened = h.open_again(StoreOptions::default()).await;
+    let doc = reopened.get("work_items", "w1").await.unwrap();
+    assert_eq!((doc.seq, doc.value.unwrap().body["title"].clone()), (Seq(1), json!("kept")));
+    let page = reopened.query(&h.query(json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": "ann"}]}))).await.unwrap();
+    assert_eq!(page.value.documents.len(), 1);
+    assert_eq!(reopened.read_log(Seq(0), 10).await.unwrap().len(), 1);
+}
+
+async fn pruning_moves_the_log_floor_and_old_resumes_are_refused(h: Harness) {
+    for i in 0..3 {
+        h.commit(vec![h.insert("work_items", &format!("w{i}"), json!({}))]).await.unwrap();
+    }
+    assert_eq!(h.store.prune().await.unwrap(), Seq(0), "default retention keeps everything fresh");
+    let expiring = h.open_again(StoreOptions { change_log_retention: Duration::ZERO, idempotency_retention: Duration::ZERO }).await;
+    // Commits are stamped in milliseconds; make sure the last one is in the past.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut floor = Seq(0);
+    while floor != Seq(3) && tokio::time::Instant::now() < deadline {
+        floor = expiring.prune().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(floor, Seq(3));
+    assert_eq!(h.store.log_floor().await.unwrap(), Seq(3));
+    assert!(matches!(h.store.read_log(Seq(1), 10).await, Err(StoreError::LogTruncated { floor: Seq(3) })));
+    assert!(h.store.read_log(Seq(3), 10).await.unwrap().is_empty());
+    let next = h.commit(vec![h.insert("work_items", "w9", json!({}))]).await.unwrap();
+    assert_eq!(next.seq, Seq(4), "pruning never reuses seqs");
+    assert_eq!(h.store.read_log(Seq(3), 10).await.unwrap().len(), 1);
+}
+
+async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness) {
+    let schema = |fields: &str| {
+        format!(
+            "syntax = \"proto3\"; package t; import \"protosync/v1/options.proto\";
+             message Item {{ option (protosync.v1.collection) = {{ name: \"items\" indexes: {{ name: \"i\" fields: [{fields}] }} }};
+               string kind = 1; int32 rank = 2; }}"
+        )
+    };
+    let v1 = Registry::from_sources(&[("t.proto", &schema("\"kind\""))]).unwrap();
+    let v2 = Registry::from_sources(&[("t.proto", &schema("\"rank\""))]).unwrap();
+    h.store.sync_indexes(&v1).await.unwrap();
+    let items = v1.collection("items").unwrap();
+    let ops = (0..5)
+        .map(|i| {
+            let id = format!("i{i}");
+            let body = items.validate(&id, &json!({"kind": if i % 2 == 0 { "even" } else { "odd" }, "rank": 10 - i})).unwrap();
+            WriteOp { collection: items.clone(), id, kind: WriteKind::Insert(body), expected_version: None }
+        })
+        .collect();
+    h.store.commit(Mutation { ops, idempotency: None }).await.unwrap();
+    h.store.sync_indexes(&v2).await.unwrap();
+    let request: QueryRequest = serde_json::from_value(json!({"collection": "items", "filter": [{"field": "rank", "op": ">=", "value": 8}], "orderBy": [{"field": "rank"}]})).unwrap();
+    let query = Query::compile(&v2, &request).unwrap();
+    assert!(matches!(protosync_query::Plan::choose(&query), protosync_query::Plan::Index(_)));
+    let ids: Vec<String> = h.store.query(&query).await.unwrap().value.documents.into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["i2", "i1", "i0"], "the rebuilt index holds the documents written before it existed");
+}
+
+async fn commits_watch_follows_commits(h: Harness) {
+    let mut commits = h.store.commits();
+    assert_eq!(*commits.borrow_and_update(), Seq(0));
+    h.commit(vec![h.insert("work_items", "w1", json!({}))]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), commits.wait_for(|s| *s >= Seq(1))).await.unwrap().unwrap();
+}
