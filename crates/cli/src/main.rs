@@ -1,1 +1,64 @@
-fn main(){}
+//! The `protosync` binary: a thin shell over the engine and gateway crates.
+
+mod config;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "protosync", version, about = "A self-hosted realtime sync engine whose schema is your .proto files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run locally on embedded SQLite, with the example schema unless --schema is given.
+    Dev(run::DevArgs),
+    /// Run in production: Postgres (or SQLite), from flags, PROTOSYNC_* variables or a config file.
+    Serve(run::ServeArgs),
+    /// Work with a schema.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Compile a schema directory and list its collections, or say what is wrong.
+    Check {
+        /// The schema directory (default: the built-in example).
+        #[arg(long, env = "PROTOSYNC_SCHEMA")]
+        schema: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev(args) => run::dev(args).await,
+            Command::Serve(args) => run::serve(args).await,
+            Command::Schema { command: SchemaCommand::Check { schema } } => run::schema_check(schema.as_deref()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

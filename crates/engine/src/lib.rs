@@ -1,1 +1,93 @@
+//! The engine: what a request means, between the gateway and the store.
+//!
+//! - [`mutation`]: turns a mutation request into validated writes, checks
+//!   limits, hashes it for idempotency and commits it.
+//! - [`Engine`]: the entry point the gateway holds: mutate, query, get,
+//!   readiness, and the background pruning of the change log.
+//!
+//! It never speaks HTTP or WebSocket, and never touches SQL.
 
+mod error;
+pub mod limits;
+pub mod mutation;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protosync_query::{Page, Query, QueryRequest};
+use protosync_schema::Registry;
+use protosync_store::{CommitOutcome, ReadAt, Store, StoredDocument};
+
+pub use error::EngineError;
+pub use mutation::MutationRequest;
+
+/// How often the change log and idempotency records are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct Engine {
+    registry: Arc<Registry>,
+    store: Arc<dyn Store>,
+    pruner: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.pruner.abort();
+    }
+}
+
+impl Engine {
+    /// Prepares the store for `registry` (builds changed indexes) and starts
+    /// background pruning.
+    pub async fn start(registry: Arc<Registry>, store: Arc<dyn Store>) -> Result<Engine, EngineError> {
+        store.sync_indexes(&registry).await?;
+        let pruner = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let mut every = tokio::time::interval(PRUNE_INTERVAL);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = store.prune().await {
+                        tracing::warn!(error = %e, "pruning the change log failed");
+                    }
+                }
+            }
+        });
+        Ok(Engine { registry, store, pruner })
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn mutate(&self, request: &MutationRequest) -> Result<CommitOutcome, EngineError> {
+        let mutation = mutation::prepare(&self.registry, request)?;
+        Ok(self.store.commit(mutation).await?)
+    }
+
+    pub async fn query(&self, request: &QueryRequest) -> Result<ReadAt<Page>, EngineError> {
+        let query = Query::compile(&self.registry, request)?;
+        Ok(self.store.query(&query).await?)
+    }
+
+    /// One document; `NOT_FOUND` when it does not exist.
+    pub async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<StoredDocument>, EngineError> {
+        if self.registry.collection(collection).is_none() {
+            return Err(EngineError::UnknownCollection(collection.to_owned()));
+        }
+        let read = self.store.get(collection, id).await?;
+        match read.value {
+            Some(doc) => Ok(ReadAt { seq: read.seq, value: doc }),
+            None => Err(EngineError::NotFound { location: String::new(), collection: collection.to_owned(), id: id.to_owned() }),
+        }
+    }
+
+    /// Ready when the store answers.
+    pub async fn ready(&self) -> Result<protosync_store::Seq, EngineError> {
+        Ok(self.store.head().await?)
+    }
+}

@@ -19,7 +19,7 @@ use protosync_query::key::index_key;
 use protosync_schema::Collection;
 use serde_json::Value;
 
-use crate::{Mutation, OpResult, Rejection, StoreError, StoredDocument, Version, WriteKind};
+use crate::{MAX_DOCUMENT_BYTES, Mutation, OpResult, Rejection, StoreError, StoredDocument, Version, WriteKind};
 
 /// A document's identity across the store.
 pub type DocKey = (String, String);
@@ -115,6 +115,12 @@ pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>
                 Some(_) => None,
             },
         };
+        if let Some(body) = &doc.current {
+            let bytes = body.to_string().len();
+            if bytes > MAX_DOCUMENT_BYTES {
+                return Err(reject(Rejection::DocumentTooLarge { bytes, limit: MAX_DOCUMENT_BYTES }));
+            }
+        }
         doc.touched = true;
     }
     let results = mutation

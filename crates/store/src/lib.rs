@@ -33,6 +33,11 @@ use tokio::sync::watch;
 pub use error::{Rejection, StoreError};
 pub use protosync_query::{Seq, StoredDocument, Version};
 
+/// A document's canonical JSON, in bytes, at most. Checked on every write,
+/// including the result of a patch: documents travel whole to every
+/// subscriber, so they must stay small enough to fan out.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
 /// One write of a mutation, already validated against the schema.
 #[derive(Debug, Clone)]
 pub struct WriteOp {

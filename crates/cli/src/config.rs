@@ -1,0 +1,65 @@
+//! Settings for `protosync serve`: flags and `PROTOSYNC_*` variables win over
+//! the config file, which wins over defaults (docs/configuration.md).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The config file: TOML, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub schema: Option<PathBuf>,
+    pub database: Option<String>,
+    pub pool_size: Option<usize>,
+    pub change_log_retention: Option<String>,
+    pub idempotency_retention: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        // A relative schema path is relative to the config file.
+        if let (Some(schema), Some(dir)) = (&config.schema, path.parent()) {
+            if schema.is_relative() {
+                config.schema = Some(dir.join(schema));
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Parses durations like `500ms`, `90s`, `15m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(n) = number.parse::<u64>() else { bail!("invalid duration {text:?}: expected a number and a unit, e.g. 24h") };
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("invalid duration {text:?}: the unit must be ms, s, m, h or d"),
+    };
+    Ok(Duration::from_secs(n * seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! Starting the engine: dev (SQLite, example schema) and serve (configured).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use protosync_engine::Engine;
+use protosync_schema::Registry;
+use protosync_store::postgres::{PostgresStore, DEFAULT_POOL_SIZE};
+use protosync_store::sqlite::SqliteStore;
+use protosync_store::{Store, StoreOptions};
+
+use crate::config::{parse_duration, FileConfig};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+
+/// The example schema, built in so `protosync dev` needs no files.
+const EXAMPLE_SCHEMA: &[(&str, &str)] = &[
+    ("example/inbox/v1/inbox.proto", include_str!("../../../examples/schema/example/inbox/v1/inbox.proto")),
+    ("example/runtime/v1/runtime.proto", include_str!("../../../examples/schema/example/runtime/v1/runtime.proto")),
+];
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Where the SQLite database lives.
+    #[arg(long, default_value = ".protosync")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Schema directory (default: the built-in example schema).
+    #[arg(long)]
+    schema: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file; flags and PROTOSYNC_* variables override it.
+    #[arg(long, env = "PROTOSYNC_CONFIG")]
+    config: Option<PathBuf>,
+    /// postgres://user:password@host:port/db, or sqlite:PATH.
+    #[arg(long, env = "PROTOSYNC_DATABASE")]
+    database: Option<String>,
+    /// Schema directory.
+    #[arg(long, env = "PROTOSYNC_SCHEMA")]
+    schema: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:4000].
+    #[arg(long, env = "PROTOSYNC_LISTEN")]
+    listen: Option<String>,
+    /// Postgres connections per process [default: 16].
+    #[arg(long, env = "PROTOSYNC_POOL_SIZE")]
+    pool_size: Option<usize>,
+    /// How long the change log keeps commits [default: 24h].
+    #[arg(long, env = "PROTOSYNC_CHANGE_LOG_RETENTION")]
+    change_log_retention: Option<String>,
+    /// How long idempotency keys are remembered [default: 24h].
+    #[arg(long, env = "PROTOSYNC_IDEMPOTENCY_RETENTION")]
+    idempotency_retention: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "PROTOSYNC_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    init_logging("text")?;
+    let (registry, schema_source) = load_schema(args.schema.as_deref())?;
+    let path = args.data_dir.join("dev.db");
+    let store = SqliteStore::open(&path, StoreOptions::default()).with_context(|| format!("cannot open {}", path.display()))?;
+    println!("protosync dev");
+    println!("  schema:    {schema_source}");
+    println!("  data:      {} (SQLite)", path.display());
+    run(registry, Arc::new(store), &args.listen.to_string()).await
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    init_logging(args.log_format.as_deref().or(file.log_format.as_deref()).unwrap_or("text"))?;
+    let schema = args.schema.or(file.schema).ok_or_else(|| anyhow!("no schema: pass --schema DIR, set PROTOSYNC_SCHEMA or `schema` in the config file"))?;
+    let database = args.database.or(file.database).ok_or_else(|| {
+        anyhow!("no database: pass --database postgres://…, set PROTOSYNC_DATABASE or `database` in the config file")
+    })?;
+    let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let mut options = StoreOptions::default();
+    if let Some(text) = args.change_log_retention.or(file.change_log_retention) {
+        options.change_log_retention = parse_duration(&text).context("change_log_retention")?;
+    }
+    if let Some(text) = args.idempotency_retention.or(file.idempotency_retention) {
+        options.idempotency_retention = parse_duration(&text).context("idempotency_retention")?;
+    }
+    let (registry, schema_source) = load_schema(Some(&schema))?;
+    let store: Arc<dyn Store> = if let Some(path) = database.strip_prefix("sqlite:") {
+        Arc::new(SqliteStore::open(Path::new(path), options)?)
+    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        let pool_size = args.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE);
+        Arc::new(PostgresStore::connect(&database, pool_size, options).await?)
+    } else {
+        return Err(anyhow!("database {database:?} is neither postgres://… nor sqlite:PATH"));
+    };
+    tracing::info!(schema = %schema_source, "starting");
+    run(registry, store, &listen).await
+}
+
+pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
+    let (registry, source) = load_schema(schema)?;
+    println!("{source}: ok, fingerprint {}", registry.fingerprint());
+    for collection in registry.collections() {
+        let indexes: Vec<String> = collection
+            .indexes
+            .iter()
+            .map(|i| format!("{}({})", i.name, i.fields.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")))
+            .collect();
+        println!("  {} ({}) indexes: {}", collection.name, collection.message.full_name(), if indexes.is_empty() { "none".into() } else { indexes.join(" ") });
+    }
+    Ok(())
+}
+
+fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
+    let registry = match dir {
+        Some(dir) => Registry::load_dir(dir).map_err(|e| anyhow!("schema {}: {e}", dir.display()))?,
+        None => Registry::from_sources(EXAMPLE_SCHEMA).map_err(|e| anyhow!("built-in example schema: {e}"))?,
+    };
+    let names: Vec<&str> = registry.collections().map(|c| c.name.as_str()).collect();
+    let source = match dir {
+        Some(dir) => dir.display().to_string(),
+        None => "built-in example (examples/schema)".to_owned(),
+    };
+    let description = format!("{source} — {} collections: {}", names.len(), names.join(", "));
+    Ok((registry, description))
+}
+
+async fn run(registry: Registry, store: Arc<dyn Store>, listen: &str) -> anyhow::Result<()> {
+    let engine = Arc::new(Engine::start(Arc::new(registry), store).await?);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    println!("  listening: http://{address}");
+    tracing::info!(%address, "listening");
+    protosync_server::serve(listener, engine, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn init_logging(format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROTOSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => return Err(anyhow!("log format {other:?} is neither text nor json")),
+    }
+    Ok(())
+}

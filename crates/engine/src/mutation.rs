@@ -1,0 +1,143 @@
+//! Mutation requests: parsing, limits, validation, idempotency hashing.
+
+use protosync_schema::Registry;
+use protosync_store::{IdempotencyKey, Mutation, Version, WriteKind, WriteOp};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{op_location, EngineError};
+use crate::limits::{MAX_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_OPS_PER_MUTATION};
+
+/// `{"idempotencyKey"?, "ops": [{"insert"|"upsert"|"patch"|"delete": {...}}]}`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MutationRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub ops: Vec<OpRequest>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum OpRequest {
+    Insert(OpBody),
+    Upsert(OpBody),
+    Patch(OpBody),
+    Delete(OpBody),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpBody {
+    pub collection: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Value>,
+    /// A uint64: a JSON number or a decimal string (proto3 JSON).
+    #[serde(default, deserialize_with = "uint64", skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<u64>,
+}
+
+fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| serde::de::Error::custom("expected a non-negative integer")),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| serde::de::Error::custom("expected a non-negative integer")),
+        Some(_) => Err(serde::de::Error::custom("expected a non-negative integer")),
+    }
+}
+
+/// Validates `request` against the schema and the limits.
+pub fn prepare(registry: &Registry, request: &MutationRequest) -> Result<Mutation, EngineError> {
+    if request.ops.is_empty() {
+        return Err(EngineError::BadRequest("a mutation needs at least one op".into()));
+    }
+    if request.ops.len() > MAX_OPS_PER_MUTATION {
+        return Err(EngineError::LimitExceeded(format!(
+            "{} ops in one mutation; the limit is {MAX_OPS_PER_MUTATION}",
+            request.ops.len()
+        )));
+    }
+    let idempotency = match &request.idempotency_key {
+        None => None,
+        Some(key) if key.is_empty() => return Err(EngineError::BadRequest("idempotencyKey must not be empty".into())),
+        Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+            return Err(EngineError::LimitExceeded(format!(
+                "idempotencyKey is {} bytes; the limit is {MAX_IDEMPOTENCY_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        Some(key) => Some(IdempotencyKey { key: key.clone(), request_hash: request_hash(request) }),
+    };
+    let ops = request.ops.iter().enumerate().map(|(i, op)| prepare_op(registry, i, op)).collect::<Result<_, _>>()?;
+    Ok(Mutation { ops, idempotency })
+}
+
+fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<WriteOp, EngineError> {
+    let location = op_location(index);
+    let (body, name) = match op {
+        OpRequest::Insert(b) => (b, "insert"),
+        OpRequest::Upsert(b) => (b, "upsert"),
+        OpRequest::Patch(b) => (b, "patch"),
+        OpRequest::Delete(b) => (b, "delete"),
+    };
+    let bad = |message: String| EngineError::BadRequest(format!("{location}{message}"));
+    let collection = registry
+        .collection(&body.collection)
+        .ok_or_else(|| EngineError::UnknownCollection(body.collection.clone()))?
+        .clone();
+    check_id(&body.id).map_err(bad)?;
+    let invalid = |error| EngineError::InvalidDocument { location: location.clone(), error };
+    let needs = |what: &str, present: bool, absent: &[(&str, bool)]| -> Result<(), EngineError> {
+        if !present && !what.is_empty() {
+            return Err(bad(format!("{name} needs \"{what}\"")));
+        }
+        match absent.iter().find(|(_, given)| *given) {
+            Some((field, _)) => Err(bad(format!("{name} does not take \"{field}\""))),
+            None => Ok(()),
+        }
+    };
+    let (has_doc, has_fields) = (body.doc.is_some(), body.fields.is_some());
+    let kind = match op {
+        OpRequest::Insert(_) | OpRequest::Upsert(_) => {
+            needs("doc", has_doc, &[("fields", has_fields)])?;
+            let doc = collection.validate(&body.id, body.doc.as_ref().unwrap_or(&Value::Null)).map_err(invalid)?;
+            if matches!(op, OpRequest::Insert(_)) { WriteKind::Insert(doc) } else { WriteKind::Upsert(doc) }
+        }
+        OpRequest::Patch(_) => {
+            needs("fields", has_fields, &[("doc", has_doc)])?;
+            WriteKind::Patch(collection.validate_patch(body.fields.as_ref().unwrap_or(&Value::Null)).map_err(invalid)?)
+        }
+        OpRequest::Delete(_) => {
+            needs("", true, &[("doc", has_doc), ("fields", has_fields)])?;
+            WriteKind::Delete
+        }
+    };
+    Ok(WriteOp { collection, id: body.id.clone(), kind, expected_version: body.expected_version.map(Version) })
+}
+
+/// Ids are non-empty UTF-8 without control characters, at most
+/// [`MAX_ID_BYTES`]: they appear in URLs, logs and keys.
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("id must not be empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!("id is {} bytes; the limit is {MAX_ID_BYTES}", id.len()));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("id must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// A hash of what the mutation asks for, so a key reused for a different
+/// request is told apart from a retry.
+fn request_hash(request: &MutationRequest) -> String {
+    // serde_json maps keep keys sorted, so equal requests serialize equally.
+    let canonical = serde_json::to_vec(&request.ops).unwrap_or_default();
+    Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+}

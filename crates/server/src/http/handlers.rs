@@ -1,0 +1,89 @@
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::Json;
+use protosync_engine::limits::MAX_REQUEST_BYTES;
+use protosync_engine::{Engine, MutationRequest};
+use protosync_query::QueryRequest;
+use protosync_store::StoredDocument;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+
+type Answer = Result<Json<Value>, ApiError>;
+
+/// Parses a JSON body, answering in our error format instead of axum's.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "LIMIT_EXCEEDED",
+                format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("invalid request body: {e}")))
+}
+
+pub async fn mutate(State(engine): State<Arc<Engine>>, body: Result<Bytes, BytesRejection>) -> Answer {
+    let request: MutationRequest = parse(body)?;
+    let outcome = engine.mutate(&request).await?;
+    let results: Vec<Value> =
+        outcome.results.iter().map(|r| json!({"id": r.id, "version": r.version.to_string()})).collect();
+    let mut answer = json!({"seq": outcome.seq.to_string(), "results": results});
+    if outcome.duplicate {
+        answer["duplicate"] = json!(true);
+    }
+    Ok(Json(answer))
+}
+
+pub async fn query(State(engine): State<Arc<Engine>>, body: Result<Bytes, BytesRejection>) -> Answer {
+    let request: QueryRequest = parse(body)?;
+    let read = engine.query(&request).await?;
+    let documents: Vec<Value> = read
+        .value
+        .documents
+        .iter()
+        .map(|d| json!({"id": d.id, "version": d.version.to_string(), "doc": d.body}))
+        .collect();
+    let mut answer = json!({"seq": read.seq.to_string(), "documents": documents});
+    if let Some(cursor) = read.value.next_cursor {
+        answer["nextCursor"] = json!(cursor);
+    }
+    Ok(Json(answer))
+}
+
+pub async fn get_document(State(engine): State<Arc<Engine>>, Path((collection, id)): Path<(String, String)>) -> Answer {
+    let read = engine.get(&collection, &id).await?;
+    let StoredDocument { id, version, body, .. } = read.value;
+    Ok(Json(json!({"id": id, "version": version.to_string(), "seq": read.seq.to_string(), "doc": body})))
+}
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
+    let seq = engine.ready().await?;
+    Ok(Json(json!({
+        "status": "ready",
+        "seq": seq.to_string(),
+        "schemaFingerprint": engine.registry().fingerprint(),
+    })))
+}
+
+pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no route for {method} {}", uri.path()))
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", format!("{method} is not allowed on {}", uri.path()))
+}
