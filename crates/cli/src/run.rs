@@ -139,7 +139,8 @@ async fn run(registry: Registry, store: Arc<dyn Store>, listen: &str) -> anyhow:
     let address = listener.local_addr()?;
     println!("  listening: http://{address}");
     tracing::info!(%address, "listening");
-    protosync_server::serve(listener, engine, shutdown_signal()).await?;
+    let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default());
+    protosync_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -25,6 +25,10 @@ pub enum EngineError {
     InvalidQuery(String),
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
+    #[error("subscription {0:?} already exists on this connection")]
+    DuplicateSubscription(String),
+    #[error("no subscription {0:?} on this connection")]
+    UnknownSubscription(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -45,6 +49,8 @@ impl EngineError {
             EngineError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
             EngineError::InvalidQuery(_) => "INVALID_QUERY",
             EngineError::InvalidCursor(_) => "INVALID_CURSOR",
+            EngineError::DuplicateSubscription(_) => "DUPLICATE_SUBSCRIPTION",
+            EngineError::UnknownSubscription(_) => "UNKNOWN_SUBSCRIPTION",
             EngineError::Unavailable(_) => "UNAVAILABLE",
             EngineError::Internal(_) => "INTERNAL",
         }

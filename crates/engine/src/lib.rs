@@ -9,6 +9,7 @@
 
 mod error;
 pub mod limits;
+pub mod live;
 pub mod mutation;
 
 use std::sync::Arc;
@@ -19,6 +20,9 @@ use protosync_schema::Registry;
 use protosync_store::{CommitOutcome, ReadAt, Store, StoredDocument};
 
 pub use error::EngineError;
+use live::commit_stream::CommitStream;
+use live::index::SubscriptionIndex;
+pub use live::session::Session;
 pub use mutation::MutationRequest;
 
 /// How often the change log and idempotency records are pruned.
@@ -27,12 +31,14 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Engine {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
-    pruner: tokio::task::JoinHandle<()>,
+    stream: Arc<CommitStream>,
+    index: Arc<SubscriptionIndex>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.pruner.abort();
+        self.background.iter().for_each(|task| task.abort());
     }
 }
 
@@ -53,7 +59,24 @@ impl Engine {
                 }
             }
         });
-        Ok(Engine { registry, store, pruner })
+        let index = Arc::new(SubscriptionIndex::default());
+        let (stream, tailer) = CommitStream::start(store.clone(), index.clone()).await?;
+        Ok(Engine { registry, store, stream, index, background: vec![pruner, tailer] })
+    }
+
+    /// A live session for one connection, starting at `watermark`.
+    pub fn open_session(&self, watermark: protosync_store::Seq) -> Session {
+        Session::new(self.store.clone(), self.stream.clone(), self.index.clone(), watermark)
+    }
+
+    /// The commit stream's tail: the newest seq live sessions can reach.
+    pub fn tail(&self) -> protosync_store::Seq {
+        self.stream.tail_now()
+    }
+
+    /// Subscriptions filed in the index (a gauge for metrics and tests).
+    pub fn filed_subscriptions(&self) -> usize {
+        self.index.filed()
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

@@ -197,7 +197,11 @@ impl Query {
     }
 
     pub fn matches(&self, doc: &StoredDocument) -> bool {
-        self.filter.iter().all(|c| c.matches(&doc.body))
+        self.matches_body(&doc.body)
+    }
+
+    pub fn matches_body(&self, body: &Value) -> bool {
+        self.filter.iter().all(|c| c.matches(body))
     }
 
     /// Ties are broken by id, in the direction of the last order field.
@@ -208,11 +212,15 @@ impl Query {
     /// The key that orders results: order fields, then id, each in its
     /// direction. Results are sorted by ascending sort key.
     pub fn sort_key(&self, doc: &StoredDocument) -> Vec<u8> {
+        self.sort_key_of(&doc.id, &doc.body)
+    }
+
+    pub fn sort_key_of(&self, id: &str, body: &Value) -> Vec<u8> {
         let mut key = Vec::new();
         for o in &self.order {
-            KeyValue::of_field(&o.field, &doc.body).encode_directed(o.direction == Direction::Desc, &mut key);
+            KeyValue::of_field(&o.field, body).encode_directed(o.direction == Direction::Desc, &mut key);
         }
-        encode_id(&doc.id, self.id_descending(), &mut key);
+        encode_id(id, self.id_descending(), &mut key);
         key
     }
 

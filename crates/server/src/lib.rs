@@ -1,19 +1,47 @@
-//! The gateway: the HTTP API for services and one-shot reads, health and
-//! readiness. It parses requests, calls the engine and renders answers and
-//! errors; it holds no state of its own.
+//! The gateway: the HTTP API for services and one-shot reads, the sync
+//! protocol over WebSocket, health and readiness. It parses requests, calls
+//! the engine and renders answers and errors; the live state of a connection
+//! lives in its engine session.
 
 mod http;
+pub mod sync;
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::FromRef;
+use axum::Router;
 use protosync_engine::Engine;
 use tokio::net::TcpListener;
 
-pub use http::router;
+pub use sync::{SyncConfig, SyncMetrics};
 
-/// Serves `engine` on `listener` until `shutdown` completes, then finishes
-/// in-flight requests.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(engine)).with_graceful_shutdown(shutdown).await
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub sync: Arc<SyncConfig>,
+    pub metrics: Arc<SyncMetrics>,
+}
+
+impl FromRef<AppState> for Arc<Engine> {
+    fn from_ref(state: &AppState) -> Arc<Engine> {
+        state.engine.clone()
+    }
+}
+
+impl AppState {
+    pub fn new(engine: Arc<Engine>, sync: SyncConfig) -> AppState {
+        AppState { engine, sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()) }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    http::router(state)
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes in-flight
+/// requests.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

@@ -25,7 +25,8 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(protosync_server::serve(listener, engine, async {
+        let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default());
+        tokio::spawn(protosync_server::serve(listener, state, async {
             let _ = stop.await;
         }));
         Server { base, http: reqwest::Client::new(), _shutdown: shutdown, _keep: keep }

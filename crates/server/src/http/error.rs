@@ -27,8 +27,11 @@ impl From<EngineError> for ApiError {
             EngineError::BadRequest(_)
             | EngineError::InvalidDocument { .. }
             | EngineError::InvalidQuery(_)
-            | EngineError::InvalidCursor(_) => StatusCode::BAD_REQUEST,
-            EngineError::UnknownCollection(_) | EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
+            | EngineError::InvalidCursor(_)
+            | EngineError::DuplicateSubscription(_) => StatusCode::BAD_REQUEST,
+            EngineError::UnknownCollection(_) | EngineError::NotFound { .. } | EngineError::UnknownSubscription(_) => {
+                StatusCode::NOT_FOUND
+            }
             EngineError::AlreadyExists { .. } | EngineError::VersionConflict { .. } => StatusCode::CONFLICT,
             EngineError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::LimitExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -3,23 +3,23 @@
 mod error;
 mod handlers;
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use protosync_engine::limits::MAX_REQUEST_BYTES;
-use protosync_engine::Engine;
 
-pub fn router(engine: Arc<Engine>) -> Router {
+use crate::AppState;
+
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/mutate", post(handlers::mutate))
         .route("/v1/query", post(handlers::query))
         .route("/v1/collections/{collection}/docs/{id}", get(handlers::get_document))
+        .route("/v1/sync", get(crate::sync::upgrade))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::unknown_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(engine)
+        .with_state(state)
 }

@@ -1,0 +1,344 @@
+//! The reconnecting client.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protosync_protocol::wire::{self, client_message, server_message};
+use protosync_protocol::Codec;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::connection::{Connection, ConnectionError, Received};
+use crate::view::View;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `ws://host:port/v1/sync`
+    pub url: String,
+    pub codec: Codec,
+    /// First reconnect delay; doubles per failed attempt up to `max_backoff`.
+    /// Each wait is drawn uniformly from [0, delay] (full jitter) so clients
+    /// that lost one server do not come back all at once.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How often to ping the server, so an idle connection is not closed.
+    pub ping_interval: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(url: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            url: url.into(),
+            codec: Codec::Json,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What happened, in order, for applications and tests that watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    Connected { welcome: wire::Welcome },
+    /// Applied to the view; `view` is the state after it.
+    Transition { transition: wire::Transition, view: View },
+    /// An error the server reported (not for a mutation, which gets it back).
+    Error(wire::Error),
+    Disconnected { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MutationError {
+    #[error("{code}: {message}")]
+    Rejected { code: String, message: String, path: String },
+    #[error("the client was shut down")]
+    Shutdown,
+}
+
+struct PendingMutation {
+    mutate: wire::Mutate,
+    reply: Option<oneshot::Sender<Result<wire::MutationResult, MutationError>>>,
+    result: Option<wire::MutationResult>,
+}
+
+#[derive(Default)]
+struct State {
+    view: View,
+    subscriptions: BTreeMap<String, wire::Subscribe>,
+    pending: BTreeMap<String, PendingMutation>,
+    session_id: String,
+    next_request: u64,
+}
+
+enum Command {
+    Send(client_message::Message),
+    /// Drop the socket and reconnect (as a network failure would).
+    Reconnect,
+    Shutdown,
+}
+
+pub struct Client {
+    state: Arc<Mutex<State>>,
+    commands: mpsc::UnboundedSender<Command>,
+    watermark: watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client {
+    /// Starts connecting in the background; returns at once.
+    pub fn start(config: ClientConfig) -> (Client, mpsc::UnboundedReceiver<ClientEvent>) {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let (watermark_tx, watermark) = watch::channel(0);
+        let task = tokio::spawn(run(config, state.clone(), command_rx, events, watermark_tx));
+        (Client { state, commands, watermark, task }, event_rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes; the result arrives in a transition.
+    pub fn subscribe(&self, id: &str, query: wire::Query) {
+        self.subscribe_to(wire::Subscribe { subscription_id: id.to_owned(), target: Some(wire::subscribe::Target::Query(query)), held: Vec::new() });
+    }
+
+    pub fn subscribe_get(&self, id: &str, collection: &str, doc_id: &str) {
+        let get = wire::Get { collection: collection.to_owned(), id: doc_id.to_owned() };
+        self.subscribe_to(wire::Subscribe { subscription_id: id.to_owned(), target: Some(wire::subscribe::Target::Get(get)), held: Vec::new() });
+    }
+
+    fn subscribe_to(&self, subscribe: wire::Subscribe) {
+        self.lock().subscriptions.insert(subscribe.subscription_id.clone(), subscribe.clone());
+        let _ = self.commands.send(Command::Send(client_message::Message::Subscribe(subscribe)));
+    }
+
+    pub fn unsubscribe(&self, id: &str) {
+        {
+            let mut state = self.lock();
+            state.subscriptions.remove(id);
+            state.view.drop_subscription(id);
+        }
+        let _ = self.commands.send(Command::Send(client_message::Message::Unsubscribe(wire::Unsubscribe { subscription_id: id.to_owned() })));
+    }
+
+    /// Runs a mutation. Resolves once the server committed it and this
+    /// client's view includes the commit; survives reconnects (resent with
+    /// the same idempotency key).
+    pub async fn mutate(&self, ops: Vec<wire::Operation>) -> Result<wire::MutationResult, MutationError> {
+        let (reply, done) = oneshot::channel();
+        let mutate = {
+            let mut state = self.lock();
+            state.next_request += 1;
+            let request_id = format!("m{}", state.next_request);
+            let mutate = wire::Mutate { request_id: request_id.clone(), idempotency_key: format!("{:032x}", rand::random::<u128>()), ops };
+            state.pending.insert(request_id, PendingMutation { mutate: mutate.clone(), reply: Some(reply), result: None });
+            mutate
+        };
+        let _ = self.commands.send(Command::Send(client_message::Message::Mutate(mutate)));
+        done.await.unwrap_or(Err(MutationError::Shutdown))
+    }
+
+    /// A copy of the current view.
+    pub fn view(&self) -> View {
+        self.lock().view.clone()
+    }
+
+    /// Waits until the view is at `seq` or later.
+    pub async fn wait_for_watermark(&self, seq: u64) {
+        let mut watermark = self.watermark.clone();
+        let _ = watermark.wait_for(|w| *w >= seq).await;
+    }
+
+    /// Drops the connection; the client reconnects and resumes.
+    pub fn reconnect(&self) {
+        let _ = self.commands.send(Command::Reconnect);
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+}
+
+/// Builders for mutation operations.
+pub mod op {
+    use protosync_protocol::json_to_struct;
+    use protosync_protocol::wire::{operation, Operation, Write};
+
+    fn write(collection: &str, id: &str) -> Write {
+        Write { collection: collection.to_owned(), id: id.to_owned(), ..Default::default() }
+    }
+
+    pub fn insert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
+        Operation { op: Some(operation::Op::Insert(Write { doc: Some(json_to_struct(&doc)), ..write(collection, id) })) }
+    }
+
+    pub fn upsert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
+        Operation { op: Some(operation::Op::Upsert(Write { doc: Some(json_to_struct(&doc)), ..write(collection, id) })) }
+    }
+
+    pub fn patch(collection: &str, id: &str, fields: serde_json::Value) -> Operation {
+        Operation { op: Some(operation::Op::Patch(Write { fields: Some(json_to_struct(&fields)), ..write(collection, id) })) }
+    }
+
+    pub fn delete(collection: &str, id: &str) -> Operation {
+        Operation { op: Some(operation::Op::Delete(write(collection, id))) }
+    }
+}
+
+async fn run(
+    config: ClientConfig,
+    state: Arc<Mutex<State>>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    watermark: watch::Sender<u64>,
+) {
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut backoff = config.initial_backoff;
+    loop {
+        let resume = {
+            let state = lock();
+            let subscriptions: Vec<wire::Subscribe> = state
+                .subscriptions
+                .values()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.held = state.view.subscriptions.get(&s.subscription_id).map(|v| v.held()).unwrap_or_default();
+                    s
+                })
+                .collect();
+            (state.view.watermark > 0 || !subscriptions.is_empty())
+                .then(|| wire::Resume { session_id: state.session_id.clone(), watermark: state.view.watermark, subscriptions })
+        };
+        let (mut connection, welcome) = match Connection::connect(&config.url, config.codec, resume).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let _ = events.send(ClientEvent::Disconnected { reason: e.to_string() });
+                let wait = rand::rng().random_range(Duration::ZERO..=backoff);
+                backoff = (backoff * 2).min(config.max_backoff);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    command = commands.recv() => if matches!(command, None | Some(Command::Shutdown)) { return },
+                }
+                continue;
+            }
+        };
+        backoff = config.initial_backoff;
+        let resend: Vec<wire::Mutate> = {
+            let mut state = lock();
+            state.session_id = welcome.session_id.clone();
+            if welcome.watermark != state.view.watermark {
+                // The server did not take our watermark: every subscription is reset.
+                state.view.watermark = welcome.watermark;
+            }
+            state.pending.values().filter(|p| p.result.is_none()).map(|p| p.mutate.clone()).collect()
+        };
+        let _ = events.send(ClientEvent::Connected { welcome });
+        let mut failed = None;
+        for mutate in resend {
+            if let Err(e) = connection.send(client_message::Message::Mutate(mutate)).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let reason = match failed {
+            Some(e) => e.to_string(),
+            None => serve(&mut connection, &config, &state, &mut commands, &events, &watermark).await,
+        };
+        connection.close().await;
+        if reason == "shutdown" {
+            return;
+        }
+        let _ = events.send(ClientEvent::Disconnected { reason });
+    }
+}
+
+/// Runs one connection until it fails; returns why.
+async fn serve(
+    connection: &mut Connection,
+    config: &ClientConfig,
+    state: &Arc<Mutex<State>>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    events: &mpsc::UnboundedSender<ClientEvent>,
+    watermark: &watch::Sender<u64>,
+) -> String {
+    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let mut ping = tokio::time::interval(config.ping_interval);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                None | Some(Command::Shutdown) => return "shutdown".into(),
+                Some(Command::Reconnect) => return "reconnect requested".into(),
+                Some(Command::Send(message)) => if let Err(e) = connection.send(message).await { return e.to_string() },
+            },
+            _ = ping.tick() => {
+                if let Err(e) = connection.send(client_message::Message::Ping(wire::Ping::default())).await { return e.to_string() }
+            }
+            received = connection.receive() => {
+                let received = match received {
+                    Ok(received) => received,
+                    Err(ConnectionError::Closed(close)) => return format!("closed {close:?}"),
+                    Err(e) => return e.to_string(),
+                };
+                match received {
+                    Received::Transition(transition) => {
+                        let mut state = lock();
+                        if let Err(e) = state.view.apply(&transition) {
+                            return format!("inconsistent transition: {e}");
+                        }
+                        let to = transition.to_watermark;
+                        watermark.send_replace(to);
+                        let _ = events.send(ClientEvent::Transition { transition, view: state.view.clone() });
+                        let done: Vec<String> = state.pending.iter().filter(|(_, p)| p.result.as_ref().is_some_and(|r| r.seq <= to)).map(|(id, _)| id.clone()).collect();
+                        for id in done {
+                            if let Some(mut pending) = state.pending.remove(&id) {
+                                if let (Some(reply), Some(result)) = (pending.reply.take(), pending.result.take()) {
+                                    let _ = reply.send(Ok(result));
+                                }
+                            }
+                        }
+                    }
+                    Received::Other(message) => match message.message {
+                        Some(server_message::Message::MutationResult(result)) => {
+                            let mut state = lock();
+                            let visible = result.seq <= state.view.watermark;
+                            if let Some(mut pending) = state.pending.remove(&result.request_id) {
+                                if visible {
+                                    if let Some(reply) = pending.reply.take() {
+                                        let _ = reply.send(Ok(result));
+                                    }
+                                } else {
+                                    pending.result = Some(result);
+                                    state.pending.insert(pending.mutate.request_id.clone(), pending);
+                                }
+                            }
+                        }
+                        Some(server_message::Message::Error(error)) => {
+                            let mut state = lock();
+                            if let Some(mut pending) = state.pending.remove(&error.request_id) {
+                                if let Some(reply) = pending.reply.take() {
+                                    let _ = reply.send(Err(MutationError::Rejected { code: error.code, message: error.message, path: error.path }));
+                                }
+                            } else {
+                                if !error.subscription_id.is_empty() {
+                                    state.subscriptions.remove(&error.subscription_id);
+                                }
+                                let _ = events.send(ClientEvent::Error(error));
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        }
+    }
+}

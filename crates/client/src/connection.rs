@@ -1,0 +1,126 @@
+//! One WebSocket connection to a protosync server.
+
+use futures::{SinkExt, StreamExt};
+use protosync_protocol::wire::{self, client_message, server_message};
+use protosync_protocol::{Codec, Frame, BINARY_SUBPROTOCOL, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("the connection closed{}", .0.as_ref().map(|(c, r)| format!(" ({c}: {r})")).unwrap_or_default())]
+    Closed(Option<(u16, String)>),
+    #[error("the server sent something this client cannot read: {0}")]
+    Protocol(String),
+    #[error("the server refused the hello: {code}: {message}")]
+    Refused { code: String, message: String },
+}
+
+/// What a connection delivers: whole messages, with chunked transitions
+/// already put back together.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Transition(wire::Transition),
+    Other(wire::ServerMessage),
+}
+
+pub struct Connection {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    codec: Codec,
+    pending_chunks: Vec<wire::Transition>,
+}
+
+impl Connection {
+    /// Opens a WebSocket to `url` (`ws://host:port/v1/sync`) without saying hello.
+    pub async fn open(url: &str, codec: Codec) -> Result<Connection, ConnectionError> {
+        let mut request = url.into_client_request().map_err(|e| ConnectionError::Connect(e.to_string()))?;
+        if codec == Codec::Binary {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse().expect("a valid header value"));
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ConnectionError::Connect(e.to_string()))?;
+        Ok(Connection { socket, codec, pending_chunks: Vec::new() })
+    }
+
+    /// Opens and says hello; returns the connection and the server's welcome.
+    pub async fn connect(url: &str, codec: Codec, resume: Option<wire::Resume>) -> Result<(Connection, wire::Welcome), ConnectionError> {
+        let mut connection = Connection::open(url, codec).await?;
+        let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, ..Default::default() };
+        connection.send(client_message::Message::Hello(hello)).await?;
+        match connection.receive().await? {
+            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Welcome(welcome)) }) => Ok((connection, welcome)),
+            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
+                Err(ConnectionError::Refused { code: e.code, message: e.message })
+            }
+            other => Err(ConnectionError::Protocol(format!("expected a welcome, got {other:?}"))),
+        }
+    }
+
+    pub async fn send(&mut self, message: client_message::Message) -> Result<(), ConnectionError> {
+        let frame = self.codec.encode_client(&wire::ClientMessage { message: Some(message) });
+        self.send_raw(frame).await
+    }
+
+    /// Sends a frame as is (tests use this to send malformed input).
+    pub async fn send_raw(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        let message = match frame {
+            Frame::Text(text) => Message::Text(text.into()),
+            Frame::Binary(bytes) => Message::Binary(bytes.into()),
+        };
+        self.socket.send(message).await.map_err(|_| ConnectionError::Closed(None))
+    }
+
+    /// The next message; transitions only once all their chunks arrived.
+    pub async fn receive(&mut self) -> Result<Received, ConnectionError> {
+        loop {
+            let frame = match self.socket.next().await {
+                None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
+                Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
+                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
+                }
+                Some(Ok(_)) => continue,
+            };
+            let message = self.codec.decode_server(&frame).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+            match message.message {
+                Some(server_message::Message::Transition(transition)) => {
+                    if let Some(whole) = self.assemble(transition)? {
+                        return Ok(Received::Transition(whole));
+                    }
+                }
+                _ => return Ok(Received::Other(message)),
+            }
+        }
+    }
+
+    fn assemble(&mut self, chunk: wire::Transition) -> Result<Option<wire::Transition>, ConnectionError> {
+        let chunks = chunk.chunks.max(1);
+        if let Some(first) = self.pending_chunks.first() {
+            if (first.from_watermark, first.to_watermark) != (chunk.from_watermark, chunk.to_watermark) || chunk.chunk as usize != self.pending_chunks.len() {
+                return Err(ConnectionError::Protocol("transition chunks out of order".into()));
+            }
+        } else if chunk.chunk != 0 {
+            return Err(ConnectionError::Protocol("a transition started mid-way".into()));
+        }
+        self.pending_chunks.push(chunk);
+        if self.pending_chunks.len() < chunks as usize {
+            return Ok(None);
+        }
+        let mut parts = std::mem::take(&mut self.pending_chunks).into_iter();
+        let mut whole = parts.next().expect("at least one chunk");
+        for part in parts {
+            whole.updates.extend(part.updates);
+        }
+        whole.chunk = 0;
+        whole.chunks = 1;
+        Ok(Some(whole))
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}

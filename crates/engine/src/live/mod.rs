@@ -1,0 +1,63 @@
+//! Live queries: how commits reach subscribers.
+//!
+//! - [`commit_stream`]: one tailer per process reads the store's change log in
+//!   seq order (the only way changes reach subscribers), keeps recent commits
+//!   in memory and publishes how far it has read.
+//! - [`index`]: the subscription index finds, per change, the connections
+//!   whose subscriptions it can affect (by collection, by equality-filter
+//!   values, by held document ids) and rings their doorbell. It never blocks
+//!   on a connection and never builds a message.
+//! - [`subscription`]: one subscription's view — its window of the result,
+//!   maintained incrementally, refilled from the store when it runs short.
+//! - [`session`]: one connection's subscriptions, advanced together from
+//!   watermark to watermark; each connection does this at its own pace,
+//!   coalescing whatever piled up, so a slow client delays no one else.
+
+pub mod commit_stream;
+pub mod index;
+pub mod session;
+pub mod subscription;
+
+use std::sync::Arc;
+
+use protosync_store::{Seq, Version};
+use serde_json::Value;
+
+/// A commit as the live path holds it: bodies shared by every subscriber.
+#[derive(Debug)]
+pub struct LiveCommit {
+    pub seq: Seq,
+    pub changes: Vec<LiveChange>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveChange {
+    pub collection: String,
+    pub id: String,
+    pub version: Version,
+    /// `None` when the commit deleted the document.
+    pub body: Option<Arc<Value>>,
+}
+
+/// A document in a subscriber's view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveDocument {
+    pub id: String,
+    pub version: Version,
+    /// The commit that last wrote it: identifies this state of the document.
+    pub seq: Seq,
+    pub body: Arc<Value>,
+}
+
+impl From<protosync_store::CommitRecord> for LiveCommit {
+    fn from(record: protosync_store::CommitRecord) -> Self {
+        LiveCommit {
+            seq: record.seq,
+            changes: record
+                .changes
+                .into_iter()
+                .map(|c| LiveChange { collection: c.collection, id: c.id, version: c.version, body: c.body.map(Arc::new) })
+                .collect(),
+        }
+    }
+}

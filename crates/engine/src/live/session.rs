@@ -1,0 +1,302 @@
+//! One connection's live state: its subscriptions and its watermark.
+//!
+//! [`Session::advance`] moves every subscription from the watermark W to a
+//! newer seq T together and reports what the client must change, so the
+//! client only ever sees states that existed at some seq. It reads the
+//! commits in between from the commit stream, applies them, refills windows
+//! that ran short from the store, and diffs what the client held at W
+//! against what it should hold at T.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protosync_store::{Seq, Store, StoreError};
+
+use super::commit_stream::CommitStream;
+use super::index::{ConnectionId, Doorbell, Filing, SubscriptionIndex, SubscriptionKey};
+use super::subscription::{LiveSubscription, Target, ViewDiff};
+use crate::EngineError;
+
+/// Subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 256;
+/// How long a transition waits for this process's tailer to reach a seq the
+/// store has already shown (it normally takes milliseconds).
+const TAIL_WAIT: Duration = Duration::from_secs(10);
+/// Refill rounds in one transition before giving up on this round; each round
+/// moves the target forward, so this only bites under relentless writes.
+const MAX_REFILL_ROUNDS: usize = 8;
+
+/// Why a subscription's update replaces everything the client held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    NewSubscription,
+    WatermarkTooOld { floor: Seq },
+    NoHeldState,
+    UnknownWatermark,
+}
+
+/// One subscription's part of a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionUpdate {
+    pub subscription_id: String,
+    pub reset: Option<ResetReason>,
+    pub diff: ViewDiff,
+}
+
+/// The move of a connection's view from `from` to `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionPlan {
+    pub from: Seq,
+    pub to: Seq,
+    pub updates: Vec<SubscriptionUpdate>,
+}
+
+/// What the client holds for a subscription before its next update.
+enum Held {
+    /// Exactly what the last transition left (the normal case).
+    Sent,
+    /// Nothing: the next update is a reset.
+    Reset(ResetReason),
+    /// What a resuming client said it holds.
+    Claimed(Vec<(String, Seq)>),
+}
+
+struct Slot {
+    number: u64,
+    subscription: LiveSubscription,
+    filing: Filing,
+    held: Held,
+    /// Visible (id, seq) as of the last transition.
+    sent: Vec<(String, Seq)>,
+}
+
+pub struct Session {
+    store: Arc<dyn Store>,
+    stream: Arc<CommitStream>,
+    index: Arc<SubscriptionIndex>,
+    connection: ConnectionId,
+    doorbell: Arc<Doorbell>,
+    watermark: Seq,
+    slots: HashMap<String, Slot>,
+    next_number: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (_, slot) in self.slots.drain() {
+            self.index.unfile((self.connection, slot.number), &slot.filing, slot.subscription.held_ids());
+        }
+        self.index.disconnect(self.connection);
+    }
+}
+
+impl Session {
+    pub(crate) fn new(store: Arc<dyn Store>, stream: Arc<CommitStream>, index: Arc<SubscriptionIndex>, watermark: Seq) -> Session {
+        let (connection, doorbell) = index.connect();
+        Session { store, stream, index, connection, doorbell, watermark, slots: HashMap::new(), next_number: 0 }
+    }
+
+    pub fn watermark(&self) -> Seq {
+        self.watermark
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Resolves when the index rang this connection (news may be pending).
+    pub async fn rung(&self) {
+        self.doorbell.rung().await
+    }
+
+    /// Whether something is waiting to be sent.
+    pub fn has_news(&self) -> bool {
+        self.doorbell.has_news() || self.slots.values().any(|s| !matches!(s.held, Held::Sent))
+    }
+
+    /// Adds a subscription. Its first result is read now and delivered by the
+    /// next transition, as a reset or (for a resume) as a diff against `held`.
+    pub async fn subscribe(&mut self, id: String, target: Target, held: Option<Vec<(String, Seq)>>, reset: ResetReason) -> Result<(), EngineError> {
+        if self.slots.contains_key(&id) {
+            return Err(EngineError::DuplicateSubscription(id));
+        }
+        if self.slots.len() >= MAX_SUBSCRIPTIONS_PER_SESSION {
+            return Err(EngineError::LimitExceeded(format!(
+                "a connection may hold {MAX_SUBSCRIPTIONS_PER_SESSION} subscriptions"
+            )));
+        }
+        self.next_number += 1;
+        let key: SubscriptionKey = (self.connection, self.next_number);
+        let filing = target.filing();
+        // File first, read second: a commit after the read is then either
+        // rung or (if before filing) inside the range rung below.
+        self.index.file(key, &filing);
+        let subscription = match read(&self.store, id.clone(), target).await {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                self.index.unfile(key, &filing, Vec::new());
+                return Err(e.into());
+            }
+        };
+        self.doorbell.restore(subscription.at.0 + 1);
+        self.track_held(key, &filing, &subscription.held_ids(), &[]);
+        let held = match held {
+            Some(claimed) => Held::Claimed(claimed),
+            None => Held::Reset(reset),
+        };
+        self.slots.insert(id, Slot { number: self.next_number, subscription, filing, held, sent: Vec::new() });
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, id: &str) -> Result<(), EngineError> {
+        let slot = self.slots.remove(id).ok_or_else(|| EngineError::UnknownSubscription(id.to_owned()))?;
+        self.index.unfile((self.connection, slot.number), &slot.filing, slot.subscription.held_ids());
+        Ok(())
+    }
+
+    /// Moves every subscription to the tail (at least to `min_target`) and
+    /// returns what the client must apply. `None` when nothing changed for
+    /// the client and `force` is false: the watermark then stays, which keeps
+    /// the chain of transitions intact.
+    pub async fn advance(&mut self, min_target: Seq, force: bool) -> Result<Option<TransitionPlan>, EngineError> {
+        let highest_read = self.slots.values().map(|s| s.subscription.at).max().unwrap_or(Seq::ZERO);
+        let mut target = self.wait_for_tail(min_target.max(highest_read).max(self.watermark)).await?;
+        let mut applied_upto = match self.doorbell.take() {
+            Some(dirty) if dirty <= target.0 => Seq(dirty - 1),
+            Some(dirty) => {
+                self.doorbell.restore(dirty);
+                target
+            }
+            None => target,
+        };
+        let mut rounds = 0;
+        loop {
+            self.apply_commits(applied_upto, target).await?;
+            applied_upto = target;
+            let short: Vec<String> = self.slots.iter().filter(|(_, s)| s.subscription.needs_refill()).map(|(id, _)| id.clone()).collect();
+            if short.is_empty() || rounds == MAX_REFILL_ROUNDS {
+                break;
+            }
+            rounds += 1;
+            for id in short {
+                let slot = self.slots.get_mut(&id).expect("listed above");
+                let fresh = read(&self.store, id.clone(), slot.subscription.target.clone()).await?;
+                target = target.max(fresh.at);
+                let before = slot.subscription.held_ids();
+                slot.subscription = fresh;
+                let (key, filing, after) = ((self.connection, slot.number), slot.filing.clone(), slot.subscription.held_ids());
+                let (gained, lost) = difference(&before, &after);
+                self.track_held(key, &filing, &gained, &lost);
+            }
+            target = self.wait_for_tail(target).await?;
+        }
+        // Commits that rang during this transition and are already applied are not news.
+        if let Some(dirty) = self.doorbell.take() {
+            if dirty > target.0 {
+                self.doorbell.restore(dirty);
+            }
+        }
+        let mut updates = Vec::new();
+        for slot in self.slots.values_mut() {
+            slot.subscription.at = target;
+            let (reset, diff) = match std::mem::replace(&mut slot.held, Held::Sent) {
+                Held::Sent => (None, ViewDiff::between(&slot.sent, &slot.subscription)),
+                Held::Reset(reason) => (Some(reason), ViewDiff::full(&slot.subscription)),
+                Held::Claimed(claimed) => {
+                    let mut diff = ViewDiff::between(&claimed, &slot.subscription);
+                    diff.order = Some(slot.subscription.visible().map(|d| d.id.clone()).collect());
+                    (None, diff)
+                }
+            };
+            slot.sent = slot.subscription.visible_state();
+            if reset.is_some() || !diff.is_empty() {
+                updates.push(SubscriptionUpdate { subscription_id: slot.subscription.id.clone(), reset, diff });
+            }
+        }
+        if updates.is_empty() && !(force && target > self.watermark) {
+            return Ok(None);
+        }
+        let from = self.watermark;
+        self.watermark = target;
+        updates.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
+        Ok(Some(TransitionPlan { from, to: target, updates }))
+    }
+
+    /// Applies the commits in `(after, upto]` to every subscription that has
+    /// not read past them. When the log no longer has them, every
+    /// subscription is read afresh instead (the client still gets a diff).
+    async fn apply_commits(&mut self, after: Seq, upto: Seq) -> Result<(), EngineError> {
+        let commits = match self.stream.commits(after, upto).await {
+            Ok(commits) => commits,
+            Err(StoreError::LogTruncated { .. }) => {
+                let ids: Vec<String> = self.slots.keys().cloned().collect();
+                for id in ids {
+                    let slot = self.slots.get_mut(&id).expect("listed above");
+                    let before = slot.subscription.held_ids();
+                    slot.subscription = read(&self.store, id, slot.subscription.target.clone()).await?;
+                    let (gained, lost) = difference(&before, &slot.subscription.held_ids());
+                    let (key, filing) = ((self.connection, slot.number), slot.filing.clone());
+                    self.track_held(key, &filing, &gained, &lost);
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for slot in self.slots.values_mut() {
+            let tracks_held = matches!(slot.filing, Filing::Values { .. });
+            let before = if tracks_held { slot.subscription.held_ids() } else { Vec::new() };
+            let read_at = slot.subscription.at;
+            for commit in commits.iter().filter(|c| c.seq > read_at) {
+                for change in &commit.changes {
+                    slot.subscription.apply(commit.seq, change);
+                }
+            }
+            if tracks_held {
+                let (gained, lost) = difference(&before, &slot.subscription.held_ids());
+                self.index.update_held((self.connection, slot.number), slot.subscription.target.collection(), &gained, &lost);
+            }
+        }
+        Ok(())
+    }
+
+    fn track_held(&self, key: SubscriptionKey, filing: &Filing, gained: &[String], lost: &[String]) {
+        if let Filing::Values { collection, .. } = filing {
+            self.index.update_held(key, collection, gained, lost);
+        }
+    }
+
+    /// Waits until the tailer has dispatched `seq`; returns the tail then.
+    async fn wait_for_tail(&self, seq: Seq) -> Result<Seq, EngineError> {
+        let mut tail = self.stream.tail();
+        let reached = tokio::time::timeout(TAIL_WAIT, tail.wait_for(|t| *t >= seq)).await;
+        match reached {
+            Ok(Ok(t)) => Ok(*t),
+            Ok(Err(_)) => Err(EngineError::Unavailable("the commit stream has stopped".into())),
+            Err(_) => Err(EngineError::Unavailable(format!("the commit stream did not reach seq {seq} within {TAIL_WAIT:?}"))),
+        }
+    }
+}
+
+/// (in `after` but not `before`, in `before` but not `after`)
+fn difference(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
+    let old: std::collections::HashSet<&String> = before.iter().collect();
+    let new: std::collections::HashSet<&String> = after.iter().collect();
+    (after.iter().filter(|id| !old.contains(id)).cloned().collect(), before.iter().filter(|id| !new.contains(id)).cloned().collect())
+}
+
+/// Reads a subscription's view from the store.
+async fn read(store: &Arc<dyn Store>, id: String, target: Target) -> Result<LiveSubscription, StoreError> {
+    match &target {
+        Target::Query(_) => {
+            let window = target.window_query().expect("query targets have a window");
+            let read = store.query(&window).await?;
+            let complete = read.value.next_cursor.is_none();
+            Ok(LiveSubscription::new(id, target, read.seq, read.value.documents, complete))
+        }
+        Target::Get { collection, id: doc_id } => {
+            let read = store.get(collection, doc_id).await?;
+            Ok(LiveSubscription::new(id, target, read.seq, read.value.into_iter().collect(), true))
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! One subscription's view of its result, maintained change by change.
+//!
+//! A query subscription keeps a window: the first `limit` documents are what
+//! the client sees; up to [`WINDOW_SLACK`] more are kept so a document
+//! leaving the visible part can be replaced without a store read. `complete`
+//! says the window holds every matching document. When the visible part can
+//! no longer be filled from what is known, the subscription asks to be
+//! refetched from the store.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use protosync_query::Query;
+use protosync_store::{Seq, StoredDocument};
+
+use super::index::Filing;
+use super::{LiveChange, LiveDocument};
+use protosync_query::Op;
+
+/// Extra documents kept beyond a window's limit, so most removals refill
+/// without a store read.
+pub const WINDOW_SLACK: usize = 16;
+
+/// What a subscription watches.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Query(Query),
+    Get { collection: String, id: String },
+}
+
+impl Target {
+    pub fn collection(&self) -> &str {
+        match self {
+            Target::Query(q) => &q.collection.name,
+            Target::Get { collection, .. } => collection,
+        }
+    }
+
+    /// Where the subscription index files it.
+    pub fn filing(&self) -> Filing {
+        match self {
+            Target::Get { collection, id } => Filing::Document { collection: collection.clone(), id: id.clone() },
+            Target::Query(q) => {
+                let equality = q.filter.iter().find(|c| matches!(c.op, Op::Eq | Op::In));
+                match equality {
+                    Some(c) => Filing::Values {
+                        collection: q.collection.name.clone(),
+                        field: c.field.clone(),
+                        values: c.values.iter().map(|v| v.encoded()).collect(),
+                    },
+                    None => Filing::Collection(q.collection.name.clone()),
+                }
+            }
+        }
+    }
+
+    /// The query the store runs to (re)fill the window: the client's limit
+    /// plus slack.
+    pub fn window_query(&self) -> Option<Query> {
+        match self {
+            Target::Query(q) => {
+                let mut window = q.clone();
+                window.limit = q.limit + WINDOW_SLACK;
+                Some(window)
+            }
+            Target::Get { .. } => None,
+        }
+    }
+}
+
+struct Entry {
+    key: Vec<u8>,
+    doc: LiveDocument,
+}
+
+pub struct LiveSubscription {
+    pub id: String,
+    pub target: Target,
+    /// The seq this view is consistent at.
+    pub at: Seq,
+    entries: Vec<Entry>,
+    complete: bool,
+}
+
+impl LiveSubscription {
+    /// A subscription whose view is `documents` (in order), read at `at`.
+    pub fn new(id: String, target: Target, at: Seq, documents: Vec<StoredDocument>, complete: bool) -> LiveSubscription {
+        let mut subscription = LiveSubscription { id, target, at, entries: Vec::new(), complete: true };
+        subscription.refill(at, documents, complete);
+        subscription
+    }
+
+    /// Replaces the view with a fresh read at `at`.
+    pub fn refill(&mut self, at: Seq, documents: Vec<StoredDocument>, complete: bool) {
+        self.entries = documents
+            .into_iter()
+            .map(|d| {
+                let key = self.key_of(&d.id, &d.body);
+                Entry { key, doc: LiveDocument { id: d.id, version: d.version, seq: d.seq, body: Arc::new(d.body) } }
+            })
+            .collect();
+        self.complete = complete;
+        self.at = at;
+    }
+
+    fn limit(&self) -> usize {
+        match &self.target {
+            Target::Query(q) => q.limit,
+            Target::Get { .. } => 1,
+        }
+    }
+
+    fn key_of(&self, id: &str, body: &serde_json::Value) -> Vec<u8> {
+        match &self.target {
+            Target::Query(q) => q.sort_key_of(id, body),
+            Target::Get { .. } => Vec::new(),
+        }
+    }
+
+    fn admits(&self, change: &LiveChange) -> Option<Vec<u8>> {
+        let body = change.body.as_ref()?;
+        match &self.target {
+            Target::Query(q) => {
+                if !q.matches_body(body) {
+                    return None;
+                }
+                let key = q.sort_key_of(&change.id, body);
+                q.is_after_cursor(&key).then_some(key)
+            }
+            Target::Get { id, .. } => (*id == change.id).then(Vec::new),
+        }
+    }
+
+    /// Applies one change of commit `seq` (which is newer than `at`).
+    pub fn apply(&mut self, seq: Seq, change: &LiveChange) {
+        if change.collection != self.target.collection() {
+            return;
+        }
+        if let Target::Get { id, .. } = &self.target {
+            if *id != change.id {
+                return;
+            }
+        }
+        let held = self.entries.iter().position(|e| e.doc.id == change.id);
+        if let Some(i) = held {
+            self.entries.remove(i);
+        }
+        let Some(key) = self.admits(change) else { return };
+        let fits = self.complete || self.entries.last().is_some_and(|last| key < last.key);
+        if !fits {
+            // Past everything known: it is not in the visible window (or the
+            // window is refetched because it ran short).
+            return;
+        }
+        let doc = LiveDocument {
+            id: change.id.clone(),
+            version: change.version,
+            seq,
+            body: change.body.clone().expect("admitted changes have a body"),
+        };
+        let at = self.entries.partition_point(|e| e.key < key);
+        self.entries.insert(at, Entry { key, doc });
+        let capacity = self.limit() + WINDOW_SLACK;
+        if self.entries.len() > capacity {
+            self.entries.truncate(capacity);
+            self.complete = false;
+        }
+    }
+
+    /// The visible part cannot be filled from what is known: read the store.
+    pub fn needs_refill(&self) -> bool {
+        !self.complete && self.entries.len() < self.limit()
+    }
+
+    /// What the client sees, in order.
+    pub fn visible(&self) -> impl Iterator<Item = &LiveDocument> {
+        self.entries.iter().take(self.limit()).map(|e| &e.doc)
+    }
+
+    /// Ids of every document the view keeps (visible or slack): a change to
+    /// any of them can change the view.
+    pub fn held_ids(&self) -> Vec<String> {
+        self.entries.iter().map(|e| e.doc.id.clone()).collect()
+    }
+
+    /// (id, seq) of what the client sees, in order.
+    pub fn visible_state(&self) -> Vec<(String, Seq)> {
+        self.visible().map(|d| (d.id.clone(), d.seq)).collect()
+    }
+}
+
+/// What changed between two visible states of a subscription.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ViewDiff {
+    pub upserts: Vec<LiveDocument>,
+    pub removes: Vec<String>,
+    /// The new order, when membership or order changed.
+    pub order: Option<Vec<String>>,
+}
+
+impl ViewDiff {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removes.is_empty() && self.order.is_none()
+    }
+
+    /// From `before` (what the client holds, in order) to `now`.
+    pub fn between(before: &[(String, Seq)], now: &LiveSubscription) -> ViewDiff {
+        let held: HashMap<&str, Seq> = before.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
+        let upserts: Vec<LiveDocument> = now.visible().filter(|d| held.get(d.id.as_str()) != Some(&d.seq)).cloned().collect();
+        let visible: Vec<String> = now.visible().map(|d| d.id.clone()).collect();
+        let present: std::collections::HashSet<&str> = visible.iter().map(String::as_str).collect();
+        let removes: Vec<String> = before.iter().filter(|(id, _)| !present.contains(id.as_str())).map(|(id, _)| id.clone()).collect();
+        let same_order = before.len() == visible.len() && before.iter().zip(&visible).all(|((a, _), b)| a == b);
+        ViewDiff { upserts, removes, order: (!same_order).then_some(visible) }
+    }
+
+    /// Everything, as for a reset.
+    pub fn full(now: &LiveSubscription) -> ViewDiff {
+        ViewDiff { upserts: now.visible().cloned().collect(), removes: Vec::new(), order: Some(now.visible().map(|d| d.id.clone()).collect()) }
+    }
+}

@@ -1,0 +1,345 @@
+//! One sync connection: hello, then a loop that reads client messages,
+//! runs mutations, and sends transitions when there is news and room.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::{FuturesUnordered, SplitStream};
+use futures::{FutureExt, SinkExt, StreamExt};
+use protosync_engine::live::session::ResetReason;
+use protosync_engine::{EngineError, Session};
+use protosync_protocol::wire::{self, client_message, server_message};
+use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use protosync_store::{CommitOutcome, Seq};
+use tokio::sync::mpsc;
+
+use super::close_code;
+use super::convert::{self, error, error_message, server};
+use crate::AppState;
+
+enum Outbound {
+    Message(wire::ServerMessage),
+    Close(u16, String),
+}
+
+type MutationDone = futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
+
+pub async fn run(socket: WebSocket, codec: Codec, state: AppState) {
+    state.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    let (sink, mut incoming) = socket.split();
+    let (outbound, queue) = mpsc::channel::<Outbound>(state.sync.outbound_queue_frames);
+    let writer = tokio::spawn(write_frames(sink, queue, codec, state.clone()));
+    if let Some(hello) = receive_hello(&mut incoming, codec, &outbound, &state).await {
+        Connection { codec, state: state.clone(), outbound: outbound.clone(), incoming, min_target: Seq::ZERO }.serve(hello).await;
+    }
+    drop(outbound);
+    let _ = writer.await;
+    state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Writes queued frames; a frame the client does not take in time ends the
+/// connection (the client stopped reading).
+async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, codec: Codec, state: AppState) {
+    while let Some(item) = queue.recv().await {
+        state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
+        let message = match item {
+            Outbound::Message(message) => match codec.encode_server(&message) {
+                Frame::Text(text) => Message::Text(text.into()),
+                Frame::Binary(bytes) => Message::Binary(bytes.into()),
+            },
+            Outbound::Close(code, reason) => {
+                let _ = tokio::time::timeout(state.sync.write_timeout, sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))).await;
+                break;
+            }
+        };
+        match tokio::time::timeout(state.sync.write_timeout, sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                tracing::info!("closing a sync connection whose client stopped reading");
+                let close = Message::Close(Some(CloseFrame { code: close_code::SLOW_CONSUMER, reason: "the client stopped reading".into() }));
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(close)).await;
+                break;
+            }
+        }
+    }
+    // Drain so the queued-frames gauge stays true.
+    queue.close();
+    while queue.recv().await.is_some() {
+        state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn enqueue(outbound: &mpsc::Sender<Outbound>, state: &AppState, item: Outbound) -> bool {
+    state.metrics.queued_frames.fetch_add(1, Ordering::Relaxed);
+    let queued = (state.sync.outbound_queue_frames - outbound.capacity() + 1) as u64;
+    state.metrics.peak_queued_frames_per_connection.fetch_max(queued, Ordering::Relaxed);
+    if outbound.send(item).await.is_err() {
+        state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Reads one client message; `None` when the connection is over.
+enum Received {
+    Message(wire::ClientMessage),
+    Undecodable(DecodeError),
+    Closed,
+    TooBig,
+}
+
+async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Received {
+    loop {
+        let frame = match incoming.next().await {
+            None => return Received::Closed,
+            Some(Err(e)) => {
+                let text = e.to_string();
+                return if text.contains("too long") || text.contains("too big") || text.contains("Space limit") { Received::TooBig } else { Received::Closed };
+            }
+            Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
+            Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
+            Some(Ok(Message::Close(_))) => return Received::Closed,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        };
+        return match codec.decode_client(&frame) {
+            Ok(message) => Received::Message(message),
+            Err(e) => Received::Undecodable(e),
+        };
+    }
+}
+
+async fn receive_hello(incoming: &mut SplitStream<WebSocket>, codec: Codec, outbound: &mpsc::Sender<Outbound>, state: &AppState) -> Option<wire::Hello> {
+    let first = tokio::time::timeout(state.sync.hello_timeout, receive(incoming, codec)).await;
+    let refuse = |code: u16, reason: &str| Outbound::Close(code, reason.to_owned());
+    match first {
+        Ok(Received::Message(wire::ClientMessage { message: Some(client_message::Message::Hello(hello)) })) => {
+            if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
+                let message = format!(
+                    "protocol version {} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                );
+                enqueue(outbound, state, Outbound::Message(error_message("UPGRADE_REQUIRED", &message, "", "", String::new()))).await;
+                enqueue(outbound, state, refuse(close_code::UPGRADE_REQUIRED, "upgrade required")).await;
+                return None;
+            }
+            Some(hello)
+        }
+        Ok(Received::Closed) => None,
+        Ok(Received::TooBig) => {
+            enqueue(outbound, state, refuse(close_code::MESSAGE_TOO_BIG, "frame too large")).await;
+            None
+        }
+        Ok(_) => {
+            enqueue(outbound, state, refuse(close_code::HELLO_REQUIRED, "the first message must be a hello")).await;
+            None
+        }
+        Err(_) => {
+            enqueue(outbound, state, refuse(close_code::HELLO_REQUIRED, "no hello in time")).await;
+            None
+        }
+    }
+}
+
+struct Connection {
+    codec: Codec,
+    state: AppState,
+    outbound: mpsc::Sender<Outbound>,
+    incoming: SplitStream<WebSocket>,
+    /// Read-your-writes: the next transition must reach at least this seq.
+    min_target: Seq,
+}
+
+impl Connection {
+    async fn send(&self, message: wire::ServerMessage) -> bool {
+        enqueue(&self.outbound, &self.state, Outbound::Message(message)).await
+    }
+
+    async fn close(&self, code: u16, reason: &str) {
+        enqueue(&self.outbound, &self.state, Outbound::Close(code, reason.to_owned())).await;
+    }
+
+    async fn serve(self, hello: wire::Hello) {
+        let engine = self.state.engine.clone();
+        let store = engine.store().clone();
+        let floor = store.log_floor().await.unwrap_or(Seq::ZERO);
+        let head = store.head().await.unwrap_or(Seq::ZERO);
+        let resume = hello.resume.unwrap_or_default();
+        let claimed = Seq(resume.watermark);
+        let (start, reset) = if claimed > head {
+            (Seq::ZERO, Some(ResetReason::UnknownWatermark))
+        } else if claimed < floor {
+            (claimed, Some(ResetReason::WatermarkTooOld { floor }))
+        } else {
+            (claimed, None)
+        };
+        let mut session = engine.open_session(start);
+        let session_id = if resume.session_id.is_empty() { format!("{:032x}", rand::random::<u128>()) } else { resume.session_id.clone() };
+        let welcome = wire::Welcome {
+            session_id,
+            protocol_version: PROTOCOL_VERSION,
+            schema_fingerprint: engine.registry().fingerprint().to_owned(),
+            watermark: start.0,
+            log_floor: floor.0,
+            heartbeat_interval_ms: self.state.sync.heartbeat_interval.as_millis() as u32,
+            limits: Some(wire::Limits {
+                max_frame_bytes: self.state.sync.max_frame_bytes as u32,
+                max_subscriptions: protosync_engine::live::session::MAX_SUBSCRIPTIONS_PER_SESSION as u32,
+                max_inflight_mutations: self.state.sync.max_inflight_mutations as u32,
+                idle_timeout_ms: self.state.sync.idle_timeout.as_millis() as u32,
+            }),
+        };
+        if !self.send(server(server_message::Message::Welcome(welcome))).await {
+            return;
+        }
+        for subscribe in resume.subscriptions {
+            let held = match reset {
+                None => Some(subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect()),
+                Some(_) => None,
+            };
+            self.subscribe(&mut session, subscribe, held, reset.unwrap_or(ResetReason::NewSubscription)).await;
+        }
+        self.run(session).await;
+    }
+
+    async fn subscribe(&self, session: &mut Session, subscribe: wire::Subscribe, held: Option<Vec<(String, Seq)>>, reason: ResetReason) {
+        let id = subscribe.subscription_id.clone();
+        let result = match convert::target(self.state.engine.registry(), &subscribe) {
+            Ok(_) if id.is_empty() => Err(EngineError::BadRequest("subscriptionId must not be empty".into())),
+            Ok(target) => session.subscribe(id.clone(), target, held, reason).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.send(error(&e, "", &id)).await;
+        }
+    }
+
+    async fn run(mut self, mut session: Session) {
+        let mut mutations: FuturesUnordered<MutationDone> = FuturesUnordered::new();
+        let mut heartbeat = tokio::time::interval(self.state.sync.heartbeat_interval);
+        heartbeat.tick().await;
+        let mut last_heard = Instant::now();
+        let mut keepalive = false;
+        loop {
+            let wants = session.has_news() || self.min_target > session.watermark() || keepalive;
+            if wants && self.outbound.capacity() > 0 {
+                let force = self.min_target > session.watermark() || keepalive;
+                keepalive = false;
+                match session.advance(self.min_target, force).await {
+                    Ok(Some(plan)) => {
+                        self.state.metrics.transitions_sent.fetch_add(1, Ordering::Relaxed);
+                        for chunk in convert::transition_chunks(&plan) {
+                            if !self.send(chunk).await {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "building a transition failed");
+                        self.send(error(&e, "", "")).await;
+                        self.close(close_code::GOING_AWAY, "the server cannot follow the commit stream").await;
+                        return;
+                    }
+                }
+                continue;
+            }
+            let outbound = self.outbound.clone();
+            tokio::select! {
+                received = receive(&mut self.incoming, self.codec) => {
+                    last_heard = Instant::now();
+                    match received {
+                        Received::Message(message) => self.handle(&mut session, &mut mutations, message).await,
+                        Received::Undecodable(e) => {
+                            self.send(error_message("BAD_FRAME", &e.to_string(), "", "", String::new())).await;
+                        }
+                        Received::TooBig => {
+                            self.close(close_code::MESSAGE_TOO_BIG, "frame too large").await;
+                            return;
+                        }
+                        Received::Closed => return,
+                    }
+                }
+                _ = session.rung(), if !wants => {}
+                _ = outbound.reserve(), if wants => {}
+                Some((request_id, result)) = mutations.next(), if !mutations.is_empty() => {
+                    let message = match &result {
+                        Ok(outcome) => {
+                            self.min_target = self.min_target.max(outcome.seq);
+                            convert::mutation_result(&request_id, outcome)
+                        }
+                        Err(e) => error(e, &request_id, ""),
+                    };
+                    if !self.send(message).await {
+                        return;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > self.state.sync.idle_timeout {
+                        self.close(close_code::IDLE_TIMEOUT, "no message within the idle timeout").await;
+                        return;
+                    }
+                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms() }));
+                    if self.outbound.try_reserve().is_ok() {
+                        self.send(beat).await;
+                    }
+                    // Move an idle client's watermark on, so a resume stays cheap.
+                    keepalive = self.state.engine.tail() > session.watermark();
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, session: &mut Session, mutations: &mut FuturesUnordered<MutationDone>, message: wire::ClientMessage) {
+        let Some(message) = message.message else {
+            self.send(error_message("BAD_FRAME", "empty message", "", "", String::new())).await;
+            return;
+        };
+        match message {
+            client_message::Message::Hello(_) => {
+                self.send(error_message("UNEXPECTED_HELLO", "hello is only the first message of a connection", "", "", String::new())).await;
+            }
+            client_message::Message::Authenticate(_) => {
+                self.send(error_message("UNSUPPORTED", "this server has no auth providers configured", "", "", String::new())).await;
+            }
+            client_message::Message::Subscribe(subscribe) => {
+                let held = (!subscribe.held.is_empty()).then(|| subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect());
+                self.subscribe(session, subscribe, held, ResetReason::NewSubscription).await;
+            }
+            client_message::Message::Unsubscribe(unsubscribe) => {
+                if let Err(e) = session.unsubscribe(&unsubscribe.subscription_id) {
+                    self.send(error(&e, "", &unsubscribe.subscription_id)).await;
+                }
+            }
+            client_message::Message::Mutate(mutate) => {
+                if mutations.len() >= self.state.sync.max_inflight_mutations {
+                    let e = EngineError::LimitExceeded(format!(
+                        "{} mutations are already in flight on this connection",
+                        self.state.sync.max_inflight_mutations
+                    ));
+                    self.send(error(&e, &mutate.request_id, "")).await;
+                    return;
+                }
+                let request_id = mutate.request_id.clone();
+                match convert::mutation_request(&mutate) {
+                    Ok(request) => {
+                        let engine = self.state.engine.clone();
+                        mutations.push(async move { (request_id, engine.mutate(&request).await) }.boxed());
+                    }
+                    Err(e) => {
+                        self.send(error(&e, &request_id, "")).await;
+                    }
+                }
+            }
+            client_message::Message::Ping(ping) => {
+                self.send(server(server_message::Message::Pong(wire::Pong { nonce: ping.nonce }))).await;
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+

@@ -1,0 +1,95 @@
+//! The sync protocol over WebSocket at `/v1/sync` (docs/protocol.md).
+
+mod connection;
+pub mod convert;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::State;
+use axum::response::Response;
+use protosync_protocol::{Codec, BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL};
+
+use crate::AppState;
+
+/// Timing and size limits of sync connections. The defaults suit production;
+/// tests shorten the timers.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// How often the server sends a heartbeat (and, when the client's
+    /// watermark lags, an empty transition to move it on).
+    pub heartbeat_interval: Duration,
+    /// A connection that sends nothing for this long is closed (4009).
+    pub idle_timeout: Duration,
+    /// The first message must be a hello within this time (4001).
+    pub hello_timeout: Duration,
+    /// A frame the client does not accept within this time closes the
+    /// connection (4008): the client has stopped reading.
+    pub write_timeout: Duration,
+    /// Frames waiting to be written per connection. While full, the
+    /// connection builds no transitions; news coalesces into the next one.
+    pub outbound_queue_frames: usize,
+    /// Mutations one connection may have in flight.
+    pub max_inflight_mutations: usize,
+    /// Largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            heartbeat_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+            hello_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            outbound_queue_frames: 32,
+            max_inflight_mutations: 32,
+            max_frame_bytes: protosync_engine::limits::MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+/// Counters of the sync gateway, for metrics and for tests that check
+/// memory stays bounded.
+#[derive(Debug, Default)]
+pub struct SyncMetrics {
+    pub connections: AtomicU64,
+    /// Frames queued for writing, across connections.
+    pub queued_frames: AtomicU64,
+    /// The most frames ever queued for one connection.
+    pub peak_queued_frames_per_connection: AtomicU64,
+    pub transitions_sent: AtomicU64,
+}
+
+impl SyncMetrics {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// WebSocket close codes (docs/protocol.md).
+pub mod close_code {
+    /// The first message was not a hello, or none came in time.
+    pub const HELLO_REQUIRED: u16 = 4001;
+    /// The client stopped reading.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// The client sent nothing for too long.
+    pub const IDLE_TIMEOUT: u16 = 4009;
+    /// The client speaks a protocol version this server does not.
+    pub const UPGRADE_REQUIRED: u16 = 4010;
+    /// A frame larger than the limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let config = state.sync.clone();
+    let upgrade = upgrade.protocols([BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL]).max_message_size(config.max_frame_bytes).max_frame_size(config.max_frame_bytes);
+    let codec = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(BINARY_SUBPROTOCOL) => Codec::Binary,
+        _ => Codec::Json,
+    };
+    upgrade.on_upgrade(move |socket| connection::run(socket, codec, state))
+}
