@@ -1,6 +1,6 @@
 //! The reconnecting client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,20 +205,23 @@ async fn run(
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     let mut backoff = config.initial_backoff;
     loop {
-        let resume = {
+        // Resume the subscriptions the view holds; subscribe afresh to the rest.
+        let (resume, fresh) = {
             let state = lock();
-            let subscriptions: Vec<wire::Subscribe> = state
-                .subscriptions
-                .values()
-                .map(|s| {
-                    let mut s = s.clone();
-                    s.held = state.view.subscriptions.get(&s.subscription_id).map(|v| v.held()).unwrap_or_default();
+            let (held, fresh): (Vec<wire::Subscribe>, Vec<wire::Subscribe>) =
+                state.subscriptions.values().cloned().partition(|s| state.view.subscriptions.contains_key(&s.subscription_id));
+            let held: Vec<wire::Subscribe> = held
+                .into_iter()
+                .map(|mut s| {
+                    s.held = state.view.subscriptions[&s.subscription_id].held();
                     s
                 })
                 .collect();
-            (state.view.watermark > 0 || !subscriptions.is_empty())
-                .then(|| wire::Resume { session_id: state.session_id.clone(), watermark: state.view.watermark, subscriptions })
+            let resume = (state.view.watermark > 0 || !held.is_empty())
+                .then(|| wire::Resume { session_id: state.session_id.clone(), watermark: state.view.watermark, subscriptions: held });
+            (resume, fresh)
         };
+        let mut active: HashSet<String> = resume.iter().flat_map(|r| r.subscriptions.iter().map(|s| s.subscription_id.clone())).collect();
         let (mut connection, welcome) = match Connection::connect(&config.url, config.codec, resume).await {
             Ok(pair) => pair,
             Err(e) => {
@@ -244,15 +247,22 @@ async fn run(
         };
         let _ = events.send(ClientEvent::Connected { welcome });
         let mut failed = None;
-        for mutate in resend {
-            if let Err(e) = connection.send(client_message::Message::Mutate(mutate)).await {
+        let messages = fresh
+            .into_iter()
+            .map(client_message::Message::Subscribe)
+            .chain(resend.into_iter().map(client_message::Message::Mutate));
+        for message in messages {
+            if let client_message::Message::Subscribe(s) = &message {
+                active.insert(s.subscription_id.clone());
+            }
+            if let Err(e) = connection.send(message).await {
                 failed = Some(e);
                 break;
             }
         }
         let reason = match failed {
             Some(e) => e.to_string(),
-            None => serve(&mut connection, &config, &state, &mut commands, &events, &watermark).await,
+            None => serve(&mut connection, &config, &state, &mut commands, &events, &watermark, &mut active).await,
         };
         connection.close().await;
         if reason == "shutdown" {
@@ -270,6 +280,7 @@ async fn serve(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     events: &mpsc::UnboundedSender<ClientEvent>,
     watermark: &watch::Sender<u64>,
+    active: &mut HashSet<String>,
 ) -> String {
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
     let mut ping = tokio::time::interval(config.ping_interval);
@@ -278,7 +289,17 @@ async fn serve(
             command = commands.recv() => match command {
                 None | Some(Command::Shutdown) => return "shutdown".into(),
                 Some(Command::Reconnect) => return "reconnect requested".into(),
-                Some(Command::Send(message)) => if let Err(e) = connection.send(message).await { return e.to_string() },
+                Some(Command::Send(message)) => {
+                    // Subscriptions queued before this connection went out with its hello.
+                    let needed = match &message {
+                        client_message::Message::Subscribe(s) => active.insert(s.subscription_id.clone()),
+                        client_message::Message::Unsubscribe(u) => active.remove(&u.subscription_id),
+                        _ => true,
+                    };
+                    if needed {
+                        if let Err(e) = connection.send(message).await { return e.to_string() }
+                    }
+                }
             },
             _ = ping.tick() => {
                 if let Err(e) = connection.send(client_message::Message::Ping(wire::Ping::default())).await { return e.to_string() }

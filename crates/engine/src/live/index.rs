@@ -58,8 +58,12 @@ impl Doorbell {
         self.dirty_from.fetch_min(seq, Ordering::AcqRel);
     }
 
-    pub fn has_news(&self) -> bool {
-        self.dirty_from.load(Ordering::Acquire) != CLEAN
+    /// The lowest seq with news, without taking it.
+    pub fn peek(&self) -> Option<u64> {
+        match self.dirty_from.load(Ordering::Acquire) {
+            CLEAN => None,
+            seq => Some(seq),
+        }
     }
 
     pub async fn rung(&self) {

@@ -105,14 +105,23 @@ impl Session {
         self.slots.len()
     }
 
-    /// Resolves when the index rang this connection (news may be pending).
-    pub async fn rung(&self) {
-        self.doorbell.rung().await
+    /// Resolves when there may be news: the index rang, or the tail reached
+    /// news that was rung before the tailer published it.
+    pub async fn news(&self) {
+        match self.doorbell.peek() {
+            Some(dirty) => {
+                let mut tail = self.stream.tail();
+                let _ = tail.wait_for(|t| t.0 >= dirty).await;
+            }
+            None => self.doorbell.rung().await,
+        }
     }
 
-    /// Whether something is waiting to be sent.
+    /// Whether something can be sent now: news the tail has reached, or a
+    /// subscription whose first result is waiting.
     pub fn has_news(&self) -> bool {
-        self.doorbell.has_news() || self.slots.values().any(|s| !matches!(s.held, Held::Sent))
+        self.doorbell.peek().is_some_and(|dirty| dirty <= self.stream.tail_now().0)
+            || self.slots.values().any(|s| !matches!(s.held, Held::Sent))
     }
 
     /// Adds a subscription. Its first result is read now and delivered by the

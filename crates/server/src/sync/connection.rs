@@ -261,7 +261,7 @@ impl Connection {
                         Received::Closed => return,
                     }
                 }
-                _ = session.rung(), if !wants => {}
+                _ = session.news(), if !wants => {}
                 _ = outbound.reserve(), if wants => {}
                 Some((request_id, result)) = mutations.next(), if !mutations.is_empty() => {
                     let message = match &result {

@@ -1,0 +1,245 @@
+//! The sync protocol end to end: real servers, real sockets, the Rust client.
+
+mod support;
+
+use std::time::Duration;
+
+use protosync_client::{op, Client, ClientConfig, ClientEvent, Connection, Received};
+use protosync_client::wire::{self, client_message, server_message};
+use protosync_protocol::{Codec, Frame};
+use protosync_server::SyncConfig;
+use serde_json::json;
+use support::{query, shown, Backing, Model, Node, WAIT};
+
+async fn sqlite_node() -> (Node, Backing) {
+    let backing = Backing::sqlite();
+    let node = Node::start(backing.store().await, SyncConfig::default()).await;
+    (node, backing)
+}
+
+fn item(id: &str, owner: &str, priority: i32) -> wire::Operation {
+    op::upsert("work_items", id, json!({"ownerId": owner, "priority": priority, "title": id}))
+}
+
+/// Waits for the next transition event (skipping other events).
+async fn next_transition(events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>) -> (wire::Transition, protosync_client::View) {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.expect("a transition in time").expect("client alive") {
+            ClientEvent::Transition { transition, view } => return (transition, view),
+            ClientEvent::Disconnected { reason } if reason.contains("inconsistent") => panic!("{reason}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_gets_its_result_then_every_change_in_order() {
+    let (node, _backing) = sqlite_node().await;
+    node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "a", "doc": {"ownerId": "ann", "priority": 1}}}]})).await;
+    let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
+    let feed = query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 2);
+    client.subscribe("feed", feed);
+    let (first, view) = next_transition(&mut events).await;
+    assert_eq!((first.from_watermark, first.to_watermark), (0, 1));
+    assert!(first.updates[0].reset);
+    assert_eq!(first.updates[0].reset_reason, wire::ResetReason::NewSubscription as i32);
+    assert_eq!(shown(&view, "feed"), [("a".to_owned(), 1)]);
+
+    // b enters above a; c enters on top and pushes a out of the top-2 window.
+    client.mutate(vec![item("b", "ann", 5)]).await.unwrap();
+    let (t, view) = next_transition(&mut events).await;
+    assert_eq!((t.from_watermark, t.to_watermark), (1, 2));
+    assert_eq!(shown(&view, "feed"), [("b".to_owned(), 2), ("a".to_owned(), 1)]);
+    client.mutate(vec![item("c", "ann", 9)]).await.unwrap();
+    let (t, view) = next_transition(&mut events).await;
+    assert_eq!(shown(&view, "feed"), [("c".to_owned(), 3), ("b".to_owned(), 2)]);
+    assert_eq!(t.updates[0].removes, ["a"]);
+    // Another owner's write does not reach this subscription.
+    node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "z", "doc": {"ownerId": "bob", "priority": 99}}}]})).await;
+    // Deleting c lets a back into the window (refilled from what the view kept).
+    client.mutate(vec![op::delete("work_items", "c")]).await.unwrap();
+    let (t, view) = next_transition(&mut events).await;
+    assert_eq!(t.from_watermark, 3, "the bob write produced no transition for this client");
+    assert_eq!(t.to_watermark, 5);
+    assert_eq!(shown(&view, "feed"), [("b".to_owned(), 2), ("a".to_owned(), 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_resolves_only_once_the_view_includes_it() {
+    let (node, _backing) = sqlite_node().await;
+    let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
+    client.subscribe_get("one", "work_items", "w1");
+    next_transition(&mut events).await;
+    let result = client.mutate(vec![item("w1", "ann", 3)]).await.unwrap();
+    let view = client.view();
+    assert!(view.watermark >= result.seq);
+    assert_eq!(shown(&view, "one"), [("w1".to_owned(), result.seq)]);
+    // A write no subscription sees still moves the watermark past it.
+    let result = client.mutate(vec![item("other", "bob", 1)]).await.unwrap();
+    assert!(client.view().watermark >= result.seq);
+    let mut last_to = 0;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+        if let ClientEvent::Transition { transition, .. } = event {
+            assert!(transition.to_watermark >= last_to);
+            last_to = transition.to_watermark;
+        }
+    }
+    let rejected = client.mutate(vec![op::insert("work_items", "w1", json!({}))]).await.unwrap_err();
+    assert!(matches!(rejected, protosync_client::MutationError::Rejected { ref code, .. } if code == "ALREADY_EXISTS"), "{rejected:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_disconnect_sends_only_the_difference() {
+    let (node, _backing) = sqlite_node().await;
+    for i in 0..20 {
+        node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": format!("w{i:02}"), "doc": {"ownerId": "ann", "priority": i}}}]})).await;
+    }
+    let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
+    client.subscribe("all", query("work_items", vec![], vec![], 100));
+    let (_, view) = next_transition(&mut events).await;
+    assert_eq!(shown(&view, "all").len(), 20);
+    client.reconnect();
+    // While away (or at least racing the reconnect): one change, one delete.
+    node.mutate(json!({"ops": [{"patch": {"collection": "work_items", "id": "w03", "fields": {"priority": 100}}}]})).await;
+    node.mutate(json!({"ops": [{"delete": {"collection": "work_items", "id": "w04"}}]})).await;
+    let mut upserts = 0;
+    let mut resets = 0;
+    loop {
+        let (t, view) = next_transition(&mut events).await;
+        upserts += t.updates.iter().map(|u| u.upserts.len()).sum::<usize>();
+        resets += t.updates.iter().filter(|u| u.reset).count();
+        if view.watermark == 22 {
+            let ids: Vec<String> = shown(&view, "all").into_iter().map(|(id, _)| id).collect();
+            assert_eq!(ids.len(), 19);
+            assert!(!ids.contains(&"w04".to_owned()));
+            break;
+        }
+    }
+    assert_eq!(resets, 0, "a resume is a diff, not a reset");
+    assert_eq!(upserts, 1, "only the changed document is sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_frames_work_like_json_frames() {
+    let (node, _backing) = sqlite_node().await;
+    let mut config = ClientConfig::new(&node.ws);
+    config.codec = Codec::Binary;
+    let (client, mut events) = Client::start(config);
+    client.subscribe("feed", query("work_items", vec![("ownerId", "==", json!("ann"))], vec![], 10));
+    next_transition(&mut events).await;
+    let result = client.mutate(vec![item("w1", "ann", 1)]).await.unwrap();
+    assert_eq!(shown(&client.view(), "feed"), [("w1".to_owned(), result.seq)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_stable_error_and_the_connection_keeps_working() {
+    let (node, _backing) = sqlite_node().await;
+    let (mut connection, welcome) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    assert_eq!(welcome.protocol_version, 1);
+    let subscribe = |id: &str, collection: &str| {
+        client_message::Message::Subscribe(wire::Subscribe {
+            subscription_id: id.into(),
+            target: Some(wire::subscribe::Target::Query(query(collection, vec![], vec![], 10))),
+            held: vec![],
+        })
+    };
+    let cases: Vec<(Frame, &str)> = vec![
+        (Frame::Text("{not json".into()), "BAD_FRAME"),
+        (Frame::Text(r#"{"teleport": {}}"#.into()), "BAD_FRAME"),
+        (Frame::Binary(vec![0xff, 0x00]), "BAD_FRAME"),
+        (Codec::Json.encode_client(&wire::ClientMessage { message: Some(subscribe("s", "no_such_collection")) }), "UNKNOWN_COLLECTION"),
+        (Codec::Json.encode_client(&wire::ClientMessage { message: Some(client_message::Message::Unsubscribe(wire::Unsubscribe { subscription_id: "nope".into() })) }), "UNKNOWN_SUBSCRIPTION"),
+        (Codec::Json.encode_client(&wire::ClientMessage { message: Some(client_message::Message::Hello(wire::Hello { protocol_version: 1, ..Default::default() })) }), "UNEXPECTED_HELLO"),
+        (Frame::Text(r#"{"subscribe": {"subscriptionId": "q", "query": {"collection": "work_items", "filter": [{"field": "nope", "op": "==", "value": 1}]}}}"#.into()), "INVALID_QUERY"),
+        (Frame::Text(r#"{"mutate": {"requestId": "r1", "ops": [{"insert": {"collection": "work_items", "id": "x", "doc": {"priority": "high"}}}]}}"#.into()), "INVALID_DOCUMENT"),
+    ];
+    for (frame, code) in cases {
+        connection.send_raw(frame.clone()).await.unwrap();
+        let error = loop {
+            match connection.receive().await.unwrap() {
+                Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => break e,
+                Received::Other(wire::ServerMessage { message: Some(server_message::Message::Heartbeat(_)) }) => continue,
+                other => panic!("{frame:?}: expected an error, got {other:?}"),
+            }
+        };
+        assert_eq!(error.code, code, "{frame:?}: {error:?}");
+        assert!(!error.message.is_empty());
+    }
+    // A duplicate subscription id is refused; the first one keeps working.
+    connection.send(subscribe("dup", "work_items")).await.unwrap();
+    assert!(matches!(connection.receive().await.unwrap(), Received::Transition(_)));
+    connection.send(subscribe("dup", "work_items")).await.unwrap();
+    match connection.receive().await.unwrap() {
+        Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
+            assert_eq!((e.code.as_str(), e.subscription_id.as_str()), ("DUPLICATE_SUBSCRIPTION", "dup"));
+        }
+        other => panic!("{other:?}"),
+    }
+    connection.send(client_message::Message::Ping(wire::Ping { nonce: "still here".into() })).await.unwrap();
+    match connection.receive().await.unwrap() {
+        Received::Other(wire::ServerMessage { message: Some(server_message::Message::Pong(p)) }) => assert_eq!(p.nonce, "still here"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_the_socket_with_a_documented_code() {
+    let (node, _backing) = sqlite_node().await;
+    // Not a hello first.
+    let mut connection = Connection::open(&node.ws, Codec::Json).await.unwrap();
+    connection.send(client_message::Message::Ping(wire::Ping::default())).await.unwrap();
+    assert_close(&mut connection, 4001).await;
+    // An unsupported protocol version.
+    let mut connection = Connection::open(&node.ws, Codec::Json).await.unwrap();
+    connection.send(client_message::Message::Hello(wire::Hello { protocol_version: 99, ..Default::default() })).await.unwrap();
+    match connection.receive().await.unwrap() {
+        Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
+            assert_eq!(e.code, "UPGRADE_REQUIRED");
+            assert!(e.message.contains("1 to 1"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_close(&mut connection, 4010).await;
+    // A frame over the limit.
+    let (mut connection, _) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    connection.send_raw(Frame::Text(format!("{{\"ping\": {{\"nonce\": \"{}\"}}}}", "x".repeat(9 * 1024 * 1024)))).await.ok();
+    assert_close(&mut connection, 1009).await;
+    // The server still serves.
+    let (_connection, welcome) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    assert!(!welcome.session_id.is_empty());
+}
+
+async fn assert_close(connection: &mut Connection, code: u16) {
+    loop {
+        match tokio::time::timeout(WAIT, connection.receive()).await.expect("closed in time") {
+            Err(protosync_client::ConnectionError::Closed(Some((got, _)))) => {
+                assert_eq!(got, code);
+                return;
+            }
+            Err(other) => panic!("expected close code {code}, got {other:?}"),
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_reaches_a_subscriber_on_another() {
+    let Some(backing) = Backing::postgres().await else { return };
+    let a = Node::start(backing.store().await, SyncConfig::default()).await;
+    let b = Node::start(backing.store().await, SyncConfig::default()).await;
+    let (client, mut events) = Client::start(ClientConfig::new(&b.ws));
+    client.subscribe("feed", query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 5));
+    next_transition(&mut events).await;
+    for i in 0..5 {
+        a.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": format!("w{i}"), "doc": {"ownerId": "ann", "priority": i}}}]})).await;
+    }
+    let mut seen = Vec::new();
+    while client.view().watermark < 5 {
+        let (t, _) = next_transition(&mut events).await;
+        seen.push(t.to_watermark);
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let model = Model::load(b.store()).await;
+    let feed = wire::Subscribe { subscription_id: "feed".into(), target: Some(wire::subscribe::Target::Query(query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 5))), held: vec![] };
+    assert_eq!(shown(&client.view(), "feed"), model.result_at(&feed, 5));
+}
