@@ -66,6 +66,13 @@ impl Target {
             Target::Get { .. } => None,
         }
     }
+
+    fn limit(&self) -> usize {
+        match self {
+            Target::Query(q) => q.limit,
+            Target::Get { .. } => 1,
+        }
+    }
 }
 
 struct Entry {
@@ -80,12 +87,14 @@ pub struct LiveSubscription {
     pub at: Seq,
     entries: Vec<Entry>,
     complete: bool,
+    /// Documents kept beyond the limit ([`WINDOW_SLACK`]; tests shrink it).
+    slack: usize,
 }
 
 impl LiveSubscription {
     /// A subscription whose view is `documents` (in order), read at `at`.
     pub fn new(id: String, target: Target, at: Seq, documents: Vec<StoredDocument>, complete: bool) -> LiveSubscription {
-        let mut subscription = LiveSubscription { id, target, at, entries: Vec::new(), complete: true };
+        let mut subscription = LiveSubscription { id, target, at, entries: Vec::new(), complete: true, slack: WINDOW_SLACK };
         subscription.refill(at, documents, complete);
         subscription
     }
@@ -104,10 +113,7 @@ impl LiveSubscription {
     }
 
     fn limit(&self) -> usize {
-        match &self.target {
-            Target::Query(q) => q.limit,
-            Target::Get { .. } => 1,
-        }
+        self.target.limit()
     }
 
     fn key_of(&self, id: &str, body: &serde_json::Value) -> Vec<u8> {
@@ -160,11 +166,17 @@ impl LiveSubscription {
         };
         let at = self.entries.partition_point(|e| e.key < key);
         self.entries.insert(at, Entry { key, doc });
-        let capacity = self.limit() + WINDOW_SLACK;
+        let capacity = self.capacity();
         if self.entries.len() > capacity {
             self.entries.truncate(capacity);
             self.complete = false;
         }
+    }
+
+    /// Documents the view keeps: the visible ones and the slack. A refill
+    /// reads exactly this many (see [`Target::window_query`]).
+    fn capacity(&self) -> usize {
+        self.limit() + self.slack
     }
 
     /// The visible part cannot be filled from what is known: read the store.
@@ -217,5 +229,68 @@ impl ViewDiff {
     /// Everything, as for a reset.
     pub fn full(now: &LiveSubscription) -> ViewDiff {
         ViewDiff { upserts: now.visible().cloned().collect(), removes: Vec::new(), order: Some(now.visible().map(|d| d.id.clone()).collect()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protosync_query::QueryRequest;
+    use protosync_schema::Registry;
+    use protosync_store::Version;
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+
+    /// Random changes against a brute-force model: after each commit the
+    /// visible part equals the true first `limit` results, refilling from
+    /// the model whenever the view asks to.
+    #[test]
+    fn windows_stay_exact_under_random_changes() {
+        let registry = Registry::from_sources(&[(
+            "t.proto",
+            "syntax = \"proto3\"; package t; import \"protosync/v1/options.proto\";
+             message Item { option (protosync.v1.collection) = { name: \"items\" }; int32 rank = 1; string group = 2; }",
+        )])
+        .unwrap();
+        let seed: u64 = rand::random();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for round in 0..300 {
+            let limit = rng.random_range(1..4u64);
+            let slack = round % 3;
+            let request: QueryRequest = serde_json::from_value(json!({
+                "collection": "items", "filter": [{"field": "group", "op": "==", "value": "a"}],
+                "orderBy": [{"field": "rank", "direction": if round % 2 == 0 { "asc" } else { "desc" }}], "limit": limit
+            }))
+            .unwrap();
+            let query = Query::compile(&registry, &request).unwrap();
+            let mut model: std::collections::BTreeMap<String, StoredDocument> = Default::default();
+            let truth = |model: &std::collections::BTreeMap<String, StoredDocument>, n: usize| {
+                let mut docs: Vec<StoredDocument> = model.values().filter(|d| query.matches(d)).cloned().collect();
+                docs.sort_by_key(|d| query.sort_key(d));
+                let complete = docs.len() <= n;
+                docs.truncate(n);
+                (docs, complete)
+            };
+            let capacity = limit as usize + slack;
+            let mut sub = LiveSubscription::new("s".into(), Target::Query(query.clone()), Seq(0), Vec::new(), true);
+            sub.slack = slack;
+            for seq in 1..120u64 {
+                let id = format!("d{}", rng.random_range(0..40));
+                let body = (rng.random_range(0..4) > 0).then(|| json!({"rank": rng.random_range(0..30), "group": if rng.random_bool(0.7) { "a" } else { "b" }}));
+                match &body {
+                    Some(b) => model.insert(id.clone(), StoredDocument { id: id.clone(), version: Version(1), seq: Seq(seq), body: b.clone() }),
+                    None => model.remove(&id),
+                };
+                let change = LiveChange { collection: "items".into(), id, version: Version(1), body: body.map(Arc::new) };
+                sub.apply(Seq(seq), &change);
+                if sub.needs_refill() {
+                    let (docs, complete) = truth(&model, capacity);
+                    sub.refill(Seq(seq), docs, complete);
+                }
+                let expected: Vec<String> = truth(&model, limit as usize).0.into_iter().map(|d| d.id).collect();
+                let shown: Vec<String> = sub.visible().map(|d| d.id.clone()).collect();
+                assert_eq!(shown, expected, "seed {seed} round {round} seq {seq}");
+            }
+        }
     }
 }
