@@ -46,3 +46,21 @@ fn number(n: f64) -> serde_json::Value {
         Number::from_f64(n).map_or(serde_json::Value::Null, serde_json::Value::Number)
     }
 }
+
+/// google.protobuf.Value holds every number as a double, which JSON
+/// serializers print as `2.0`. Documents came in as `2` (int32 fields are
+/// numbers in proto3 JSON), so whole numbers go back out as integers.
+pub(crate) fn integral_floats_as_integers(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(x) = n.as_f64() {
+                if let serde_json::Value::Number(int) = number(x) {
+                    *n = int;
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}

@@ -95,7 +95,9 @@ impl Codec {
             Codec::Json => {
                 let dynamic = DynamicMessage::decode(descriptor(name), bytes.as_slice())
                     .expect("a message encoded from its own type decodes");
-                Frame::Text(serde_json::to_string(&dynamic).expect("proto3 JSON serialization cannot fail"))
+                let mut json = serde_json::to_value(&dynamic).expect("proto3 JSON serialization cannot fail");
+                json::integral_floats_as_integers(&mut json);
+                Frame::Text(json.to_string())
             }
         }
     }
@@ -146,6 +148,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["transition"]["fromWatermark"], "3");
         assert_eq!(json["transition"]["updates"][0]["upserts"][0]["doc"]["title"], "x");
+        assert!(text.contains(r#""priority":2"#), "whole numbers stay integers: {text}");
         assert_eq!(json["transition"]["updates"][0]["order"]["ids"][0], "w1");
         assert_eq!(Codec::Json.decode_server(&Frame::Text(text)).unwrap(), message);
         let binary = Codec::Binary.encode_server(&message);

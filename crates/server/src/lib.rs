@@ -22,6 +22,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub sync: Arc<SyncConfig>,
     pub metrics: Arc<SyncMetrics>,
+    /// Becomes true when the server starts shutting down: live connections
+    /// close (1001) so the graceful shutdown can finish.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+    close: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FromRef<AppState> for Arc<Engine> {
@@ -32,7 +36,8 @@ impl FromRef<AppState> for Arc<Engine> {
 
 impl AppState {
     pub fn new(engine: Arc<Engine>, sync: SyncConfig) -> AppState {
-        AppState { engine, sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()) }
+        let (close, closing) = tokio::sync::watch::channel(false);
+        AppState { engine, sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()), closing, close: Arc::new(close) }
     }
 }
 
@@ -40,8 +45,13 @@ pub fn router(state: AppState) -> Router {
     http::router(state)
 }
 
-/// Serves on `listener` until `shutdown` completes, then finishes in-flight
-/// requests.
+/// Serves on `listener` until `shutdown` completes, then closes live
+/// connections and finishes in-flight requests.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let close = state.close.clone();
+    let signal = async move {
+        shutdown.await;
+        close.send_replace(true);
+    };
+    axum::serve(listener, router(state)).with_graceful_shutdown(signal).await
 }

@@ -243,3 +243,134 @@ async fn a_write_on_one_node_reaches_a_subscriber_on_another() {
     let feed = wire::Subscribe { subscription_id: "feed".into(), target: Some(wire::subscribe::Target::Query(query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 5))), held: vec![] };
     assert_eq!(shown(&client.view(), "feed"), model.result_at(&feed, 5));
 }
+
+/// One client stops reading while another keeps up: the healthy one reaches
+/// the head while the stalled one is still stalled, the server's queue for
+/// the stalled one stays within its bound, and once the stalled client reads
+/// again it catches up in a few coalesced transitions to the exact state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_slows_no_one_and_catches_up() {
+    const COMMITS: usize = 300;
+    const DOC_BYTES: usize = 64 * 1024;
+    let backing = Backing::sqlite();
+    let sync = SyncConfig { outbound_queue_frames: 4, ..SyncConfig::default() };
+    let node = Node::start(backing.store().await, sync).await;
+    let feed = query("work_items", vec![("ownerId", "==", json!("ann"))], vec![], 20);
+
+    let (healthy, mut healthy_events) = Client::start(ClientConfig::new(&node.ws));
+    healthy.subscribe("feed", feed.clone());
+    next_transition(&mut healthy_events).await;
+    let (mut stalled, _) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    stalled
+        .send(client_message::Message::Subscribe(wire::Subscribe { subscription_id: "feed".into(), target: Some(wire::subscribe::Target::Query(feed.clone())), held: vec![] }))
+        .await
+        .unwrap();
+    let mut view = protosync_client::View::default();
+    match stalled.receive().await.unwrap() {
+        Received::Transition(t) => view.apply(&t).unwrap(),
+        other => panic!("{other:?}"),
+    }
+
+    // The stalled client reads nothing from here on.
+    let title = "x".repeat(DOC_BYTES);
+    for i in 0..COMMITS {
+        node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": format!("w{}", i % 20), "doc": {"ownerId": "ann", "priority": i, "title": title}}}]})).await;
+    }
+    let head = node.store().head().await.unwrap().0;
+    tokio::time::timeout(WAIT, healthy.wait_for_watermark(head)).await.expect("the healthy client reaches the head while the other is stalled");
+    let peak = node.state.metrics.peak_queued_frames_per_connection.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(peak <= 4, "a connection's queue grew to {peak} frames");
+
+    let mut transitions = 0;
+    while view.watermark < head {
+        match tokio::time::timeout(WAIT, stalled.receive()).await.expect("the stalled client catches up").unwrap() {
+            Received::Transition(t) => {
+                view.apply(&t).unwrap();
+                transitions += 1;
+            }
+            Received::Other(_) => {}
+        }
+    }
+    assert!(transitions < COMMITS / 2, "news coalesced while the client was not reading ({transitions} transitions for {COMMITS} commits)");
+    let expected: Vec<(String, u64)> = shown(&healthy.view(), "feed");
+    assert_eq!(shown(&view, "feed"), expected);
+    assert_eq!(expected.len(), 20);
+}
+
+/// Reads SSE events (`id`, `event`, parsed `data`) from a streaming response.
+struct EventReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventReader {
+    async fn next(&mut self) -> (String, String, serde_json::Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+                if let Some(data) = field("data:") {
+                    return (field("id:").unwrap_or_default(), field("event:").unwrap_or_default(), serde_json::from_str(&data).unwrap());
+                }
+                continue; // a keep-alive comment
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk()).await.expect("an event in time").unwrap().expect("stream open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_stream_transitions_and_resume_from_last_event_id() {
+    let (node, _backing) = sqlite_node().await;
+    node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "a", "doc": {"ownerId": "ann", "priority": 1}}}]})).await;
+    let url = format!("{}/v1/subscribe", node.http);
+    let query = json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": "ann"}]}).to_string();
+    let http = reqwest::Client::new();
+    let response = http.get(&url).query(&[("query", &query)]).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut events = EventReader { response, buffer: String::new() };
+    let (id, kind, data) = events.next().await;
+    assert_eq!((id.as_str(), kind.as_str()), ("1", "transition"));
+    assert_eq!(data["transition"]["updates"][0]["reset"], true);
+    assert_eq!(data["transition"]["updates"][0]["upserts"][0]["id"], "a");
+    node.mutate(json!({"ops": [{"patch": {"collection": "work_items", "id": "a", "fields": {"priority": 7}}}]})).await;
+    let (id, _, data) = events.next().await;
+    assert_eq!(id, "2");
+    assert_eq!(data["transition"]["fromWatermark"], "1");
+    assert_eq!(data["transition"]["updates"][0]["upserts"][0]["doc"]["priority"], 7);
+    drop(events);
+
+    // Resume: the chain continues from the last event id.
+    node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "b", "doc": {"ownerId": "ann"}}}]})).await;
+    let response = http.get(&url).query(&[("query", &query)]).header("Last-Event-ID", "2").send().await.unwrap();
+    let mut events = EventReader { response, buffer: String::new() };
+    let (id, _, data) = events.next().await;
+    assert_eq!(id, "3");
+    assert_eq!(data["transition"]["fromWatermark"], "2");
+    assert_eq!(data["transition"]["updates"][0]["resetReason"], "RESET_REASON_NO_HELD_STATE");
+    assert_eq!(data["transition"]["updates"][0]["order"]["ids"], json!(["a", "b"]));
+
+    // Bad requests are refused before streaming.
+    let response = http.get(&url).query(&[("query", "{\"collection\": \"nope\"}")]).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNKNOWN_COLLECTION");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_closes_live_connections_with_going_away() {
+    let backing = Backing::sqlite();
+    let engine = std::sync::Arc::new(protosync_engine::Engine::start(support::registry(), backing.store().await).await.unwrap());
+    let state = protosync_server::AppState::new(engine, SyncConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ws = format!("ws://{}/v1/sync", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(protosync_server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let (mut connection, _) = Connection::connect(&ws, Codec::Json, None).await.unwrap();
+    stop.send(()).unwrap();
+    assert_close(&mut connection, 1001).await;
+    tokio::time::timeout(WAIT, server).await.expect("the server stops once connections closed").unwrap().unwrap();
+}

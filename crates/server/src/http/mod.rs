@@ -1,6 +1,6 @@
 //! HTTP routes (docs/http-api.md).
 
-mod error;
+pub(crate) mod error;
 mod handlers;
 
 use axum::extract::DefaultBodyLimit;
@@ -16,6 +16,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/query", post(handlers::query))
         .route("/v1/collections/{collection}/docs/{id}", get(handlers::get_document))
         .route("/v1/sync", get(crate::sync::upgrade))
+        .route("/v1/subscribe", get(crate::sync::sse::subscribe))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
         .fallback(handlers::unknown_route)

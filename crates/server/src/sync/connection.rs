@@ -221,6 +221,7 @@ impl Connection {
         heartbeat.tick().await;
         let mut last_heard = Instant::now();
         let mut keepalive = false;
+        let mut closing = self.state.closing.clone();
         loop {
             let wants = session.has_news() || self.min_target > session.watermark() || keepalive;
             if wants && self.outbound.capacity() > 0 {
@@ -229,7 +230,7 @@ impl Connection {
                 match session.advance(self.min_target, force).await {
                     Ok(Some(plan)) => {
                         self.state.metrics.transitions_sent.fetch_add(1, Ordering::Relaxed);
-                        for chunk in convert::transition_chunks(&plan) {
+                        for chunk in convert::transition_chunks(&plan, convert::TRANSITION_CHUNK_BYTES) {
                             if !self.send(chunk).await {
                                 return;
                             }
@@ -274,6 +275,10 @@ impl Connection {
                     if !self.send(message).await {
                         return;
                     }
+                }
+                _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
+                    self.close(close_code::GOING_AWAY, "the server is shutting down").await;
+                    return;
                 }
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() > self.state.sync.idle_timeout {

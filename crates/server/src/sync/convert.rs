@@ -108,8 +108,9 @@ pub fn server(message: wire::server_message::Message) -> wire::ServerMessage {
     wire::ServerMessage { message: Some(message) }
 }
 
-/// The transition as one or more frames' worth of messages.
-pub fn transition_chunks(plan: &TransitionPlan) -> Vec<wire::ServerMessage> {
+/// The transition as one or more frames' worth of messages, each of about
+/// `chunk_bytes` (use [`TRANSITION_CHUNK_BYTES`]; `usize::MAX` for one).
+pub fn transition_chunks(plan: &TransitionPlan, chunk_bytes: usize) -> Vec<wire::ServerMessage> {
     let mut chunks: Vec<Vec<wire::SubscriptionUpdate>> = vec![Vec::new()];
     let mut size = 0;
     for update in &plan.updates {
@@ -133,7 +134,7 @@ pub fn transition_chunks(plan: &TransitionPlan) -> Vec<wire::ServerMessage> {
         for doc in &update.diff.upserts {
             let document = wire::Document { id: doc.id.clone(), version: doc.version.0, seq: doc.seq.0, doc: Some(json_to_struct(&doc.body)) };
             let doc_size = prost::Message::encoded_len(&document);
-            if size + doc_size > TRANSITION_CHUNK_BYTES && (!part.upserts.is_empty() || !chunks.last().is_some_and(Vec::is_empty)) {
+            if size.saturating_add(doc_size) > chunk_bytes && (!part.upserts.is_empty() || !chunks.last().is_some_and(Vec::is_empty)) {
                 let full = std::mem::replace(&mut part, wire::SubscriptionUpdate { subscription_id: update.subscription_id.clone(), ..Default::default() });
                 chunks.last_mut().expect("never empty").push(full);
                 chunks.push(Vec::new());

@@ -2,6 +2,7 @@
 
 mod connection;
 pub mod convert;
+pub mod sse;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

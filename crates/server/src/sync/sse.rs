@@ -1,0 +1,116 @@
+//! Server-sent events for read-only clients: `GET /v1/subscribe` streams the
+//! transitions of one subscription, each event's id its watermark, so a
+//! reconnecting EventSource resumes with `Last-Event-ID`.
+//!
+//! An SSE client cannot say what it holds, so a resume sends the current
+//! result as a reset (reason NO_HELD_STATE, or WATERMARK_TOO_OLD) that
+//! continues the chain from the client's watermark. WebSocket clients resume
+//! with a diff instead.
+
+use std::convert::Infallible;
+
+use axum::extract::{Query as QueryParams, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use protosync_engine::live::session::ResetReason;
+use protosync_engine::live::subscription::Target;
+use protosync_engine::EngineError;
+use protosync_protocol::{Codec, Frame};
+use protosync_query::{Query, QueryRequest};
+use protosync_store::Seq;
+use serde::Deserialize;
+
+use super::convert;
+use crate::http::error::ApiError;
+use crate::AppState;
+
+/// The subscription id SSE events carry.
+pub const SSE_SUBSCRIPTION_ID: &str = "main";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// A query as JSON, the shape of POST /v1/query.
+    query: Option<String>,
+    /// Or one document: collection and id.
+    collection: Option<String>,
+    id: Option<String>,
+}
+
+pub async fn subscribe(State(state): State<AppState>, QueryParams(params): QueryParams<Params>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let engine = state.engine.clone();
+    let target = match (&params.query, &params.collection, &params.id) {
+        (Some(text), None, None) => {
+            let request: QueryRequest = serde_json::from_str(text)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("invalid query parameter: {e}")))?;
+            Target::Query(Query::compile(engine.registry(), &request).map_err(EngineError::from)?)
+        }
+        (None, Some(collection), Some(id)) => {
+            if engine.registry().collection(collection).is_none() {
+                return Err(EngineError::UnknownCollection(collection.clone()).into());
+            }
+            Target::Get { collection: collection.clone(), id: id.clone() }
+        }
+        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "pass either query=<JSON query> or collection=…&id=…")),
+    };
+    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let (start, reason) = match last_event {
+        None => (Seq::ZERO, ResetReason::NewSubscription),
+        Some(text) => {
+            let claimed = text
+                .parse::<u64>()
+                .map(Seq)
+                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Last-Event-ID must be a watermark sent by this server"))?;
+            let head = engine.store().head().await.map_err(EngineError::from)?;
+            let floor = engine.store().log_floor().await.map_err(EngineError::from)?;
+            if claimed > head {
+                (Seq::ZERO, ResetReason::UnknownWatermark)
+            } else if claimed < floor {
+                (claimed, ResetReason::WatermarkTooOld { floor })
+            } else {
+                (claimed, ResetReason::NoHeldState)
+            }
+        }
+    };
+    let mut session = engine.open_session(start);
+    session.subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason).await?;
+    let keep_alive = KeepAlive::new().interval(state.sync.heartbeat_interval);
+    let closing = state.closing.clone();
+    let stream = futures::stream::unfold((session, closing, false), |(mut session, mut closing, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            if session.has_news() {
+                let event = match session.advance(Seq::ZERO, false).await {
+                    Ok(Some(plan)) => transition_event(&plan),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let error = convert::error(&e, "", SSE_SUBSCRIPTION_ID);
+                        return Some((Ok(Event::default().event("error").data(json_of(&error))), (session, closing, true)));
+                    }
+                };
+                return Some((Ok(event), (session, closing, false)));
+            }
+            tokio::select! {
+                _ = session.news() => {}
+                _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(keep_alive))
+}
+
+fn transition_event(plan: &protosync_engine::live::session::TransitionPlan) -> Event {
+    let message = convert::transition_chunks(plan, usize::MAX).into_iter().next().expect("one chunk");
+    Event::default().id(plan.to.to_string()).event("transition").data(json_of(&message))
+}
+
+fn json_of(message: &protosync_protocol::wire::ServerMessage) -> String {
+    match Codec::Json.encode_server(message) {
+        Frame::Text(text) => text,
+        Frame::Binary(_) => unreachable!("the JSON codec makes text"),
+    }
+}
+
