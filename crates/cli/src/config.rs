@@ -48,7 +48,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         "d" => 86_400,
         _ => bail!("invalid duration {text:?}: the unit must be ms, s, m, h or d"),
     };
-    Ok(Duration::from_secs(n * seconds))
+    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| anyhow::anyhow!("duration {text:?} is too long"))
 }
 
 #[cfg(test)]

@@ -107,7 +107,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
     let (registry, source) = load_schema(schema)?;
-    println!("{source}: ok, fingerprint {}", registry.fingerprint());
+    println!("{source}");
+    println!("ok, fingerprint {}", registry.fingerprint());
     for collection in registry.collections() {
         let indexes: Vec<String> = collection
             .indexes
@@ -129,7 +130,11 @@ fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
         Some(dir) => dir.display().to_string(),
         None => "built-in example (examples/schema)".to_owned(),
     };
-    let description = format!("{source} — {} collections: {}", names.len(), names.join(", "));
+    if names.is_empty() {
+        return Err(anyhow!("schema {source} declares no collections: mark a message with option (protosync.v1.collection)"));
+    }
+    let noun = if names.len() == 1 { "collection" } else { "collections" };
+    let description = format!("{source} ({} {noun}: {})", names.len(), names.join(", "));
     Ok((registry, description))
 }
 

@@ -70,9 +70,10 @@ pub fn prepare(registry: &Registry, request: &MutationRequest) -> Result<Mutatio
                 key.len()
             )));
         }
-        Some(key) => Some(IdempotencyKey { key: key.clone(), request_hash: request_hash(request) }),
+        Some(key) => Some(key.clone()),
     };
-    let ops = request.ops.iter().enumerate().map(|(i, op)| prepare_op(registry, i, op)).collect::<Result<_, _>>()?;
+    let ops: Vec<WriteOp> = request.ops.iter().enumerate().map(|(i, op)| prepare_op(registry, i, op)).collect::<Result<_, _>>()?;
+    let idempotency = idempotency.map(|key| IdempotencyKey { key, request_hash: request_hash(&ops) });
     Ok(Mutation { ops, idempotency })
 }
 
@@ -134,10 +135,24 @@ fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A hash of what the mutation asks for, so a key reused for a different
-/// request is told apart from a retry.
-fn request_hash(request: &MutationRequest) -> String {
-    // serde_json maps keep keys sorted, so equal requests serialize equally.
-    let canonical = serde_json::to_vec(&request.ops).unwrap_or_default();
-    Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+/// A hash of what the mutation asks for, after validation, so a key reused
+/// for a different request is told apart from a retry — and a retry that
+/// spells the same thing differently (`1` or `"1"`, `owner_id` or `ownerId`)
+/// is still a retry.
+fn request_hash(ops: &[WriteOp]) -> String {
+    let canonical: Vec<Value> = ops
+        .iter()
+        .map(|op| {
+            let (kind, body) = match &op.kind {
+                WriteKind::Insert(doc) => ("insert", doc.clone()),
+                WriteKind::Upsert(doc) => ("upsert", doc.clone()),
+                WriteKind::Patch(fields) => ("patch", fields.to_json()),
+                WriteKind::Delete => ("delete", Value::Null),
+            };
+            serde_json::json!([kind, op.collection.name, op.id, op.expected_version.map(|v| v.0), body])
+        })
+        .collect();
+    // serde_json maps keep keys sorted, so equal values serialize equally.
+    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

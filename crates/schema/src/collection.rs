@@ -38,11 +38,7 @@ pub struct IndexDef {
 impl IndexDef {
     /// A stable text of the definition; when it changes, the index is rebuilt.
     pub fn fingerprint(&self) -> String {
-        let fields: Vec<String> = self
-            .fields
-            .iter()
-            .map(|f| format!("{}:{}", f, f.ty.tag()))
-            .collect();
+        let fields: Vec<String> = self.fields.iter().map(|f| format!("{}:{}", f, f.ty.fingerprint())).collect();
         format!("v1|{}|{}", self.name, fields.join(","))
     }
 }
@@ -66,6 +62,18 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// Changes whenever index keys of this type would change: for enums,
+    /// the type and its numbering (keys hold enum numbers).
+    fn fingerprint(&self) -> String {
+        match self {
+            FieldType::Enum(e) => {
+                let values: Vec<String> = e.values().map(|v| format!("{}={}", v.name(), v.number())).collect();
+                format!("enum {}({})", e.full_name(), values.join(","))
+            }
+            other => other.tag().to_owned(),
+        }
+    }
+
     fn tag(&self) -> &'static str {
         match self {
             FieldType::Bool => "bool",

@@ -30,6 +30,14 @@ pub struct PatchFields {
 }
 
 impl PatchFields {
+    /// A canonical JSON form (for hashing what a request asks for).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "set": self.set.iter().map(|(name, value)| serde_json::json!([name, value])).collect::<Vec<_>>(),
+            "clear": self.clear,
+        })
+    }
+
     /// Merges the patch into `current` (a canonical document). The result must
     /// be validated again: only the whole document shows whether it is valid.
     pub fn apply(&self, current: &Value) -> Value {

@@ -138,6 +138,10 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
     assert_eq!(doc["seq"], first["seq"]);
     let (_, ready) = s.get("/readyz").await;
     assert_eq!(ready["seq"], first["seq"], "no commit after the first attempt");
+    // The same request spelled differently is still a retry.
+    let respelled = json!({"idempotencyKey": "approve-w5", "ops": [{"patch": {"collection": "work_items", "id": "w5", "fields": {"important": true}}}]});
+    let (_, again) = s.post("/v1/mutate", respelled).await;
+    assert_eq!((again["seq"].clone(), again["duplicate"].clone()), (first["seq"].clone(), json!(true)));
     let mut reused = keyed.clone();
     reused["ops"][0]["patch"]["fields"]["important"] = json!(false);
     let (status, body) = s.post("/v1/mutate", reused).await;
@@ -197,6 +201,8 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving(s: Server) {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")), "{body}");
     let (status, body) = s.get("/v1/nothing-here").await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+    let (status, body) = s.get("/v1/collections/work_items/docs/%FF").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_REQUEST")));
     let (status, body) = s.get("/v1/collections/nope/docs/x").await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("UNKNOWN_COLLECTION")));
     // Nothing was written by any of it, and the server still serves.

@@ -47,8 +47,16 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl From<tokio_postgres::Error> for StoreError {
+    /// An error the database reported about a statement is ours to fix
+    /// (Internal); anything else — a closed connection, a timeout — is the
+    /// database being unreachable (Unavailable).
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Unavailable(format!("postgres: {e}"))
+        match e.as_db_error() {
+            Some(db) if !db.code().code().starts_with("08") && !db.code().code().starts_with("57") => {
+                StoreError::Internal(format!("postgres: {}: {}", db.code().code(), db.message()))
+            }
+            _ => StoreError::Unavailable(format!("postgres: {e}")),
+        }
     }
 }
 

@@ -432,8 +432,11 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let tx = client.transaction().await?;
     // Two processes starting together must not both migrate.
     tx.execute("SELECT pg_advisory_xact_lock(7261500)", &[]).await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS protosync_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)")
-        .await?;
+    // Checked first, not CREATE … IF NOT EXISTS, which logs a notice on every start.
+    let exists: bool = tx.query_one("SELECT to_regclass('protosync_migrations') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        tx.batch_execute("CREATE TABLE protosync_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)").await?;
+    }
     let applied: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM protosync_migrations", &[]).await?.get(0);
     if applied as usize > MIGRATIONS.len() {
         return Err(StoreError::Internal(format!(

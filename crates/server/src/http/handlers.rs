@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::Json;
@@ -61,7 +61,8 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Result<Bytes, BytesR
     Ok(Json(answer))
 }
 
-pub async fn get_document(State(engine): State<Arc<Engine>>, Path((collection, id)): Path<(String, String)>) -> Answer {
+pub async fn get_document(State(engine): State<Arc<Engine>>, path: Result<Path<(String, String)>, PathRejection>) -> Answer {
+    let Path((collection, id)) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let read = engine.get(&collection, &id).await?;
     let StoredDocument { id, version, body, .. } = read.value;
     Ok(Json(json!({"id": id, "version": version.to_string(), "seq": read.seq.to_string(), "doc": body})))
