@@ -374,3 +374,55 @@ async fn shutting_down_closes_live_connections_with_going_away() {
     assert_close(&mut connection, 1001).await;
     tokio::time::timeout(WAIT, server).await.expect("the server stops once connections closed").unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_older_than_the_change_log_gets_a_reset_with_the_floor() {
+    let backing = Backing::sqlite();
+    let store = backing.store().await;
+    let node = Node::start(store, SyncConfig::default()).await;
+    let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
+    client.subscribe("feed", query("work_items", vec![], vec![], 10));
+    client.mutate(vec![item("a", "ann", 1)]).await.unwrap();
+    let held = client.view();
+    client.shutdown();
+    drop(client);
+    while events.recv().await.is_some() {}
+    for i in 0..3 {
+        node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": format!("b{i}"), "doc": {}}}]})).await;
+    }
+    // Expire the whole log.
+    let expiring = match &backing {
+        Backing::Sqlite(dir) => protosync_store::sqlite::SqliteStore::open(
+            &dir.path().join("data.db"),
+            protosync_store::StoreOptions { change_log_retention: Duration::ZERO, ..Default::default() },
+        )
+        .unwrap(),
+        Backing::Postgres(_) => unreachable!(),
+    };
+    let head = node.store().head().await.unwrap();
+    let floor = loop {
+        let floor = protosync_store::Store::prune(&expiring).await.unwrap();
+        if floor == head {
+            break floor;
+        }
+        tokio::task::yield_now().await;
+    };
+    let resume = wire::Resume {
+        session_id: "s".into(),
+        watermark: held.watermark,
+        subscriptions: vec![wire::Subscribe {
+            subscription_id: "feed".into(),
+            target: Some(wire::subscribe::Target::Query(query("work_items", vec![], vec![], 10))),
+            held: held.subscriptions["feed"].held(),
+        }],
+    };
+    let (mut connection, welcome) = Connection::connect(&node.ws, Codec::Json, Some(resume)).await.unwrap();
+    assert_eq!((welcome.watermark, welcome.log_floor), (held.watermark, floor.0));
+    let Received::Transition(t) = connection.receive().await.unwrap() else { panic!("expected a transition") };
+    assert_eq!(t.from_watermark, held.watermark);
+    let update = &t.updates[0];
+    assert!(update.reset);
+    assert_eq!(update.reset_reason, wire::ResetReason::WatermarkTooOld as i32);
+    assert_eq!(update.log_floor, floor.0);
+    assert_eq!(update.order.as_ref().unwrap().ids, ["a", "b0", "b1", "b2"]);
+}

@@ -248,3 +248,51 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use protosync_query::key::KeyValue;
+    use protosync_schema::{FieldPath, Registry};
+    use protosync_store::{Seq, Version};
+    use serde_json::json;
+
+    use super::*;
+    use crate::live::{LiveChange, LiveCommit};
+
+    /// A commit rings only the connections whose subscriptions it can touch,
+    /// however many others are filed.
+    #[test]
+    fn a_change_rings_only_the_subscriptions_it_can_affect() {
+        let registry = Registry::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schema")).unwrap();
+        let items = registry.collection("work_items").unwrap();
+        let owner = FieldPath::resolve(&items.message, "ownerId").unwrap();
+        let index = SubscriptionIndex::default();
+        let mut doorbells = Vec::new();
+        for i in 0..10_000 {
+            let (connection, doorbell) = index.connect();
+            let value = KeyValue::String(format!("user{i}")).encoded();
+            index.file((connection, 1), &Filing::Values { collection: "work_items".into(), field: owner.clone(), values: vec![value] });
+            doorbells.push(doorbell);
+        }
+        let (whole, whole_bell) = index.connect();
+        index.file((whole, 1), &Filing::Collection("work_items".into()));
+        let (other, other_bell) = index.connect();
+        index.file((other, 1), &Filing::Collection("run_summary".into()));
+        // user42's subscription also holds "moved", which now belongs to someone else.
+        index.update_held((43, 1), "work_items", &["moved".to_owned()], &[]);
+        let change = |id: &str, owner: &str| LiveChange {
+            collection: "work_items".into(),
+            id: id.into(),
+            version: Version(1),
+            body: Some(Arc::new(json!({"ownerId": owner}))),
+        };
+        index.dispatch(&LiveCommit { seq: Seq(7), changes: vec![change("w1", "user7"), change("moved", "nobody")] });
+        let rung: Vec<usize> = doorbells.iter().enumerate().filter(|(_, d)| d.peek().is_some()).map(|(i, _)| i).collect();
+        assert_eq!(rung, [7, 42], "the matching subscription and the one holding the moved document");
+        assert_eq!(doorbells[7].take(), Some(7));
+        assert_eq!(whole_bell.peek(), Some(7), "a collection-wide subscription hears every change");
+        assert_eq!(other_bell.peek(), None, "another collection's subscription hears nothing");
+    }
+}

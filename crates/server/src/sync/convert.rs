@@ -160,3 +160,41 @@ pub fn transition_chunks(plan: &TransitionPlan, chunk_bytes: usize) -> Vec<wire:
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use protosync_engine::live::session::{SubscriptionUpdate, TransitionPlan};
+    use protosync_engine::live::subscription::ViewDiff;
+    use protosync_engine::live::LiveDocument;
+    use protosync_store::{Seq, Version};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn large_transitions_split_into_chunks_that_carry_everything() {
+        let doc = |i: usize| LiveDocument { id: format!("d{i}"), version: Version(1), seq: Seq(3), body: Arc::new(json!({"title": "x".repeat(100_000)})) };
+        let plan = TransitionPlan {
+            from: Seq(2),
+            to: Seq(3),
+            updates: vec![SubscriptionUpdate {
+                subscription_id: "big".into(),
+                reset: Some(ResetReason::NewSubscription),
+                diff: ViewDiff { upserts: (0..10).map(doc).collect(), removes: vec![], order: Some((0..10).map(|i| format!("d{i}")).collect()) },
+            }],
+        };
+        let chunks = transition_chunks(&plan, TRANSITION_CHUNK_BYTES);
+        assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+        let mut ids = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let Some(wire::server_message::Message::Transition(t)) = &chunk.message else { panic!() };
+            assert_eq!((t.from_watermark, t.to_watermark, t.chunk, t.chunks), (2, 3, i as u32, chunks.len() as u32));
+            assert!(prost::Message::encoded_len(t) < 2 * TRANSITION_CHUNK_BYTES);
+            ids.extend(t.updates.iter().flat_map(|u| u.upserts.iter().map(|d| d.id.clone())));
+        }
+        assert_eq!(ids.len(), 10);
+        assert_eq!(transition_chunks(&plan, usize::MAX).len(), 1);
+    }
+}
