@@ -17,6 +17,8 @@
 
 pub mod commit;
 mod error;
+mod idempotency;
+mod indexes;
 pub mod postgres;
 pub mod sqlite;
 

@@ -25,7 +25,8 @@ use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
 
 use crate::commit::{keys_to_read, plan_commit};
-use crate::sqlite::{encode_outcome, recorded_outcome};
+use crate::idempotency::{encode_outcome, recorded_outcome};
+use crate::indexes::IndexChanges;
 use crate::{
     now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
     Version,
@@ -152,19 +153,12 @@ impl Store for PostgresStore {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
-        let declared: Vec<(&Arc<Collection>, &protosync_schema::IndexDef)> =
-            collections.iter().flat_map(|c| c.indexes.iter().map(move |i| (c, i))).collect();
-        for (collection, index, fingerprint) in &existing {
-            let keep = declared.iter().any(|(c, i)| c.name == *collection && i.name == *index && i.fingerprint() == *fingerprint);
-            if !keep {
-                tx.execute("DELETE FROM protosync_index_entries WHERE collection = $1 AND index_name = $2", &[collection, index]).await?;
-                tx.execute("DELETE FROM protosync_indexes WHERE collection = $1 AND index_name = $2", &[collection, index]).await?;
-            }
+        let changes = IndexChanges::between(&existing, &collections);
+        for (collection, index) in &changes.drop {
+            tx.execute("DELETE FROM protosync_index_entries WHERE collection = $1 AND index_name = $2", &[collection, index]).await?;
+            tx.execute("DELETE FROM protosync_indexes WHERE collection = $1 AND index_name = $2", &[collection, index]).await?;
         }
-        for (collection, index) in declared {
-            if existing.iter().any(|(c, i, f)| *c == collection.name && *i == index.name && *f == index.fingerprint()) {
-                continue;
-            }
+        for (collection, index) in changes.build {
             tracing::info!(collection = %collection.name, index = %index.name, "building index");
             let rows = tx.query("SELECT id, body FROM protosync_documents WHERE collection = $1", &[&collection.name]).await?;
             let insert = tx

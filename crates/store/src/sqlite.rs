@@ -18,6 +18,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::commit::{keys_to_read, plan_commit};
+use crate::idempotency::{encode_outcome, recorded_outcome};
+use crate::indexes::IndexChanges;
 use crate::{
     now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
     Version,
@@ -428,22 +430,6 @@ fn apply_mutation(conn: &mut Savepoint<'_>, mutation: &Mutation) -> Result<Commi
     Ok(outcome)
 }
 
-/// The outcome recorded for an idempotency key, or the error for a key
-/// reused with a different request.
-pub(crate) fn recorded_outcome(key: &str, request_hash: &str, recorded_hash: &str, outcome: &str) -> Result<CommitOutcome, StoreError> {
-    if recorded_hash != request_hash {
-        return Err(StoreError::IdempotencyKeyReused(key.to_owned()));
-    }
-    let mut outcome: CommitOutcome =
-        serde_json::from_str(outcome).map_err(|e| StoreError::Internal(format!("recorded outcome of key {key:?}: {e}")))?;
-    outcome.duplicate = true;
-    Ok(outcome)
-}
-
-pub(crate) fn encode_outcome(outcome: &CommitOutcome) -> Result<String, StoreError> {
-    serde_json::to_string(outcome).map_err(|e| StoreError::Internal(e.to_string()))
-}
-
 fn read_head(conn: &Connection) -> Result<Seq, StoreError> {
     Ok(Seq(conn.prepare_cached("SELECT seq FROM protosync_head")?.query_row([], |r| r.get::<_, i64>(0))? as u64))
 }
@@ -501,20 +487,12 @@ fn sync_indexes(conn: &mut Connection, collections: &[Arc<Collection>]) -> Resul
         .prepare("SELECT collection, index_name, fingerprint FROM protosync_indexes")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let declared: Vec<(&Arc<Collection>, &protosync_schema::IndexDef)> =
-        collections.iter().flat_map(|c| c.indexes.iter().map(move |i| (c, i))).collect();
-    for (collection, index, fingerprint) in &existing {
-        let keep = declared.iter().any(|(c, i)| c.name == *collection && i.name == *index && i.fingerprint() == *fingerprint);
-        if !keep {
-            tx.execute("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
-            tx.execute("DELETE FROM protosync_indexes WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
-        }
+    let changes = IndexChanges::between(&existing, collections);
+    for (collection, index) in &changes.drop {
+        tx.execute("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
+        tx.execute("DELETE FROM protosync_indexes WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
     }
-    for (collection, index) in declared {
-        let built = existing.iter().any(|(c, i, f)| *c == collection.name && *i == index.name && *f == index.fingerprint());
-        if built {
-            continue;
-        }
+    for (collection, index) in changes.build {
         tracing::info!(collection = %collection.name, index = %index.name, "building index");
         let docs: Vec<(String, String)> = tx
             .prepare("SELECT id, body FROM protosync_documents WHERE collection = ?1")?
