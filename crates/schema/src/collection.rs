@@ -19,12 +19,12 @@ pub struct Collection {
     pub id_field: Option<FieldPath>,
 }
 
-/// The access rules of a collection, as written (CEL source). Enforced by the
-/// engine; kept here so the schema is the single place they come from.
+/// The access rules of a collection, compiled at schema load. `None` denies
+/// end users (services are not bound by rules).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
-    pub read: Option<String>,
-    pub write: Option<String>,
+    pub read: Option<crate::Rule>,
+    pub write: Option<crate::Rule>,
 }
 
 /// A declared secondary index: fields in key order. The document id is the

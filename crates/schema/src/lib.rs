@@ -11,10 +11,12 @@ mod collection;
 mod error;
 mod options;
 mod registry;
+mod rules;
 mod validate;
 
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
 pub use error::{DocumentError, SchemaError};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
+pub use rules::Rule;
 pub use validate::{Document, PatchFields};

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::collection::{Collection, FieldPath, FieldType, IndexDef, Rules};
 use crate::error::SchemaError;
+use crate::rules::Rule;
 use crate::options::{self, COLLECTION_EXTENSION, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
 
 /// All collections of one schema, immutable once loaded.
@@ -148,15 +149,18 @@ fn find_collections(pool: &DescriptorPool) -> Result<BTreeMap<String, Arc<Collec
             }
             Some(path)
         };
-        let rule = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+        let rule = |kind: &str, text: &str| -> Result<Option<Rule>, SchemaError> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            Rule::compile(text).map(Some).map_err(|e| problem(format!("{kind} rule `{text}` does not compile: {e}")))
+        };
         let collection = Collection {
             name: raw.name.clone(),
             message: message.clone(),
             indexes,
-            rules: Rules {
-                read: rule(&raw.read),
-                write: rule(&raw.write),
-            },
+            rules: Rules { read: rule("read", &raw.read)?, write: rule("write", &raw.write)? },
             id_field,
         };
         collections.insert(raw.name.clone(), Arc::new(collection));

@@ -110,6 +110,46 @@ impl Collection {
     }
 }
 
+impl Collection {
+    /// The document as rules see it: field names as written in the .proto
+    /// (`owner_id`, as CEL over protobuf has them), not JSON names.
+    pub fn with_proto_names(&self, doc: &Value) -> Value {
+        proto_names(&self.message, doc)
+    }
+}
+
+fn proto_names(message: &MessageDescriptor, value: &Value) -> Value {
+    let Some(object) = value.as_object() else { return value.clone() };
+    if is_well_known(message) {
+        return value.clone();
+    }
+    let mut out = serde_json::Map::with_capacity(object.len());
+    for (key, field_value) in object {
+        let Some(field) = find_field(message, key) else {
+            out.insert(key.clone(), field_value.clone());
+            continue;
+        };
+        let converted = match field.kind() {
+            Kind::Message(m) if field.is_map() => {
+                let value_kind = m.map_entry_value_field().kind();
+                match (value_kind, field_value.as_object()) {
+                    (Kind::Message(inner), Some(entries)) => {
+                        Value::Object(entries.iter().map(|(k, v)| (k.clone(), proto_names(&inner, v))).collect())
+                    }
+                    _ => field_value.clone(),
+                }
+            }
+            Kind::Message(m) => match field_value {
+                Value::Array(items) => Value::Array(items.iter().map(|v| proto_names(&m, v)).collect()),
+                other => proto_names(&m, other),
+            },
+            _ => field_value.clone(),
+        };
+        out.insert(field.name().to_owned(), converted);
+    }
+    Value::Object(out)
+}
+
 fn canonicalize(message: &MessageDescriptor, body: &Value) -> Result<Value, DocumentError> {
     let dynamic = DynamicMessage::deserialize_with_options(
         message.clone(),

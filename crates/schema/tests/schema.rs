@@ -29,7 +29,7 @@ fn example_schema_declares_the_inbox_and_runtime_collections() {
     let fields: Vec<String> = feed.fields.iter().map(|f| f.to_string()).collect();
     assert_eq!(fields, ["ownerId", "important", "priority"]);
     assert_eq!(feed.fields[2].ty, FieldType::Int);
-    assert!(work_items.rules.read.as_deref().unwrap().contains("auth.sub"));
+    assert!(work_items.rules.read.as_ref().unwrap().source().contains("auth.sub"));
     assert_eq!(registry.collection("run_summary").unwrap().id_field.as_ref().unwrap().to_string(), "runId");
 }
 
@@ -73,6 +73,10 @@ fn bad_collection_options_are_refused_with_the_reason() {
         (
             "message A { option (protosync.v1.collection) = { name: \"a\" id_field: \"n\" }; int32 n = 1; }",
             "must be a top-level string field",
+        ),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"a\" read: \"doc.x ==\" }; string x = 1; }",
+            "read rule `doc.x ==` does not compile",
         ),
     ];
     for (schema, expected) in cases {
@@ -150,4 +154,17 @@ fn patch_merges_top_level_fields_and_clears_cleared_optionals() {
     assert!(merged.get("resultRef").is_none());
     let err = actions.validate_patch(&json!({"status": "NOPE"})).unwrap_err();
     assert_eq!(err.path, "status");
+}
+
+#[test]
+fn rules_see_proto_field_names() {
+    let registry = example();
+    let items = registry.collection("work_items").unwrap();
+    let doc = items.validate("w", &json!({"ownerId": "u1", "sender": {"name": "Ann"}})).unwrap();
+    let seen = items.with_proto_names(&doc);
+    assert_eq!(seen["owner_id"], "u1");
+    assert_eq!(seen["sender"]["name"], "Ann");
+    let read = items.rules.read.as_ref().unwrap();
+    assert!(read.allows(&json!({"sub": "u1"}), &seen, &serde_json::Value::Null));
+    assert!(!read.allows(&json!({"sub": "u2"}), &seen, &serde_json::Value::Null));
 }
