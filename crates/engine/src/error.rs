@@ -17,6 +17,12 @@ pub enum EngineError {
     AlreadyExists { location: String, collection: String, id: String },
     #[error("{location}{collection}/{id}: expected version {expected}, found {}", actual.map_or("no document".to_owned(), |v| format!("version {v}")))]
     VersionConflict { location: String, collection: String, id: String, expected: Version, actual: Option<Version> },
+    #[error("{location}{collection}/{id}: permission denied by the collection's write rule")]
+    PermissionDenied { location: String, collection: String, id: String },
+    /// The caller is not allowed at all (no or bad credentials, a service
+    /// key for another collection, a blocked origin…), with its own code.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("{0}")]
     LimitExceeded(String),
     #[error("idempotency key {0:?} was already used for a different request")]
@@ -45,6 +51,8 @@ impl EngineError {
             EngineError::NotFound { .. } => "NOT_FOUND",
             EngineError::AlreadyExists { .. } => "ALREADY_EXISTS",
             EngineError::VersionConflict { .. } => "VERSION_CONFLICT",
+            EngineError::PermissionDenied { .. } => "PERMISSION_DENIED",
+            EngineError::Forbidden { code, .. } => code,
             EngineError::LimitExceeded(_) => "LIMIT_EXCEEDED",
             EngineError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
             EngineError::InvalidQuery(_) => "INVALID_QUERY",
@@ -73,6 +81,7 @@ impl From<StoreError> for EngineError {
                         EngineError::VersionConflict { location, collection, id, expected, actual }
                     }
                     Rejection::InvalidDocument(error) => EngineError::InvalidDocument { location, error },
+                    Rejection::PermissionDenied => EngineError::PermissionDenied { location, collection, id },
                     Rejection::DocumentTooLarge { bytes, limit } => EngineError::LimitExceeded(format!(
                         "{location}{collection}/{id} would be {bytes} bytes; documents are limited to {limit} bytes"
                     )),

@@ -74,7 +74,7 @@ pub fn prepare(registry: &Registry, request: &MutationRequest) -> Result<Mutatio
     };
     let ops: Vec<WriteOp> = request.ops.iter().enumerate().map(|(i, op)| prepare_op(registry, i, op)).collect::<Result<_, _>>()?;
     let idempotency = idempotency.map(|key| IdempotencyKey { key, request_hash: request_hash(&ops) });
-    Ok(Mutation { ops, idempotency })
+    Ok(Mutation { ops, idempotency, authorize: None })
 }
 
 fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<WriteOp, EngineError> {

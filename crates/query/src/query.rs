@@ -130,6 +130,18 @@ pub struct OrderField {
     pub direction: Direction,
 }
 
+/// Which documents a reader may see: the collection's read rule bound to
+/// one identity. Part of the query so every path that reads — stores,
+/// live subscriptions — filters the same way.
+#[derive(Clone)]
+pub struct Visibility(pub Arc<dyn Fn(&Value) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Visibility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Visibility(..)")
+    }
+}
+
 /// A compiled query, checked against the schema.
 #[derive(Debug, Clone)]
 pub struct Query {
@@ -139,6 +151,8 @@ pub struct Query {
     pub limit: usize,
     /// The sort key of the last document of the previous page.
     pub after: Option<Vec<u8>>,
+    /// `None` sees everything (trusted services).
+    pub visibility: Option<Visibility>,
 }
 
 impl Query {
@@ -189,7 +203,7 @@ impl Query {
             }
             Some(n) => n as usize,
         };
-        let mut query = Query { collection, filter, order, limit, after: None };
+        let mut query = Query { collection, filter, order, limit, after: None, visibility: None };
         if let Some(cursor) = &request.cursor {
             query.after = Some(query.decode_cursor(cursor)?);
         }
@@ -201,7 +215,7 @@ impl Query {
     }
 
     pub fn matches_body(&self, body: &Value) -> bool {
-        self.filter.iter().all(|c| c.matches(body))
+        self.filter.iter().all(|c| c.matches(body)) && self.visibility.as_ref().is_none_or(|v| (v.0)(body))
     }
 
     /// Ties are broken by id, in the direction of the last order field.

@@ -115,6 +115,12 @@ pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>
                 Some(_) => None,
             },
         };
+        if let Some(authorize) = &mutation.authorize {
+            let prev = doc.original.as_ref().map(|d| &d.body);
+            if !(authorize.0)(index, op, prev, doc.current.as_ref()) {
+                return Err(reject(Rejection::PermissionDenied));
+            }
+        }
         if let Some(body) = &doc.current {
             let bytes = body.to_string().len();
             if bytes > MAX_DOCUMENT_BYTES {

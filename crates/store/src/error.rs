@@ -36,6 +36,8 @@ pub enum Rejection {
     VersionConflict { expected: Version, actual: Option<Version> },
     #[error("{0}")]
     InvalidDocument(DocumentError),
+    #[error("permission denied by the collection's write rule")]
+    PermissionDenied,
     #[error("the document is {bytes} bytes; the limit is {limit}")]
     DocumentTooLarge { bytes: usize, limit: usize },
 }

@@ -66,6 +66,20 @@ pub enum WriteKind {
 pub struct Mutation {
     pub ops: Vec<WriteOp>,
     pub idempotency: Option<IdempotencyKey>,
+    /// Checked for every op inside the commit, with the stored document
+    /// (`prev`) and the one the op would leave (`next`, `None` for a delete):
+    /// only there are both known. `None` allows everything.
+    pub authorize: Option<Authorize>,
+}
+
+/// A write check: (op index, op, prev, next) → allowed?
+#[derive(Clone)]
+pub struct Authorize(pub Arc<dyn Fn(usize, &WriteOp, Option<&Value>, Option<&Value>) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Authorize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorize(..)")
+    }
 }
 
 /// A client's key for a mutation: a retry with the same key returns the first

@@ -73,7 +73,7 @@ impl Harness {
     }
 
     async fn commit(&self, ops: Vec<WriteOp>) -> Result<protosync_store::CommitOutcome, StoreError> {
-        self.store.commit(Mutation { ops, idempotency: None }).await
+        self.store.commit(Mutation { ops, idempotency: None, authorize: None }).await
     }
 
     fn query(&self, request: Value) -> Query {
@@ -121,7 +121,25 @@ conformance!(
     pruning_moves_the_log_floor_and_old_resumes_are_refused,
     changed_index_definitions_are_rebuilt_from_stored_documents,
     commits_watch_follows_commits,
+    a_denied_op_rejects_the_mutation_and_writes_nothing,
 );
+
+async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
+    h.commit(vec![h.insert("work_items", "mine", json!({"ownerId": "ann", "priority": 1}))]).await.unwrap();
+    // Allow only writes that keep ownerId "ann", seeing prev and next.
+    let authorize = protosync_store::Authorize(std::sync::Arc::new(|_, _, prev: Option<&Value>, next: Option<&Value>| {
+        let owner = |d: Option<&Value>| d.map(|d| d["ownerId"].clone());
+        prev.is_none_or(|p| p["ownerId"] == "ann") && next.is_none_or(|n| n["ownerId"] == "ann") && owner(prev) != Some(json!("x"))
+    }));
+    let ops = vec![h.patch("work_items", "mine", json!({"priority": 5})), h.patch("work_items", "mine", json!({"ownerId": "bob"}))];
+    let err = h.store.commit(Mutation { ops, idempotency: None, authorize: Some(authorize.clone()) }).await.unwrap_err();
+    assert!(matches!(err, StoreError::Rejected { op: 1, rejection: Rejection::PermissionDenied, .. }), "{err:?}");
+    let doc = h.store.get("work_items", "mine").await.unwrap().value.unwrap();
+    assert_eq!((doc.version, doc.body["priority"].clone(), doc.body["ownerId"].clone()), (Version(1), json!(1), json!("ann")));
+    assert_eq!(h.store.head().await.unwrap(), Seq(1));
+    let ok = h.store.commit(Mutation { ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))], idempotency: None, authorize: Some(authorize) }).await;
+    assert_eq!(ok.unwrap().seq, Seq(2));
+}
 
 async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
     let outcome = h.commit(vec![h.insert("work_items", "w1", json!({"title": "hello", "priority": 3}))]).await.unwrap();
@@ -214,13 +232,13 @@ async fn expected_version_is_checked(h: Harness) {
 
 async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harness) {
     let key = |hash: &str| Some(IdempotencyKey { key: "k-1".into(), request_hash: hash.into() });
-    let first = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1") }).await.unwrap();
+    let first = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1"), authorize: None }).await.unwrap();
     assert!(!first.duplicate);
-    let retry = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1") }).await.unwrap();
+    let retry = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1"), authorize: None }).await.unwrap();
     assert!(retry.duplicate);
     assert_eq!((retry.seq, &retry.results), (first.seq, &first.results));
     assert_eq!(h.store.head().await.unwrap(), first.seq, "the retry committed nothing");
-    let reused = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w2", json!({}))], idempotency: key("other") }).await;
+    let reused = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w2", json!({}))], idempotency: key("other"), authorize: None }).await;
     assert!(matches!(reused, Err(StoreError::IdempotencyKeyReused(_))), "{reused:?}");
     assert!(h.store.get("work_items", "w2").await.unwrap().value.is_none());
 }
@@ -274,7 +292,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                 let id = format!("w{w}-{i}");
                 let body = collection.validate(&id, &json!({"priority": i})).unwrap();
                 let op = WriteOp { collection: collection.clone(), id, kind: WriteKind::Insert(body), expected_version: None };
-                seqs.push(store.commit(Mutation { ops: vec![op], idempotency: None }).await.unwrap().seq);
+                seqs.push(store.commit(Mutation { ops: vec![op], idempotency: None, authorize: None }).await.unwrap().seq);
             }
             seqs
         }));
@@ -431,7 +449,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
             WriteOp { collection: items.clone(), id, kind: WriteKind::Insert(body), expected_version: None }
         })
         .collect();
-    h.store.commit(Mutation { ops, idempotency: None }).await.unwrap();
+    h.store.commit(Mutation { ops, idempotency: None, authorize: None }).await.unwrap();
     h.store.sync_indexes(&v2).await.unwrap();
     let request: QueryRequest = serde_json::from_value(json!({"collection": "items", "filter": [{"field": "rank", "op": ">=", "value": 8}], "orderBy": [{"field": "rank"}]})).unwrap();
     let query = Query::compile(&v2, &request).unwrap();

@@ -34,6 +34,12 @@ impl From<EngineError> for ApiError {
             }
             EngineError::AlreadyExists { .. } | EngineError::VersionConflict { .. } => StatusCode::CONFLICT,
             EngineError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            EngineError::Forbidden { code, .. } => match *code {
+                "RATE_LIMITED" => StatusCode::TOO_MANY_REQUESTS,
+                "PERMISSION_DENIED" | "ORIGIN_NOT_ALLOWED" => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            },
             EngineError::LimitExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
