@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub change_log_retention: Option<String>,
     pub idempotency_retention: Option<String>,
     pub log_format: Option<String>,
+    /// `[auth]`: token providers, API keys, hardening (docs/auth.md).
+    pub auth: Option<protosync_auth::AuthConfig>,
 }
 
 impl FileConfig {

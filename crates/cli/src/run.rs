@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
+use protosync_auth::Authenticator;
 use protosync_engine::Engine;
 use protosync_schema::Registry;
 use protosync_store::postgres::{PostgresStore, DEFAULT_POOL_SIZE};
@@ -61,6 +62,10 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "PROTOSYNC_LOG_FORMAT")]
     log_format: Option<String>,
+    /// Treat requests without credentials as trusted services. Never in
+    /// production: anyone who reaches the port can read and write anything.
+    #[arg(long, env = "PROTOSYNC_TRUST_UNAUTHENTICATED")]
+    trust_unauthenticated: bool,
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
@@ -71,7 +76,18 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("protosync dev");
     println!("  schema:    {schema_source}");
     println!("  data:      {} (SQLite)", path.display());
-    run(registry, Arc::new(store), &args.listen.to_string()).await
+    println!("  auth:      none configured: every request is trusted (dev only; see docs/auth.md)");
+    for collection in registry.collections() {
+        if collection.rules.read.is_none() || collection.rules.write.is_none() {
+            let missing: Vec<&str> = [("read", collection.rules.read.is_none()), ("write", collection.rules.write.is_none())]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(k, _)| *k)
+                .collect();
+            println!("  note:      {} has no {} rule: end users are denied it (services are not)", collection.name, missing.join(" or "));
+        }
+    }
+    run(registry, Arc::new(store), &args.listen.to_string(), Authenticator::trusting()).await
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -101,8 +117,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         return Err(anyhow!("database {database:?} is neither postgres://… nor sqlite:PATH"));
     };
+    let mut auth = file.auth.unwrap_or_default();
+    auth.trust_unauthenticated |= args.trust_unauthenticated;
+    if auth.providers.is_empty() && auth.api_keys.is_empty() && !auth.trust_unauthenticated {
+        return Err(anyhow!(
+            "no credentials are configured: add [auth] providers or api_keys to the config file (docs/auth.md), or pass --trust-unauthenticated on a private network"
+        ));
+    }
+    if auth.trust_unauthenticated {
+        tracing::warn!("requests without credentials are trusted services (--trust-unauthenticated)");
+    }
+    let auth = Authenticator::new(auth).map_err(|e| anyhow!(e))?;
     tracing::info!(schema = %schema_source, "starting");
-    run(registry, store, &listen).await
+    run(registry, store, &listen, auth).await
 }
 
 pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
@@ -138,13 +165,13 @@ fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
     Ok((registry, description))
 }
 
-async fn run(registry: Registry, store: Arc<dyn Store>, listen: &str) -> anyhow::Result<()> {
+async fn run(registry: Registry, store: Arc<dyn Store>, listen: &str, auth: Authenticator) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::start(Arc::new(registry), store).await?);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     println!("  listening: http://{address}");
     tracing::info!(%address, "listening");
-    let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default());
+    let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth);
     protosync_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

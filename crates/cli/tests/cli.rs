@@ -102,7 +102,7 @@ async fn serve_reads_a_config_file() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{}\"\nschema = \"{}\"\ndatabase = \"sqlite:{}\"\nchange_log_retention = \"2h\"\n",
+            "listen = \"{}\"\nschema = \"{}\"\ndatabase = \"sqlite:{}\"\nchange_log_retention = \"2h\"\n[auth]\ntrust_unauthenticated = true\n",
             listen_arg(),
             schema.display(),
             dir.path().join("data.db").display()
@@ -139,7 +139,7 @@ async fn two_serve_processes_on_one_postgres_keep_seq_gap_free() {
     let Some(db) = TestDatabase::create().await else { return };
     let schema = example_schema_dir();
     let nodes: Vec<Arc<Node>> = (0..2)
-        .map(|_| Arc::new(Node::start(&["serve", "--database", &db.url, "--schema", schema.to_str().unwrap(), "--listen", &listen_arg(), "--pool-size", "4"])))
+        .map(|_| Arc::new(Node::start(&["serve", "--database", &db.url, "--schema", schema.to_str().unwrap(), "--listen", &listen_arg(), "--pool-size", "4", "--trust-unauthenticated"])))
         .collect();
     let total = 2 * WRITERS_PER_NODE * MUTATIONS_EACH;
     let reader = PostgresStore::connect(&db.url, 2, StoreOptions::default()).await.unwrap();

@@ -7,6 +7,7 @@
 //!
 //! It never speaks HTTP or WebSocket, and never touches SQL.
 
+pub mod access;
 mod error;
 pub mod limits;
 pub mod live;
@@ -20,6 +21,7 @@ use protosync_schema::Registry;
 use protosync_store::{CommitOutcome, ReadAt, Store, StoredDocument};
 
 pub use error::EngineError;
+pub use protosync_auth::Identity;
 use live::commit_stream::CommitStream;
 use live::index::SubscriptionIndex;
 pub use live::session::Session;
@@ -87,26 +89,33 @@ impl Engine {
         &self.store
     }
 
-    pub async fn mutate(&self, request: &MutationRequest) -> Result<CommitOutcome, EngineError> {
-        let mutation = mutation::prepare(&self.registry, request)?;
+    pub async fn mutate(&self, identity: &Identity, request: &MutationRequest) -> Result<CommitOutcome, EngineError> {
+        let mut mutation = mutation::prepare(&self.registry, request)?;
+        mutation.authorize = access::write_check(identity, &mutation.ops)?;
         Ok(self.store.commit(mutation).await?)
     }
 
-    pub async fn query(&self, request: &QueryRequest) -> Result<ReadAt<Page>, EngineError> {
-        let query = Query::compile(&self.registry, request)?;
+    pub async fn query(&self, identity: &Identity, request: &QueryRequest) -> Result<ReadAt<Page>, EngineError> {
+        let mut query = Query::compile(&self.registry, request)?;
+        query.visibility = access::visibility(identity, &query.collection)?;
         Ok(self.store.query(&query).await?)
     }
 
-    /// One document; `NOT_FOUND` when it does not exist.
-    pub async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<StoredDocument>, EngineError> {
-        if self.registry.collection(collection).is_none() {
-            return Err(EngineError::UnknownCollection(collection.to_owned()));
-        }
+    /// One document; `NOT_FOUND` when it does not exist or the identity may
+    /// not see it (its existence is not revealed).
+    pub async fn get(&self, identity: &Identity, collection: &str, id: &str) -> Result<ReadAt<StoredDocument>, EngineError> {
+        let schema = self.registry.collection(collection).ok_or_else(|| EngineError::UnknownCollection(collection.to_owned()))?;
+        let visibility = access::visibility(identity, schema)?;
         let read = self.store.get(collection, id).await?;
-        match read.value {
+        match read.value.filter(|doc| visibility.as_ref().is_none_or(|v| (v.0)(&doc.body))) {
             Some(doc) => Ok(ReadAt { seq: read.seq, value: doc }),
             None => Err(EngineError::NotFound { location: String::new(), collection: collection.to_owned(), id: id.to_owned() }),
         }
+    }
+
+    /// `target` as `identity` may see it.
+    pub fn restrict(&self, identity: &Identity, target: &live::subscription::Target) -> Result<live::subscription::Target, EngineError> {
+        access::restrict(identity, target, &self.registry)
     }
 
     /// Ready when the store answers.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use axum::Router;
+use protosync_auth::Authenticator;
 use protosync_engine::Engine;
 use tokio::net::TcpListener;
 
@@ -20,6 +21,7 @@ pub use sync::{SyncConfig, SyncMetrics};
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    pub auth: Arc<Authenticator>,
     pub sync: Arc<SyncConfig>,
     pub metrics: Arc<SyncMetrics>,
     /// Becomes true when the server starts shutting down: live connections
@@ -35,10 +37,20 @@ impl FromRef<AppState> for Arc<Engine> {
 }
 
 impl AppState {
-    pub fn new(engine: Arc<Engine>, sync: SyncConfig) -> AppState {
+    pub fn new(engine: Arc<Engine>, sync: SyncConfig, auth: Authenticator) -> AppState {
         let (close, closing) = tokio::sync::watch::channel(false);
-        AppState { engine, sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()), closing, close: Arc::new(close) }
+        AppState { engine, auth: Arc::new(auth), sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()), closing, close: Arc::new(close) }
     }
+
+    /// The identity of an HTTP request, from its Authorization header.
+    pub(crate) async fn identity(&self, headers: &axum::http::HeaderMap) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
+        let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        self.auth.bearer(header).await.map_err(auth_error)
+    }
+}
+
+pub(crate) fn auth_error(e: protosync_auth::AuthError) -> protosync_engine::EngineError {
+    protosync_engine::EngineError::Forbidden { code: e.code, message: e.message }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -25,7 +25,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default());
+        let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), protosync_auth::Authenticator::trusting());
         tokio::spawn(protosync_server::serve(listener, state, async {
             let _ = stop.await;
         }));

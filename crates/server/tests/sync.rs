@@ -362,7 +362,7 @@ async fn server_sent_events_stream_transitions_and_resume_from_last_event_id() {
 async fn shutting_down_closes_live_connections_with_going_away() {
     let backing = Backing::sqlite();
     let engine = std::sync::Arc::new(protosync_engine::Engine::start(support::registry(), backing.store().await).await.unwrap());
-    let state = protosync_server::AppState::new(engine, SyncConfig::default());
+    let state = protosync_server::AppState::new(engine, SyncConfig::default(), protosync_auth::Authenticator::trusting());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws = format!("ws://{}/v1/sync", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -164,6 +164,24 @@ impl Session {
         Ok(())
     }
 
+    /// Swaps every subscription's target (a new identity sees other
+    /// documents) and re-reads it; the next transition sends only what
+    /// changed for the client.
+    pub async fn retarget(&mut self, retarget: impl Fn(&Target) -> Result<Target, EngineError>) -> Result<(), EngineError> {
+        let ids: Vec<String> = self.slots.keys().cloned().collect();
+        for id in ids {
+            let slot = self.slots.get_mut(&id).expect("listed above");
+            let target = retarget(&slot.subscription.target)?;
+            let before = slot.subscription.held_ids();
+            slot.subscription = read(&self.store, id, target).await?;
+            let (gained, lost) = difference(&before, &slot.subscription.held_ids());
+            let (key, filing, at) = ((self.connection, slot.number), slot.filing.clone(), slot.subscription.at);
+            self.track_held(key, &filing, &gained, &lost);
+            self.doorbell.restore(at.0 + 1);
+        }
+        Ok(())
+    }
+
     /// Moves every subscription to the tail (at least to `min_target`) and
     /// returns what the client must apply. `None` when nothing changed for
     /// the client and `force` is false: the watermark then stays, which keeps
@@ -303,9 +321,10 @@ async fn read(store: &Arc<dyn Store>, id: String, target: Target) -> Result<Live
             let complete = read.value.next_cursor.is_none();
             Ok(LiveSubscription::new(id, target, read.seq, read.value.documents, complete))
         }
-        Target::Get { collection, id: doc_id } => {
+        Target::Get { collection, id: doc_id, visibility } => {
             let read = store.get(collection, doc_id).await?;
-            Ok(LiveSubscription::new(id, target, read.seq, read.value.into_iter().collect(), true))
+            let visible = read.value.filter(|d| visibility.as_ref().is_none_or(|v| (v.0)(&d.body)));
+            Ok(LiveSubscription::new(id, target, read.seq, visible.into_iter().collect(), true))
         }
     }
 }

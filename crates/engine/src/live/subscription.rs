@@ -25,7 +25,8 @@ pub const WINDOW_SLACK: usize = 16;
 #[derive(Debug, Clone)]
 pub enum Target {
     Query(Query),
-    Get { collection: String, id: String },
+    /// One document, if the reader may see it (`None`: no restriction).
+    Get { collection: String, id: String, visibility: Option<protosync_query::Visibility> },
 }
 
 impl Target {
@@ -39,7 +40,7 @@ impl Target {
     /// Where the subscription index files it.
     pub fn filing(&self) -> Filing {
         match self {
-            Target::Get { collection, id } => Filing::Document { collection: collection.clone(), id: id.clone() },
+            Target::Get { collection, id, .. } => Filing::Document { collection: collection.clone(), id: id.clone() },
             Target::Query(q) => {
                 let equality = q.filter.iter().find(|c| matches!(c.op, Op::Eq | Op::In));
                 match equality {
@@ -133,7 +134,7 @@ impl LiveSubscription {
                 let key = q.sort_key_of(&change.id, body);
                 q.is_after_cursor(&key).then_some(key)
             }
-            Target::Get { id, .. } => (*id == change.id).then(Vec::new),
+            Target::Get { id, visibility, .. } => (*id == change.id && visibility.as_ref().is_none_or(|v| (v.0)(body))).then(Vec::new),
         }
     }
 

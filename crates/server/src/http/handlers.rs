@@ -3,16 +3,17 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Json;
 use protosync_engine::limits::MAX_REQUEST_BYTES;
-use protosync_engine::{Engine, MutationRequest};
+use protosync_engine::{Engine, Identity, MutationRequest};
 use protosync_query::QueryRequest;
 use protosync_store::StoredDocument;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use crate::AppState;
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -33,9 +34,10 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("invalid request body: {e}")))
 }
 
-pub async fn mutate(State(engine): State<Arc<Engine>>, body: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let identity = state.identity(&headers).await?;
     let request: MutationRequest = parse(body)?;
-    let outcome = engine.mutate(&request).await?;
+    let outcome = state.engine.mutate(&identity, &request).await?;
     let results: Vec<Value> =
         outcome.results.iter().map(|r| json!({"id": r.id, "version": r.version.to_string()})).collect();
     let mut answer = json!({"seq": outcome.seq.to_string(), "results": results});
@@ -45,9 +47,10 @@ pub async fn mutate(State(engine): State<Arc<Engine>>, body: Result<Bytes, Bytes
     Ok(Json(answer))
 }
 
-pub async fn query(State(engine): State<Arc<Engine>>, body: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let identity = state.identity(&headers).await?;
     let request: QueryRequest = parse(body)?;
-    let read = engine.query(&request).await?;
+    let read = state.engine.query(&identity, &request).await?;
     let documents: Vec<Value> = read
         .value
         .documents
@@ -61,9 +64,10 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Result<Bytes, BytesR
     Ok(Json(answer))
 }
 
-pub async fn get_document(State(engine): State<Arc<Engine>>, path: Result<Path<(String, String)>, PathRejection>) -> Answer {
+pub async fn get_document(State(state): State<AppState>, headers: HeaderMap, path: Result<Path<(String, String)>, PathRejection>) -> Answer {
+    let identity = state.identity(&headers).await?;
     let Path((collection, id)) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
-    let read = engine.get(&collection, &id).await?;
+    let read = state.engine.get(&identity, &collection, &id).await?;
     let StoredDocument { id, version, body, .. } = read.value;
     Ok(Json(json!({"id": id, "version": version.to_string(), "seq": read.seq.to_string(), "doc": body})))
 }
@@ -79,6 +83,23 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
         "seq": seq.to_string(),
         "schemaFingerprint": engine.registry().fingerprint(),
     })))
+}
+
+/// `{"jti": "…"}`: refuse this token from now on, on this node, including on
+/// live connections (which lose it within a heartbeat). Services only.
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let identity = state.identity(&headers).await?;
+    if !matches!(identity, Identity::Service { collections: None, .. }) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "only a service with access to every collection may revoke tokens"));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Revoke {
+        jti: String,
+    }
+    let request: Revoke = parse(body)?;
+    state.auth.revoke(&request.jti);
+    Ok(Json(json!({"revoked": request.jti})))
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -15,6 +15,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/mutate", post(handlers::mutate))
         .route("/v1/query", post(handlers::query))
         .route("/v1/collections/{collection}/docs/{id}", get(handlers::get_document))
+        .route("/v1/auth/revoke", post(handlers::revoke))
         .route("/v1/sync", get(crate::sync::upgrade))
         .route("/v1/subscribe", get(crate::sync::sse::subscribe))
         .route("/healthz", get(handlers::healthz))

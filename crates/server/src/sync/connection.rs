@@ -8,7 +8,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{FuturesUnordered, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use protosync_engine::live::session::ResetReason;
-use protosync_engine::{EngineError, Session};
+use protosync_engine::{EngineError, Identity, Session};
 use protosync_protocol::wire::{self, client_message, server_message};
 use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use protosync_store::{CommitOutcome, Seq};
@@ -31,7 +31,18 @@ pub async fn run(socket: WebSocket, codec: Codec, state: AppState) {
     let (outbound, queue) = mpsc::channel::<Outbound>(state.sync.outbound_queue_frames);
     let writer = tokio::spawn(write_frames(sink, queue, codec, state.clone()));
     if let Some(hello) = receive_hello(&mut incoming, codec, &outbound, &state).await {
-        Connection { codec, state: state.clone(), outbound: outbound.clone(), incoming, min_target: Seq::ZERO }.serve(hello).await;
+        let identity = state.auth.unauthenticated();
+        let connection = Connection {
+            codec,
+            state: state.clone(),
+            outbound: outbound.clone(),
+            incoming,
+            min_target: Seq::ZERO,
+            identity,
+            paused: None,
+            budget: MutationBudget::new(state.sync.max_mutations_per_second),
+        };
+        connection.serve(hello).await;
     }
     drop(outbound);
     let _ = writer.await;
@@ -149,6 +160,37 @@ struct Connection {
     incoming: SplitStream<WebSocket>,
     /// Read-your-writes: the next transition must reach at least this seq.
     min_target: Seq,
+    identity: Identity,
+    /// Why live updates are paused (the token expired or was revoked) until
+    /// a fresh token arrives.
+    paused: Option<&'static str>,
+    budget: MutationBudget,
+}
+
+/// A token bucket for one connection's mutations.
+struct MutationBudget {
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl MutationBudget {
+    fn new(per_second: u32) -> MutationBudget {
+        let per_second = f64::from(per_second.max(1));
+        MutationBudget { per_second, tokens: 2.0 * per_second, refilled: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.per_second).min(2.0 * self.per_second);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Connection {
@@ -160,8 +202,18 @@ impl Connection {
         enqueue(&self.outbound, &self.state, Outbound::Close(code, reason.to_owned())).await;
     }
 
-    async fn serve(self, hello: wire::Hello) {
+    async fn serve(mut self, hello: wire::Hello) {
         let engine = self.state.engine.clone();
+        if !hello.token.is_empty() {
+            match self.state.auth.verify_token(&hello.token).await {
+                Ok(identity) => self.identity = identity,
+                Err(e) => {
+                    self.send(error_message(e.code, &e.message, "", "", String::new())).await;
+                    self.close(close_code::UNAUTHENTICATED, "the token was refused").await;
+                    return;
+                }
+            }
+        }
         let store = engine.store().clone();
         let floor = store.log_floor().await.unwrap_or(Seq::ZERO);
         let head = store.head().await.unwrap_or(Seq::ZERO);
@@ -193,6 +245,9 @@ impl Connection {
         if !self.send(server(server_message::Message::Welcome(welcome))).await {
             return;
         }
+        if !hello.token.is_empty() {
+            self.send(auth_ok(&self.identity)).await;
+        }
         for subscribe in resume.subscriptions {
             let held = match reset {
                 None => Some(subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect()),
@@ -205,7 +260,9 @@ impl Connection {
 
     async fn subscribe(&self, session: &mut Session, subscribe: wire::Subscribe, held: Option<Vec<(String, Seq)>>, reason: ResetReason) {
         let id = subscribe.subscription_id.clone();
-        let result = match convert::target(self.state.engine.registry(), &subscribe) {
+        let engine = &self.state.engine;
+        let target = convert::target(engine.registry(), &subscribe).and_then(|t| engine.restrict(&self.identity, &t));
+        let result = match target {
             Ok(_) if id.is_empty() => Err(EngineError::BadRequest("subscriptionId must not be empty".into())),
             Ok(target) => session.subscribe(id.clone(), target, held, reason).await,
             Err(e) => Err(e),
@@ -223,7 +280,8 @@ impl Connection {
         let mut keepalive = false;
         let mut closing = self.state.closing.clone();
         loop {
-            let wants = session.has_news() || self.min_target > session.watermark() || keepalive;
+            let expiry = self.identity.expires_at().filter(|_| self.paused.is_none());
+            let wants = self.paused.is_none() && (session.has_news() || self.min_target > session.watermark() || keepalive);
             if wants && self.outbound.capacity() > 0 {
                 let force = self.min_target > session.watermark() || keepalive;
                 keepalive = false;
@@ -276,6 +334,9 @@ impl Connection {
                         return;
                     }
                 }
+                _ = sleep_until_epoch(expiry), if expiry.is_some() => {
+                    self.pause("TOKEN_EXPIRED", "the token expired; live updates resume after an authenticate with a fresh token").await;
+                }
                 _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
                     self.close(close_code::GOING_AWAY, "the server is shutting down").await;
                     return;
@@ -291,6 +352,9 @@ impl Connection {
                     }
                     // Move an idle client's watermark on, so a resume stays cheap.
                     keepalive = self.state.engine.tail() > session.watermark();
+                    if self.paused.is_none() && self.identity.jti().is_some_and(|jti| self.state.auth.is_revoked(jti)) {
+                        self.pause("TOKEN_REVOKED", "the token was revoked; live updates resume after an authenticate with a fresh token").await;
+                    }
                 }
             }
         }
@@ -305,9 +369,21 @@ impl Connection {
             client_message::Message::Hello(_) => {
                 self.send(error_message("UNEXPECTED_HELLO", "hello is only the first message of a connection", "", "", String::new())).await;
             }
-            client_message::Message::Authenticate(_) => {
-                self.send(error_message("UNSUPPORTED", "this server has no auth providers configured", "", "", String::new())).await;
-            }
+            client_message::Message::Authenticate(authenticate) => match self.state.auth.verify_token(&authenticate.token).await {
+                Ok(identity) => {
+                    let engine = self.state.engine.clone();
+                    if let Err(e) = session.retarget(|target| engine.restrict(&identity, target)).await {
+                        self.send(error(&e, "", "")).await;
+                        return;
+                    }
+                    self.identity = identity;
+                    self.paused = None;
+                    self.send(auth_ok(&self.identity)).await;
+                }
+                Err(e) => {
+                    self.send(error_message(e.code, &e.message, "", "", String::new())).await;
+                }
+            },
             client_message::Message::Subscribe(subscribe) => {
                 let held = (!subscribe.held.is_empty()).then(|| subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect());
                 self.subscribe(session, subscribe, held, ResetReason::NewSubscription).await;
@@ -318,6 +394,15 @@ impl Connection {
                 }
             }
             client_message::Message::Mutate(mutate) => {
+                if let Some(code) = self.paused {
+                    self.send(error_message(code, "authenticate with a fresh token first", &mutate.request_id, "", String::new())).await;
+                    return;
+                }
+                if !self.budget.take() {
+                    let message = format!("more than {} mutations per second on this connection", self.state.sync.max_mutations_per_second);
+                    self.send(error_message("RATE_LIMITED", &message, &mutate.request_id, "", String::new())).await;
+                    return;
+                }
                 if mutations.len() >= self.state.sync.max_inflight_mutations {
                     let e = EngineError::LimitExceeded(format!(
                         "{} mutations are already in flight on this connection",
@@ -330,7 +415,8 @@ impl Connection {
                 match convert::mutation_request(&mutate) {
                     Ok(request) => {
                         let engine = self.state.engine.clone();
-                        mutations.push(async move { (request_id, engine.mutate(&request).await) }.boxed());
+                        let identity = self.identity.clone();
+                        mutations.push(async move { (request_id, engine.mutate(&identity, &request).await) }.boxed());
                     }
                     Err(e) => {
                         self.send(error(&e, &request_id, "")).await;
@@ -342,6 +428,25 @@ impl Connection {
             }
         }
     }
+}
+
+impl Connection {
+    async fn pause(&mut self, code: &'static str, message: &str) {
+        self.paused = Some(code);
+        self.send(error_message(code, message, "", "", String::new())).await;
+    }
+}
+
+fn auth_ok(identity: &Identity) -> wire::ServerMessage {
+    server(server_message::Message::AuthOk(wire::AuthOk { expires_at: identity.expires_at().unwrap_or(0) }))
+}
+
+/// Sleeps until `epoch_seconds` (forever when `None`).
+async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
+    let Some(at) = epoch_seconds else { return std::future::pending().await };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let wait = std::time::Duration::from_secs(at).saturating_sub(now);
+    tokio::time::sleep(wait).await
 }
 
 fn now_ms() -> i64 {

@@ -46,7 +46,7 @@ pub fn target(registry: &Registry, subscribe: &wire::Subscribe) -> Result<Target
             if registry.collection(&get.collection).is_none() {
                 return Err(EngineError::UnknownCollection(get.collection.clone()));
             }
-            Ok(Target::Get { collection: get.collection.clone(), id: get.id.clone() })
+            Ok(Target::Get { collection: get.collection.clone(), id: get.id.clone(), visibility: None })
         }
         None => Err(EngineError::BadRequest("subscribe needs a query or a get".into())),
     }

@@ -35,6 +35,8 @@ pub struct SyncConfig {
     pub max_inflight_mutations: usize,
     /// Largest frame a client may send, in bytes.
     pub max_frame_bytes: usize,
+    /// Mutations per second one connection may send (bursts of twice that).
+    pub max_mutations_per_second: u32,
 }
 
 impl Default for SyncConfig {
@@ -47,6 +49,7 @@ impl Default for SyncConfig {
             outbound_queue_frames: 32,
             max_inflight_mutations: 32,
             max_frame_bytes: protosync_engine::limits::MAX_REQUEST_BYTES,
+            max_mutations_per_second: 100,
         }
     }
 }
@@ -73,6 +76,8 @@ impl SyncMetrics {
 pub mod close_code {
     /// The first message was not a hello, or none came in time.
     pub const HELLO_REQUIRED: u16 = 4001;
+    /// The hello's token was refused.
+    pub const UNAUTHENTICATED: u16 = 4003;
     /// The client stopped reading.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The client sent nothing for too long.
@@ -85,7 +90,16 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
 }
 
-pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(state): State<AppState>, headers: axum::http::HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !state.auth.origin_allowed(origin) {
+        let error = crate::http::error::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "ORIGIN_NOT_ALLOWED",
+            format!("origin {:?} is not allowed", origin.unwrap_or_default()),
+        );
+        return axum::response::IntoResponse::into_response(error);
+    }
     let config = state.sync.clone();
     let upgrade = upgrade.protocols([BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL]).max_message_size(config.max_frame_bytes).max_frame_size(config.max_frame_bytes);
     let codec = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {

@@ -36,10 +36,16 @@ pub struct Params {
     /// Or one document: collection and id.
     collection: Option<String>,
     id: Option<String>,
+    /// A token, for EventSource clients that cannot set headers.
+    access_token: Option<String>,
 }
 
 pub async fn subscribe(State(state): State<AppState>, QueryParams(params): QueryParams<Params>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let engine = state.engine.clone();
+    let identity = match &params.access_token {
+        Some(token) => state.auth.verify_token(token).await.map_err(crate::auth_error)?,
+        None => state.identity(&headers).await?,
+    };
     let target = match (&params.query, &params.collection, &params.id) {
         (Some(text), None, None) => {
             let request: QueryRequest = serde_json::from_str(text)
@@ -50,7 +56,7 @@ pub async fn subscribe(State(state): State<AppState>, QueryParams(params): Query
             if engine.registry().collection(collection).is_none() {
                 return Err(EngineError::UnknownCollection(collection.clone()).into());
             }
-            Target::Get { collection: collection.clone(), id: id.clone() }
+            Target::Get { collection: collection.clone(), id: id.clone(), visibility: None }
         }
         _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "pass either query=<JSON query> or collection=…&id=…")),
     };
@@ -73,6 +79,7 @@ pub async fn subscribe(State(state): State<AppState>, QueryParams(params): Query
             }
         }
     };
+    let target = engine.restrict(&identity, &target)?;
     let mut session = engine.open_session(start);
     session.subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason).await?;
     let keep_alive = KeepAlive::new().interval(state.sync.heartbeat_interval);

@@ -36,7 +36,7 @@ pub struct Node {
 impl Node {
     pub async fn start(store: Arc<dyn Store>, sync: SyncConfig) -> Node {
         let engine = Arc::new(Engine::start(registry(), store).await.unwrap());
-        let state = AppState::new(engine, sync);
+        let state = AppState::new(engine, sync, protosync_auth::Authenticator::trusting());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,88 @@
+//! Auth settings, as they appear under `[auth]` in the config file.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// Clock leeway for exp / nbf, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+    /// Claims every token must carry (e.g. "sub", "jti").
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Tokens issued (iat) longer ago than this are refused.
+    #[serde(default)]
+    pub max_token_age_seconds: Option<u64>,
+    /// `jti`s refused from start-up on (more can be revoked at run time).
+    #[serde(default)]
+    pub revoked_jtis: Vec<String>,
+    /// Origins browser WebSockets may come from; empty allows any.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Requests and connections without credentials are trusted services.
+    /// `protosync dev` sets this when no auth is configured.
+    #[serde(default)]
+    pub trust_unauthenticated: bool,
+}
+
+/// Small enough for clock skew between the issuer and us, large enough
+/// that a just-issued token is never "not yet valid".
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// Must equal the token's `iss`.
+    pub issuer: String,
+    /// The token's `aud` must contain one of these.
+    pub audience: Vec<String>,
+    /// Allowed `alg`s: HS256, RS256, ES256, EdDSA (others: HS384, RS384…).
+    pub algorithms: Vec<String>,
+    /// HS*: the shared secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Asymmetric: where the public keys are.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    /// How long fetched keys are used before refetching.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_ttl_seconds: u64,
+    /// Unknown `kid`s refetch the JWKS at most this often, so a flood of
+    /// bad tokens cannot hammer the issuer.
+    #[serde(default = "default_refetch")]
+    pub jwks_min_refetch_seconds: u64,
+    /// Tokens whose `role` claim equals this are trusted services.
+    #[serde(default)]
+    pub service_role: Option<String>,
+}
+
+fn default_jwks_ttl() -> u64 {
+    600
+}
+
+fn default_refetch() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// Hex SHA-256 of the key: the key itself is never stored.
+    pub sha256: String,
+    /// Collections the key may read and write; absent for all.
+    #[serde(default)]
+    pub collections: Option<Vec<String>>,
+}
