@@ -24,6 +24,8 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// How often to ping the server, so an idle connection is not closed.
     pub ping_interval: Duration,
+    /// A token sent in every hello (see [`Client::authenticate`] to change it).
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -34,6 +36,7 @@ impl ClientConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             ping_interval: Duration::from_secs(20),
+            token: None,
         }
     }
 }
@@ -65,6 +68,7 @@ struct PendingMutation {
 
 #[derive(Default)]
 struct State {
+    token: Option<String>,
     view: View,
     subscriptions: BTreeMap<String, wire::Subscribe>,
     pending: BTreeMap<String, PendingMutation>,
@@ -95,7 +99,7 @@ impl Drop for Client {
 impl Client {
     /// Starts connecting in the background; returns at once.
     pub fn start(config: ClientConfig) -> (Client, mpsc::UnboundedReceiver<ClientEvent>) {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State { token: config.token.clone(), ..State::default() }));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         let (watermark_tx, watermark) = watch::channel(0);
@@ -157,6 +161,12 @@ impl Client {
     pub async fn wait_for_watermark(&self, seq: u64) {
         let mut watermark = self.watermark.clone();
         let _ = watermark.wait_for(|w| *w >= seq).await;
+    }
+
+    /// Replaces the token on the live connection (and for reconnects).
+    pub fn authenticate(&self, token: &str) {
+        self.lock().token = Some(token.to_owned());
+        let _ = self.commands.send(Command::Send(client_message::Message::Authenticate(wire::Authenticate { token: token.to_owned() })));
     }
 
     /// Drops the connection; the client reconnects and resumes.
@@ -222,7 +232,8 @@ async fn run(
             (resume, fresh)
         };
         let mut active: HashSet<String> = resume.iter().flat_map(|r| r.subscriptions.iter().map(|s| s.subscription_id.clone())).collect();
-        let (mut connection, welcome) = match Connection::connect(&config.url, config.codec, resume).await {
+        let token = lock().token.clone();
+        let (mut connection, welcome) = match Connection::connect_with_token(&config.url, config.codec, resume, token).await {
             Ok(pair) => pair,
             Err(e) => {
                 let _ = events.send(ClientEvent::Disconnected { reason: e.to_string() });
@@ -311,8 +322,11 @@ async fn serve(
                     Err(e) => return e.to_string(),
                 };
                 match received {
-                    Received::Transition(transition) => {
+                    Received::Transition(mut transition) => {
                         let mut state = lock();
+                        // Updates for a subscription dropped meanwhile are stale.
+                        let wanted: HashSet<String> = state.subscriptions.keys().cloned().collect();
+                        transition.updates.retain(|u| wanted.contains(&u.subscription_id));
                         if let Err(e) = state.view.apply(&transition) {
                             return format!("inconsistent transition: {e}");
                         }
@@ -350,8 +364,11 @@ async fn serve(
                                     let _ = reply.send(Err(MutationError::Rejected { code: error.code, message: error.message, path: error.path }));
                                 }
                             } else {
-                                if !error.subscription_id.is_empty() {
+                                // The server refused the subscription (it keeps the
+                                // first one of a duplicate id).
+                                if !error.subscription_id.is_empty() && error.code != "DUPLICATE_SUBSCRIPTION" {
                                     state.subscriptions.remove(&error.subscription_id);
+                                    state.view.drop_subscription(&error.subscription_id);
                                 }
                                 let _ = events.send(ClientEvent::Error(error));
                             }

@@ -47,8 +47,13 @@ impl Connection {
 
     /// Opens and says hello; returns the connection and the server's welcome.
     pub async fn connect(url: &str, codec: Codec, resume: Option<wire::Resume>) -> Result<(Connection, wire::Welcome), ConnectionError> {
+        Connection::connect_with_token(url, codec, resume, None).await
+    }
+
+    /// Opens and says hello with `token`.
+    pub async fn connect_with_token(url: &str, codec: Codec, resume: Option<wire::Resume>, token: Option<String>) -> Result<(Connection, wire::Welcome), ConnectionError> {
         let mut connection = Connection::open(url, codec).await?;
-        let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, ..Default::default() };
+        let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, token: token.unwrap_or_default(), ..Default::default() };
         connection.send(client_message::Message::Hello(hello)).await?;
         match connection.receive().await? {
             Received::Other(wire::ServerMessage { message: Some(server_message::Message::Welcome(welcome)) }) => Ok((connection, welcome)),

@@ -61,9 +61,20 @@ pub fn router(state: AppState) -> Router {
 /// connections and finishes in-flight requests.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     let close = state.close.clone();
+    let metrics = state.metrics.clone();
     let signal = async move {
         shutdown.await;
         close.send_replace(true);
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(signal).await
+    axum::serve(listener, router(state)).with_graceful_shutdown(signal).await?;
+    // Upgraded connections outlive axum's graceful shutdown: give them time
+    // to send their close frames before the process exits.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while metrics.connections.load(std::sync::atomic::Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
+
+/// How long shutdown waits for live connections to close.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -23,9 +23,10 @@ pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 256;
 /// How long a transition waits for this process's tailer to reach a seq the
 /// store has already shown (it normally takes milliseconds).
 const TAIL_WAIT: Duration = Duration::from_secs(10);
-/// Refill rounds in one transition before giving up on this round; each round
-/// moves the target forward, so this only bites under relentless writes.
-const MAX_REFILL_ROUNDS: usize = 8;
+/// Refill rounds in one transition; each round moves the target forward, so
+/// only relentless writes into the same windows get here. Then the
+/// transition fails (the client resumes) rather than show a short window.
+const MAX_REFILL_ROUNDS: usize = 32;
 
 /// Why a subscription's update replaces everything the client held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +177,8 @@ impl Session {
             slot.subscription = read(&self.store, id, target).await?;
             let (gained, lost) = difference(&before, &slot.subscription.held_ids());
             let (key, filing, at) = ((self.connection, slot.number), slot.filing.clone(), slot.subscription.at);
+            // The next transition diffs the new view against what was sent.
+            slot.held = Held::Claimed(slot.sent.clone());
             self.track_held(key, &filing, &gained, &lost);
             self.doorbell.restore(at.0 + 1);
         }
@@ -199,11 +202,18 @@ impl Session {
         };
         let mut rounds = 0;
         loop {
-            self.apply_commits(applied_upto, target).await?;
+            let reread_at = self.apply_commits(applied_upto, target).await?;
             applied_upto = target;
+            if reread_at > target {
+                target = self.wait_for_tail(reread_at).await?;
+                continue;
+            }
             let short: Vec<String> = self.slots.iter().filter(|(_, s)| s.subscription.needs_refill()).map(|(id, _)| id.clone()).collect();
-            if short.is_empty() || rounds == MAX_REFILL_ROUNDS {
+            if short.is_empty() {
                 break;
+            }
+            if rounds == MAX_REFILL_ROUNDS {
+                return Err(EngineError::Unavailable("subscriptions keep changing faster than they can be refilled".into()));
             }
             rounds += 1;
             for id in short {
@@ -252,11 +262,14 @@ impl Session {
 
     /// Applies the commits in `(after, upto]` to every subscription that has
     /// not read past them. When the log no longer has them, every
-    /// subscription is read afresh instead (the client still gets a diff).
-    async fn apply_commits(&mut self, after: Seq, upto: Seq) -> Result<(), EngineError> {
+    /// subscription is read afresh instead (the client still gets a diff);
+    /// returns the newest seq such a read saw, which the transition must
+    /// then reach.
+    async fn apply_commits(&mut self, after: Seq, upto: Seq) -> Result<Seq, EngineError> {
         let commits = match self.stream.commits(after, upto).await {
             Ok(commits) => commits,
             Err(StoreError::LogTruncated { .. }) => {
+                let mut newest = upto;
                 let ids: Vec<String> = self.slots.keys().cloned().collect();
                 for id in ids {
                     let slot = self.slots.get_mut(&id).expect("listed above");
@@ -264,9 +277,10 @@ impl Session {
                     slot.subscription = read(&self.store, id, slot.subscription.target.clone()).await?;
                     let (gained, lost) = difference(&before, &slot.subscription.held_ids());
                     let (key, filing) = ((self.connection, slot.number), slot.filing.clone());
+                    newest = newest.max(slot.subscription.at);
                     self.track_held(key, &filing, &gained, &lost);
                 }
-                return Ok(());
+                return Ok(newest);
             }
             Err(e) => return Err(e.into()),
         };
@@ -284,7 +298,7 @@ impl Session {
                 self.index.update_held((self.connection, slot.number), slot.subscription.target.collection(), &gained, &lost);
             }
         }
-        Ok(())
+        Ok(upto)
     }
 
     fn track_held(&self, key: SubscriptionKey, filing: &Filing, gained: &[String], lost: &[String]) {

@@ -96,7 +96,9 @@ async fn enqueue(outbound: &mpsc::Sender<Outbound>, state: &AppState, item: Outb
 /// Reads one client message; `None` when the connection is over.
 enum Received {
     Message(wire::ClientMessage),
-    Undecodable(DecodeError),
+    /// With the request and subscription ids the frame seemed to carry, so
+    /// the error reaches whoever waits on them.
+    Undecodable(DecodeError, String, String),
     Closed,
     TooBig,
 }
@@ -116,7 +118,13 @@ async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Receive
         };
         return match codec.decode_client(&frame) {
             Ok(message) => Received::Message(message),
-            Err(e) => Received::Undecodable(e),
+            Err(e) => {
+                let (request_id, subscription_id) = match &frame {
+                    Frame::Text(text) => ids_in(text),
+                    Frame::Binary(_) => Default::default(),
+                };
+                Received::Undecodable(e, request_id, subscription_id)
+            }
         };
     }
 }
@@ -310,8 +318,8 @@ impl Connection {
                     last_heard = Instant::now();
                     match received {
                         Received::Message(message) => self.handle(&mut session, &mut mutations, message).await,
-                        Received::Undecodable(e) => {
-                            self.send(error_message("BAD_FRAME", &e.to_string(), "", "", String::new())).await;
+                        Received::Undecodable(e, request_id, subscription_id) => {
+                            self.send(error_message("BAD_FRAME", &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }
                         Received::TooBig => {
                             self.close(close_code::MESSAGE_TOO_BIG, "frame too large").await;
@@ -322,6 +330,8 @@ impl Connection {
                 }
                 _ = session.news(), if !wants => {}
                 _ = outbound.reserve(), if wants => {}
+                // The writer gave up (the client stopped reading, or the socket died).
+                _ = outbound.closed() => return,
                 Some((request_id, result)) = mutations.next(), if !mutations.is_empty() => {
                     let message = match &result {
                         Ok(outcome) => {
@@ -447,6 +457,15 @@ async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let wait = std::time::Duration::from_secs(at).saturating_sub(now);
     tokio::time::sleep(wait).await
+}
+
+/// Best effort: the requestId of a mutate and the subscriptionId of a
+/// subscribe or unsubscribe in a JSON frame that did not decode.
+fn ids_in(text: &str) -> (String, String) {
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else { return Default::default() };
+    let field = |message: &str, name: &str| json.get(message).and_then(|m| m.get(name)).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let subscription = [field("subscribe", "subscriptionId"), field("unsubscribe", "subscriptionId")].into_iter().find(|s| !s.is_empty()).unwrap_or_default();
+    (field("mutate", "requestId"), subscription)
 }
 
 fn now_ms() -> i64 {

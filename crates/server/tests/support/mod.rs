@@ -35,8 +35,12 @@ pub struct Node {
 
 impl Node {
     pub async fn start(store: Arc<dyn Store>, sync: SyncConfig) -> Node {
+        Node::start_with_auth(store, sync, protosync_auth::Authenticator::trusting()).await
+    }
+
+    pub async fn start_with_auth(store: Arc<dyn Store>, sync: SyncConfig, auth: protosync_auth::Authenticator) -> Node {
         let engine = Arc::new(Engine::start(registry(), store).await.unwrap());
-        let state = AppState::new(engine, sync, protosync_auth::Authenticator::trusting());
+        let state = AppState::new(engine, sync, auth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,303 @@
+//! Identity and access end to end, with tokens minted by PyJWT (an
+//! implementation independent of ours) and a JWKS served over HTTP.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protosync_auth::{ApiKeyConfig, AuthConfig, Authenticator, ProviderConfig};
+use protosync_client::{op, Client, ClientConfig, ClientEvent};
+use protosync_server::SyncConfig;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use support::{query, shown, Backing, Node, WAIT};
+
+const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
+const SERVICE_KEY: &str = "psk_runtime_service_key_for_tests";
+const PROJECTOR_KEY: &str = "psk_projector_limited_to_run_summary";
+
+struct Minted {
+    jwks_v1: Value,
+    jwks_v2: Value,
+    tokens: BTreeMap<String, String>,
+}
+
+fn mint() -> Minted {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint_tokens.py");
+    let output = std::process::Command::new("python3").arg(script).arg(SECRET).output().expect("python3 runs (scripts/test installs PyJWT)");
+    assert!(output.status.success(), "minting tokens failed: {}", String::from_utf8_lossy(&output.stderr));
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    Minted {
+        jwks_v1: json["jwks_v1"].clone(),
+        jwks_v2: json["jwks_v2"].clone(),
+        tokens: serde_json::from_value(json["tokens"].clone()).unwrap(),
+    }
+}
+
+fn sha256(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serves a JWKS that the test can swap (key rotation).
+async fn jwks_server(jwks: Arc<Mutex<Value>>) -> String {
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks.lock().unwrap().clone()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn config(jwks_url: &str) -> AuthConfig {
+    let provider = |name: &str, issuer: &str, algorithms: &[&str]| ProviderConfig {
+        name: name.into(),
+        issuer: issuer.into(),
+        audience: vec!["protosync".into()],
+        algorithms: algorithms.iter().map(|a| a.to_string()).collect(),
+        secret: None,
+        jwks_url: None,
+        jwks_file: None,
+        public_key_pem: None,
+        jwks_ttl_seconds: 600,
+        jwks_min_refetch_seconds: 0,
+        service_role: None,
+    };
+    AuthConfig {
+        providers: vec![
+            ProviderConfig { secret: Some(SECRET.into()), ..provider("bridge", "https://bridge.test", &["HS256"]) },
+            ProviderConfig { jwks_url: Some(jwks_url.into()), ..provider("idp", "https://idp.test", &["RS256", "ES256", "EdDSA"]) },
+        ],
+        api_keys: vec![
+            ApiKeyConfig { name: "runtime".into(), sha256: sha256(SERVICE_KEY), collections: None },
+            ApiKeyConfig { name: "projector".into(), sha256: sha256(PROJECTOR_KEY), collections: Some(vec!["run_summary".into()]) },
+        ],
+        leeway_seconds: 0,
+        ..AuthConfig::default()
+    }
+}
+
+struct Setup {
+    node: Node,
+    minted: Minted,
+    jwks: Arc<Mutex<Value>>,
+    _backing: Backing,
+}
+
+async fn setup() -> Setup {
+    let minted = mint();
+    let jwks = Arc::new(Mutex::new(minted.jwks_v1.clone()));
+    let url = jwks_server(jwks.clone()).await;
+    let backing = Backing::sqlite();
+    let sync = SyncConfig { heartbeat_interval: Duration::from_millis(200), ..SyncConfig::default() };
+    let node = Node::start_with_auth(backing.store().await, sync, Authenticator::new(config(&url)).unwrap()).await;
+    Setup { node, minted, jwks, _backing: backing }
+}
+
+async fn http(node: &Node, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(format!("{}{path}", node.http)).json(&body);
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+fn items_query() -> Value {
+    json!({"collection": "work_items"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independently_minted_tokens_are_verified_and_bad_ones_refused_with_their_code() {
+    let s = setup().await;
+    for good in ["hs_ann", "rs", "es", "eddsa"] {
+        let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens[good]), items_query()).await;
+        assert_eq!(status, 200, "{good}: {body}");
+    }
+    let refused = [
+        ("expired", 401, "TOKEN_EXPIRED"),
+        ("not_yet_valid", 401, "TOKEN_NOT_YET_VALID"),
+        ("wrong_issuer", 401, "TOKEN_INVALID_ISSUER"),
+        ("wrong_audience", 401, "TOKEN_INVALID_AUDIENCE"),
+        ("wrong_key", 401, "TOKEN_INVALID_SIGNATURE"),
+        ("alg_none", 401, "TOKEN_INVALID"),
+        ("hs_rs_confusion", 401, "TOKEN_INVALID"),
+        ("tampered", 401, "TOKEN_INVALID_SIGNATURE"),
+        ("unknown_kid", 401, "TOKEN_UNKNOWN_KEY"),
+        ("rotated", 401, "TOKEN_UNKNOWN_KEY"),
+    ];
+    for (name, status, code) in refused {
+        let (got, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens[name]), items_query()).await;
+        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{name}: {body}");
+    }
+    // Rotation: the issuer publishes a new key; the next token with its kid
+    // fetches the JWKS again, without a restart.
+    *s.jwks.lock().unwrap() = s.minted.jwks_v2.clone();
+    let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens["rotated"]), items_query()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&s.node, "/v1/query", Some("not-a-key"), items_query()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("UNAUTHENTICATED")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_filter_reads_and_a_denied_write_changes_nothing() {
+    let s = setup().await;
+    let (ann, bob) = (&s.minted.tokens["hs_ann"], &s.minted.tokens["hs_bob"]);
+    let (status, _) = http(&s.node, "/v1/mutate", Some(SERVICE_KEY), json!({"ops": [
+        {"upsert": {"collection": "work_items", "id": "a1", "doc": {"ownerId": "ann", "title": "ann's"}}},
+        {"upsert": {"collection": "work_items", "id": "b1", "doc": {"ownerId": "bob", "title": "bob's"}}},
+    ]}))
+    .await;
+    assert_eq!(status, 200);
+    let (_, page) = http(&s.node, "/v1/query", Some(ann), items_query()).await;
+    let ids: Vec<&str> = page["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["a1"], "ann sees only her own item");
+    // A get of bob's item by ann is NOT_FOUND, exactly like a missing one.
+    let response = reqwest::Client::new().get(format!("{}/v1/collections/work_items/docs/b1", s.node.http)).bearer_auth(ann).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    // Anonymous callers see nothing of a collection whose rule needs auth.
+    let (status, page) = http(&s.node, "/v1/query", None, items_query()).await;
+    assert_eq!((status, page["documents"].as_array().unwrap().len()), (200, 0));
+    // Ann may not write an item as bob, nor take bob's: the whole mutation is refused.
+    let (status, body) = http(&s.node, "/v1/mutate", Some(ann), json!({"ops": [
+        {"upsert": {"collection": "work_items", "id": "a2", "doc": {"ownerId": "ann"}}},
+        {"patch": {"collection": "work_items", "id": "b1", "fields": {"ownerId": "ann"}}},
+    ]}))
+    .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("ops[1]"), "{body}");
+    let (_, all) = http(&s.node, "/v1/query", Some(SERVICE_KEY), items_query()).await;
+    let owners: Vec<(&str, &str)> = all["documents"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap(), d["doc"]["ownerId"].as_str().unwrap())).collect();
+    assert_eq!(owners, [("a1", "ann"), ("b1", "bob")], "the store is unchanged");
+    // Bob can write his own.
+    let (status, _) = http(&s.node, "/v1/mutate", Some(bob), json!({"ops": [{"patch": {"collection": "work_items", "id": "b1", "fields": {"title": "mine"}}}]})).await;
+    assert_eq!(status, 200);
+    // A service key limited to run_summary cannot touch work_items.
+    let (status, body) = http(&s.node, "/v1/mutate", Some(PROJECTOR_KEY), json!({"ops": [{"upsert": {"collection": "work_items", "id": "x", "doc": {}}}]})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("PERMISSION_DENIED")));
+    let (status, _) = http(&s.node, "/v1/mutate", Some(PROJECTOR_KEY), json!({"ops": [{"upsert": {"collection": "run_summary", "id": "r1", "doc": {"ownerId": "ann"}}}]})).await;
+    assert_eq!(status, 200);
+}
+
+/// A live subscription of ann never shows bob's documents while writes flip
+/// owners back and forth, across token refreshes, a switch of identity and
+/// resumes; at every watermark it shows exactly ann's visible documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_views_follow_visibility_across_writes_refreshes_and_resumes() {
+    let s = setup().await;
+    let seed = protosync_testkit::seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut config = ClientConfig::new(&s.node.ws);
+    config.token = Some(s.minted.tokens["hs_ann"].clone());
+    config.initial_backoff = Duration::from_millis(10);
+    let (client, mut events) = Client::start(config);
+    let log = tokio::spawn(async move {
+        let mut log = Vec::new();
+        while let Some(event) = events.recv().await {
+            log.push(event);
+        }
+        log
+    });
+    client.subscribe("mine", query("work_items", vec![], vec![], 100));
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for step in 0..80 {
+        let id = format!("w{}", rng.random_range(0..12));
+        let owner = if rng.random_bool(0.5) { "ann" } else { "bob" };
+        let (status, _) = http(&s.node, "/v1/mutate", Some(SERVICE_KEY), json!({"ops": [{"upsert": {"collection": "work_items", "id": id, "doc": {"ownerId": owner}}}]})).await;
+        assert_eq!(status, 200);
+        owners.insert(id, owner.to_owned());
+        match step {
+            20 => client.authenticate(&s.minted.tokens["hs_ann_again"]),
+            35 | 60 => client.reconnect(),
+            _ => {}
+        }
+    }
+    let head = s.node.store().head().await.unwrap().0;
+    tokio::time::timeout(WAIT, client.wait_for_watermark(head)).await.unwrap_or_else(|_| panic!("seed {seed}: never reached {head}"));
+    let mine = |owner: &str| owners.iter().filter(|(_, o)| *o == owner).map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let ids = |view: &protosync_client::View| shown(view, "mine").into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(ids(&client.view()), mine("ann"), "seed {seed}");
+    // Switch to bob: the same subscription now shows bob's documents.
+    client.authenticate(&s.minted.tokens["hs_bob"]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ids(&client.view()) != mine("bob") {
+        assert!(tokio::time::Instant::now() < deadline, "seed {seed}: the view never switched to bob's documents");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.shutdown();
+    drop(client);
+    let log = tokio::time::timeout(WAIT, log).await.unwrap().unwrap();
+    // At every watermark the view held exactly one owner's documents as the
+    // store had them then: ann's until the switch, bob's after, never mixed.
+    let model = support::Model::load(s.node.store()).await;
+    let owned = |owner: &str| wire_subscribe(query("work_items", vec![("ownerId", "==", json!(owner))], vec![], 100));
+    let mut switched = false;
+    let mut transitions = 0;
+    for event in log {
+        match event {
+            ClientEvent::Transition { transition, view } => {
+                transitions += 1;
+                let shown_now = shown(&view, "mine");
+                let ann = model.result_at(&owned("ann"), transition.to_watermark);
+                let bob = model.result_at(&owned("bob"), transition.to_watermark);
+                if !switched && shown_now == ann {
+                    continue;
+                }
+                assert_eq!(shown_now, bob, "seed {seed}: at seq {} the view is neither ann's nor bob's", transition.to_watermark);
+                switched = true;
+            }
+            ClientEvent::Error(e) => panic!("seed {seed}: {e:?}"),
+            ClientEvent::Disconnected { reason } => assert!(!reason.contains("inconsistent"), "seed {seed}: {reason}"),
+            ClientEvent::Connected { .. } => {}
+        }
+    }
+    assert!(switched && transitions > 10, "seed {seed}: {transitions} transitions");
+}
+
+fn wire_subscribe(q: protosync_client::wire::Query) -> protosync_client::wire::Subscribe {
+    protosync_client::wire::Subscribe { subscription_id: "mine".into(), target: Some(protosync_client::wire::subscribe::Target::Query(q)), held: vec![] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_revoked_token_pauses_live_updates_until_a_fresh_one_arrives() {
+    let s = setup().await;
+    let mut config = ClientConfig::new(&s.node.ws);
+    config.token = Some(s.minted.tokens["hs_short"].clone());
+    let (client, mut events) = Client::start(config);
+    client.subscribe("mine", query("work_items", vec![], vec![], 10));
+    let error = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+            ClientEvent::Error(e) => break e,
+            _ => continue,
+        }
+    };
+    assert_eq!(error.code, "TOKEN_EXPIRED");
+    let paused_at = client.view().watermark;
+    http(&s.node, "/v1/mutate", Some(SERVICE_KEY), json!({"ops": [{"upsert": {"collection": "work_items", "id": "new", "doc": {"ownerId": "ann"}}}]})).await;
+    let rejected = client.mutate(vec![op::upsert("work_items", "x", json!({"ownerId": "ann"}))]).await.unwrap_err();
+    assert!(matches!(rejected, protosync_client::MutationError::Rejected { ref code, .. } if code == "TOKEN_EXPIRED"), "{rejected:?}");
+    assert_eq!(client.view().watermark, paused_at, "nothing is sent while the token is expired");
+    client.authenticate(&s.minted.tokens["hs_revocable"]);
+    let head = s.node.store().head().await.unwrap().0;
+    tokio::time::timeout(WAIT, client.wait_for_watermark(head)).await.expect("updates resume after a fresh token");
+    assert_eq!(shown(&client.view(), "mine").len(), 1);
+    // Revoke the new token: the live connection loses it at its next heartbeat.
+    let (status, _) = http(&s.node, "/v1/auth/revoke", Some(SERVICE_KEY), json!({"jti": "revoke-me"})).await;
+    assert_eq!(status, 200);
+    let error = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+            ClientEvent::Error(e) => break e,
+            _ => continue,
+        }
+    };
+    assert_eq!(error.code, "TOKEN_REVOKED");
+    let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens["hs_revocable"]), items_query()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("TOKEN_REVOKED")));
+}
