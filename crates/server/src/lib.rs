@@ -4,6 +4,7 @@
 //! lives in its engine session.
 
 mod http;
+mod limiter;
 pub mod sync;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ pub use sync::{SyncConfig, SyncMetrics};
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub auth: Arc<Authenticator>,
+    anonymous: Arc<limiter::AnonymousLimiter>,
     pub sync: Arc<SyncConfig>,
     pub metrics: Arc<SyncMetrics>,
     /// Becomes true when the server starts shutting down: live connections
@@ -39,13 +41,30 @@ impl FromRef<AppState> for Arc<Engine> {
 impl AppState {
     pub fn new(engine: Arc<Engine>, sync: SyncConfig, auth: Authenticator) -> AppState {
         let (close, closing) = tokio::sync::watch::channel(false);
-        AppState { engine, auth: Arc::new(auth), sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()), closing, close: Arc::new(close) }
+        let anonymous = Arc::new(limiter::AnonymousLimiter::new(sync.anonymous_requests_per_minute));
+        AppState { engine, auth: Arc::new(auth), anonymous, sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()), closing, close: Arc::new(close) }
     }
 
-    /// The identity of an HTTP request, from its Authorization header.
-    pub(crate) async fn identity(&self, headers: &axum::http::HeaderMap) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
+    /// The identity of an HTTP request, from its Authorization header;
+    /// anonymous requests count against their address's rate limit.
+    pub(crate) async fn identity(&self, headers: &axum::http::HeaderMap, peer: std::net::SocketAddr) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
         let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        self.auth.bearer(header).await.map_err(auth_error)
+        let identity = self.auth.bearer(header).await.map_err(auth_error)?;
+        if identity == protosync_auth::Identity::Anonymous {
+            self.admit_anonymous(peer)?;
+        }
+        Ok(identity)
+    }
+
+    pub(crate) fn admit_anonymous(&self, peer: std::net::SocketAddr) -> Result<(), protosync_engine::EngineError> {
+        if self.anonymous.allow(peer.ip()) {
+            Ok(())
+        } else {
+            Err(protosync_engine::EngineError::Forbidden {
+                code: "RATE_LIMITED",
+                message: format!("more than {} anonymous requests per minute from {}", self.sync.anonymous_requests_per_minute, peer.ip()),
+            })
+        }
     }
 }
 
@@ -66,7 +85,8 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         shutdown.await;
         close.send_replace(true);
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(signal).await?;
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(signal).await?;
     // Upgraded connections outlive axum's graceful shutdown: give them time
     // to send their close frames before the process exits.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;

@@ -92,12 +92,18 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(SyncConfig::default(), |_| {}).await
+}
+
+async fn setup_with(sync: SyncConfig, adjust: impl FnOnce(&mut AuthConfig)) -> Setup {
     let minted = mint();
     let jwks = Arc::new(Mutex::new(minted.jwks_v1.clone()));
     let url = jwks_server(jwks.clone()).await;
     let backing = Backing::sqlite();
-    let sync = SyncConfig { heartbeat_interval: Duration::from_millis(200), ..SyncConfig::default() };
-    let node = Node::start_with_auth(backing.store().await, sync, Authenticator::new(config(&url)).unwrap()).await;
+    let sync = SyncConfig { heartbeat_interval: Duration::from_millis(200), ..sync };
+    let mut auth = config(&url);
+    adjust(&mut auth);
+    let node = Node::start_with_auth(backing.store().await, sync, Authenticator::new(auth).unwrap()).await;
     Setup { node, minted, jwks, _backing: backing }
 }
 
@@ -300,4 +306,44 @@ async fn an_expired_or_revoked_token_pauses_live_updates_until_a_fresh_one_arriv
     assert_eq!(error.code, "TOKEN_REVOKED");
     let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens["hs_revocable"]), items_query()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("TOKEN_REVOKED")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_anonymous_floods_and_mutation_bursts_are_limited_with_clear_codes() {
+    let sync = SyncConfig { anonymous_requests_per_minute: 6, max_mutations_per_second: 1, ..SyncConfig::default() };
+    let s = setup_with(sync, |auth| auth.allowed_origins = vec!["https://app.example".into()]).await;
+    // A browser WebSocket from another origin is refused at the upgrade.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = s.node.ws.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    let mut request = s.node.ws.as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Origin", "https://app.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+    // Anonymous requests from one address: a burst, then RATE_LIMITED.
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let (status, body) = http(&s.node, "/v1/query", None, items_query()).await;
+        codes.push((status, body["error"]["code"].as_str().unwrap_or("").to_owned()));
+    }
+    assert_eq!(codes.iter().filter(|(s, _)| *s == 200).count(), 10, "{codes:?}");
+    assert_eq!(codes.last().unwrap(), &(429, "RATE_LIMITED".to_owned()));
+    // Credentials are not limited by the anonymous budget.
+    let (status, _) = http(&s.node, "/v1/query", Some(SERVICE_KEY), items_query()).await;
+    assert_eq!(status, 200);
+    // Mutations on one connection beyond the rate get RATE_LIMITED; the connection lives on.
+    let mut config = ClientConfig::new(&s.node.ws);
+    config.token = Some(s.minted.tokens["hs_ann"].clone());
+    let (client, _events) = Client::start(config);
+    let mut results = Vec::new();
+    for i in 0..4 {
+        results.push(client.mutate(vec![op::upsert("work_items", &format!("m{i}"), json!({"ownerId": "ann"}))]));
+    }
+    let results = futures::future::join_all(results).await;
+    let limited = results.iter().filter(|r| matches!(r, Err(protosync_client::MutationError::Rejected { code, .. }) if code == "RATE_LIMITED")).count();
+    assert!(limited >= 1, "{results:?}");
+    assert!(results.iter().filter(|r| r.is_ok()).count() >= 2, "{results:?}");
 }

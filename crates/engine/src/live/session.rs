@@ -81,6 +81,11 @@ pub struct Session {
     watermark: Seq,
     slots: HashMap<String, Slot>,
     next_number: u64,
+    /// A subscription filed by value began to hold documents during this
+    /// transition: a change to one of them that the tailer dispatched before
+    /// the index knew rang no one, so the commits after the transition must
+    /// be read even without a ring.
+    gained_holdings: bool,
 }
 
 impl Drop for Session {
@@ -95,7 +100,7 @@ impl Drop for Session {
 impl Session {
     pub(crate) fn new(store: Arc<dyn Store>, stream: Arc<CommitStream>, index: Arc<SubscriptionIndex>, watermark: Seq) -> Session {
         let (connection, doorbell) = index.connect();
-        Session { store, stream, index, connection, doorbell, watermark, slots: HashMap::new(), next_number: 0 }
+        Session { store, stream, index, connection, doorbell, watermark, slots: HashMap::new(), next_number: 0, gained_holdings: false }
     }
 
     pub fn watermark(&self) -> Seq {
@@ -234,6 +239,9 @@ impl Session {
                 self.doorbell.restore(dirty);
             }
         }
+        if std::mem::take(&mut self.gained_holdings) {
+            self.doorbell.restore(target.0 + 1);
+        }
         let mut updates = Vec::new();
         for slot in self.slots.values_mut() {
             slot.subscription.at = target;
@@ -295,14 +303,16 @@ impl Session {
             }
             if tracks_held {
                 let (gained, lost) = difference(&before, &slot.subscription.held_ids());
+                self.gained_holdings |= !gained.is_empty();
                 self.index.update_held((self.connection, slot.number), slot.subscription.target.collection(), &gained, &lost);
             }
         }
         Ok(upto)
     }
 
-    fn track_held(&self, key: SubscriptionKey, filing: &Filing, gained: &[String], lost: &[String]) {
+    fn track_held(&mut self, key: SubscriptionKey, filing: &Filing, gained: &[String], lost: &[String]) {
         if let Filing::Values { collection, .. } = filing {
+            self.gained_holdings |= !gained.is_empty();
             self.index.update_held(key, collection, gained, lost);
         }
     }

@@ -2,7 +2,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Json;
 use protosync_engine::limits::MAX_REQUEST_BYTES;
@@ -34,8 +36,8 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("invalid request body: {e}")))
 }
 
-pub async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
-    let identity = state.identity(&headers).await?;
+pub async fn mutate(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
     let request: MutationRequest = parse(body)?;
     let outcome = state.engine.mutate(&identity, &request).await?;
     let results: Vec<Value> =
@@ -47,8 +49,8 @@ pub async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Res
     Ok(Json(answer))
 }
 
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
-    let identity = state.identity(&headers).await?;
+pub async fn query(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
     let request: QueryRequest = parse(body)?;
     let read = state.engine.query(&identity, &request).await?;
     let documents: Vec<Value> = read
@@ -64,8 +66,13 @@ pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Resu
     Ok(Json(answer))
 }
 
-pub async fn get_document(State(state): State<AppState>, headers: HeaderMap, path: Result<Path<(String, String)>, PathRejection>) -> Answer {
-    let identity = state.identity(&headers).await?;
+pub async fn get_document(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
     let Path((collection, id)) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let read = state.engine.get(&identity, &collection, &id).await?;
     let StoredDocument { id, version, body, .. } = read.value;
@@ -87,8 +94,8 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
 
 /// `{"jti": "…"}`: refuse this token from now on, on this node, including on
 /// live connections (which lose it within a heartbeat). Services only.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
-    let identity = state.identity(&headers).await?;
+pub async fn revoke(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
     if !matches!(identity, Identity::Service { collections: None, .. }) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "only a service with access to every collection may revoke tokens"));
     }

@@ -25,7 +25,7 @@ enum Outbound {
 
 type MutationDone = futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
 
-pub async fn run(socket: WebSocket, codec: Codec, state: AppState) {
+pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::net::SocketAddr) {
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (sink, mut incoming) = socket.split();
     let (outbound, queue) = mpsc::channel::<Outbound>(state.sync.outbound_queue_frames);
@@ -41,6 +41,7 @@ pub async fn run(socket: WebSocket, codec: Codec, state: AppState) {
             identity,
             paused: None,
             budget: MutationBudget::new(state.sync.max_mutations_per_second),
+            peer,
         };
         connection.serve(hello).await;
     }
@@ -173,6 +174,7 @@ struct Connection {
     /// a fresh token arrives.
     paused: Option<&'static str>,
     budget: MutationBudget,
+    peer: std::net::SocketAddr,
 }
 
 /// A token bucket for one connection's mutations.
@@ -223,6 +225,13 @@ impl Connection {
             }
         }
         let store = engine.store().clone();
+        if self.identity == Identity::Anonymous {
+            if let Err(e) = self.state.admit_anonymous(self.peer) {
+                self.send(error(&e, "", "")).await;
+                self.close(close_code::GOING_AWAY, "rate limited").await;
+                return;
+            }
+        }
         let floor = store.log_floor().await.unwrap_or(Seq::ZERO);
         let head = store.head().await.unwrap_or(Seq::ZERO);
         let resume = hello.resume.unwrap_or_default();

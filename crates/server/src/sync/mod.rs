@@ -37,6 +37,9 @@ pub struct SyncConfig {
     pub max_frame_bytes: usize,
     /// Mutations per second one connection may send (bursts of twice that).
     pub max_mutations_per_second: u32,
+    /// Anonymous HTTP requests and sync connections per minute from one
+    /// address (bursts of ten seconds' worth).
+    pub anonymous_requests_per_minute: u32,
 }
 
 impl Default for SyncConfig {
@@ -50,6 +53,7 @@ impl Default for SyncConfig {
             max_inflight_mutations: 32,
             max_frame_bytes: protosync_engine::limits::MAX_REQUEST_BYTES,
             max_mutations_per_second: 100,
+            anonymous_requests_per_minute: 600,
         }
     }
 }
@@ -90,7 +94,12 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
 }
 
-pub async fn upgrade(State(state): State<AppState>, headers: axum::http::HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
     if !state.auth.origin_allowed(origin) {
         let error = crate::http::error::ApiError::new(
@@ -106,5 +115,5 @@ pub async fn upgrade(State(state): State<AppState>, headers: axum::http::HeaderM
         Some(BINARY_SUBPROTOCOL) => Codec::Binary,
         _ => Codec::Json,
     };
-    upgrade.on_upgrade(move |socket| connection::run(socket, codec, state))
+    upgrade.on_upgrade(move |socket| connection::run(socket, codec, state, peer))
 }

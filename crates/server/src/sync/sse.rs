@@ -40,11 +40,16 @@ pub struct Params {
     access_token: Option<String>,
 }
 
-pub async fn subscribe(State(state): State<AppState>, QueryParams(params): QueryParams<Params>, headers: HeaderMap) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+pub async fn subscribe(
+    State(state): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    QueryParams(params): QueryParams<Params>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let engine = state.engine.clone();
     let identity = match &params.access_token {
         Some(token) => state.auth.verify_token(token).await.map_err(crate::auth_error)?,
-        None => state.identity(&headers).await?,
+        None => state.identity(&headers, peer).await?,
     };
     let target = match (&params.query, &params.collection, &params.id) {
         (Some(text), None, None) => {
