@@ -189,3 +189,105 @@ impl Authenticator {
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &str = "a-shared-secret-that-is-long-enough!!";
+
+    fn authenticator(adjust: impl FnOnce(&mut AuthConfig)) -> Authenticator {
+        let mut config = AuthConfig {
+            providers: vec![ProviderConfig {
+                name: "bridge".into(),
+                issuer: "https://bridge.test".into(),
+                audience: vec!["protosync".into()],
+                algorithms: vec!["HS256".into()],
+                secret: Some(SECRET.into()),
+                jwks_url: None,
+                jwks_file: None,
+                public_key_pem: None,
+                jwks_ttl_seconds: 600,
+                jwks_min_refetch_seconds: 10,
+                service_role: Some("service".into()),
+            }],
+            api_keys: vec![ApiKeyConfig {
+                name: "runtime".into(),
+                sha256: Sha256::digest(b"key-1").iter().map(|b| format!("{b:02x}")).collect(),
+                collections: Some(vec!["run_summary".into()]),
+            }],
+            ..AuthConfig::default()
+        };
+        adjust(&mut config);
+        Authenticator::new(config).unwrap()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let mut full = json!({"iss": "https://bridge.test", "aud": "protosync", "exp": now + 600, "iat": now, "sub": "ann"});
+        full.as_object_mut().unwrap().extend(claims.as_object().unwrap().clone());
+        encode(&Header::default(), &full, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hardening_checks_refuse_with_their_codes() {
+        let strict = authenticator(|c| {
+            c.required_claims = vec!["jti".into()];
+            c.max_token_age_seconds = Some(60);
+            c.leeway_seconds = 0;
+        });
+        let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
+        assert_eq!(code(strict.verify_token(&token(json!({}))).await), "TOKEN_MISSING_CLAIM");
+        assert_eq!(code(strict.verify_token(&token(json!({"jti": "j1", "iat": 1}))).await), "TOKEN_TOO_OLD");
+        assert_eq!(code(strict.verify_token(&token(json!({"jti": "j1"}))).await), "OK");
+        strict.revoke("j1");
+        assert_eq!(code(strict.verify_token(&token(json!({"jti": "j1"}))).await), "TOKEN_REVOKED");
+        assert_eq!(code(strict.bearer(Some("Basic abc")).await), "UNAUTHENTICATED");
+    }
+
+    #[tokio::test]
+    async fn services_come_from_api_keys_and_service_role_tokens() {
+        let auth = authenticator(|_| {});
+        let key = auth.bearer(Some("Bearer key-1")).await.unwrap();
+        assert_eq!(key, Identity::Service { name: "runtime".into(), collections: Some(vec!["run_summary".into()]) });
+        assert!(auth.bearer(Some("Bearer key-2")).await.is_err());
+        let service = auth.verify_token(&token(json!({"role": "service", "sub": "projector"}))).await.unwrap();
+        assert_eq!(service, Identity::Service { name: "projector".into(), collections: None });
+        let user = auth.verify_token(&token(json!({}))).await.unwrap();
+        assert_eq!(user.claims()["sub"], "ann");
+        assert_eq!(auth.bearer(None).await.unwrap(), Identity::Anonymous);
+        assert!(matches!(Authenticator::trusting().bearer(None).await.unwrap(), Identity::Service { collections: None, .. }));
+    }
+
+    #[test]
+    fn misconfigured_providers_are_refused_at_start() {
+        let bad = |adjust: fn(&mut ProviderConfig)| {
+            let mut config = AuthConfig::default();
+            let mut p = ProviderConfig {
+                name: "p".into(),
+                issuer: "i".into(),
+                audience: vec!["a".into()],
+                algorithms: vec!["HS256".into()],
+                secret: Some(SECRET.into()),
+                jwks_url: None,
+                jwks_file: None,
+                public_key_pem: None,
+                jwks_ttl_seconds: 1,
+                jwks_min_refetch_seconds: 1,
+                service_role: None,
+            };
+            adjust(&mut p);
+            config.providers.push(p);
+            Authenticator::new(config).err().unwrap_or_default()
+        };
+        assert!(bad(|p| p.algorithms = vec!["HS256".into(), "RS256".into()]).contains("mixes HS*"));
+        assert!(bad(|p| p.algorithms = vec!["none".into()]).contains("unknown algorithm"));
+        assert!(bad(|p| p.secret = Some("short".into())).contains("at least 32 bytes"));
+        assert!(bad(|p| p.jwks_url = Some("http://x".into())).contains("exactly one"));
+        assert!(bad(|p| p.audience.clear()).contains("audience"));
+        assert_eq!(bad(|_| {}), "");
+    }
+}
