@@ -107,10 +107,12 @@ impl Codec {
             (Codec::Binary, Frame::Binary(bytes)) => return M::decode(bytes.as_slice()).map_err(|e| DecodeError::Malformed(e.to_string())),
             (Codec::Json, Frame::Text(text)) => {
                 let mut deserializer = serde_json::Deserializer::from_str(text);
+                // Unknown fields are skipped, as protobuf does: a newer peer
+                // may send fields this version does not know.
                 let dynamic = DynamicMessage::deserialize_with_options(
                     descriptor(name),
                     &mut deserializer,
-                    &prost_reflect::DeserializeOptions::new().deny_unknown_fields(true),
+                    &prost_reflect::DeserializeOptions::new().deny_unknown_fields(false),
                 )
                 .map_err(|e| DecodeError::Malformed(e.to_string()))?;
                 deserializer.end().map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -157,12 +159,12 @@ mod tests {
 
     #[test]
     fn malformed_and_unknown_input_is_rejected() {
-        let bad = [r#"{"hello": "#, r#"{"bogus": {}}"#, r#"{"hello": {"protocolVersion": "x"}}"#, r#"[]"#, r#"{"ping": {}} trailing"#];
+        let bad = [r#"{"hello": "#, r#"{"hello": {"protocolVersion": "x"}}"#, r#"[]"#, r#"{"ping": {}} trailing"#];
         for text in bad {
             assert!(matches!(Codec::Json.decode_client(&Frame::Text(text.into())), Err(DecodeError::Malformed(_))), "{text}");
         }
         assert!(matches!(Codec::Json.decode_client(&Frame::Binary(vec![1])), Err(DecodeError::WrongFrameType { .. })));
-        let ok = Codec::Json.decode_client(&Frame::Text(r#"{"ping": {"nonce": "n"}}"#.into())).unwrap();
+        let ok = Codec::Json.decode_client(&Frame::Text(r#"{"ping": {"nonce": "n", "addedInV2": true}}"#.into())).unwrap();
         assert_eq!(ok.message, Some(client_message::Message::Ping(Ping { nonce: "n".into() })));
     }
 }
