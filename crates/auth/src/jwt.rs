@@ -123,12 +123,11 @@ impl Provider {
                 return Err(AuthError::new("TOKEN_TOO_OLD", format!("the token was issued more than {max_age} s ago")));
             }
         }
-        if let Some(role) = &self.service_role {
-            if claims.get("role").and_then(Value::as_str) == Some(role) {
+        if let Some(role) = &self.service_role
+            && claims.get("role").and_then(Value::as_str) == Some(role) {
                 let name = claims.get("sub").and_then(Value::as_str).unwrap_or(&self.name).to_owned();
                 return Ok(Identity::Service { name, collections: None });
             }
-        }
         Ok(Identity::User {
             jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             expires_at: claims.get("exp").and_then(Value::as_u64),

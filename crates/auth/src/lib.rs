@@ -150,11 +150,10 @@ impl Authenticator {
             .find(|p| p.issuer() == issuer)
             .ok_or_else(|| AuthError::new("TOKEN_INVALID_ISSUER", format!("no provider is configured for issuer {issuer:?}")))?;
         let identity = provider.verify(token).await?;
-        if let Some(jti) = identity.jti() {
-            if self.is_revoked(jti) {
+        if let Some(jti) = identity.jti()
+            && self.is_revoked(jti) {
                 return Err(AuthError::new("TOKEN_REVOKED", format!("token {jti:?} was revoked")));
             }
-        }
         Ok(identity)
     }
 

@@ -27,11 +27,10 @@ impl FileConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut config: FileConfig = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
         // A relative schema path is relative to the config file.
-        if let (Some(schema), Some(dir)) = (&config.schema, path.parent()) {
-            if schema.is_relative() {
+        if let (Some(schema), Some(dir)) = (&config.schema, path.parent())
+            && schema.is_relative() {
                 config.schema = Some(dir.join(schema));
             }
-        }
         Ok(config)
     }
 }

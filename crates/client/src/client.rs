@@ -307,9 +307,8 @@ async fn serve(
                         client_message::Message::Unsubscribe(u) => active.remove(&u.subscription_id),
                         _ => true,
                     };
-                    if needed {
-                        if let Err(e) = connection.send(message).await { return e.to_string() }
-                    }
+                    if needed
+                        && let Err(e) = connection.send(message).await { return e.to_string() }
                 }
             },
             _ = ping.tick() => {
@@ -335,11 +334,10 @@ async fn serve(
                         let _ = events.send(ClientEvent::Transition { transition, view: state.view.clone() });
                         let done: Vec<String> = state.pending.iter().filter(|(_, p)| p.result.as_ref().is_some_and(|r| r.seq <= to)).map(|(id, _)| id.clone()).collect();
                         for id in done {
-                            if let Some(mut pending) = state.pending.remove(&id) {
-                                if let (Some(reply), Some(result)) = (pending.reply.take(), pending.result.take()) {
+                            if let Some(mut pending) = state.pending.remove(&id)
+                                && let (Some(reply), Some(result)) = (pending.reply.take(), pending.result.take()) {
                                     let _ = reply.send(Ok(result));
                                 }
-                            }
                         }
                     }
                     Received::Other(message) => match message.message {

@@ -64,11 +64,10 @@ impl View {
             }
             for doc in &update.upserts {
                 let document = ViewDocument { id: doc.id.clone(), version: doc.version, seq: doc.seq, doc: doc.doc.as_ref().map(struct_to_json).unwrap_or_default() };
-                if let Some(held) = view.docs.get(&doc.id) {
-                    if held.seq > doc.seq {
+                if let Some(held) = view.docs.get(&doc.id)
+                    && held.seq > doc.seq {
                         return Err(format!("{}: document {} went back from seq {} to {}", update.subscription_id, doc.id, held.seq, doc.seq));
                     }
-                }
                 view.docs.insert(doc.id.clone(), document);
             }
             if let Some(order) = &update.order {

@@ -53,11 +53,10 @@ fn number(n: f64) -> serde_json::Value {
 pub(crate) fn integral_floats_as_integers(json: &mut serde_json::Value) {
     match json {
         serde_json::Value::Number(n) if n.is_f64() => {
-            if let Some(x) = n.as_f64() {
-                if let serde_json::Value::Number(int) = number(x) {
+            if let Some(x) = n.as_f64()
+                && let serde_json::Value::Number(int) = number(x) {
                     *n = int;
                 }
-            }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
         serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),

@@ -107,8 +107,8 @@ fn plan_index(query: &Query, index: &IndexDef) -> ((usize, bool, bool), IndexSca
     let ordered = same_fields && uniform;
     let reverse = ordered && directions.first() == Some(&Direction::Desc);
     let mut scan = IndexScan { index: index.name.clone(), lower, upper, reverse, ordered };
-    if ordered {
-        if let Some(after) = &query.after {
+    if ordered
+        && let Some(after) = &query.after {
             // The cursor is the sort key without the equality prefix; as an
             // index key it is prefix + (ascending form of the sort key).
             let mut key = prefix.clone();
@@ -121,6 +121,5 @@ fn plan_index(query: &Query, index: &IndexDef) -> ((usize, bool, bool), IndexSca
                 scan.lower = scan.lower.max(key);
             }
         }
-    }
     ((eq_len, has_range, ordered), scan)
 }

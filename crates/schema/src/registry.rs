@@ -196,11 +196,10 @@ fn collect_proto_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result
 fn compile_error(err: protox::Error) -> SchemaError {
     let file = err.file().unwrap_or("schema").to_owned();
     let mut location = file;
-    if let (Some(label), Some(source)) = (err.labels().and_then(|mut l| l.next()), err.source_code()) {
-        if let Ok(span) = source.read_span(label.inner(), 0, 0) {
+    if let (Some(label), Some(source)) = (err.labels().and_then(|mut l| l.next()), err.source_code())
+        && let Ok(span) = source.read_span(label.inner(), 0, 0) {
             location = format!("{location}:{}:{}", span.line() + 1, span.column() + 1);
         }
-    }
     let mut message = err.to_string();
     if let Some(help) = err.help() {
         message = format!("{message} ({help})");

@@ -26,11 +26,10 @@ impl AnonymousLimiter {
     pub fn allow(&self, address: IpAddr) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&address) {
-            if let Some(oldest) = buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(a, _)| *a) {
+        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&address)
+            && let Some(oldest) = buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(a, _)| *a) {
                 buckets.remove(&oldest);
             }
-        }
         let (tokens, last) = buckets.entry(address).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;

@@ -98,6 +98,14 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// The seed for a randomized test: `PROTOSYNC_TEST_SEED` to replay a
+/// failure, else a fresh one. Printed so a failing run can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("PROTOSYNC_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("randomized test seed: {seed} (replay with PROTOSYNC_TEST_SEED={seed})");
+    seed
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -106,12 +114,4 @@ mod tests {
         assert_eq!(super::with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
         assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
     }
-}
-
-/// The seed for a randomized test: `PROTOSYNC_TEST_SEED` to replay a
-/// failure, else a fresh one. Printed so a failing run can be replayed.
-pub fn seed() -> u64 {
-    let seed = std::env::var("PROTOSYNC_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("randomized test seed: {seed} (replay with PROTOSYNC_TEST_SEED={seed})");
-    seed
 }

@@ -105,12 +105,11 @@ impl CommitStream {
         }
         {
             let buffer = self.buffer.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(first) = buffer.front() {
-                if first.seq <= after.next() {
+            if let Some(first) = buffer.front()
+                && first.seq <= after.next() {
                     let start = (after.0 + 1 - first.seq.0) as usize;
                     return Ok(buffer.iter().skip(start).take_while(|c| c.seq <= upto).cloned().collect());
                 }
-            }
         }
         let mut commits = Vec::new();
         let mut last = after;

@@ -234,11 +234,10 @@ impl Session {
             target = self.wait_for_tail(target).await?;
         }
         // Commits that rang during this transition and are already applied are not news.
-        if let Some(dirty) = self.doorbell.take() {
-            if dirty > target.0 {
+        if let Some(dirty) = self.doorbell.take()
+            && dirty > target.0 {
                 self.doorbell.restore(dirty);
             }
-        }
         if std::mem::take(&mut self.gained_holdings) {
             self.doorbell.restore(target.0 + 1);
         }

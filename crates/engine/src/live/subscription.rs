@@ -143,11 +143,10 @@ impl LiveSubscription {
         if change.collection != self.target.collection() {
             return;
         }
-        if let Target::Get { id, .. } = &self.target {
-            if *id != change.id {
+        if let Target::Get { id, .. } = &self.target
+            && *id != change.id {
                 return;
             }
-        }
         let held = self.entries.iter().position(|e| e.doc.id == change.id);
         if let Some(i) = held {
             self.entries.remove(i);

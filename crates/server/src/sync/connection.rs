@@ -225,13 +225,12 @@ impl Connection {
             }
         }
         let store = engine.store().clone();
-        if self.identity == Identity::Anonymous {
-            if let Err(e) = self.state.admit_anonymous(self.peer) {
+        if self.identity == Identity::Anonymous
+            && let Err(e) = self.state.admit_anonymous(self.peer) {
                 self.send(error(&e, "", "")).await;
                 self.close(close_code::GOING_AWAY, "rate limited").await;
                 return;
             }
-        }
         let floor = store.log_floor().await.unwrap_or(Seq::ZERO);
         let head = store.head().await.unwrap_or(Seq::ZERO);
         let resume = hello.resume.unwrap_or_default();
