@@ -126,7 +126,12 @@ impl Provider {
         if let Some(role) = &self.service_role
             && claims.get("role").and_then(Value::as_str) == Some(role) {
                 let name = claims.get("sub").and_then(Value::as_str).unwrap_or(&self.name).to_owned();
-                return Ok(Identity::Service { name, collections: None });
+                return Ok(Identity::Service {
+                    name,
+                    collections: None,
+                    jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+                    expires_at: claims.get("exp").and_then(Value::as_u64),
+                });
             }
         Ok(Identity::User {
             jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),

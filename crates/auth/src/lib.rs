@@ -39,8 +39,9 @@ pub enum Identity {
         expires_at: Option<u64>,
     },
     /// A trusted backend: not bound by rules, limited to `collections`
-    /// (`None`: all).
-    Service { name: String, collections: Option<Vec<String>> },
+    /// (`None`: all). From a service-role token it keeps that token's
+    /// `jti` and expiry, so it can be revoked and expires like any token.
+    Service { name: String, collections: Option<Vec<String>>, jti: Option<String>, expires_at: Option<u64> },
 }
 
 impl Identity {
@@ -54,15 +55,24 @@ impl Identity {
 
     pub fn jti(&self) -> Option<&str> {
         match self {
-            Identity::User { jti, .. } => jti.as_deref(),
-            _ => None,
+            Identity::User { jti, .. } | Identity::Service { jti, .. } => jti.as_deref(),
+            Identity::Anonymous => None,
         }
     }
 
     pub fn expires_at(&self) -> Option<u64> {
         match self {
-            Identity::User { expires_at, .. } => *expires_at,
-            _ => None,
+            Identity::User { expires_at, .. } | Identity::Service { expires_at, .. } => *expires_at,
+            Identity::Anonymous => None,
+        }
+    }
+
+    /// Who this is, for binding idempotency keys to their caller.
+    pub fn principal(&self) -> String {
+        match self {
+            Identity::Anonymous => String::new(),
+            Identity::User { claims, .. } => format!("user:{}", claims.get("sub").and_then(Value::as_str).unwrap_or_default()),
+            Identity::Service { name, .. } => format!("service:{name}"),
         }
     }
 }
@@ -89,6 +99,7 @@ pub struct Authenticator {
     /// Requests without credentials act as a service with full access.
     /// Only for `protosync dev` and tests; never in production.
     trust_unauthenticated: bool,
+    leeway_seconds: u64,
 }
 
 impl Authenticator {
@@ -105,6 +116,7 @@ impl Authenticator {
             allowed_origins: config.allowed_origins.clone(),
             revoked: RwLock::new(config.revoked_jtis.iter().cloned().collect()),
             trust_unauthenticated: config.trust_unauthenticated,
+            leeway_seconds: config.leeway_seconds,
         })
     }
 
@@ -120,7 +132,7 @@ impl Authenticator {
     /// The identity of a request with no credentials.
     pub fn unauthenticated(&self) -> Identity {
         if self.trust_unauthenticated {
-            Identity::Service { name: "unauthenticated (trusted)".into(), collections: None }
+            Identity::Service { name: "unauthenticated (trusted)".into(), collections: None, jti: None, expires_at: None }
         } else {
             Identity::Anonymous
         }
@@ -130,16 +142,25 @@ impl Authenticator {
     /// `Bearer <api key>`.
     pub async fn bearer(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let Some(header) = header else { return Ok(self.unauthenticated()) };
-        let credential = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| AuthError::new("UNAUTHENTICATED", "the Authorization header must be `Bearer <token or api key>`"))?
-            .trim();
+        let (scheme, credential) = header.split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
+            return Err(AuthError::new("UNAUTHENTICATED", "the Authorization header must be `Bearer <token or api key>`"));
+        }
+        self.credential(credential.trim()).await
+    }
+
+    /// Verifies a JWT (three dot-separated parts) or an API key.
+    pub async fn credential(&self, credential: &str) -> Result<Identity, AuthError> {
         if credential.split('.').count() == 3 {
             self.verify_token(credential).await
         } else {
             self.verify_api_key(credential)
         }
+    }
+
+    /// Seconds a token stays acceptable past its `exp` (clock skew).
+    pub fn leeway_seconds(&self) -> u64 {
+        self.leeway_seconds
     }
 
     pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
@@ -162,7 +183,7 @@ impl Authenticator {
         self.api_keys
             .iter()
             .find(|k| constant_time_eq(k.sha256.to_ascii_lowercase().as_bytes(), digest.as_bytes()))
-            .map(|k| Identity::Service { name: k.name.clone(), collections: k.collections.clone() })
+            .map(|k| Identity::Service { name: k.name.clone(), collections: k.collections.clone(), jti: None, expires_at: None })
             .ok_or_else(|| AuthError::new("UNAUTHENTICATED", "unknown API key"))
     }
 
@@ -251,10 +272,14 @@ mod tests {
     async fn services_come_from_api_keys_and_service_role_tokens() {
         let auth = authenticator(|_| {});
         let key = auth.bearer(Some("Bearer key-1")).await.unwrap();
-        assert_eq!(key, Identity::Service { name: "runtime".into(), collections: Some(vec!["run_summary".into()]) });
+        assert_eq!(key, Identity::Service { name: "runtime".into(), collections: Some(vec!["run_summary".into()]), jti: None, expires_at: None });
+        assert!(auth.bearer(Some("BEARER key-1")).await.is_ok(), "the scheme is case-insensitive");
         assert!(auth.bearer(Some("Bearer key-2")).await.is_err());
-        let service = auth.verify_token(&token(json!({"role": "service", "sub": "projector"}))).await.unwrap();
-        assert_eq!(service, Identity::Service { name: "projector".into(), collections: None });
+        let service = auth.verify_token(&token(json!({"role": "service", "sub": "projector", "jti": "svc-1"}))).await.unwrap();
+        assert!(matches!(&service, Identity::Service { name, collections: None, .. } if name == "projector"));
+        assert!(service.expires_at().is_some());
+        auth.revoke("svc-1");
+        assert_eq!(auth.verify_token(&token(json!({"role": "service", "sub": "projector", "jti": "svc-1"}))).await.unwrap_err().code, "TOKEN_REVOKED");
         let user = auth.verify_token(&token(json!({}))).await.unwrap();
         assert_eq!(user.claims()["sub"], "ann");
         assert_eq!(auth.bearer(None).await.unwrap(), Identity::Anonymous);

@@ -263,8 +263,14 @@ async fn run(
             .map(client_message::Message::Subscribe)
             .chain(resend.into_iter().map(client_message::Message::Mutate));
         for message in messages {
-            if let client_message::Message::Subscribe(s) = &message {
-                active.insert(s.subscription_id.clone());
+            match &message {
+                client_message::Message::Subscribe(s) => {
+                    active.insert(s.subscription_id.clone());
+                }
+                client_message::Message::Mutate(m) => {
+                    active.insert(mutation_key(&m.request_id));
+                }
+                _ => {}
             }
             if let Err(e) = connection.send(message).await {
                 failed = Some(e);
@@ -281,6 +287,12 @@ async fn run(
         }
         let _ = events.send(ClientEvent::Disconnected { reason });
     }
+}
+
+/// Mutations share the per-connection "already sent" set with subscriptions,
+/// under a prefix no subscription id can collide with.
+fn mutation_key(request_id: &str) -> String {
+    format!("\0mutation:{request_id}")
 }
 
 /// Runs one connection until it fails; returns why.
@@ -302,9 +314,11 @@ async fn serve(
                 Some(Command::Reconnect) => return "reconnect requested".into(),
                 Some(Command::Send(message)) => {
                     // Subscriptions queued before this connection went out with its hello.
+                    // Mutations queued before this connection were resent with its hello.
                     let needed = match &message {
                         client_message::Message::Subscribe(s) => active.insert(s.subscription_id.clone()),
                         client_message::Message::Unsubscribe(u) => active.remove(&u.subscription_id),
+                        client_message::Message::Mutate(m) => active.insert(mutation_key(&m.request_id)),
                         _ => true,
                     };
                     if needed

@@ -18,7 +18,7 @@ use crate::EngineError;
 
 fn service_may_use(identity: &Identity, collection: &str) -> Result<(), EngineError> {
     match identity {
-        Identity::Service { name, collections: Some(allowed) } if !allowed.iter().any(|c| c == collection || c == "*") => {
+        Identity::Service { name, collections: Some(allowed), .. } if !allowed.iter().any(|c| c == collection || c == "*") => {
             Err(EngineError::Forbidden { code: "PERMISSION_DENIED", message: format!("service {name:?} may not use collection {collection:?}") })
         }
         _ => Ok(()),

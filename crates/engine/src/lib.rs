@@ -90,7 +90,7 @@ impl Engine {
     }
 
     pub async fn mutate(&self, identity: &Identity, request: &MutationRequest) -> Result<CommitOutcome, EngineError> {
-        let mut mutation = mutation::prepare(&self.registry, request)?;
+        let mut mutation = mutation::prepare(&self.registry, request, &identity.principal())?;
         mutation.authorize = access::write_check(identity, &mutation.ops)?;
         Ok(self.store.commit(mutation).await?)
     }

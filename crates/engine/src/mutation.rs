@@ -51,7 +51,9 @@ fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 /// Validates `request` against the schema and the limits.
-pub fn prepare(registry: &Registry, request: &MutationRequest) -> Result<Mutation, EngineError> {
+/// `principal` binds the idempotency key to its caller: another caller
+/// reusing the key gets IDEMPOTENCY_KEY_REUSED, not the recorded answer.
+pub fn prepare(registry: &Registry, request: &MutationRequest, principal: &str) -> Result<Mutation, EngineError> {
     if request.ops.is_empty() {
         return Err(EngineError::BadRequest("a mutation needs at least one op".into()));
     }
@@ -73,7 +75,7 @@ pub fn prepare(registry: &Registry, request: &MutationRequest) -> Result<Mutatio
         Some(key) => Some(key.clone()),
     };
     let ops: Vec<WriteOp> = request.ops.iter().enumerate().map(|(i, op)| prepare_op(registry, i, op)).collect::<Result<_, _>>()?;
-    let idempotency = idempotency.map(|key| IdempotencyKey { key, request_hash: request_hash(&ops) });
+    let idempotency = idempotency.map(|key| IdempotencyKey { key, request_hash: request_hash(principal, &ops) });
     Ok(Mutation { ops, idempotency, authorize: None })
 }
 
@@ -139,7 +141,7 @@ fn check_id(id: &str) -> Result<(), String> {
 /// for a different request is told apart from a retry — and a retry that
 /// spells the same thing differently (`1` or `"1"`, `owner_id` or `ownerId`)
 /// is still a retry.
-fn request_hash(ops: &[WriteOp]) -> String {
+fn request_hash(principal: &str, ops: &[WriteOp]) -> String {
     let canonical: Vec<Value> = ops
         .iter()
         .map(|op| {
@@ -153,6 +155,6 @@ fn request_hash(ops: &[WriteOp]) -> String {
         })
         .collect();
     // serde_json maps keep keys sorted, so equal values serialize equally.
-    let bytes = serde_json::to_vec(&canonical).unwrap_or_default();
+    let bytes = serde_json::to_vec(&(principal, canonical)).unwrap_or_default();
     Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -96,7 +96,12 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
 /// live connections (which lose it within a heartbeat). Services only.
 pub async fn revoke(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    if !matches!(identity, Identity::Service { collections: None, .. }) {
+    let everything = match &identity {
+        Identity::Service { collections: None, .. } => true,
+        Identity::Service { collections: Some(allowed), .. } => allowed.iter().any(|c| c == "*"),
+        _ => false,
+    };
+    if !everything {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "only a service with access to every collection may revoke tokens"));
     }
     #[derive(serde::Deserialize)]

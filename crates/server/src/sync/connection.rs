@@ -14,7 +14,7 @@ use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOC
 use protosync_store::{CommitOutcome, Seq};
 use tokio::sync::mpsc;
 
-use super::close_code;
+use super::{close_code, sleep_until_epoch};
 use super::convert::{self, error, error_message, server};
 use crate::AppState;
 
@@ -215,7 +215,7 @@ impl Connection {
     async fn serve(mut self, hello: wire::Hello) {
         let engine = self.state.engine.clone();
         if !hello.token.is_empty() {
-            match self.state.auth.verify_token(&hello.token).await {
+            match self.state.auth.credential(&hello.token).await {
                 Ok(identity) => self.identity = identity,
                 Err(e) => {
                     self.send(error_message(e.code, &e.message, "", "", String::new())).await;
@@ -296,7 +296,8 @@ impl Connection {
         let mut keepalive = false;
         let mut closing = self.state.closing.clone();
         loop {
-            let expiry = self.identity.expires_at().filter(|_| self.paused.is_none());
+            let leeway = self.state.auth.leeway_seconds();
+            let expiry = self.identity.expires_at().filter(|_| self.paused.is_none()).map(|exp| exp + leeway);
             let wants = self.paused.is_none() && (session.has_news() || self.min_target > session.watermark() || keepalive);
             if wants && self.outbound.capacity() > 0 {
                 let force = self.min_target > session.watermark() || keepalive;
@@ -387,7 +388,7 @@ impl Connection {
             client_message::Message::Hello(_) => {
                 self.send(error_message("UNEXPECTED_HELLO", "hello is only the first message of a connection", "", "", String::new())).await;
             }
-            client_message::Message::Authenticate(authenticate) => match self.state.auth.verify_token(&authenticate.token).await {
+            client_message::Message::Authenticate(authenticate) => match self.state.auth.credential(&authenticate.token).await {
                 Ok(identity) => {
                     let engine = self.state.engine.clone();
                     if let Err(e) = session.retarget(|target| engine.restrict(&identity, target)).await {
@@ -457,14 +458,6 @@ impl Connection {
 
 fn auth_ok(identity: &Identity) -> wire::ServerMessage {
     server(server_message::Message::AuthOk(wire::AuthOk { expires_at: identity.expires_at().unwrap_or(0) }))
-}
-
-/// Sleeps until `epoch_seconds` (forever when `None`).
-async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
-    let Some(at) = epoch_seconds else { return std::future::pending().await };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let wait = std::time::Duration::from_secs(at).saturating_sub(now);
-    tokio::time::sleep(wait).await
 }
 
 /// Best effort: the requestId of a mutate and the subscriptionId of a

@@ -117,3 +117,12 @@ pub async fn upgrade(
     };
     upgrade.on_upgrade(move |socket| connection::run(socket, codec, state, peer))
 }
+
+/// Sleeps until `epoch_seconds` (forever when `None`).
+pub(crate) async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
+    let Some(at) = epoch_seconds else { return std::future::pending().await };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let wait = std::time::Duration::from_secs(at).saturating_sub(now);
+    tokio::time::sleep(wait).await
+}
+

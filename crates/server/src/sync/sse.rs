@@ -48,7 +48,7 @@ pub async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let engine = state.engine.clone();
     let identity = match &params.access_token {
-        Some(token) => state.auth.verify_token(token).await.map_err(crate::auth_error)?,
+        Some(token) => state.auth.credential(token).await.map_err(crate::auth_error)?,
         None => state.identity(&headers, peer).await?,
     };
     let target = match (&params.query, &params.collection, &params.id) {
@@ -85,11 +85,13 @@ pub async fn subscribe(
         }
     };
     let target = engine.restrict(&identity, &target)?;
+    // A stream ends when its token expires; the client reconnects with a fresh one.
+    let expiry = identity.expires_at().map(|exp| exp + state.auth.leeway_seconds());
     let mut session = engine.open_session(start);
     session.subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason).await?;
     let keep_alive = KeepAlive::new().interval(state.sync.heartbeat_interval);
     let closing = state.closing.clone();
-    let stream = futures::stream::unfold((session, closing, false), |(mut session, mut closing, done)| async move {
+    let stream = futures::stream::unfold((session, closing, false), move |(mut session, mut closing, done)| async move {
         if done {
             return None;
         }
@@ -108,6 +110,10 @@ pub async fn subscribe(
             tokio::select! {
                 _ = session.news() => {}
                 _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
+                _ = super::sleep_until_epoch(expiry), if expiry.is_some() => {
+                    let expired = convert::error_message("TOKEN_EXPIRED", "the token expired; reconnect with a fresh one", "", SSE_SUBSCRIPTION_ID, String::new());
+                    return Some((Ok(Event::default().event("error").data(json_of(&expired))), (session, closing, true)));
+                }
             }
         }
     });
