@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use miette::Diagnostic;
-use prost::Message as _;
 use prost_reflect::DescriptorPool;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
 use sha2::{Digest, Sha256};
@@ -61,8 +60,9 @@ impl Registry {
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_imports(true);
         compiler.open_files(files).map_err(compile_error)?;
-        let descriptor_set = compiler.file_descriptor_set();
-        let fingerprint = hex(&Sha256::digest(descriptor_set.encode_to_vec()));
+        // This encoding keeps extension options (collection names, indexes,
+        // rules): a change to any of them changes the fingerprint.
+        let fingerprint = hex(&Sha256::digest(compiler.encode_file_descriptor_set()));
         let pool = compiler.descriptor_pool();
         Ok(Registry {
             collections: find_collections(&pool)?,

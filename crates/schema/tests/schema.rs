@@ -39,6 +39,8 @@ fn fingerprint_is_stable_and_changes_with_the_schema() {
     let a = compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string x = 1; }").unwrap();
     let b = compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string y = 1; }").unwrap();
     assert_ne!(a.fingerprint(), b.fingerprint());
+    let ruled = compile("message A { option (protosync.v1.collection) = { name: \"a\" read: \"true\" }; string x = 1; }").unwrap();
+    assert_ne!(a.fingerprint(), ruled.fingerprint(), "options are part of the schema");
 }
 
 #[test]
