@@ -182,6 +182,18 @@ async fn rules_filter_reads_and_a_denied_write_changes_nothing() {
     let (_, all) = http(&s.node, "/v1/query", Some(SERVICE_KEY), items_query()).await;
     let owners: Vec<(&str, &str)> = all["documents"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap(), d["doc"]["ownerId"].as_str().unwrap())).collect();
     assert_eq!(owners, [("a1", "ann"), ("b1", "bob")], "the store is unchanged");
+    // Writes reveal nothing about a document the caller may not write:
+    // not that it exists, not its version.
+    for probe in [
+        json!({"insert": {"collection": "work_items", "id": "b1", "doc": {"ownerId": "ann"}}}),
+        json!({"patch": {"collection": "work_items", "id": "b1", "fields": {"title": "x"}, "expectedVersion": "7"}}),
+        json!({"delete": {"collection": "work_items", "id": "b1"}}),
+    ] {
+        let (status, body) = http(&s.node, "/v1/mutate", Some(ann), json!({"ops": [probe]})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{body}");
+    }
+    let (status, body) = http(&s.node, "/v1/mutate", Some(ann), json!({"ops": [{"delete": {"collection": "work_items", "id": "nothing-here"}}]})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
     // Bob can write his own.
     let (status, _) = http(&s.node, "/v1/mutate", Some(bob), json!({"ops": [{"patch": {"collection": "work_items", "id": "b1", "fields": {"title": "mine"}}}]})).await;
     assert_eq!(status, 200);

@@ -91,36 +91,37 @@ pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>
         let key = (op.collection.name.clone(), op.id.clone());
         let doc = working.get_mut(&key).expect("every op's document is in the working set");
         let reject = |rejection| StoreError::Rejected { op: index, collection: key.0.clone(), id: key.1.clone(), rejection };
+        // What the op would leave, before any precondition is judged: the
+        // write rule runs first, so a caller who may not write a document
+        // learns nothing about it (not its existence, not its version).
+        let candidate: Option<Value> = match (&op.kind, &doc.current) {
+            (WriteKind::Insert(body) | WriteKind::Upsert(body), _) => Some(body.clone()),
+            (WriteKind::Patch(fields), Some(current)) => Some(fields.apply(current)),
+            (WriteKind::Patch(_) | WriteKind::Delete, _) => None,
+        };
+        if let Some(authorize) = &mutation.authorize {
+            let prev = doc.original.as_ref().map(|d| &d.body);
+            let touches_something = prev.is_some() || doc.current.is_some() || candidate.is_some();
+            if touches_something && !(authorize.0)(index, op, prev, candidate.as_ref()) {
+                return Err(reject(Rejection::PermissionDenied));
+            }
+        }
         if let Some(expected) = op.expected_version {
             let actual = doc.version_now();
             if actual != Some(expected) {
                 return Err(reject(Rejection::VersionConflict { expected, actual }));
             }
         }
-        doc.current = match &op.kind {
-            WriteKind::Insert(body) => match doc.current {
-                Some(_) => return Err(reject(Rejection::AlreadyExists)),
-                None => Some(body.clone()),
-            },
-            WriteKind::Upsert(body) => Some(body.clone()),
-            WriteKind::Patch(fields) => match &doc.current {
-                None => return Err(reject(Rejection::NotFound)),
-                Some(current) => {
-                    let merged = fields.apply(current);
-                    Some(doc.collection.validate(&op.id, &merged).map_err(|e| reject(Rejection::InvalidDocument(e)))?)
-                }
-            },
-            WriteKind::Delete => match doc.current {
-                None => return Err(reject(Rejection::NotFound)),
-                Some(_) => None,
-            },
-        };
-        if let Some(authorize) = &mutation.authorize {
-            let prev = doc.original.as_ref().map(|d| &d.body);
-            if !(authorize.0)(index, op, prev, doc.current.as_ref()) {
-                return Err(reject(Rejection::PermissionDenied));
+        doc.current = match (&op.kind, candidate) {
+            (WriteKind::Insert(_), _) if doc.current.is_some() => return Err(reject(Rejection::AlreadyExists)),
+            (WriteKind::Insert(_) | WriteKind::Upsert(_), next) => next,
+            (WriteKind::Patch(_), None) => return Err(reject(Rejection::NotFound)),
+            (WriteKind::Patch(_), Some(merged)) => {
+                Some(doc.collection.validate(&op.id, &merged).map_err(|e| reject(Rejection::InvalidDocument(e)))?)
             }
-        }
+            (WriteKind::Delete, _) if doc.current.is_none() => return Err(reject(Rejection::NotFound)),
+            (WriteKind::Delete, _) => None,
+        };
         if let Some(body) = &doc.current {
             let bytes = body.to_string().len();
             if bytes > MAX_DOCUMENT_BYTES {
