@@ -82,7 +82,8 @@ async fn open(kind: StoreKind) -> anyhow::Result<BenchStore> {
             let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             let name = format!("protosync_bench_{}", std::process::id());
-            client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).await?;
+            client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+            client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
             let url = match admin.rsplit_once('/') {
                 Some((base, _)) => format!("{base}/{name}"),
                 None => anyhow::bail!("PROTOSYNC_BENCH_POSTGRES_URL must name a database"),

@@ -143,7 +143,8 @@ impl Client {
         let mutate = {
             let mut state = self.lock();
             state.next_request += 1;
-            let request_id = format!("m{}", state.next_request);
+            // Zero-padded so resends (in key order) go out in the order sent.
+            let request_id = format!("m{:012}", state.next_request);
             let mutate = wire::Mutate { request_id: request_id.clone(), idempotency_key: format!("{:032x}", rand::random::<u128>()), ops };
             state.pending.insert(request_id, PendingMutation { mutate: mutate.clone(), reply: Some(reply), result: None });
             mutate

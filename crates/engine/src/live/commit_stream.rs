@@ -73,7 +73,9 @@ impl CommitStream {
                         tracing::warn!(%last, %floor, "the commit tailer fell behind the change log's retention; resynchronizing every connection");
                         // The buffer must stay gap-free: start it afresh.
                         self.buffer.write().unwrap_or_else(|p| p.into_inner()).clear();
-                        index.ring_all(floor.0 + 1);
+                        // Ring from the first commit skipped: sessions then find
+                        // the log gone and re-read their subscriptions.
+                        index.ring_all(last.0 + 1);
                         last = floor;
                         self.tail.send_replace(last);
                     }

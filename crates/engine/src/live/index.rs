@@ -31,18 +31,27 @@ const CLEAN: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct Doorbell {
     dirty_from: AtomicU64,
+    /// The highest seq ever rung: taking `dirty_from` keeps only the lowest,
+    /// so a session checks this to not lose a ring beyond its target.
+    highest: AtomicU64,
     notify: Notify,
 }
 
 impl Doorbell {
     fn new() -> Doorbell {
-        Doorbell { dirty_from: AtomicU64::new(CLEAN), notify: Notify::new() }
+        Doorbell { dirty_from: AtomicU64::new(CLEAN), highest: AtomicU64::new(0), notify: Notify::new() }
     }
 
     /// Marks commits from `seq` on as news and wakes the connection.
     pub fn ring(&self, seq: u64) {
+        self.highest.fetch_max(seq, Ordering::AcqRel);
         self.dirty_from.fetch_min(seq, Ordering::AcqRel);
         self.notify.notify_one();
+    }
+
+    /// The highest seq ever rung.
+    pub fn highest(&self) -> u64 {
+        self.highest.load(Ordering::Acquire)
     }
 
     /// Takes the lowest seq with news, if any.

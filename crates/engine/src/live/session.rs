@@ -174,16 +174,24 @@ impl Session {
     /// documents) and re-reads it; the next transition sends only what
     /// changed for the client.
     pub async fn retarget(&mut self, retarget: impl Fn(&Target) -> Result<Target, EngineError>) -> Result<(), EngineError> {
-        let ids: Vec<String> = self.slots.keys().cloned().collect();
-        for id in ids {
-            let slot = self.slots.get_mut(&id).expect("listed above");
+        // All or nothing: read every new view first, then swap them in, so a
+        // failure leaves the session as it was.
+        let mut fresh = Vec::with_capacity(self.slots.len());
+        for (id, slot) in &self.slots {
             let target = retarget(&slot.subscription.target)?;
+            fresh.push((id.clone(), read(&self.store, id.clone(), target).await?));
+        }
+        for (id, subscription) in fresh {
+            let slot = self.slots.get_mut(&id).expect("read above");
             let before = slot.subscription.held_ids();
-            slot.subscription = read(&self.store, id, target).await?;
+            slot.subscription = subscription;
             let (gained, lost) = difference(&before, &slot.subscription.held_ids());
             let (key, filing, at) = ((self.connection, slot.number), slot.filing.clone(), slot.subscription.at);
-            // The next transition diffs the new view against what was sent.
-            slot.held = Held::Claimed(slot.sent.clone());
+            // The next transition diffs the new view against what the client
+            // holds (unless a reset or a claimed state is still to be sent).
+            if matches!(slot.held, Held::Sent) {
+                slot.held = Held::Claimed(slot.sent.clone());
+            }
             self.track_held(key, &filing, &gained, &lost);
             self.doorbell.restore(at.0 + 1);
         }
@@ -238,7 +246,9 @@ impl Session {
             && dirty > target.0 {
                 self.doorbell.restore(dirty);
             }
-        if std::mem::take(&mut self.gained_holdings) {
+        // A ring beyond the target may have been folded into a lower one we
+        // took; and new holdings may have missed rings (see gained_holdings).
+        if std::mem::take(&mut self.gained_holdings) || self.doorbell.highest() > target.0 {
             self.doorbell.restore(target.0 + 1);
         }
         let mut updates = Vec::new();

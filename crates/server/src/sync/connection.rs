@@ -337,7 +337,7 @@ impl Connection {
                         Received::Closed => return,
                     }
                 }
-                _ = session.news(), if !wants => {}
+                _ = session.news(), if !wants && self.paused.is_none() => {}
                 _ = outbound.reserve(), if wants => {}
                 // The writer gave up (the client stopped reading, or the socket died).
                 _ = outbound.closed() => return,
@@ -433,9 +433,19 @@ impl Connection {
                 let request_id = mutate.request_id.clone();
                 match convert::mutation_request(&mutate) {
                     Ok(request) => {
+                        // Spawned, not just polled here: a commit in progress
+                        // (holding the store's commit lock) must not wait while
+                        // this connection is busy sending or building.
                         let engine = self.state.engine.clone();
                         let identity = self.identity.clone();
-                        mutations.push(async move { (request_id, engine.mutate(&identity, &request).await) }.boxed());
+                        let commit = tokio::spawn(async move { engine.mutate(&identity, &request).await });
+                        mutations.push(
+                            async move {
+                                let result = commit.await.unwrap_or_else(|e| Err(EngineError::Internal(format!("the mutation task failed: {e}"))));
+                                (request_id, result)
+                            }
+                            .boxed(),
+                        );
                     }
                     Err(e) => {
                         self.send(error(&e, &request_id, "")).await;
