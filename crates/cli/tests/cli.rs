@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use protosync_store::postgres::PostgresStore;
 use protosync_store::{Seq, Store, StoreOptions};
@@ -14,7 +14,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `protosync` process, killed on drop.
 struct Node {
-    child: Child,
+    child: Option<Child>,
     base: String,
 }
 
@@ -37,21 +37,18 @@ impl Node {
             }
         });
         let base = rx.recv_timeout(START_TIMEOUT).expect("protosync prints the URL it listens on");
-        Node { child, base }
+        Node { child: Some(child), base }
     }
 
     /// Sends SIGTERM and returns whether the process exited cleanly.
     fn terminate(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "protosync did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut child = self.child.take().expect("running");
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait().map(|s| s.success()).unwrap_or(false));
+        });
+        rx.recv_timeout(START_TIMEOUT).expect("protosync stops after SIGTERM")
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
@@ -68,8 +65,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -170,6 +170,20 @@ impl Client {
         let _ = self.commands.send(Command::Send(client_message::Message::Authenticate(wire::Authenticate { token: token.to_owned() })));
     }
 
+    /// Waits until the view satisfies `condition` (checked after every
+    /// transition).
+    pub async fn wait_until(&self, condition: impl Fn(&View) -> bool) {
+        let mut transitions = self.watermark.clone();
+        loop {
+            if condition(&self.view()) {
+                return;
+            }
+            if transitions.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Drops the connection; the client reconnects and resumes.
     pub fn reconnect(&self) {
         let _ = self.commands.send(Command::Reconnect);
