@@ -22,6 +22,7 @@ use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
 use protosync_schema::{Collection, Registry};
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
 
 use crate::commit::{keys_to_read, plan_commit};
@@ -188,20 +189,22 @@ impl Store for PostgresStore {
         if let Some(outcome) = recorded(&tx, &mutation).await? {
             return outcome;
         }
-        let seq: i64 = tx.query_one("UPDATE protosync_head SET seq = seq + 1 RETURNING seq", &[]).await?.get(0);
+        // The counter row is this commit's lock; the reads that follow are
+        // pipelined behind it (one round trip), and run once it is held.
+        let keys = keys_to_read(&mutation);
+        let (collections, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let bump = tx.prepare_cached("UPDATE protosync_head SET seq = seq + 1 RETURNING seq").await?;
+        let read = tx
+            .prepare_cached(
+                "SELECT d.collection, d.id, d.version, d.seq, d.body FROM protosync_documents d
+                 JOIN unnest($1::text[], $2::text[]) AS k(collection, id) ON d.collection = k.collection AND d.id = k.id",
+            )
+            .await?;
+        let (seq_row, rows) = futures::future::try_join(tx.query_one(&bump, &[]), tx.query(&read, &[&collections, &ids])).await?;
         if let Some(outcome) = recorded(&tx, &mutation).await? {
             return outcome;
         }
-        let seq = Seq(seq as u64);
-        let keys = keys_to_read(&mutation);
-        let (collections, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        let rows = tx
-            .query(
-                "SELECT d.collection, d.id, d.version, d.seq, d.body FROM protosync_documents d
-                 JOIN unnest($1::text[], $2::text[]) AS k(collection, id) ON d.collection = k.collection AND d.id = k.id",
-                &[&collections, &ids],
-            )
-            .await?;
+        let seq = Seq(seq_row.get::<_, i64>(0) as u64);
         let stored: HashMap<_, _> = rows
             .iter()
             .map(|r| {
@@ -231,36 +234,40 @@ impl Store for PostgresStore {
         let change = tx
             .prepare_cached("INSERT INTO protosync_changes (seq, ord, collection, id, version, body) VALUES ($1, $2, $3, $4, $5, $6)")
             .await?;
+        let record_commit = tx.prepare_cached("INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES ($1, $2, $3)").await?;
+        let record_key = tx
+            .prepare_cached("INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .await?;
+        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        // Every write of the commit goes out pipelined (one round trip): they
+        // are independent (removed and added index keys are disjoint) and a
+        // connection runs them in the order sent.
         let seq_param = seq.0 as i64;
+        let mut batch: Vec<(&tokio_postgres::Statement, Vec<Param>)> = Vec::new();
         for (ord, write) in plan.writes.iter().enumerate() {
             let version = write.version.0 as i64;
             match &write.body {
-                Some(body) => tx.execute(&upsert, &[&write.collection, &write.id, &version, &seq_param, body]).await?,
-                None => tx.execute(&delete, &[&write.collection, &write.id]).await?,
-            };
+                Some(body) => batch.push((&upsert, params![write.collection.clone(), write.id.clone(), version, seq_param, body.clone()])),
+                None => batch.push((&delete, params![write.collection.clone(), write.id.clone()])),
+            }
             for (index, key) in &write.removed_index_keys {
-                tx.execute(&remove_key, &[&write.collection, index, key]).await?;
+                batch.push((&remove_key, params![write.collection.clone(), index.clone(), key.clone()]));
             }
             for (index, key) in &write.added_index_keys {
-                tx.execute(&add_key, &[&write.collection, index, key, &write.id]).await?;
+                batch.push((&add_key, params![write.collection.clone(), index.clone(), key.clone(), write.id.clone()]));
             }
-            tx.execute(&change, &[&seq_param, &(ord as i32), &write.collection, &write.id, &version, &write.body]).await?;
+            batch.push((&change, params![seq_param, ord as i32, write.collection.clone(), write.id.clone(), version, write.body.clone()]));
         }
         let idempotency_key = mutation.idempotency.as_ref().map(|k| k.key.clone());
-        tx.execute(
-            "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES ($1, $2, $3)",
-            &[&seq_param, &now_ms(), &idempotency_key],
-        )
-        .await?;
+        batch.push((&record_commit, params![seq_param, now_ms(), idempotency_key]));
         let outcome = CommitOutcome { seq, results: plan.results, duplicate: false };
         if let Some(key) = &mutation.idempotency {
-            tx.execute(
-                "INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-                &[&key.key, &key.request_hash, &seq_param, &encode_outcome(&outcome)?, &now_ms()],
-            )
-            .await?;
+            batch.push((&record_key, params![key.key.clone(), key.request_hash.clone(), seq_param, encode_outcome(&outcome)?, now_ms()]));
         }
-        tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &seq.to_string()]).await?;
+        batch.push((&notify, params![NOTIFY_CHANNEL.to_owned(), seq.to_string()]));
+        let arguments: Vec<Vec<&(dyn ToSql + Sync)>> =
+            batch.iter().map(|(_, values)| values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+        futures::future::try_join_all(batch.iter().zip(&arguments).map(|((statement, _), arguments)| tx.execute(*statement, arguments))).await?;
         tx.commit().await?;
         self.announce(seq);
         Ok(outcome)
@@ -373,6 +380,14 @@ impl Store for PostgresStore {
         self.commits.subscribe()
     }
 }
+
+/// One statement's arguments, owned so a whole commit can be pipelined.
+type Param = Box<dyn ToSql + Sync + Send>;
+
+macro_rules! params {
+    ($($value:expr),* $(,)?) => { vec![$(Box::new($value) as Param),*] };
+}
+use params;
 
 async fn recorded(
     tx: &deadpool_postgres::Transaction<'_>,
