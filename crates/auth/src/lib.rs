@@ -125,10 +125,6 @@ impl Authenticator {
         Authenticator::new(AuthConfig { trust_unauthenticated: true, ..AuthConfig::default() }).expect("an empty config is valid")
     }
 
-    pub fn trusts_unauthenticated(&self) -> bool {
-        self.trust_unauthenticated
-    }
-
     /// The identity of a request with no credentials.
     pub fn unauthenticated(&self) -> Identity {
         if self.trust_unauthenticated {

@@ -25,10 +25,6 @@ impl SubscriptionView {
         self.order.iter().filter_map(|id| self.docs.get(id)).collect()
     }
 
-    pub fn ids(&self) -> &[String] {
-        &self.order
-    }
-
     /// What a resume tells the server this subscription holds.
     pub fn held(&self) -> Vec<wire::HeldDocument> {
         self.order.iter().filter_map(|id| self.docs.get(id)).map(|d| wire::HeldDocument { id: d.id.clone(), seq: d.seq }).collect()

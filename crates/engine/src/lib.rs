@@ -76,10 +76,6 @@ impl Engine {
         self.stream.tail_now()
     }
 
-    /// Subscriptions filed in the index (a gauge for metrics and tests).
-    pub fn filed_subscriptions(&self) -> usize {
-        self.index.filed()
-    }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

@@ -50,19 +50,6 @@ pub enum Frame {
     Binary(Vec<u8>),
 }
 
-impl Frame {
-    pub fn len(&self) -> usize {
-        match self {
-            Frame::Text(t) => t.len(),
-            Frame::Binary(b) => b.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DecodeError {
     #[error("expected a {expected} frame")]

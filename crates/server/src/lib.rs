@@ -89,10 +89,17 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     axum::serve(listener, app).with_graceful_shutdown(signal).await?;
     // Upgraded connections outlive axum's graceful shutdown: give them time
     // to send their close frames before the process exits.
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while metrics.connections.load(std::sync::atomic::Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let all_closed = async {
+        loop {
+            // Register before checking, so an end between the two is not missed.
+            let ended = metrics.connection_ended.notified();
+            if metrics.connections.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            ended.await;
+        }
+    };
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await;
     Ok(())
 }
 

@@ -233,16 +233,6 @@ impl SubscriptionIndex {
             doorbell.ring(seq);
         }
     }
-
-    /// Subscriptions filed, for metrics and tests.
-    pub fn filed(&self) -> usize {
-        let inner = self.lock();
-        inner
-            .collections
-            .values()
-            .map(|c| c.whole.len() + c.by_value.values().map(|(_, m)| m.values().map(HashSet::len).sum::<usize>()).sum::<usize>())
-            .sum()
-    }
 }
 
 fn remove_from<K: std::hash::Hash + Eq + ?Sized>(map: &mut HashMap<K::Owned, HashSet<SubscriptionKey>>, k: &K, key: &SubscriptionKey)

@@ -107,10 +107,6 @@ impl Session {
         self.watermark
     }
 
-    pub fn subscription_count(&self) -> usize {
-        self.slots.len()
-    }
-
     /// Resolves when there may be news: the index rang, or the tail reached
     /// news that was rung before the tailer published it.
     pub async fn news(&self) {

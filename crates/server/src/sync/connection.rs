@@ -48,6 +48,7 @@ pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::ne
     drop(outbound);
     let _ = writer.await;
     state.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    state.metrics.connection_ended.notify_waiters();
 }
 
 /// Writes queued frames; a frame the client does not take in time ends the

@@ -4,7 +4,7 @@ mod connection;
 pub mod convert;
 pub mod sse;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -63,6 +63,8 @@ impl Default for SyncConfig {
 #[derive(Debug, Default)]
 pub struct SyncMetrics {
     pub connections: AtomicU64,
+    /// Notified whenever a connection ends (shutdown waits on it).
+    pub connection_ended: tokio::sync::Notify,
     /// Frames queued for writing, across connections.
     pub queued_frames: AtomicU64,
     /// The most frames ever queued for one connection.
@@ -70,11 +72,6 @@ pub struct SyncMetrics {
     pub transitions_sent: AtomicU64,
 }
 
-impl SyncMetrics {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
 
 /// WebSocket close codes (docs/protocol.md).
 pub mod close_code {
