@@ -17,6 +17,7 @@
 
 pub mod commit;
 mod error;
+mod group;
 mod idempotency;
 mod indexes;
 pub mod postgres;

@@ -1,16 +1,19 @@
 //! The production store: Postgres, shareable by several engine processes.
 //!
-//! Seq order is commit order because every commit starts by updating the one
-//! counter row (`protosync_head`) and holds that row lock until it commits:
-//! the next writer gets its seq only after this commit is visible. A bare
-//! sequence would not give this (commits could become visible out of order).
+//! Seq order is commit order because every commit transaction starts by
+//! locking the one counter row (`protosync_head`) and holds it until it
+//! commits: the next transaction reads the head only after this one is
+//! visible. A bare sequence would not give this (commits could become
+//! visible out of order). One task per process commits waiting mutations in
+//! groups, one transaction each ([`crate::group`]): one lock, one fsync and
+//! four round trips for the whole group, which is what lets Postgres take
+//! thousands of commits a second through one counter row.
 //!
 //! Other processes learn of commits through `NOTIFY protosync_commits`, sent
 //! inside the commit. The notification is only a doorbell: payloads can be
 //! lost while the listener reconnects, so the listener also re-reads the head
 //! after every reconnect and on a slow timer, and readers always go to the log.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,20 +24,18 @@ use futures::StreamExt;
 use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
 use protosync_schema::{Collection, Registry};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
 
-use crate::commit::{keys_to_read, plan_commit};
-use crate::idempotency::{encode_outcome, recorded_outcome};
+use crate::group::{plan_group, GroupAnswers, GroupKeys, GroupReads, GroupWrites};
 use crate::indexes::IndexChanges;
 use crate::{
     now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
     Version,
 };
 
-/// Connections in the pool: enough for concurrent commits (which queue on
-/// the counter row anyway) and reads.
+/// Connections in the pool: reads, and the one that commits.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 /// The channel commits are announced on.
 const NOTIFY_CHANNEL: &str = "protosync_commits";
@@ -43,6 +44,17 @@ const NOTIFY_CHANNEL: &str = "protosync_commits";
 const HEAD_POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// Wait before reconnecting a dropped listener connection.
 const LISTEN_RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// Mutations waiting for the committer; senders wait when it is full,
+/// which is the backpressure on writers.
+const COMMIT_QUEUE_LEN: usize = 4_096;
+/// Mutations folded into one transaction at most: bounds the latency a
+/// mutation waits behind others in its group.
+const MAX_GROUP_COMMIT: usize = 256;
+
+/// Group transactions open at once (see [`commit_groups`]).
+const GROUPS_IN_FLIGHT: usize = 3;
+/// Where a mutation's answer goes.
+type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
 
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE protosync_head (
@@ -101,12 +113,13 @@ pub struct PostgresStore {
     pool: Pool,
     options: StoreOptions,
     commits: watch::Sender<Seq>,
-    listener: tokio::task::JoinHandle<()>,
+    jobs: mpsc::Sender<(Mutation, Reply)>,
+    background: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        self.background.iter().for_each(|task| task.abort());
     }
 }
 
@@ -125,18 +138,25 @@ impl PostgresStore {
         let head = read_head(&**pool.get().await?).await?;
         let (commits, _) = watch::channel(head);
         let listener = tokio::spawn(listen(config, commits.clone()));
-        Ok(PostgresStore { pool, options, commits, listener })
+        let (jobs, waiting) = mpsc::channel(COMMIT_QUEUE_LEN);
+        let committer = tokio::spawn(commit_groups(pool.clone(), waiting, commits.clone()));
+        Ok(PostgresStore { pool, options, commits, jobs, background: [listener, committer] })
     }
+}
 
-    fn announce(&self, seq: Seq) {
-        self.commits.send_if_modified(|known| {
-            let newer = seq > *known;
-            if newer {
-                *known = seq;
-            }
-            newer
-        });
-    }
+/// Moves `commits` to `seq` unless it already knows a later one.
+fn raise(commits: &watch::Sender<Seq>, seq: Seq) {
+    commits.send_if_modified(|known| {
+        let newer = seq > *known;
+        if newer {
+            *known = seq;
+        }
+        newer
+    });
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the Postgres committer has stopped".into())
 }
 
 #[async_trait]
@@ -182,95 +202,9 @@ impl Store for PostgresStore {
     }
 
     async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // Check the key before taking the counter lock (a retry needs no
-        // lock) and again after (a concurrent first attempt may have won).
-        if let Some(outcome) = recorded(&tx, &mutation).await? {
-            return outcome;
-        }
-        // The counter row is this commit's lock; the reads that follow are
-        // pipelined behind it (one round trip), and run once it is held.
-        let keys = keys_to_read(&mutation);
-        let (collections, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        let bump = tx.prepare_cached("UPDATE protosync_head SET seq = seq + 1 RETURNING seq").await?;
-        let read = tx
-            .prepare_cached(
-                "SELECT d.collection, d.id, d.version, d.seq, d.body FROM protosync_documents d
-                 JOIN unnest($1::text[], $2::text[]) AS k(collection, id) ON d.collection = k.collection AND d.id = k.id",
-            )
-            .await?;
-        let (seq_row, rows) = futures::future::try_join(tx.query_one(&bump, &[]), tx.query(&read, &[&collections, &ids])).await?;
-        if let Some(outcome) = recorded(&tx, &mutation).await? {
-            return outcome;
-        }
-        let seq = Seq(seq_row.get::<_, i64>(0) as u64);
-        let stored: HashMap<_, _> = rows
-            .iter()
-            .map(|r| {
-                let doc = StoredDocument {
-                    id: r.get(1),
-                    version: Version(r.get::<_, i64>(2) as u64),
-                    seq: Seq(r.get::<_, i64>(3) as u64),
-                    body: r.get(4),
-                };
-                ((r.get::<_, String>(0), doc.id.clone()), doc)
-            })
-            .collect();
-        let plan = plan_commit(&mutation, &stored)?;
-        let upsert = tx
-            .prepare_cached(
-                "INSERT INTO protosync_documents (collection, id, version, seq, body) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, body = excluded.body",
-            )
-            .await?;
-        let delete = tx.prepare_cached("DELETE FROM protosync_documents WHERE collection = $1 AND id = $2").await?;
-        let remove_key = tx
-            .prepare_cached("DELETE FROM protosync_index_entries WHERE collection = $1 AND index_name = $2 AND key = $3")
-            .await?;
-        let add_key = tx
-            .prepare_cached("INSERT INTO protosync_index_entries (collection, index_name, key, doc_id) VALUES ($1, $2, $3, $4)")
-            .await?;
-        let change = tx
-            .prepare_cached("INSERT INTO protosync_changes (seq, ord, collection, id, version, body) VALUES ($1, $2, $3, $4, $5, $6)")
-            .await?;
-        let record_commit = tx.prepare_cached("INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES ($1, $2, $3)").await?;
-        let record_key = tx
-            .prepare_cached("INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
-            .await?;
-        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
-        // Every write of the commit goes out pipelined (one round trip): they
-        // are independent (removed and added index keys are disjoint) and a
-        // connection runs them in the order sent.
-        let seq_param = seq.0 as i64;
-        let mut batch: Vec<(&tokio_postgres::Statement, Vec<Param>)> = Vec::new();
-        for (ord, write) in plan.writes.iter().enumerate() {
-            let version = write.version.0 as i64;
-            match &write.body {
-                Some(body) => batch.push((&upsert, params![write.collection.clone(), write.id.clone(), version, seq_param, body.clone()])),
-                None => batch.push((&delete, params![write.collection.clone(), write.id.clone()])),
-            }
-            for (index, key) in &write.removed_index_keys {
-                batch.push((&remove_key, params![write.collection.clone(), index.clone(), key.clone()]));
-            }
-            for (index, key) in &write.added_index_keys {
-                batch.push((&add_key, params![write.collection.clone(), index.clone(), key.clone(), write.id.clone()]));
-            }
-            batch.push((&change, params![seq_param, ord as i32, write.collection.clone(), write.id.clone(), version, write.body.clone()]));
-        }
-        let idempotency_key = mutation.idempotency.as_ref().map(|k| k.key.clone());
-        batch.push((&record_commit, params![seq_param, now_ms(), idempotency_key]));
-        let outcome = CommitOutcome { seq, results: plan.results, duplicate: false };
-        if let Some(key) = &mutation.idempotency {
-            batch.push((&record_key, params![key.key.clone(), key.request_hash.clone(), seq_param, encode_outcome(&outcome)?, now_ms()]));
-        }
-        batch.push((&notify, params![NOTIFY_CHANNEL.to_owned(), seq.to_string()]));
-        let arguments: Vec<Vec<&(dyn ToSql + Sync)>> =
-            batch.iter().map(|(_, values)| values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
-        futures::future::try_join_all(batch.iter().zip(&arguments).map(|((statement, _), arguments)| tx.execute(*statement, arguments))).await?;
-        tx.commit().await?;
-        self.announce(seq);
-        Ok(outcome)
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send((mutation, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
@@ -387,16 +321,6 @@ type Param = Box<dyn ToSql + Sync + Send>;
 macro_rules! params {
     ($($value:expr),* $(,)?) => { vec![$(Box::new($value) as Param),*] };
 }
-use params;
-
-async fn recorded(
-    tx: &deadpool_postgres::Transaction<'_>,
-    mutation: &Mutation,
-) -> Result<Option<Result<CommitOutcome, StoreError>>, StoreError> {
-    let Some(key) = &mutation.idempotency else { return Ok(None) };
-    let row = tx.query_opt("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = $1", &[&key.key]).await?;
-    Ok(row.map(|r| recorded_outcome(&key.key, &key.request_hash, r.get(0), r.get(1))))
-}
 
 async fn read_head(client: &impl tokio_postgres::GenericClient) -> Result<Seq, StoreError> {
     Ok(Seq(client.query_one("SELECT seq FROM protosync_head", &[]).await?.get::<_, i64>(0) as u64))
@@ -465,15 +389,6 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
 /// Keeps `commits` at the latest seq any process committed: LISTEN for
 /// wake-ups, re-read the head after each (re)connect and on a timer.
 async fn listen(config: tokio_postgres::Config, commits: watch::Sender<Seq>) {
-    let raise = |seq: Seq| {
-        commits.send_if_modified(|known| {
-            let newer = seq > *known;
-            if newer {
-                *known = seq;
-            }
-            newer
-        });
-    };
     loop {
         let connected = config.connect(NoTls).await;
         let (client, mut connection) = match connected {
@@ -516,11 +431,204 @@ async fn listen(config: tokio_postgres::Config, commits: watch::Sender<Seq>) {
             }
             while wakeups.try_recv().is_ok() {}
             match read_head(&client).await {
-                Ok(seq) => raise(seq),
+                Ok(seq) => raise(&commits, seq),
                 Err(_) => break,
             }
         }
         driver.abort();
         tokio::time::sleep(LISTEN_RECONNECT_DELAY).await;
     }
+}
+
+/// Commits waiting mutations in groups. Up to [`GROUPS_IN_FLIGHT`] group
+/// transactions are open at once: they queue on the counter row, so the next
+/// group's begin, lock request and reads overlap the previous one's commit,
+/// and what arrives meanwhile forms the group after.
+async fn commit_groups(pool: Pool, mut jobs: mpsc::Receiver<(Mutation, Reply)>, commits: watch::Sender<Seq>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
+    while let Some(first) = jobs.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_COMMIT
+            && let Ok(job) = jobs.try_recv()
+        {
+            group.push(job);
+        }
+        let (pool, commits) = (pool.clone(), commits.clone());
+        tokio::spawn(async move {
+            commit_and_answer(&pool, group, &commits).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn commit_and_answer(pool: &Pool, group: Vec<(Mutation, Reply)>, commits: &watch::Sender<Seq>) {
+    let result = commit_group(pool, group.iter().map(|(mutation, _)| mutation)).await;
+    if matches!(result, Err(GroupFailure { committing: false, .. })) && group.len() > 1 {
+        // A statement failed, so nothing of the group committed: retried
+        // alone, a mutation that cannot be written fails alone.
+        for (mutation, reply) in group {
+            let result = commit_group(pool, std::iter::once(&mutation)).await;
+            deliver(result, vec![reply], commits);
+        }
+    } else {
+        deliver(result, group.into_iter().map(|(_, reply)| reply).collect(), commits);
+    }
+}
+
+type GroupResult = Result<GroupAnswers, GroupFailure>;
+
+struct GroupFailure {
+    error: StoreError,
+    /// The failure came at COMMIT: the group may have committed.
+    committing: bool,
+}
+
+fn deliver(result: GroupResult, replies: Vec<Reply>, commits: &watch::Sender<Seq>) {
+    match result {
+        Ok((answers, head)) => {
+            if let Some(head) = head {
+                raise(commits, head);
+            }
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+        Err(failure) => replies.into_iter().for_each(|reply| {
+            let _ = reply.send(Err(failure.error.clone()));
+        }),
+    }
+}
+
+/// One transaction for a group of mutations: begin; lock the head and read
+/// the group's documents and idempotency records (one round trip); decide
+/// in memory; write every row (one round trip); commit.
+async fn commit_group<'m>(pool: &Pool, mutations: impl Iterator<Item = &'m Mutation> + Clone) -> GroupResult {
+    let before_commit = |error: StoreError| GroupFailure { error, committing: false };
+    let mut client = pool.get().await.map_err(|e| before_commit(e.into()))?;
+    let tx = client.transaction().await.map_err(|e| before_commit(e.into()))?;
+    let reads = read_group(&tx, GroupKeys::of(mutations.clone())).await.map_err(before_commit)?;
+    let (answers, writes) = plan_group(mutations, reads);
+    if let Some(head) = writes.head {
+        write_group(&tx, &writes, head).await.map_err(before_commit)?;
+    }
+    tx.commit().await.map_err(|e| GroupFailure { error: e.into(), committing: true })?;
+    Ok((answers, writes.head))
+}
+
+async fn read_group(tx: &deadpool_postgres::Transaction<'_>, keys: GroupKeys) -> Result<GroupReads, StoreError> {
+    let lock = tx.prepare_cached("SELECT seq FROM protosync_head FOR UPDATE").await?;
+    let documents = tx
+        .prepare_cached(
+            "SELECT d.collection, d.id, d.version, d.seq, d.body FROM protosync_documents d
+             JOIN unnest($1::text[], $2::text[]) AS k(collection, id) ON d.collection = k.collection AND d.id = k.id",
+        )
+        .await?;
+    let records = tx.prepare_cached("SELECT key, request_hash, outcome FROM protosync_idempotency WHERE key = ANY($1)").await?;
+    let (collections, ids): (Vec<String>, Vec<String>) = keys.documents.into_iter().unzip();
+    // Sent together; the reads run after the lock is held, so they see
+    // every commit before this one.
+    let (head, rows, recorded) = futures::future::try_join3(
+        tx.query_one(&lock, &[]),
+        tx.query(&documents, &[&collections, &ids]),
+        tx.query(&records, &[&keys.idempotency]),
+    )
+    .await?;
+    let stored = rows
+        .iter()
+        .map(|r| {
+            let doc = StoredDocument { id: r.get(1), version: Version(r.get::<_, i64>(2) as u64), seq: Seq(r.get::<_, i64>(3) as u64), body: r.get(4) };
+            ((r.get::<_, String>(0), doc.id.clone()), doc)
+        })
+        .collect();
+    let recorded = recorded.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+    Ok(GroupReads { head: Seq(head.get::<_, i64>(0) as u64), stored, recorded })
+}
+
+/// Every row of a group in a handful of array statements, sent together
+/// (one round trip): they touch disjoint rows, and a connection runs them
+/// in the order sent.
+async fn write_group(tx: &deadpool_postgres::Transaction<'_>, writes: &GroupWrites, head: Seq) -> Result<(), StoreError> {
+    let mut batch: Vec<(&str, Vec<Param>)> = Vec::new();
+    if !writes.deleted.is_empty() {
+        let (collections, ids): (Vec<String>, Vec<String>) = writes.deleted.iter().cloned().unzip();
+        batch.push((
+            "DELETE FROM protosync_documents d USING unnest($1::text[], $2::text[]) AS k(collection, id)
+             WHERE d.collection = k.collection AND d.id = k.id",
+            params![collections, ids],
+        ));
+    }
+    if !writes.upserted.is_empty() {
+        let rows = &writes.upserted;
+        batch.push((
+            "INSERT INTO protosync_documents (collection, id, version, seq, body)
+             SELECT c, i, v, s, b::jsonb FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) AS t(c, i, v, s, b)
+             ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, body = excluded.body",
+            params![
+                column(rows, |r| r.0.clone()),
+                column(rows, |r| r.1.clone()),
+                column(rows, |r| r.2.0 as i64),
+                column(rows, |r| r.3.0 as i64),
+                column(rows, |r| r.4.clone()),
+            ],
+        ));
+    }
+    if !writes.index_touched.is_empty() {
+        let rows = &writes.index_touched;
+        batch.push((
+            "DELETE FROM protosync_index_entries e USING unnest($1::text[], $2::text[], $3::bytea[]) AS k(collection, index_name, key)
+             WHERE e.collection = k.collection AND e.index_name = k.index_name AND e.key = k.key",
+            params![column(rows, |r| r.0.clone()), column(rows, |r| r.1.clone()), column(rows, |r| r.2.clone())],
+        ));
+    }
+    if !writes.index_added.is_empty() {
+        let rows = &writes.index_added;
+        batch.push((
+            "INSERT INTO protosync_index_entries (collection, index_name, key, doc_id)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])",
+            params![column(rows, |r| r.0.clone()), column(rows, |r| r.1.clone()), column(rows, |r| r.2.clone()), column(rows, |r| r.3.clone())],
+        ));
+    }
+    let rows = &writes.changes;
+    batch.push((
+        "INSERT INTO protosync_changes (seq, ord, collection, id, version, body)
+         SELECT s, o, c, i, v, b::jsonb FROM unnest($1::int8[], $2::int4[], $3::text[], $4::text[], $5::int8[], $6::text[]) AS t(s, o, c, i, v, b)",
+        params![
+            column(rows, |r| r.0.0 as i64),
+            column(rows, |r| r.1),
+            column(rows, |r| r.2.clone()),
+            column(rows, |r| r.3.clone()),
+            column(rows, |r| r.4.0 as i64),
+            column(rows, |r| r.5.clone()),
+        ],
+    ));
+    let committed_at = now_ms();
+    let rows = &writes.commits;
+    batch.push((
+        "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) SELECT s, $2, k FROM unnest($1::int8[], $3::text[]) AS t(s, k)",
+        params![column(rows, |r| r.0.0 as i64), committed_at, column(rows, |r| r.1.clone())],
+    ));
+    if !writes.idempotency.is_empty() {
+        let rows = &writes.idempotency;
+        batch.push((
+            "INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms)
+             SELECT k, h, s, o, $5 FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[]) AS t(k, h, s, o)",
+            params![column(rows, |r| r.0.clone()), column(rows, |r| r.1.clone()), column(rows, |r| r.2.0 as i64), column(rows, |r| r.3.clone()), committed_at],
+        ));
+    }
+    batch.push(("UPDATE protosync_head SET seq = $1", params![head.0 as i64]));
+    batch.push(("SELECT pg_notify($1, $2)", params![NOTIFY_CHANNEL.to_owned(), head.to_string()]));
+    let mut statements = Vec::with_capacity(batch.len());
+    for (sql, _) in &batch {
+        statements.push(tx.prepare_cached(sql).await?);
+    }
+    let arguments: Vec<Vec<&(dyn ToSql + Sync)>> =
+        batch.iter().map(|(_, values)| values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+    futures::future::try_join_all(statements.iter().zip(&arguments).map(|(statement, arguments)| tx.execute(statement, arguments))).await?;
+    Ok(())
+}
+
+/// One column of `rows`, as an array parameter.
+fn column<R, T>(rows: &[R], field: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(field).collect()
 }

@@ -1,10 +1,9 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
 //! One writer thread owns the only writable connection and group-commits:
-//! it takes every mutation that is waiting, runs each inside its own
-//! savepoint of one transaction (each gets its own seq and outcome; a rejected
-//! one rolls back alone), and answers them all after that transaction
-//! commits. Reads run on the blocking pool with read-only connections, each
+//! it takes every mutation that is waiting and commits them in one
+//! transaction, each with its own seq and outcome ([`crate::group`]), and
+//! answers them all after that transaction commits. Reads run on the blocking pool with read-only connections, each
 //! in one transaction, so a query sees one snapshot.
 
 use std::collections::HashMap;
@@ -17,8 +16,7 @@ use protosync_schema::{Collection, Registry};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::commit::{keys_to_read, plan_commit};
-use crate::idempotency::{encode_outcome, recorded_outcome};
+use crate::group::{plan_group, GroupAnswers, GroupKeys, GroupReads, GroupWrites};
 use crate::indexes::IndexChanges;
 use crate::{
     now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
@@ -87,8 +85,11 @@ CREATE TABLE protosync_idempotency (
 CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
 "#];
 
+/// Where a mutation's answer goes.
+type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
+
 enum Job {
-    Commit(Mutation, oneshot::Sender<Result<CommitOutcome, StoreError>>),
+    Commit(Mutation, Reply),
     SyncIndexes(Vec<Arc<Collection>>, oneshot::Sender<Result<(), StoreError>>),
     Prune(oneshot::Sender<Result<Seq, StoreError>>),
 }
@@ -290,41 +291,25 @@ impl Writer {
         }
     }
 
-    fn group_commit(&mut self, jobs: Vec<(Mutation, oneshot::Sender<Result<CommitOutcome, StoreError>>)>) {
+    fn group_commit(&mut self, jobs: Vec<(Mutation, Reply)>) {
         if jobs.is_empty() {
             return;
         }
-        let outcome = (|| -> Result<Vec<Result<CommitOutcome, StoreError>>, StoreError> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut results = Vec::with_capacity(jobs.len());
-            for (mutation, _) in &jobs {
-                let mut savepoint = tx.unchecked_transaction_savepoint()?;
-                let result = apply_mutation(&mut savepoint, mutation);
-                if result.is_ok() {
-                    savepoint.commit()?;
-                } else {
-                    savepoint.rollback()?;
-                    savepoint.commit()?;
-                }
-                results.push(result);
-            }
-            tx.commit()?;
-            Ok(results)
-        })();
-        match outcome {
-            Ok(results) => {
-                if let Ok(head) = read_head(&self.conn) {
+        match commit_group(&mut self.conn, jobs.iter().map(|(mutation, _)| mutation)) {
+            Ok((answers, head)) => {
+                if let Some(head) = head {
                     self.commits.send_replace(head);
                 }
-                for ((_, reply), result) in jobs.into_iter().zip(results) {
-                    let _ = reply.send(result);
+                for ((_, reply), answer) in jobs.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
                 }
             }
-            Err(e) => {
-                for (_, reply) in jobs {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+            // A statement failed and the transaction rolled back: retried
+            // alone, a mutation that cannot be written fails alone.
+            Err(_) if jobs.len() > 1 => jobs.into_iter().for_each(|job| self.group_commit(vec![job])),
+            Err(e) => jobs.into_iter().for_each(|(_, reply)| {
+                let _ = reply.send(Err(e.clone()));
+            }),
         }
     }
 
@@ -341,93 +326,71 @@ impl Writer {
     }
 }
 
-/// A savepoint on the writer's open transaction. rusqlite's savepoint API
-/// needs `&mut Connection`; the transaction borrows it, so this runs the SQL
-/// directly.
-trait SavepointExt {
-    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError>;
-}
-
-impl SavepointExt for rusqlite::Transaction<'_> {
-    fn unchecked_transaction_savepoint(&self) -> Result<Savepoint<'_>, StoreError> {
-        self.execute_batch("SAVEPOINT mutation")?;
-        Ok(Savepoint { conn: self })
-    }
-}
-
-struct Savepoint<'c> {
-    conn: &'c Connection,
-}
-
-impl Savepoint<'_> {
-    fn commit(&mut self) -> Result<(), StoreError> {
-        Ok(self.conn.execute_batch("RELEASE mutation")?)
-    }
-    fn rollback(&mut self) -> Result<(), StoreError> {
-        Ok(self.conn.execute_batch("ROLLBACK TO mutation")?)
-    }
-}
-
-impl std::ops::Deref for Savepoint<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        self.conn
-    }
-}
-
-fn apply_mutation(conn: &mut Savepoint<'_>, mutation: &Mutation) -> Result<CommitOutcome, StoreError> {
-    if let Some(key) = &mutation.idempotency {
-        let recorded: Option<(String, String)> = conn
-            .prepare_cached("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = ?1")?
-            .query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((hash, outcome)) = recorded {
-            return recorded_outcome(&key.key, &key.request_hash, &hash, &outcome);
-        }
-    }
-    let seq: i64 = conn.prepare_cached("UPDATE protosync_head SET seq = seq + 1 RETURNING seq")?.query_row([], |r| r.get(0))?;
-    let seq = Seq(seq as u64);
+/// One SQLite transaction for a group of mutations (see [`crate::group`]).
+/// Returns each mutation's answer and the new head, if anything committed.
+fn commit_group<'m>(
+    conn: &mut Connection,
+    mutations: impl Iterator<Item = &'m Mutation> + Clone,
+) -> Result<GroupAnswers, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let keys = GroupKeys::of(mutations.clone());
     let mut stored = HashMap::new();
-    for (collection, id) in keys_to_read(mutation) {
-        if let Some(doc) = read_document(conn, &collection, &id)? {
+    for (collection, id) in keys.documents {
+        if let Some(doc) = read_document(&tx, &collection, &id)? {
             stored.insert((collection, id), doc);
         }
     }
-    let plan = plan_commit(mutation, &stored)?;
-    for (ord, write) in plan.writes.iter().enumerate() {
-        let body = write.body.as_ref().map(|b| b.to_string());
-        match &body {
-            Some(body) => conn.prepare_cached(
-                "INSERT INTO protosync_documents (collection, id, version, seq, body) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, body = excluded.body",
-            )?
-            .execute(params![write.collection, write.id, write.version.0 as i64, seq.0 as i64, body])?,
-            None => conn
-                .prepare_cached("DELETE FROM protosync_documents WHERE collection = ?1 AND id = ?2")?
-                .execute(params![write.collection, write.id])?,
-        };
-        for (index, key) in &write.removed_index_keys {
-            conn.prepare_cached("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2 AND key = ?3")?
-                .execute(params![write.collection, index, key])?;
+    let mut recorded = HashMap::new();
+    let mut lookup = tx.prepare_cached("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = ?1")?;
+    for key in keys.idempotency {
+        if let Some(record) = lookup.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+            recorded.insert(key, record);
         }
-        for (index, key) in &write.added_index_keys {
-            conn.prepare_cached("INSERT INTO protosync_index_entries (collection, index_name, key, doc_id) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![write.collection, index, key, write.id])?;
-        }
-        conn.prepare_cached("INSERT INTO protosync_changes (seq, ord, collection, id, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![seq.0 as i64, ord as i64, write.collection, write.id, write.version.0 as i64, body])?;
     }
-    let idempotency_key = mutation.idempotency.as_ref().map(|k| k.key.as_str());
-    conn.prepare_cached("INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES (?1, ?2, ?3)")?
-        .execute(params![seq.0 as i64, now_ms(), idempotency_key])?;
-    let outcome = CommitOutcome { seq, results: plan.results, duplicate: false };
-    if let Some(key) = &mutation.idempotency {
-        conn.prepare_cached(
-            "INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![key.key, key.request_hash, seq.0 as i64, encode_outcome(&outcome)?, now_ms()])?;
+    drop(lookup);
+    let (answers, writes) = plan_group(mutations, GroupReads { head: read_head(&tx)?, stored, recorded });
+    if let Some(head) = writes.head {
+        write_group(&tx, &writes, head)?;
     }
-    Ok(outcome)
+    tx.commit()?;
+    Ok((answers, writes.head))
+}
+
+fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(), StoreError> {
+    let mut delete = conn.prepare_cached("DELETE FROM protosync_documents WHERE collection = ?1 AND id = ?2")?;
+    for (collection, id) in &writes.deleted {
+        delete.execute(params![collection, id])?;
+    }
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO protosync_documents (collection, id, version, seq, body) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, body = excluded.body",
+    )?;
+    for (collection, id, version, seq, body) in &writes.upserted {
+        upsert.execute(params![collection, id, version.0 as i64, seq.0 as i64, body])?;
+    }
+    let mut remove_entry = conn.prepare_cached("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2 AND key = ?3")?;
+    for (collection, index, key) in &writes.index_touched {
+        remove_entry.execute(params![collection, index, key])?;
+    }
+    let mut add_entry = conn.prepare_cached("INSERT INTO protosync_index_entries (collection, index_name, key, doc_id) VALUES (?1, ?2, ?3, ?4)")?;
+    for (collection, index, key, id) in &writes.index_added {
+        add_entry.execute(params![collection, index, key, id])?;
+    }
+    let mut change = conn.prepare_cached("INSERT INTO protosync_changes (seq, ord, collection, id, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+    for (seq, ord, collection, id, version, body) in &writes.changes {
+        change.execute(params![seq.0 as i64, ord, collection, id, version.0 as i64, body])?;
+    }
+    let committed_at = now_ms();
+    let mut commit = conn.prepare_cached("INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES (?1, ?2, ?3)")?;
+    for (seq, key) in &writes.commits {
+        commit.execute(params![seq.0 as i64, committed_at, key])?;
+    }
+    let mut record = conn.prepare_cached("INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for (key, hash, seq, outcome) in &writes.idempotency {
+        record.execute(params![key, hash, seq.0 as i64, outcome, committed_at])?;
+    }
+    conn.prepare_cached("UPDATE protosync_head SET seq = ?1")?.execute([head.0 as i64])?;
+    Ok(())
 }
 
 fn read_head(conn: &Connection) -> Result<Seq, StoreError> {
