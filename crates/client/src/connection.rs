@@ -8,6 +8,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The socket read buffer: tungstenite zero-fills all of it before every
+/// read (128 KiB by default); a larger frame grows it as it needs.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("cannot connect: {0}")]
@@ -41,7 +45,10 @@ impl Connection {
         if codec == Codec::Binary {
             request.headers_mut().insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse().expect("a valid header value"));
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| ConnectionError::Connect(e.to_string()))?;
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .map_err(|e| ConnectionError::Connect(e.to_string()))?;
         Ok(Connection { socket, codec, pending_chunks: Vec::new() })
     }
 

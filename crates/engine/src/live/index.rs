@@ -285,7 +285,7 @@ mod tests {
             collection: "work_items".into(),
             id: id.into(),
             version: Version(1),
-            body: Some(Arc::new(json!({"ownerId": owner}))),
+            body: Some(Arc::new(crate::live::LiveBody::new(json!({"ownerId": owner})))),
         };
         index.dispatch(&LiveCommit { seq: Seq(7), changes: vec![change("w1", "user7"), change("moved", "nobody")] });
         let rung: Vec<usize> = doorbells.iter().enumerate().filter(|(_, d)| d.peek().is_some()).map(|(i, _)| i).collect();

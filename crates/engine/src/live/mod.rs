@@ -18,7 +18,7 @@ pub mod index;
 pub mod session;
 pub mod subscription;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use protosync_store::{Seq, Version};
 use serde_json::Value;
@@ -36,7 +36,41 @@ pub struct LiveChange {
     pub id: String,
     pub version: Version,
     /// `None` when the commit deleted the document.
-    pub body: Option<Arc<Value>>,
+    pub body: Option<Arc<LiveBody>>,
+}
+
+/// A document body as the live path holds it: one copy shared by every
+/// subscriber, with room for its wire encoding, made once by the first
+/// connection that sends it and reused by all the others.
+#[derive(Debug)]
+pub struct LiveBody {
+    value: Value,
+    encoded: OnceLock<String>,
+}
+
+impl LiveBody {
+    pub fn new(value: Value) -> LiveBody {
+        LiveBody { value, encoded: OnceLock::new() }
+    }
+
+    /// The body as `encode` renders it, computed once per body. Every
+    /// caller must pass the same encoding.
+    pub fn encoded(&self, encode: impl FnOnce(&Value) -> String) -> &str {
+        self.encoded.get_or_init(|| encode(&self.value))
+    }
+}
+
+impl std::ops::Deref for LiveBody {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl PartialEq for LiveBody {
+    fn eq(&self, other: &LiveBody) -> bool {
+        self.value == other.value
+    }
 }
 
 /// A document in a subscriber's view.
@@ -46,7 +80,7 @@ pub struct LiveDocument {
     pub version: Version,
     /// The commit that last wrote it: identifies this state of the document.
     pub seq: Seq,
-    pub body: Arc<Value>,
+    pub body: Arc<LiveBody>,
 }
 
 impl From<protosync_store::CommitRecord> for LiveCommit {
@@ -56,7 +90,7 @@ impl From<protosync_store::CommitRecord> for LiveCommit {
             changes: record
                 .changes
                 .into_iter()
-                .map(|c| LiveChange { collection: c.collection, id: c.id, version: c.version, body: c.body.map(Arc::new) })
+                .map(|c| LiveChange { collection: c.collection, id: c.id, version: c.version, body: c.body.map(|b| Arc::new(LiveBody::new(b))) })
                 .collect(),
         }
     }

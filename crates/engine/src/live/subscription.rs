@@ -14,7 +14,7 @@ use protosync_query::Query;
 use protosync_store::{Seq, StoredDocument};
 
 use super::index::Filing;
-use super::{LiveChange, LiveDocument};
+use super::{LiveBody, LiveChange, LiveDocument};
 use protosync_query::Op;
 
 /// Extra documents kept beyond a window's limit, so most removals refill
@@ -106,7 +106,7 @@ impl LiveSubscription {
             .into_iter()
             .map(|d| {
                 let key = self.key_of(&d.id, &d.body);
-                Entry { key, doc: LiveDocument { id: d.id, version: d.version, seq: d.seq, body: Arc::new(d.body) } }
+                Entry { key, doc: LiveDocument { id: d.id, version: d.version, seq: d.seq, body: Arc::new(LiveBody::new(d.body)) } }
             })
             .collect();
         self.complete = complete;
@@ -281,7 +281,7 @@ mod tests {
                     Some(b) => model.insert(id.clone(), StoredDocument { id: id.clone(), version: Version(1), seq: Seq(seq), body: b.clone() }),
                     None => model.remove(&id),
                 };
-                let change = LiveChange { collection: "items".into(), id, version: Version(1), body: body.map(Arc::new) };
+                let change = LiveChange { collection: "items".into(), id, version: Version(1), body: body.map(|b| Arc::new(LiveBody::new(b))) };
                 sub.apply(Seq(seq), &change);
                 if sub.needs_refill() {
                     let (docs, complete) = truth(&model, capacity);

@@ -14,12 +14,14 @@ use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOC
 use protosync_store::{CommitOutcome, Seq};
 use tokio::sync::mpsc;
 
-use super::{close_code, sleep_until_epoch};
+use super::{close_code, sleep_until_epoch, transition};
 use super::convert::{self, error, error_message, server};
 use crate::AppState;
 
 enum Outbound {
     Message(wire::ServerMessage),
+    /// Already encoded for this connection's codec.
+    Frame(Frame),
     Close(u16, String),
 }
 
@@ -56,15 +58,17 @@ pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::ne
 async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, codec: Codec, state: AppState) {
     while let Some(item) = queue.recv().await {
         state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
-        let message = match item {
-            Outbound::Message(message) => match codec.encode_server(&message) {
-                Frame::Text(text) => Message::Text(text.into()),
-                Frame::Binary(bytes) => Message::Binary(bytes.into()),
-            },
+        let frame = match item {
+            Outbound::Message(message) => codec.encode_server(&message),
+            Outbound::Frame(frame) => frame,
             Outbound::Close(code, reason) => {
                 let _ = tokio::time::timeout(state.sync.write_timeout, sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))).await;
                 break;
             }
+        };
+        let message = match frame {
+            Frame::Text(text) => Message::Text(text.into()),
+            Frame::Binary(bytes) => Message::Binary(bytes.into()),
         };
         match tokio::time::timeout(state.sync.write_timeout, sink.send(message)).await {
             Ok(Ok(())) => {}
@@ -306,8 +310,8 @@ impl Connection {
                 match session.advance(self.min_target, force).await {
                     Ok(Some(plan)) => {
                         self.state.metrics.transitions_sent.fetch_add(1, Ordering::Relaxed);
-                        for chunk in convert::transition_chunks(&plan, convert::TRANSITION_CHUNK_BYTES) {
-                            if !self.send(chunk).await {
+                        for frame in transition::frames(&plan, self.codec, transition::TRANSITION_CHUNK_BYTES) {
+                            if !enqueue(&self.outbound, &self.state, Outbound::Frame(frame)).await {
                                 return;
                             }
                         }

@@ -1,20 +1,14 @@
 //! Between wire messages and engine requests and results.
 
-use protosync_engine::live::session::{ResetReason, TransitionPlan};
 use protosync_engine::live::subscription::Target;
 use protosync_engine::mutation::{OpBody, OpRequest};
 use protosync_engine::{EngineError, MutationRequest};
 use protosync_protocol::wire::{self, operation, subscribe};
-use protosync_protocol::{json_to_struct, struct_to_json, value_to_json};
+use protosync_protocol::{struct_to_json, value_to_json};
 use protosync_query::query::{ConditionRequest, OrderRequest};
 use protosync_query::{Query, QueryRequest};
 use protosync_schema::Registry;
-use protosync_store::{CommitOutcome, Seq};
-
-/// A transition is split into frames of about this many (protobuf-encoded)
-/// bytes; JSON frames run larger. A single document larger than this still
-/// travels whole, in a chunk of its own.
-pub const TRANSITION_CHUNK_BYTES: usize = 256 * 1024;
+use protosync_store::CommitOutcome;
 
 pub fn query_request(query: &wire::Query) -> QueryRequest {
     QueryRequest {
@@ -106,95 +100,4 @@ pub fn error_message(code: &str, message: &str, request_id: &str, subscription_i
 
 pub fn server(message: wire::server_message::Message) -> wire::ServerMessage {
     wire::ServerMessage { message: Some(message) }
-}
-
-/// The transition as one or more frames' worth of messages, each of about
-/// `chunk_bytes` (use [`TRANSITION_CHUNK_BYTES`]; `usize::MAX` for one).
-pub fn transition_chunks(plan: &TransitionPlan, chunk_bytes: usize) -> Vec<wire::ServerMessage> {
-    let mut chunks: Vec<Vec<wire::SubscriptionUpdate>> = vec![Vec::new()];
-    let mut size = 0;
-    for update in &plan.updates {
-        let (reason, floor) = match update.reset {
-            None => (wire::ResetReason::Unspecified, Seq::ZERO),
-            Some(ResetReason::NewSubscription) => (wire::ResetReason::NewSubscription, Seq::ZERO),
-            Some(ResetReason::WatermarkTooOld { floor }) => (wire::ResetReason::WatermarkTooOld, floor),
-            Some(ResetReason::NoHeldState) => (wire::ResetReason::NoHeldState, Seq::ZERO),
-            Some(ResetReason::UnknownWatermark) => (wire::ResetReason::UnknownWatermark, Seq::ZERO),
-        };
-        let mut part = wire::SubscriptionUpdate {
-            subscription_id: update.subscription_id.clone(),
-            reset: update.reset.is_some(),
-            reset_reason: reason as i32,
-            log_floor: floor.0,
-            upserts: Vec::new(),
-            removes: update.diff.removes.clone(),
-            order: update.diff.order.clone().map(|ids| wire::ResultOrder { ids }),
-        };
-        size += prost::Message::encoded_len(&part);
-        for doc in &update.diff.upserts {
-            let document = wire::Document { id: doc.id.clone(), version: doc.version.0, seq: doc.seq.0, doc: Some(json_to_struct(&doc.body)) };
-            let doc_size = prost::Message::encoded_len(&document);
-            if size.saturating_add(doc_size) > chunk_bytes && (!part.upserts.is_empty() || !chunks.last().is_some_and(Vec::is_empty)) {
-                let full = std::mem::replace(&mut part, wire::SubscriptionUpdate { subscription_id: update.subscription_id.clone(), ..Default::default() });
-                chunks.last_mut().expect("never empty").push(full);
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += doc_size;
-            part.upserts.push(document);
-        }
-        chunks.last_mut().expect("never empty").push(part);
-    }
-    let count = chunks.len() as u32;
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, updates)| {
-            server(wire::server_message::Message::Transition(wire::Transition {
-                from_watermark: plan.from.0,
-                to_watermark: plan.to.0,
-                updates,
-                chunk: i as u32,
-                chunks: count,
-            }))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use protosync_engine::live::session::{SubscriptionUpdate, TransitionPlan};
-    use protosync_engine::live::subscription::ViewDiff;
-    use protosync_engine::live::LiveDocument;
-    use protosync_store::{Seq, Version};
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn large_transitions_split_into_chunks_that_carry_everything() {
-        let doc = |i: usize| LiveDocument { id: format!("d{i}"), version: Version(1), seq: Seq(3), body: Arc::new(json!({"title": "x".repeat(100_000)})) };
-        let plan = TransitionPlan {
-            from: Seq(2),
-            to: Seq(3),
-            updates: vec![SubscriptionUpdate {
-                subscription_id: "big".into(),
-                reset: Some(ResetReason::NewSubscription),
-                diff: ViewDiff { upserts: (0..10).map(doc).collect(), removes: vec![], order: Some((0..10).map(|i| format!("d{i}")).collect()) },
-            }],
-        };
-        let chunks = transition_chunks(&plan, TRANSITION_CHUNK_BYTES);
-        assert!(chunks.len() >= 4, "{} chunks", chunks.len());
-        let mut ids = Vec::new();
-        for (i, chunk) in chunks.iter().enumerate() {
-            let Some(wire::server_message::Message::Transition(t)) = &chunk.message else { panic!() };
-            assert_eq!((t.from_watermark, t.to_watermark, t.chunk, t.chunks), (2, 3, i as u32, chunks.len() as u32));
-            assert!(prost::Message::encoded_len(t) < 2 * TRANSITION_CHUNK_BYTES);
-            ids.extend(t.updates.iter().flat_map(|u| u.upserts.iter().map(|d| d.id.clone())));
-        }
-        assert_eq!(ids.len(), 10);
-        assert_eq!(transition_chunks(&plan, usize::MAX).len(), 1);
-    }
 }

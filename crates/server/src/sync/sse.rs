@@ -21,7 +21,7 @@ use protosync_query::{Query, QueryRequest};
 use protosync_store::Seq;
 use serde::Deserialize;
 
-use super::convert;
+use super::{convert, transition};
 use crate::http::error::ApiError;
 use crate::AppState;
 
@@ -121,8 +121,11 @@ pub async fn subscribe(
 }
 
 fn transition_event(plan: &protosync_engine::live::session::TransitionPlan) -> Event {
-    let message = convert::transition_chunks(plan, usize::MAX).into_iter().next().expect("one chunk");
-    Event::default().id(plan.to.to_string()).event("transition").data(json_of(&message))
+    let text = match transition::frames(plan, Codec::Json, usize::MAX).into_iter().next() {
+        Some(Frame::Text(text)) => text,
+        _ => unreachable!("one JSON chunk"),
+    };
+    Event::default().id(plan.to.to_string()).event("transition").data(text)
 }
 
 fn json_of(message: &protosync_protocol::wire::ServerMessage) -> String {
