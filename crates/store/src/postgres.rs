@@ -51,8 +51,9 @@ const COMMIT_QUEUE_LEN: usize = 4_096;
 /// mutation waits behind others in its group.
 const MAX_GROUP_COMMIT: usize = 256;
 
-/// Group transactions open at once (see [`commit_groups`]).
-const GROUPS_IN_FLIGHT: usize = 3;
+/// How long a group waits to fill up to the previous group's size. A lone
+/// writer never waits (its groups have one mutation).
+const GROUP_LINGER: Duration = Duration::from_millis(1);
 /// Where a mutation's answer goes.
 type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
 
@@ -440,35 +441,47 @@ async fn listen(config: tokio_postgres::Config, commits: watch::Sender<Seq>) {
     }
 }
 
-/// Commits waiting mutations in groups. Up to [`GROUPS_IN_FLIGHT`] group
-/// transactions are open at once: they queue on the counter row, so the next
-/// group's begin, lock request and reads overlap the previous one's commit,
-/// and what arrives meanwhile forms the group after.
+/// Commits waiting mutations in groups. A group starts once the one before
+/// it is committing: its begin, lock request and reads overlap that commit
+/// (they queue on the counter row). It takes what is waiting, and waits up
+/// to [`GROUP_LINGER`] for as many mutations as the group before had: the
+/// writers answered by one commit come back together, and a group that
+/// left without them would cost a whole transaction for one mutation.
 async fn commit_groups(pool: Pool, mut jobs: mpsc::Receiver<(Mutation, Reply)>, commits: watch::Sender<Seq>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(GROUPS_IN_FLIGHT));
+    let mut previous = 1;
     while let Some(first) = jobs.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let mut group = vec![first];
-        while group.len() < MAX_GROUP_COMMIT
-            && let Ok(job) = jobs.try_recv()
-        {
-            group.push(job);
+        let linger = tokio::time::Instant::now() + GROUP_LINGER;
+        loop {
+            while group.len() < MAX_GROUP_COMMIT
+                && let Ok(job) = jobs.try_recv()
+            {
+                group.push(job);
+            }
+            if group.len() >= previous.min(MAX_GROUP_COMMIT) {
+                break;
+            }
+            match tokio::time::timeout_at(linger, jobs.recv()).await {
+                Ok(Some(job)) => group.push(job),
+                _ => break,
+            }
         }
+        previous = group.len();
+        let (committing, started) = oneshot::channel();
         let (pool, commits) = (pool.clone(), commits.clone());
-        tokio::spawn(async move {
-            commit_and_answer(&pool, group, &commits).await;
-            drop(slot);
-        });
+        tokio::spawn(async move { commit_and_answer(&pool, group, &commits, committing).await });
+        // Also returns when the group failed before committing.
+        let _ = started.await;
     }
 }
 
-async fn commit_and_answer(pool: &Pool, group: Vec<(Mutation, Reply)>, commits: &watch::Sender<Seq>) {
-    let result = commit_group(pool, group.iter().map(|(mutation, _)| mutation)).await;
+async fn commit_and_answer(pool: &Pool, group: Vec<(Mutation, Reply)>, commits: &watch::Sender<Seq>, committing: oneshot::Sender<()>) {
+    let result = commit_group(pool, group.iter().map(|(mutation, _)| mutation), Some(committing)).await;
     if matches!(result, Err(GroupFailure { committing: false, .. })) && group.len() > 1 {
         // A statement failed, so nothing of the group committed: retried
         // alone, a mutation that cannot be written fails alone.
         for (mutation, reply) in group {
-            let result = commit_group(pool, std::iter::once(&mutation)).await;
+            let result = commit_group(pool, std::iter::once(&mutation), None).await;
             deliver(result, vec![reply], commits);
         }
     } else {
@@ -500,23 +513,31 @@ fn deliver(result: GroupResult, replies: Vec<Reply>, commits: &watch::Sender<Seq
     }
 }
 
-/// One transaction for a group of mutations: begin; lock the head and read
-/// the group's documents and idempotency records (one round trip); decide
-/// in memory; write every row (one round trip); commit.
-async fn commit_group<'m>(pool: &Pool, mutations: impl Iterator<Item = &'m Mutation> + Clone) -> GroupResult {
-    let before_commit = |error: StoreError| GroupFailure { error, committing: false };
-    let mut client = pool.get().await.map_err(|e| before_commit(e.into()))?;
-    let tx = client.transaction().await.map_err(|e| before_commit(e.into()))?;
-    let reads = read_group(&tx, GroupKeys::of(mutations.clone())).await.map_err(before_commit)?;
-    let (answers, writes) = plan_group(mutations, reads);
-    if let Some(head) = writes.head {
-        write_group(&tx, &writes, head).await.map_err(before_commit)?;
+/// One transaction for a group of mutations in two round trips: begin,
+/// lock the head and read the group's documents and idempotency records;
+/// decide in memory; write every row and commit.
+/// `committing` is told when the commit is sent.
+async fn commit_group<'m>(pool: &Pool, mutations: impl Iterator<Item = &'m Mutation> + Clone, committing: Option<oneshot::Sender<()>>) -> GroupResult {
+    let client = pool.get().await.map_err(|e| GroupFailure { error: e.into(), committing: false })?;
+    let result = async {
+        let reads = read_group(&client, GroupKeys::of(mutations.clone())).await.map_err(|error| GroupFailure { error, committing: false })?;
+        let (answers, writes) = plan_group(mutations, reads);
+        if let Some(committing) = committing {
+            let _ = committing.send(());
+        }
+        write_and_commit(&client, &writes).await?;
+        Ok((answers, writes.head))
     }
-    tx.commit().await.map_err(|e| GroupFailure { error: e.into(), committing: true })?;
-    Ok((answers, writes.head))
+    .await;
+    if matches!(result, Err(GroupFailure { committing: false, .. })) {
+        // Leave no transaction open on a pooled connection.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result
 }
 
-async fn read_group(tx: &deadpool_postgres::Transaction<'_>, keys: GroupKeys) -> Result<GroupReads, StoreError> {
+async fn read_group(tx: &deadpool_postgres::Client, keys: GroupKeys) -> Result<GroupReads, StoreError> {
+    let begin = tx.prepare_cached("BEGIN").await?;
     let lock = tx.prepare_cached("SELECT seq FROM protosync_head FOR UPDATE").await?;
     let documents = tx
         .prepare_cached(
@@ -528,7 +549,8 @@ async fn read_group(tx: &deadpool_postgres::Transaction<'_>, keys: GroupKeys) ->
     let (collections, ids): (Vec<String>, Vec<String>) = keys.documents.into_iter().unzip();
     // Sent together; the reads run after the lock is held, so they see
     // every commit before this one.
-    let (head, rows, recorded) = futures::future::try_join3(
+    let (_, head, rows, recorded) = futures::future::try_join4(
+        tx.execute(&begin, &[]),
         tx.query_one(&lock, &[]),
         tx.query(&documents, &[&collections, &ids]),
         tx.query(&records, &[&keys.idempotency]),
@@ -545,11 +567,32 @@ async fn read_group(tx: &deadpool_postgres::Transaction<'_>, keys: GroupKeys) ->
     Ok(GroupReads { head: Seq(head.get::<_, i64>(0) as u64), stored, recorded })
 }
 
-/// Every row of a group in a handful of array statements, sent together
-/// (one round trip): they touch disjoint rows, and a connection runs them
-/// in the order sent.
-async fn write_group(tx: &deadpool_postgres::Transaction<'_>, writes: &GroupWrites, head: Seq) -> Result<(), StoreError> {
+/// Every row of a group in a handful of array statements, then COMMIT, all
+/// sent together (one round trip): a connection runs them in the order
+/// sent. If a statement fails, Postgres rolls the transaction back and the
+/// COMMIT only ends it.
+async fn write_and_commit(tx: &deadpool_postgres::Client, writes: &GroupWrites) -> Result<(), GroupFailure> {
     let mut batch: Vec<(&str, Vec<Param>)> = Vec::new();
+    if let Some(head) = writes.head {
+        rows_to_write(writes, head, &mut batch);
+    }
+    batch.push(("COMMIT", params![]));
+    let mut statements = Vec::with_capacity(batch.len());
+    for (sql, _) in &batch {
+        statements.push(tx.prepare_cached(sql).await.map_err(|e| GroupFailure { error: e.into(), committing: false })?);
+    }
+    let arguments: Vec<Vec<&(dyn ToSql + Sync)>> =
+        batch.iter().map(|(_, values)| values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+    let mut results = futures::future::join_all(statements.iter().zip(&arguments).map(|(statement, arguments)| tx.execute(statement, arguments))).await;
+    let commit = results.pop().expect("COMMIT is in the batch");
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        return Err(GroupFailure { error: e.into(), committing: false });
+    }
+    commit.map(|_| ()).map_err(|e| GroupFailure { error: e.into(), committing: true })
+}
+
+/// The statements that write a group's rows and move the head.
+fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str, Vec<Param>)>) {
     if !writes.deleted.is_empty() {
         let (collections, ids): (Vec<String>, Vec<String>) = writes.deleted.iter().cloned().unzip();
         batch.push((
@@ -618,14 +661,6 @@ async fn write_group(tx: &deadpool_postgres::Transaction<'_>, writes: &GroupWrit
     }
     batch.push(("UPDATE protosync_head SET seq = $1", params![head.0 as i64]));
     batch.push(("SELECT pg_notify($1, $2)", params![NOTIFY_CHANNEL.to_owned(), head.to_string()]));
-    let mut statements = Vec::with_capacity(batch.len());
-    for (sql, _) in &batch {
-        statements.push(tx.prepare_cached(sql).await?);
-    }
-    let arguments: Vec<Vec<&(dyn ToSql + Sync)>> =
-        batch.iter().map(|(_, values)| values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
-    futures::future::try_join_all(statements.iter().zip(&arguments).map(|(statement, arguments)| tx.execute(statement, arguments))).await?;
-    Ok(())
 }
 
 /// One column of `rows`, as an array parameter.

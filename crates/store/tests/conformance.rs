@@ -123,6 +123,7 @@ conformance!(
     commits_watch_follows_commits,
     a_denied_op_rejects_the_mutation_and_writes_nothing,
     concurrent_mutations_of_the_same_documents_agree_with_their_change_log,
+    a_mutation_the_database_cannot_store_fails_alone,
 );
 
 async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
@@ -560,4 +561,33 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
             assert_eq!(got.len(), matching, "seed {seed}: {request} through its index finds every matching document once");
         }
     }
+}
+
+/// Postgres cannot store U+0000 in JSONB; SQLite can. Committed among
+/// others (so it lands in a group), such a mutation fails alone: every
+/// other mutation commits, and after it the store goes on committing.
+async fn a_mutation_the_database_cannot_store_fails_alone(h: Harness) {
+    let h = Arc::new(h);
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let title = if i == 5 { "nul \u{0} inside".to_owned() } else { format!("t{i}") };
+            h.commit(vec![h.insert("work_items", &format!("w{i}"), json!({"title": title}))]).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(outcome) => seqs.push(outcome.seq),
+            Err(StoreError::Internal(message)) if i == 5 => {
+                assert!(h.store.get("work_items", "w5").await.unwrap().value.is_none(), "{message}");
+            }
+            Err(other) => panic!("w{i}: {other:?}"),
+        }
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=seqs.len() as u64).map(Seq).collect::<Vec<_>>(), "gap-free, the failed one took no seq");
+    let next = h.commit(vec![h.insert("work_items", "after", json!({}))]).await.unwrap();
+    assert_eq!(next.seq, Seq(seqs.len() as u64 + 1));
 }
