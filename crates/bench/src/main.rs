@@ -182,7 +182,7 @@ fn everything(store: StoreKind, codec: Codec, idle_connections: usize) -> Vec<Ru
         runs.push(Run::Fanout(fanout::Plan { store, codec, subscribers, commits: 200 }));
     }
     for subscriptions in [1_000, 10_000, 100_000] {
-        runs.push(Run::Selective(selective::Plan { store, codec, subscriptions, commits: 2_000, max_seconds: 15 }));
+        runs.push(Run::Selective(selective::Plan { store, codec, subscriptions, commits: 5_000, max_seconds: 15 }));
     }
     runs.push(Run::SlowConsumer(fanout::Plan { store, codec, subscribers: 1_000, commits: 100 }));
     for changes in [10, 1_000, 100_000] {
