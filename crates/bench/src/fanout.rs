@@ -63,7 +63,7 @@ pub async fn drive(phase: &str, publisher: &mut impl Publisher, receipts: &mut m
         bar.inc(1);
     }
     bar.finish();
-    let collected = stamp::collect(receipts, subscribers, total - 1, Instant::now() + DRAIN_TIMEOUT).await;
+    let collected = stamp::collect(receipts, subscribers, total - 1, Instant::now() + DRAIN_TIMEOUT, &format!("{phase}: last receipts")).await;
     Ok(stats::latency(&collected, WARMUP_COMMITS, subscribers, commits))
 }
 
@@ -129,7 +129,12 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     // A baseline that cannot run here is reported as such, not skipped.
     let nats = baseline::nats::measure(plan.subscribers, plan.commits).await.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
     let notify = baseline::notify::measure(plan.subscribers, plan.commits).await.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
-    let ratio = |baseline: &Value, p: &str| stats::ratio(&protosync["latency_ms"][p], &baseline["latency_ms"][p]);
+    // A ratio against a baseline that measured fewer subscribers would
+    // compare different loads: it is left out.
+    let ratio = |baseline: &Value, p: &str| match baseline["subscribers"].as_u64() == Some(plan.subscribers as u64) {
+        true => stats::ratio(&protosync["latency_ms"][p], &baseline["latency_ms"][p]),
+        false => Value::Null,
+    };
     Ok(json!({
         "scenario": "fanout",
         "store": plan.store.name(),

@@ -5,10 +5,10 @@
 use std::fmt::Write;
 
 /// Canvas and plot-area geometry, in SVG user units.
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 860.0;
 const HEIGHT: f64 = 480.0;
 const LEFT: f64 = 80.0;
-const RIGHT: f64 = 220.0;
+const RIGHT: f64 = 300.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 

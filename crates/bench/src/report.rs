@@ -279,7 +279,13 @@ fn fanout_chart(results: &[Value]) -> Option<String> {
                     points.push((n, ms));
                 }
             }
-            series.push(Series { label: format!("{name} {p}"), color, dashed, points });
+            // Say where a baseline stopped short of the largest size.
+            let largest = fanout.last().and_then(|r| r["subscribers"].as_f64());
+            let label = match points.last() {
+                Some(&(n, _)) if largest.is_some_and(|l| n < l) => format!("{name} {p} (≤ {} subscribers)", fmt(&n.into(), 0)),
+                _ => format!("{name} {p}"),
+            };
+            series.push(Series { label, color, dashed, points });
         }
     }
     let ticks: Vec<(f64, String)> = fanout.iter().filter_map(|r| r["subscribers"].as_f64()).map(|n| (n, fmt(&n.into(), 0))).collect();

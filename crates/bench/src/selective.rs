@@ -76,7 +76,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     bar.finish();
     let writing = meter.seconds();
     let cpu = meter.cpu_core_seconds()?;
-    let collected = stamp::collect(&mut receipts, 1, commits - 1, Instant::now() + DRAIN_TIMEOUT).await;
+    if commits == 0 {
+        anyhow::bail!("no commit within {} s", plan.max_seconds);
+    }
+    let collected = stamp::collect(&mut receipts, 1, commits - 1, Instant::now() + DRAIN_TIMEOUT, "selective: last receipt").await;
     let measured = commits.saturating_sub(WARMUP_COMMITS) as usize;
     let mut result = json!({
         "scenario": "selective",

@@ -122,7 +122,7 @@ impl ServerProcess {
     }
 
     /// The end of the server's log, for errors.
-    pub fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         let bytes = std::fs::read(&self.log).unwrap_or_default();
         String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..]).into_owned()
     }

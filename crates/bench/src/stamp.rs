@@ -62,20 +62,22 @@ const QUIET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receipts until `subscribers` distinct subscribers have seen commit
 /// `last` (coalescing may skip others, never the newest), or until nothing
 /// arrives for [`QUIET_TIMEOUT`], or `deadline`.
-pub async fn collect(receipts: &mut mpsc::UnboundedReceiver<Receipt>, subscribers: usize, last: u64, deadline: Instant) -> Vec<Receipt> {
+pub async fn collect(receipts: &mut mpsc::UnboundedReceiver<Receipt>, subscribers: usize, last: u64, deadline: Instant, phase: &str) -> Vec<Receipt> {
+    let bar = crate::progress::bar(subscribers, phase);
     let mut all = Vec::new();
     let mut done = HashSet::new();
     while done.len() < subscribers {
         let wait = QUIET_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(wait, receipts.recv()).await {
             Ok(Some(receipt)) => {
-                if receipt.commit == last {
-                    done.insert(receipt.subscriber);
+                if receipt.commit == last && done.insert(receipt.subscriber) {
+                    bar.inc(1);
                 }
                 all.push(receipt);
             }
             _ => break,
         }
     }
+    bar.finish();
     all
 }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::stamp::Receipt;
 
 /// (p50, p95, p99, max) of `samples` in ms, nearest-rank; sorts them.
-pub fn percentiles(samples: &mut [f64]) -> Value {
+fn percentiles(samples: &mut [f64]) -> Value {
     samples.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| samples.get(((samples.len() as f64 - 1.0) * q).round() as usize).copied();
     json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": at(1.0), "samples": samples.len()})
