@@ -1,106 +1,154 @@
-//! One writer, N WebSocket subscribers to the same query. Each mutation
-//! carries the moment it was issued; each subscriber records when the
-//! transition carrying it arrived. Writer and subscribers share this
-//! process's clock, so the difference is the latency from issuing a
-//! mutation to its receipt (commit, tail, fan-out, encode, socket, decode).
+//! One writer, N subscribers to the same query, measured in protosync and,
+//! in the same run and the same way, in two baselines (NATS core pub/sub
+//! and Postgres LISTEN/NOTIFY). Every write carries its commit number and
+//! the moment it was issued (stamp.rs); each subscriber's receipt gives
+//! one latency sample: for protosync that is commit, tail, fan-out, encode,
+//! socket and decode.
+//!
+//! The slow-consumer scenario runs this same fan-out with one extra
+//! subscriber that stops reading, so the measuring part lives here once.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protosync_auth::{Authenticator, Identity};
-use protosync_client::wire::{self, client_message};
-use protosync_client::{Connection, Received};
-use protosync_engine::mutation::{OpBody, OpRequest};
-use protosync_engine::{Engine, MutationRequest};
+use protosync_client::wire;
 use protosync_protocol::Codec;
-use protosync_server::{AppState, SyncConfig};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::BenchStore;
+use crate::baseline;
+use crate::clients::{self, Readers};
+use crate::server::{ServerProcess, OWNER};
+use crate::stamp::{self, Receipt};
+use crate::stats;
+use crate::stores::StoreKind;
 
-/// Commits before measuring: connections settle, caches warm.
-const WARMUP_COMMITS: usize = 20;
-/// Pause between measured commits, so each is measured on its own rather
-/// than as one burst.
+/// Commits before measuring: connections settle, caches warm. Each
+/// subscriber's receipts of these (by the commit number they carry) are
+/// dropped.
+pub const WARMUP_COMMITS: u64 = 20;
+/// Time between issued commits, so each is measured on its own rather than
+/// as one burst; writes are issued at this fixed rate whatever a publish
+/// costs, so every system gets the same offered load.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(5);
+/// How long after the last commit receipts may still come in.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The document every fan-out write upserts.
+const FANOUT_DOC: &str = "latest";
 
-pub async fn run(store: BenchStore, subscribers: usize, commits: usize) -> anyhow::Result<serde_json::Value> {
-    let engine = Arc::new(Engine::start(crate::registry()?, store.store.clone()).await?);
-    let state = AppState::new(engine.clone(), SyncConfig::default(), Authenticator::trusting());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("ws://{}/v1/sync", listener.local_addr()?);
-    tokio::spawn(protosync_server::serve(listener, state, std::future::pending()));
-    let clock = Instant::now();
-    let (samples_tx, mut samples_rx) = mpsc::unbounded_channel::<f64>();
-    let total = WARMUP_COMMITS + commits;
-    let mut ready = Vec::new();
-    for _ in 0..subscribers {
-        let (mut connection, _) = Connection::connect(&url, Codec::Json, None).await?;
-        let query = wire::Query { collection: "run_summary".into(), limit: 1, order_by: vec![wire::Order { field: "eventCount".into(), direction: "desc".into() }], ..Default::default() };
-        connection
-            .send(client_message::Message::Subscribe(wire::Subscribe { subscription_id: "s".into(), target: Some(wire::subscribe::Target::Query(query)), held: vec![] }))
-            .await?;
-        let samples = samples_tx.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        ready.push(ready_rx);
-        tokio::spawn(async move {
-            let mut ready_tx = Some(ready_tx);
-            let mut seen = 0;
-            while seen < total {
-                let Ok(Received::Transition(t)) = connection.receive().await else { continue };
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(());
-                    continue;
-                }
-                for update in &t.updates {
-                    for doc in &update.upserts {
-                        let json = doc.doc.as_ref().map(protosync_protocol::struct_to_json).unwrap_or_default();
-                        if let Some(sent) = json.get("title").and_then(|v| v.as_str()).and_then(|s| s.parse::<f64>().ok()) {
-                            let _ = samples.send(clock.elapsed().as_secs_f64() * 1000.0 - sent);
-                            seen += 1;
-                        }
-                    }
-                }
-            }
-        });
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub store: StoreKind,
+    pub codec: Codec,
+    pub subscribers: usize,
+    /// Measured commits (after the warm-up).
+    pub commits: usize,
+}
+
+/// Something that delivers stamped documents to subscribers.
+pub trait Publisher {
+    /// Publishes the stamped document of commit `commit`.
+    async fn publish(&mut self, commit: u64) -> anyhow::Result<()>;
+}
+
+/// Issues the warm-up and `commits` measured writes at the fixed rate,
+/// then collects the subscribers' receipts; returns the latency figures.
+pub async fn drive(phase: &str, publisher: &mut impl Publisher, receipts: &mut mpsc::UnboundedReceiver<Receipt>, subscribers: usize, commits: usize) -> anyhow::Result<Value> {
+    let total = WARMUP_COMMITS + commits as u64;
+    let bar = crate::progress::bar(total as usize, phase);
+    let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for commit in 0..total {
+        tick.tick().await;
+        publisher.publish(commit).await?;
+        bar.inc(1);
     }
-    for r in ready {
-        r.await?;
+    bar.finish();
+    let collected = stamp::collect(receipts, subscribers, total - 1, Instant::now() + DRAIN_TIMEOUT, &format!("{phase}: last receipts")).await;
+    Ok(stats::latency(&collected, WARMUP_COMMITS, subscribers, commits))
+}
+
+/// The subscription every fan-out subscriber holds: a query for the
+/// user's newest summary.
+pub fn subscription() -> wire::Subscribe {
+    let query = wire::Query {
+        collection: "run_summary".into(),
+        filter: vec![wire::Condition { field: "ownerId".into(), op: "==".into(), value: Some(protosync_protocol::json_to_value(&json!(OWNER))) }],
+        order_by: vec![wire::Order { field: "eventCount".into(), direction: "desc".into() }],
+        limit: 1,
+        ..Default::default()
+    };
+    clients::query("fanout", query)
+}
+
+/// protosync with N subscribers connected and reading, ready to measure.
+pub struct Fanout {
+    pub server: ServerProcess,
+    plan: Plan,
+    receipts: mpsc::UnboundedReceiver<Receipt>,
+    _readers: Readers,
+}
+
+impl Fanout {
+    pub async fn open(plan: Plan) -> anyhow::Result<Fanout> {
+        let server = ServerProcess::start(plan.store).await?;
+        let sockets = clients::open_many(&server, plan.subscribers, plan.codec, |_| vec![subscription()], &format!("fanout n={}: connect", plan.subscribers)).await?;
+        let (tx, receipts) = mpsc::unbounded_channel();
+        let readers = clients::read_receipts(sockets, 0, tx);
+        Ok(Fanout { server, plan, receipts, _readers: readers })
     }
-    let service = Identity::Service { name: "bench".into(), collections: None, jti: None, expires_at: None };
-    for i in 0..total {
-        let sent = clock.elapsed().as_secs_f64() * 1000.0;
-        let op = OpRequest::Upsert(OpBody {
-            collection: "run_summary".into(),
-            id: "latest".into(),
-            doc: Some(json!({"ownerId": "bench", "eventCount": i, "title": format!("{sent}")})),
-            fields: None,
-            expected_version: None,
-        });
-        engine.mutate(&service, &MutationRequest { idempotency_key: None, ops: vec![op] }).await?;
-        tokio::time::sleep(COMMIT_INTERVAL).await;
+
+    /// Runs the writes and reports latency and the server's resource use.
+    pub async fn measure(&mut self) -> anyhow::Result<Value> {
+        let meter = self.server.meter()?;
+        let mut writer = HttpWriter { server: &self.server };
+        let phase = format!("fanout n={}: protosync commits", self.plan.subscribers);
+        let mut result = drive(&phase, &mut writer, &mut self.receipts, self.plan.subscribers, self.plan.commits).await?;
+        result["server"] = meter.report()?;
+        Ok(result)
     }
-    drop(samples_tx);
-    let mut samples = Vec::new();
-    let expected = subscribers * total;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while samples.len() < expected && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(5), samples_rx.recv()).await {
-            Ok(Some(sample)) => samples.push(sample),
-            _ => break,
-        }
+}
+
+/// The service writing fan-out commits over HTTP.
+struct HttpWriter<'a> {
+    server: &'a ServerProcess,
+}
+
+impl Publisher for HttpWriter<'_> {
+    async fn publish(&mut self, commit: u64) -> anyhow::Result<()> {
+        let op = json!({"upsert": {"collection": "run_summary", "id": FANOUT_DOC, "doc": stamp::document(commit)}});
+        self.server.mutate(vec![op]).await.map(drop)
     }
-    let received = samples.len();
-    // Drop the warm-up: the first WARMUP_COMMITS receipts of each subscriber.
-    let mut measured: Vec<f64> = samples.into_iter().skip(subscribers * WARMUP_COMMITS).collect();
+}
+
+/// The `fanout` scenario at one size: protosync, then the baselines.
+pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+    let protosync = {
+        let mut fanout = Fanout::open(plan).await?;
+        fanout.measure().await?
+    };
+    // A baseline that cannot run here is reported as such, not skipped.
+    let nats = baseline::nats::measure(plan.subscribers, plan.commits).await.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    let notify = baseline::notify::measure(plan.subscribers, plan.commits).await.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    // A ratio against a baseline that measured fewer subscribers would
+    // compare different loads: it is left out.
+    let ratio = |baseline: &Value, p: &str| match baseline["subscribers"].as_u64() == Some(plan.subscribers as u64) {
+        true => stats::ratio(&protosync["latency_ms"][p], &baseline["latency_ms"][p]),
+        false => Value::Null,
+    };
     Ok(json!({
         "scenario": "fanout",
-        "subscribers": subscribers,
-        "commits": commits,
-        "receipts_expected": expected,
-        "receipts": received,
-        "latency_ms": crate::percentiles(&mut measured),
-        "note": "coalesced transitions deliver only the newest of several commits; receipts < expected means coalescing",
+        "store": plan.store.name(),
+        "codec": format!("{:?}", plan.codec).to_lowercase(),
+        "subscribers": plan.subscribers,
+        "commits": plan.commits,
+        "warmup_commits": WARMUP_COMMITS,
+        "commit_interval_ms": COMMIT_INTERVAL.as_secs_f64() * 1000.0,
+        "payload_bytes": serde_json::to_vec(&stamp::document(0))?.len(),
+        "protosync": protosync,
+        "nats": nats,
+        "postgres_notify": notify,
+        "ratio_protosync_to_nats": {"p50": ratio(&nats, "p50"), "p99": ratio(&nats, "p99")},
+        "ratio_protosync_to_postgres_notify": {"p50": ratio(&notify, "p50"), "p99": ratio(&notify, "p99")},
+        "note": "latency = issue → receipt on one clock; receipts < receipts_expected means coalescing (protosync sends only the newest of several commits to a subscriber that is behind)",
     }))
 }

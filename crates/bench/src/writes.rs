@@ -9,16 +9,19 @@ use protosync_engine::mutation::{OpBody, OpRequest};
 use protosync_engine::{Engine, MutationRequest};
 use serde_json::json;
 
-use crate::BenchStore;
+use crate::stores::{self, BenchStore, StoreKind};
 
-pub async fn run(store: BenchStore, writers: usize, ops: usize, mutations: usize) -> anyhow::Result<serde_json::Value> {
-    let engine = Arc::new(Engine::start(crate::registry()?, store.store.clone()).await?);
+pub async fn run(kind: StoreKind, writers: usize, ops: usize, mutations: usize) -> anyhow::Result<serde_json::Value> {
+    let store: BenchStore = stores::open(kind).await?;
+    let engine = Arc::new(Engine::start(stores::registry()?, store.store.clone()).await?);
     let service = Identity::Service { name: "bench".into(), collections: None, jti: None, expires_at: None };
+    let bar = crate::progress::bar(writers * mutations, format!("writes {} {writers}w {ops}op", kind.name()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
         let engine = engine.clone();
         let service = service.clone();
+        let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
             for m in 0..mutations {
                 let ops = (0..ops)
@@ -33,6 +36,7 @@ pub async fn run(store: BenchStore, writers: usize, ops: usize, mutations: usize
                     })
                     .collect();
                 engine.mutate(&service, &MutationRequest { idempotency_key: None, ops }).await?;
+                bar.inc(1);
             }
             anyhow::Ok(())
         }));
@@ -41,9 +45,11 @@ pub async fn run(store: BenchStore, writers: usize, ops: usize, mutations: usize
         task.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
+    bar.finish();
     let commits = writers * mutations;
     Ok(json!({
         "scenario": "writes",
+        "store": kind.name(),
         "writers": writers,
         "ops_per_mutation": ops,
         "commits": commits,

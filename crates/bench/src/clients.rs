@@ -1,0 +1,310 @@
+//! Many sync-protocol clients in one process: sockets bound to spread
+//! source addresses, opened concurrently in bounded batches, each counting
+//! the bytes it receives.
+//!
+//! `protosync_client::Connection` opens its own TCP stream from a URL, so it
+//! can neither bind a source address nor count bytes on the wire; this is
+//! the same protocol (hello, welcome, chunk assembly) over a stream the
+//! bench owns. It never retries: a failure is a measurement, not noise.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use futures::{SinkExt, StreamExt, TryStreamExt};
+use protosync_client::wire::{self, client_message, server_message};
+use protosync_client::{ConnectionError, Received};
+use protosync_protocol::{Codec, Frame, BINARY_SUBPROTOCOL, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::server::ServerProcess;
+use crate::stamp::{self, Receipt};
+
+/// Connections being opened at once: enough to open 10,000 in seconds,
+/// few enough to stay inside the server's accept backlog.
+const CONNECT_CONCURRENCY: usize = 256;
+/// Client sockets are bound round-robin to 127.0.0.2 … 127.0.0.(1 + this),
+/// so tens of thousands of connections (and the TIME_WAITs of earlier runs)
+/// never exhaust one address's ephemeral ports.
+const SOURCE_ADDRESSES: usize = 200;
+/// How long opening one connection may take: TCP, upgrade, hello, and the
+/// first result of each of its subscriptions.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Readers ping this often: a third of the server's 60 s idle timeout
+/// (docs/protocol.md), so no connection is closed for idleness mid-run.
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Raises this process's open-file soft limit to its hard limit (10,000
+/// connections need 10,000 descriptors here, and as many in the server,
+/// which inherits the limit). Returns the new limit.
+pub fn raise_fd_limit() -> anyhow::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// A TCP connection to `server` from the `index`-th source address, with
+/// the given receive buffer (set before connecting, so the window
+/// advertised in the handshake is already that small).
+pub async fn dial(server: SocketAddr, index: usize, receive_buffer: Option<u32>) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes)?;
+    }
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (index % SOURCE_ADDRESSES) as u8);
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A TCP stream that counts the bytes read from it.
+pub struct Counted {
+    stream: TcpStream,
+    received: u64,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll {
+            self.received += (buf.filled().len() - before) as u64;
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// One sync connection over a stream the bench dialled.
+pub struct SyncSocket {
+    ws: WebSocketStream<Counted>,
+    codec: Codec,
+    pending_chunks: Vec<wire::Transition>,
+}
+
+impl SyncSocket {
+    /// Upgrades `stream` and says hello as the server's user; returns after
+    /// the welcome (the `authOk` that follows is left to `receive`).
+    pub async fn connect(server: &ServerProcess, stream: TcpStream, codec: Codec, resume: Option<wire::Resume>) -> anyhow::Result<(SyncSocket, wire::Welcome)> {
+        let mut request = server.ws_url().into_client_request()?;
+        if codec == Codec::Binary {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse()?);
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, Counted { stream, received: 0 }).await?;
+        let mut socket = SyncSocket { ws, codec, pending_chunks: Vec::new() };
+        let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, token: server.token.clone(), ..Default::default() };
+        socket.send(client_message::Message::Hello(hello)).await?;
+        match socket.receive().await? {
+            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Welcome(welcome)) }) => Ok((socket, welcome)),
+            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => bail!("the server refused the hello: {}: {}", e.code, e.message),
+            other => bail!("expected a welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: client_message::Message) -> Result<(), ConnectionError> {
+        let message = match self.codec.encode_client(&wire::ClientMessage { message: Some(message) }) {
+            Frame::Text(text) => Message::Text(text.into()),
+            Frame::Binary(bytes) => Message::Binary(bytes.into()),
+        };
+        self.ws.send(message).await.map_err(|_| ConnectionError::Closed(None))
+    }
+
+    /// Sends every subscribe, then waits for each one's first result.
+    pub async fn subscribe(&mut self, subscriptions: Vec<wire::Subscribe>) -> anyhow::Result<()> {
+        let count = subscriptions.len();
+        for subscribe in subscriptions {
+            self.send(client_message::Message::Subscribe(subscribe)).await?;
+        }
+        let mut first_results = 0;
+        while first_results < count {
+            match self.receive().await? {
+                Received::Transition(t) => first_results += t.updates.iter().filter(|u| u.reset).count(),
+                Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
+                    bail!("subscription {:?} refused: {}: {}", e.subscription_id, e.code, e.message)
+                }
+                Received::Other(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message; a transition once all its chunks arrived.
+    pub async fn receive(&mut self) -> Result<Received, ConnectionError> {
+        loop {
+            let frame = match self.ws.next().await {
+                None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
+                Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
+                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
+                Some(Ok(Message::Close(frame))) => return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))),
+                Some(Ok(_)) => continue,
+            };
+            let message = self.codec.decode_server(&frame).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+            match message.message {
+                Some(server_message::Message::Transition(chunk)) => {
+                    if let Some(whole) = self.assemble(chunk)? {
+                        return Ok(Received::Transition(whole));
+                    }
+                }
+                _ => return Ok(Received::Other(message)),
+            }
+        }
+    }
+
+    fn assemble(&mut self, chunk: wire::Transition) -> Result<Option<wire::Transition>, ConnectionError> {
+        let expected = chunk.chunk as usize == self.pending_chunks.len()
+            && self.pending_chunks.first().is_none_or(|first| (first.from_watermark, first.to_watermark) == (chunk.from_watermark, chunk.to_watermark));
+        if !expected {
+            return Err(ConnectionError::Protocol("transition chunks out of order".into()));
+        }
+        let chunks = chunk.chunks.max(1) as usize;
+        self.pending_chunks.push(chunk);
+        if self.pending_chunks.len() < chunks {
+            return Ok(None);
+        }
+        let mut parts = std::mem::take(&mut self.pending_chunks).into_iter();
+        let mut whole = parts.next().expect("at least one chunk");
+        for part in parts {
+            whole.updates.extend(part.updates);
+        }
+        whole.chunk = 0;
+        whole.chunks = 1;
+        Ok(Some(whole))
+    }
+
+    /// Bytes read from the socket since it was dialled: the upgrade
+    /// response, frame headers and payloads.
+    pub fn bytes_received(&self) -> u64 {
+        self.ws.get_ref().received
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.ws.get_ref().stream.local_addr()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A `get` subscription of one `run_summary` document.
+pub fn get(subscription_id: impl Into<String>, id: impl Into<String>) -> wire::Subscribe {
+    let get = wire::Get { collection: "run_summary".into(), id: id.into() };
+    wire::Subscribe { subscription_id: subscription_id.into(), target: Some(wire::subscribe::Target::Get(get)), held: vec![] }
+}
+
+/// A query subscription.
+pub fn query(subscription_id: impl Into<String>, query: wire::Query) -> wire::Subscribe {
+    wire::Subscribe { subscription_id: subscription_id.into(), target: Some(wire::subscribe::Target::Query(query)), held: vec![] }
+}
+
+/// Opens `count` connections, the `i`-th holding `subscriptions(i)` with
+/// their first results in.
+pub async fn open_many(
+    server: &ServerProcess,
+    count: usize,
+    codec: Codec,
+    subscriptions: impl Fn(usize) -> Vec<wire::Subscribe>,
+    phase: &str,
+) -> anyhow::Result<Vec<SyncSocket>> {
+    let bar = crate::progress::bar(count, phase);
+    let subscriptions = &subscriptions;
+    let bar_ref = &bar;
+    let sockets = futures::stream::iter(0..count)
+        .map(|i| async move {
+            let open = async {
+                let stream = dial(server.addr, i, None).await?;
+                let (mut socket, _) = SyncSocket::connect(server, stream, codec, None).await?;
+                socket.subscribe(subscriptions(i)).await?;
+                anyhow::Ok(socket)
+            };
+            let socket = tokio::time::timeout(OPEN_TIMEOUT, open).await.map_err(|_| anyhow!("connection {i} did not open within {OPEN_TIMEOUT:?}"))??;
+            bar_ref.inc(1);
+            anyhow::Ok(socket)
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await;
+    bar.finish();
+    sockets
+}
+
+/// Reader tasks, aborted (and their sockets closed) when this drops.
+pub struct Readers(pub Vec<JoinHandle<()>>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Reads every socket until it fails or the readers drop, pinging so the
+/// server does not close it for idleness, and sends a receipt for each
+/// stamped document a transition carries. Reader `i` reports as
+/// subscriber `first_subscriber + i`.
+pub fn read_receipts(sockets: Vec<SyncSocket>, first_subscriber: usize, receipts: mpsc::UnboundedSender<Receipt>) -> Readers {
+    let tasks = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut socket)| {
+            let receipts = receipts.clone();
+            tokio::spawn(async move {
+                let mut ping = tokio::time::interval(PING_INTERVAL);
+                ping.tick().await;
+                loop {
+                    tokio::select! {
+                        received = socket.receive() => match received {
+                            Ok(Received::Transition(t)) => {
+                                for doc in t.updates.iter().flat_map(|u| &u.upserts).filter_map(|d| d.doc.as_ref()) {
+                                    let field = |name| doc.fields.get(name).map(protosync_protocol::value_to_json);
+                                    if let Some(stamp) = stamp::read(field("eventCount").as_ref(), field("title").as_ref()) {
+                                        let _ = receipts.send(Receipt::now(first_subscriber + i, stamp));
+                                    }
+                                }
+                            }
+                            Ok(Received::Other(_)) => {}
+                            Err(_) => return,
+                        },
+                        _ = ping.tick() => {
+                            if socket.send(client_message::Message::Ping(wire::Ping { nonce: String::new() })).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    Readers(tasks)
+}
