@@ -18,6 +18,7 @@ use futures::{SinkExt, StreamExt, TryStreamExt};
 use protosync_client::wire::{self, client_message, server_message};
 use protosync_client::{ConnectionError, Received};
 use protosync_protocol::{Codec, Frame, BINARY_SUBPROTOCOL, PROTOCOL_VERSION};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -120,7 +121,11 @@ impl SyncSocket {
         if codec == Codec::Binary {
             request.headers_mut().insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse()?);
         }
-        let (ws, _) = tokio_tungstenite::client_async(request, Counted { stream, received: 0 }).await?;
+        // tungstenite zero-fills its whole read buffer (128 KiB by default)
+        // before every read: with thousands of readers in this process
+        // that would be the bench's own top cost, charged to the server.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, Counted { stream, received: 0 }, Some(config)).await?;
         let mut socket = SyncSocket { ws, codec, pending_chunks: Vec::new() };
         let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, token: server.token.clone(), ..Default::default() };
         socket.send(client_message::Message::Hello(hello)).await?;
@@ -199,6 +204,31 @@ impl SyncSocket {
         whole.chunk = 0;
         whole.chunks = 1;
         Ok(Some(whole))
+    }
+
+    /// The stamps of the documents in the next frame (none for frames that
+    /// are not transitions). Reads only what a stamp needs, as cheaply as
+    /// the baselines' readers do, so the bench's own decoding takes as
+    /// little as it can of the cores the server runs on.
+    pub async fn next_stamps(&mut self) -> Result<Vec<(u64, f64)>, ConnectionError> {
+        loop {
+            let documents: Vec<Value> = match self.ws.next().await {
+                None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+                    let updates = frame.pointer("/transition/updates").and_then(Value::as_array).cloned().unwrap_or_default();
+                    updates.iter().filter_map(|u| u.get("upserts").and_then(Value::as_array)).flatten().filter_map(|d| d.get("doc").cloned()).collect()
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    let message = self.codec.decode_server(&Frame::Binary(bytes.to_vec())).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+                    let Some(server_message::Message::Transition(t)) = message.message else { return Ok(Vec::new()) };
+                    t.updates.iter().flat_map(|u| &u.upserts).filter_map(|d| d.doc.as_ref()).map(protosync_protocol::struct_to_json).collect()
+                }
+                Some(Ok(Message::Close(frame))) => return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))),
+                Some(Ok(_)) => continue,
+            };
+            return Ok(documents.iter().filter_map(|doc| stamp::read(doc.get("eventCount"), doc.get("title"))).collect());
+        }
     }
 
     /// Bytes read from the socket since it was dialled: the upgrade
@@ -284,16 +314,12 @@ pub fn read_receipts(sockets: Vec<SyncSocket>, first_subscriber: usize, receipts
                 ping.tick().await;
                 loop {
                     tokio::select! {
-                        received = socket.receive() => match received {
-                            Ok(Received::Transition(t)) => {
-                                for doc in t.updates.iter().flat_map(|u| &u.upserts).filter_map(|d| d.doc.as_ref()) {
-                                    let field = |name| doc.fields.get(name).map(protosync_protocol::value_to_json);
-                                    if let Some(stamp) = stamp::read(field("eventCount").as_ref(), field("title").as_ref()) {
-                                        let _ = receipts.send(Receipt::now(first_subscriber + i, stamp));
-                                    }
+                        received = socket.next_stamps() => match received {
+                            Ok(stamps) => {
+                                for stamp in stamps {
+                                    let _ = receipts.send(Receipt::now(first_subscriber + i, stamp));
                                 }
                             }
-                            Ok(Received::Other(_)) => {}
                             Err(_) => return,
                         },
                         _ = ping.tick() => {
