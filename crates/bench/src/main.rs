@@ -175,11 +175,15 @@ fn everything(store: StoreKind, codec: Codec, idle_connections: usize) -> Vec<Ru
     let mut runs = Vec::new();
     for (kind, scale) in [(StoreKind::Sqlite, 2), (StoreKind::Postgres, 1)] {
         runs.push(Run::Writes { store: kind, writers: 1, ops: 1, mutations: 1_000 * scale });
-        runs.push(Run::Writes { store: kind, writers: 16, ops: 1, mutations: 250 * scale });
+        runs.push(Run::Writes { store: kind, writers: 16, ops: 1, mutations: 1_000 * scale });
         runs.push(Run::Writes { store: kind, writers: 1, ops: 100, mutations: 100 * scale });
     }
     for subscribers in [1, 100, 1_000, 10_000] {
         runs.push(Run::Fanout(fanout::Plan { store, codec, subscribers, commits: 200 }));
+    }
+    // Commit to one subscriber has a target on each store.
+    for other in [StoreKind::Sqlite, StoreKind::Postgres].into_iter().filter(|k| k.name() != store.name()) {
+        runs.push(Run::Fanout(fanout::Plan { store: other, codec, subscribers: 1, commits: 200 }));
     }
     for subscriptions in [1_000, 10_000, 100_000] {
         runs.push(Run::Selective(selective::Plan { store, codec, subscriptions, commits: 5_000, max_seconds: 15 }));

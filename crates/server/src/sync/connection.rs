@@ -18,8 +18,9 @@ use super::{close_code, sleep_until_epoch, transition};
 use super::convert::{self, error, error_message, server};
 use crate::AppState;
 
+/// Kept small: every connection's queue allocates room for a block of them.
 enum Outbound {
-    Message(wire::ServerMessage),
+    Message(Box<wire::ServerMessage>),
     /// Already encoded for this connection's codec.
     Frame(Frame),
     Close(u16, String),
@@ -145,7 +146,7 @@ async fn receive_hello(incoming: &mut SplitStream<WebSocket>, codec: Codec, outb
                     "protocol version {} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
                     hello.protocol_version
                 );
-                enqueue(outbound, state, Outbound::Message(error_message("UPGRADE_REQUIRED", &message, "", "", String::new()))).await;
+                enqueue(outbound, state, Outbound::Message(Box::new(error_message("UPGRADE_REQUIRED", &message, "", "", String::new())))).await;
                 enqueue(outbound, state, refuse(close_code::UPGRADE_REQUIRED, "upgrade required")).await;
                 return None;
             }
@@ -210,7 +211,7 @@ impl MutationBudget {
 
 impl Connection {
     async fn send(&self, message: wire::ServerMessage) -> bool {
-        enqueue(&self.outbound, &self.state, Outbound::Message(message)).await
+        enqueue(&self.outbound, &self.state, Outbound::Message(Box::new(message))).await
     }
 
     async fn close(&self, code: u16, reason: &str) {
@@ -220,7 +221,7 @@ impl Connection {
     async fn serve(mut self, hello: wire::Hello) {
         let engine = self.state.engine.clone();
         if !hello.token.is_empty() {
-            match self.state.auth.credential(&hello.token).await {
+            match Box::pin(self.state.auth.credential(&hello.token)).await {
                 Ok(identity) => self.identity = identity,
                 Err(e) => {
                     self.send(error_message(e.code, &e.message, "", "", String::new())).await;
@@ -274,7 +275,7 @@ impl Connection {
                 None => Some(subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect()),
                 Some(_) => None,
             };
-            self.subscribe(&mut session, subscribe, held, reset.unwrap_or(ResetReason::NewSubscription)).await;
+            Box::pin(self.subscribe(&mut session, subscribe, held, reset.unwrap_or(ResetReason::NewSubscription))).await;
         }
         self.run(session).await;
     }
@@ -307,7 +308,9 @@ impl Connection {
             if wants && self.outbound.capacity() > 0 {
                 let force = self.min_target > session.watermark() || keepalive;
                 keepalive = false;
-                match session.advance(self.min_target, force).await {
+                // Boxed, as is handling a message: a connection's task is as
+                // large as its largest state, and these are only passing.
+                match Box::pin(session.advance(self.min_target, force)).await {
                     Ok(Some(plan)) => {
                         self.state.metrics.transitions_sent.fetch_add(1, Ordering::Relaxed);
                         for frame in transition::frames(&plan, self.codec, transition::TRANSITION_CHUNK_BYTES) {
@@ -331,7 +334,7 @@ impl Connection {
                 received = receive(&mut self.incoming, self.codec) => {
                     last_heard = Instant::now();
                     match received {
-                        Received::Message(message) => self.handle(&mut session, &mut mutations, message).await,
+                        Received::Message(message) => Box::pin(self.handle(&mut session, &mut mutations, message)).await,
                         Received::Undecodable(e, request_id, subscription_id) => {
                             self.send(error_message("BAD_FRAME", &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }

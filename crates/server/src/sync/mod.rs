@@ -20,7 +20,7 @@ use crate::AppState;
 /// idle connection's memory, and the top cost of fan-out in profiles.
 /// Client frames are small; a larger one still arrives whole (the buffer
 /// grows for it).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Timing and size limits of sync connections. The defaults suit production;
 /// tests shorten the timers.
