@@ -75,7 +75,9 @@ pub struct Mutation {
 
 /// A write check: (op index, op, prev, next) → allowed?
 #[derive(Clone)]
-pub struct Authorize(pub Arc<dyn Fn(usize, &WriteOp, Option<&Value>, Option<&Value>) -> bool + Send + Sync>);
+pub struct Authorize(pub Arc<WriteCheck>);
+
+pub type WriteCheck = dyn Fn(usize, &WriteOp, Option<&Value>, Option<&Value>) -> bool + Send + Sync;
 
 impl std::fmt::Debug for Authorize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -412,11 +412,14 @@ fn parse_body(text: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))
 }
 
+/// (index key, id, version, seq, body) of a scanned row, as SQLite gives it.
+type RawRow = (Option<Vec<u8>>, String, i64, i64, String);
+
 fn scan(conn: &Connection, collection: &str, request: &ScanRequest) -> Result<Vec<ScanRow>, StoreError> {
-    let row_of = |r: &rusqlite::Row<'_>, key: Option<Vec<u8>>, first: usize| -> rusqlite::Result<(Option<Vec<u8>>, String, i64, i64, String)> {
+    let row_of = |r: &rusqlite::Row<'_>, key: Option<Vec<u8>>, first: usize| -> rusqlite::Result<RawRow> {
         Ok((key, r.get(first)?, r.get(first + 1)?, r.get(first + 2)?, r.get(first + 3)?))
     };
-    let raw: Vec<(Option<Vec<u8>>, String, i64, i64, String)> = match request {
+    let raw: Vec<RawRow> = match request {
         ScanRequest::Index { index, lower, upper, reverse, limit } => {
             let sql = format!(
                 "SELECT e.key, d.id, d.version, d.seq, d.body FROM protosync_index_entries e

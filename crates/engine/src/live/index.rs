@@ -92,11 +92,14 @@ pub enum Filing {
     Document { collection: String, id: String },
 }
 
+/// Encoded value of a field → the subscriptions filing under it.
+type ByValue = HashMap<Vec<u8>, HashSet<SubscriptionKey>>;
+
 #[derive(Default)]
 struct CollectionIndex {
     whole: HashSet<SubscriptionKey>,
     /// field (display form) → (its path, value key → subscriptions)
-    by_value: HashMap<String, (FieldPath, HashMap<Vec<u8>, HashSet<SubscriptionKey>>)>,
+    by_value: HashMap<String, (FieldPath, ByValue)>,
     /// document id → subscriptions (gets, and holders of value-filed ones)
     by_id: HashMap<String, HashSet<SubscriptionKey>>,
 }
@@ -235,9 +238,9 @@ impl SubscriptionIndex {
     }
 }
 
-fn remove_from<K: std::hash::Hash + Eq + ?Sized>(map: &mut HashMap<K::Owned, HashSet<SubscriptionKey>>, k: &K, key: &SubscriptionKey)
+fn remove_from<K>(map: &mut HashMap<K::Owned, HashSet<SubscriptionKey>>, k: &K, key: &SubscriptionKey)
 where
-    K: ToOwned,
+    K: std::hash::Hash + Eq + ToOwned + ?Sized,
     K::Owned: std::hash::Hash + Eq + std::borrow::Borrow<K>,
 {
     if let Some(set) = map.get_mut(k) {

@@ -315,7 +315,7 @@ mod tests {
                     let ids = |rng: &mut rand::rngs::StdRng| (0..rng.random_range(0..3)).map(|i| format!("r{i}")).collect::<Vec<_>>();
                     SubscriptionUpdate {
                         subscription_id: if u == 0 && rng.random_bool(0.2) { String::new() } else { format!("s{u}") },
-                        reset: reasons[rng.random_range(0..reasons.len())].clone(),
+                        reset: reasons[rng.random_range(0..reasons.len())],
                         diff: ViewDiff { upserts, removes: ids(&mut rng), order: rng.random_bool(0.5).then(|| ids(&mut rng)) },
                     }
                 })
