@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use protosync_client::wire::{self, client_message, server_message};
-use protosync_client::{ConnectionError, Received};
+use protosync_client::{ConnectionError, Incoming, Received};
 use protosync_protocol::{Codec, Frame, BINARY_SUBPROTOCOL, PROTOCOL_VERSION};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -110,7 +110,7 @@ impl AsyncWrite for Counted {
 pub struct SyncSocket {
     ws: WebSocketStream<Counted>,
     codec: Codec,
-    pending_chunks: Vec<wire::Transition>,
+    incoming: Incoming,
 }
 
 impl SyncSocket {
@@ -126,7 +126,7 @@ impl SyncSocket {
         // that would be the bench's own top cost, charged to the server.
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
         let (ws, _) = tokio_tungstenite::client_async_with_config(request, Counted { stream, received: 0 }, Some(config)).await?;
-        let mut socket = SyncSocket { ws, codec, pending_chunks: Vec::new() };
+        let mut socket = SyncSocket { ws, codec, incoming: Incoming::new(codec) };
         let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, token: server.token.clone(), ..Default::default() };
         socket.send(client_message::Message::Hello(hello)).await?;
         match socket.receive().await? {
@@ -168,42 +168,12 @@ impl SyncSocket {
         loop {
             let frame = match self.ws.next().await {
                 None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
-                Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
-                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
-                Some(Ok(Message::Close(frame))) => return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))),
-                Some(Ok(_)) => continue,
+                Some(Ok(frame)) => frame,
             };
-            let message = self.codec.decode_server(&frame).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
-            match message.message {
-                Some(server_message::Message::Transition(chunk)) => {
-                    if let Some(whole) = self.assemble(chunk)? {
-                        return Ok(Received::Transition(whole));
-                    }
-                }
-                _ => return Ok(Received::Other(message)),
+            if let Some(received) = self.incoming.accept(frame)? {
+                return Ok(received);
             }
         }
-    }
-
-    fn assemble(&mut self, chunk: wire::Transition) -> Result<Option<wire::Transition>, ConnectionError> {
-        let expected = chunk.chunk as usize == self.pending_chunks.len()
-            && self.pending_chunks.first().is_none_or(|first| (first.from_watermark, first.to_watermark) == (chunk.from_watermark, chunk.to_watermark));
-        if !expected {
-            return Err(ConnectionError::Protocol("transition chunks out of order".into()));
-        }
-        let chunks = chunk.chunks.max(1) as usize;
-        self.pending_chunks.push(chunk);
-        if self.pending_chunks.len() < chunks {
-            return Ok(None);
-        }
-        let mut parts = std::mem::take(&mut self.pending_chunks).into_iter();
-        let mut whole = parts.next().expect("at least one chunk");
-        for part in parts {
-            whole.updates.extend(part.updates);
-        }
-        whole.chunk = 0;
-        whole.chunks = 1;
-        Ok(Some(whole))
     }
 
     /// The stamps of the documents in the next frame (none for frames that

@@ -35,7 +35,61 @@ pub enum Received {
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     codec: Codec,
+    incoming: Incoming,
+}
+
+/// What arrives on a sync connection, message by message: frames decoded,
+/// transition chunks put back together. For callers with their own socket
+/// (the benchmark harness); [`Connection`] uses it too.
+pub struct Incoming {
+    codec: Codec,
     pending_chunks: Vec<wire::Transition>,
+}
+
+impl Incoming {
+    pub fn new(codec: Codec) -> Incoming {
+        Incoming { codec, pending_chunks: Vec::new() }
+    }
+
+    /// The message `frame` completes: `None` for control frames and for
+    /// a transition chunk that is not the last; an error when the server
+    /// closed the connection or broke the protocol.
+    pub fn accept(&mut self, frame: Message) -> Result<Option<Received>, ConnectionError> {
+        let frame = match frame {
+            Message::Text(text) => Frame::Text(text.to_string()),
+            Message::Binary(bytes) => Frame::Binary(bytes.to_vec()),
+            Message::Close(frame) => return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))),
+            _ => return Ok(None),
+        };
+        let message = self.codec.decode_server(&frame).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+        match message.message {
+            Some(server_message::Message::Transition(transition)) => Ok(self.assemble(transition)?.map(Received::Transition)),
+            _ => Ok(Some(Received::Other(message))),
+        }
+    }
+
+    fn assemble(&mut self, chunk: wire::Transition) -> Result<Option<wire::Transition>, ConnectionError> {
+        let chunks = chunk.chunks.max(1);
+        if let Some(first) = self.pending_chunks.first() {
+            if (first.from_watermark, first.to_watermark) != (chunk.from_watermark, chunk.to_watermark) || chunk.chunk as usize != self.pending_chunks.len() {
+                return Err(ConnectionError::Protocol("transition chunks out of order".into()));
+            }
+        } else if chunk.chunk != 0 {
+            return Err(ConnectionError::Protocol("a transition started mid-way".into()));
+        }
+        self.pending_chunks.push(chunk);
+        if self.pending_chunks.len() < chunks as usize {
+            return Ok(None);
+        }
+        let mut parts = std::mem::take(&mut self.pending_chunks).into_iter();
+        let mut whole = parts.next().expect("at least one chunk");
+        for part in parts {
+            whole.updates.extend(part.updates);
+        }
+        whole.chunk = 0;
+        whole.chunks = 1;
+        Ok(Some(whole))
+    }
 }
 
 impl Connection {
@@ -49,7 +103,7 @@ impl Connection {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
             .await
             .map_err(|e| ConnectionError::Connect(e.to_string()))?;
-        Ok(Connection { socket, codec, pending_chunks: Vec::new() })
+        Ok(Connection { socket, codec, incoming: Incoming::new(codec) })
     }
 
     /// Opens and says hello; returns the connection and the server's welcome.
@@ -90,46 +144,12 @@ impl Connection {
         loop {
             let frame = match self.socket.next().await {
                 None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
-                Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
-                Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string()))));
-                }
-                Some(Ok(_)) => continue,
+                Some(Ok(frame)) => frame,
             };
-            let message = self.codec.decode_server(&frame).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
-            match message.message {
-                Some(server_message::Message::Transition(transition)) => {
-                    if let Some(whole) = self.assemble(transition)? {
-                        return Ok(Received::Transition(whole));
-                    }
-                }
-                _ => return Ok(Received::Other(message)),
+            if let Some(received) = self.incoming.accept(frame)? {
+                return Ok(received);
             }
         }
-    }
-
-    fn assemble(&mut self, chunk: wire::Transition) -> Result<Option<wire::Transition>, ConnectionError> {
-        let chunks = chunk.chunks.max(1);
-        if let Some(first) = self.pending_chunks.first() {
-            if (first.from_watermark, first.to_watermark) != (chunk.from_watermark, chunk.to_watermark) || chunk.chunk as usize != self.pending_chunks.len() {
-                return Err(ConnectionError::Protocol("transition chunks out of order".into()));
-            }
-        } else if chunk.chunk != 0 {
-            return Err(ConnectionError::Protocol("a transition started mid-way".into()));
-        }
-        self.pending_chunks.push(chunk);
-        if self.pending_chunks.len() < chunks as usize {
-            return Ok(None);
-        }
-        let mut parts = std::mem::take(&mut self.pending_chunks).into_iter();
-        let mut whole = parts.next().expect("at least one chunk");
-        for part in parts {
-            whole.updates.extend(part.updates);
-        }
-        whole.chunk = 0;
-        whole.chunks = 1;
-        Ok(Some(whole))
     }
 
     pub async fn close(&mut self) {

@@ -13,6 +13,6 @@ mod connection;
 mod view;
 
 pub use client::{op, Client, ClientConfig, ClientEvent, MutationError};
-pub use connection::{Connection, ConnectionError, Received};
+pub use connection::{Connection, ConnectionError, Incoming, Received};
 pub use view::{SubscriptionView, View, ViewDocument};
 pub use protosync_protocol::wire;
