@@ -29,6 +29,12 @@ const WRITE_QUEUE_LEN: usize = 4_096;
 /// Mutations folded into one SQLite transaction at most: bounds the latency
 /// a mutation waits behind others in its group.
 const MAX_GROUP_COMMIT: usize = 256;
+/// WAL pages between the checkpoints the writer runs (SQLite's default is
+/// 1,000). A checkpoint copies each changed page once however often it
+/// changed, and commits rewrite the same few pages (the head, b-tree
+/// roots), so rarer checkpoints copy less in all; the log grows to about
+/// this many 4 KiB pages.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -114,6 +120,7 @@ impl SqliteStore {
         // may lose the last commits but never corrupts (docs/operations.md).
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         migrate(&mut conn)?;
         let head = read_head(&conn)?;
         let (commits_tx, commits) = watch::channel(head);
