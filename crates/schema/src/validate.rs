@@ -65,6 +65,7 @@ impl Collection {
             return Err(DocumentError::at("", format!("a document must be a JSON object, not {}", json_type(body))));
         }
         check_message(&self.message, body, &mut path, 0)?;
+        reject_nul(body, "")?;
         let mut canonical = canonicalize(&self.message, body)?;
         if let Some(id_field) = &self.id_field {
             let name = &id_field.segments()[0];
@@ -94,6 +95,7 @@ impl Collection {
         };
         let mut path = String::new();
         check_message(&self.message, fields, &mut path, 0)?;
+        reject_nul(fields, "")?;
         let canonical = canonicalize(&self.message, fields)?;
         let mut patch = PatchFields { set: Vec::new(), clear: Vec::new() };
         for key in object.keys() {
@@ -290,6 +292,21 @@ fn check_integer(value: &Value, path: &str, min: i128, max: i128, kind: &Kind) -
         Some(n) if (min..=max).contains(&n) => Ok(()),
         Some(n) => Err(DocumentError::at(path, format!("{n} is out of range for {} ({min}..={max})", kind_name(kind)))),
         None => Err(DocumentError::at(path, format!("expected an integer ({}), got {}", kind_name(kind), json_type(value)))),
+    }
+}
+
+/// Postgres keeps documents as JSONB, which cannot hold U+0000. Every store
+/// refuses it, so a document that works on SQLite works on Postgres.
+fn reject_nul(value: &Value, path: &str) -> Result<(), DocumentError> {
+    let refuse = |path: &str| Err(DocumentError::at(path, "must not contain the character U+0000 (NUL)"));
+    match value {
+        Value::String(s) if s.contains('\0') => refuse(path),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| reject_nul(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+            if key.contains('\0') { refuse(&at) } else { reject_nul(item, &at) }
+        }),
+        _ => Ok(()),
     }
 }
 

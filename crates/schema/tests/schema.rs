@@ -132,6 +132,8 @@ fn invalid_documents_name_the_field() {
         (runs, json!({"eventCount": "99999999999999999999"}), "eventCount", "out of range"),
         (runs, json!({"labels": {"k": 1}}), "labels[\"k\"]", "expected a string"),
         (runs, json!({"runId": "other"}), "runId", "must equal the id"),
+        (items, json!({"sender": {"name": "a\u{0}b"}}), "sender.name", "U+0000"),
+        (items, json!({"labels": ["ok", "\u{0}"]}), "labels[1]", "U+0000"),
     ];
     for (collection, body, path, message) in cases {
         let err = collection.validate("r1", &body).unwrap_err();
@@ -140,6 +142,8 @@ fn invalid_documents_name_the_field() {
     }
     let err = items.validate("x", &json!([1, 2])).unwrap_err();
     assert!(err.message.contains("must be a JSON object"), "{err}");
+    let err = items.validate_patch(&json!({"title": "nul \u{0}"})).unwrap_err();
+    assert_eq!((err.path.as_str(), err.message.contains("U+0000")), ("title", true), "{err}");
 }
 
 #[test]
