@@ -170,7 +170,7 @@ impl Run {
 }
 
 /// The runs of `all`: the sizes, with commit counts that keep the
-/// whole run near ten minutes on two cores.
+/// whole run near six minutes on two cores.
 fn everything(store: StoreKind, codec: Codec, idle_connections: usize) -> Vec<Run> {
     let mut runs = Vec::new();
     for (kind, scale) in [(StoreKind::Sqlite, 2), (StoreKind::Postgres, 1)] {
