@@ -47,7 +47,10 @@ impl JwksCache {
             source,
             ttl: Duration::from_secs(ttl_seconds),
             min_refetch: Duration::from_secs(min_refetch_seconds),
-            http: reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default(),
+            http: reqwest::Client::builder()
+                .timeout(FETCH_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             cached: Mutex::new(Cached::default()),
         }
     }
@@ -55,14 +58,18 @@ impl JwksCache {
     pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthError> {
         let mut cached = self.cached.lock().await;
         let stale = cached.fetched_at.is_none_or(|at| at.elapsed() >= self.ttl);
-        let may_refetch = cached.last_attempt.is_none_or(|at| at.elapsed() >= self.min_refetch);
+        let may_refetch = cached
+            .last_attempt
+            .is_none_or(|at| at.elapsed() >= self.min_refetch);
         if stale && may_refetch {
             self.refresh(&mut cached).await;
         }
         if let Some(key) = find(&cached.keys, kid, alg) {
             return Ok(key);
         }
-        let may_refetch = cached.last_attempt.is_none_or(|at| at.elapsed() >= self.min_refetch);
+        let may_refetch = cached
+            .last_attempt
+            .is_none_or(|at| at.elapsed() >= self.min_refetch);
         if may_refetch {
             // Perhaps the issuer rotated its keys.
             self.refresh(&mut cached).await;
@@ -70,7 +77,13 @@ impl JwksCache {
                 return Ok(key);
             }
         }
-        Err(AuthError::new("TOKEN_UNKNOWN_KEY", format!("no key {} in the issuer's JWKS", kid.map_or("for this algorithm".to_owned(), |k| format!("{k:?}")))))
+        Err(AuthError::new(
+            "TOKEN_UNKNOWN_KEY",
+            format!(
+                "no key {} in the issuer's JWKS",
+                kid.map_or("for this algorithm".to_owned(), |k| format!("{k:?}"))
+            ),
+        ))
     }
 
     async fn refresh(&self, cached: &mut Cached) {
@@ -88,12 +101,18 @@ impl JwksCache {
                             AlgorithmParameters::OctetKeyPair(_) => Some(AlgorithmFamily::Ed),
                             _ => None,
                         };
-                        Some(Key { kid: jwk.common.key_id.clone(), family, key })
+                        Some(Key {
+                            kid: jwk.common.key_id.clone(),
+                            family,
+                            key,
+                        })
                     })
                     .collect();
                 cached.fetched_at = Some(Instant::now());
             }
-            Err(e) => tracing::warn!(error = %e, "fetching the JWKS failed; keeping the keys we have"),
+            Err(e) => {
+                tracing::warn!(error = %e, "fetching the JWKS failed; keeping the keys we have")
+            }
         }
     }
 
@@ -107,7 +126,9 @@ impl JwksCache {
                 response.json().await.map_err(|e| e.to_string())
             }
             JwksSource::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
             }
         }

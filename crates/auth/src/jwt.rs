@@ -38,17 +38,35 @@ impl Provider {
         let algorithms = config
             .algorithms
             .iter()
-            .map(|a| Algorithm::from_str(a).map_err(|_| fail(format!("unknown algorithm {a:?} (HS256, RS256, ES256, EdDSA, …)"))))
+            .map(|a| {
+                Algorithm::from_str(a).map_err(|_| {
+                    fail(format!(
+                        "unknown algorithm {a:?} (HS256, RS256, ES256, EdDSA, …)"
+                    ))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let symmetric = algorithms.iter().filter(|a| a.family() == AlgorithmFamily::Hmac).count();
+        let symmetric = algorithms
+            .iter()
+            .filter(|a| a.family() == AlgorithmFamily::Hmac)
+            .count();
         // One provider is either symmetric or asymmetric: a public key must
         // never be usable as an HMAC secret (the HS/RS confusion).
         if symmetric != 0 && symmetric != algorithms.len() {
-            return Err(fail("mixes HS* with public-key algorithms; configure two providers".into()));
+            return Err(fail(
+                "mixes HS* with public-key algorithms; configure two providers".into(),
+            ));
         }
-        let sources = [config.secret.is_some(), config.jwks_url.is_some(), config.jwks_file.is_some(), config.public_key_pem.is_some()];
+        let sources = [
+            config.secret.is_some(),
+            config.jwks_url.is_some(),
+            config.jwks_file.is_some(),
+            config.public_key_pem.is_some(),
+        ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(fail("give exactly one of secret, jwks_url, jwks_file, public_key_pem".into()));
+            return Err(fail(
+                "give exactly one of secret, jwks_url, jwks_file, public_key_pem".into(),
+            ));
         }
         let keys = if let Some(secret) = &config.secret {
             if symmetric == 0 {
@@ -73,7 +91,11 @@ impl Provider {
                 (_, Some(path)) => JwksSource::File(path.clone()),
                 _ => unreachable!("one source was checked above"),
             };
-            Keys::Jwks(JwksCache::new(source, config.jwks_ttl_seconds, config.jwks_min_refetch_seconds))
+            Keys::Jwks(JwksCache::new(
+                source,
+                config.jwks_ttl_seconds,
+                config.jwks_min_refetch_seconds,
+            ))
         };
         if config.audience.is_empty() {
             return Err(fail("give the audience(s) tokens must be for".into()));
@@ -96,9 +118,16 @@ impl Provider {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::new("TOKEN_INVALID", format!("malformed token: {e}")))?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| AuthError::new("TOKEN_INVALID", format!("malformed token: {e}")))?;
         if !self.algorithms.contains(&header.alg) {
-            return Err(AuthError::new("TOKEN_INVALID", format!("algorithm {:?} is not allowed for provider {:?}", header.alg, self.name)));
+            return Err(AuthError::new(
+                "TOKEN_INVALID",
+                format!(
+                    "algorithm {:?} is not allowed for provider {:?}",
+                    header.alg, self.name
+                ),
+            ));
         }
         let key = match &self.keys {
             Keys::Fixed(key) => key.clone(),
@@ -110,29 +139,47 @@ impl Provider {
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| refusal(e.kind()))?.claims;
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|e| refusal(e.kind()))?
+            .claims;
         for claim in &self.required_claims {
             if claims.get(claim).is_none_or(Value::is_null) {
-                return Err(AuthError::new("TOKEN_MISSING_CLAIM", format!("the token has no `{claim}` claim")));
+                return Err(AuthError::new(
+                    "TOKEN_MISSING_CLAIM",
+                    format!("the token has no `{claim}` claim"),
+                ));
             }
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if let Some(max_age) = self.max_token_age {
-            let issued = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| AuthError::new("TOKEN_MISSING_CLAIM", "the token has no `iat` claim"))?;
+            let issued = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| {
+                AuthError::new("TOKEN_MISSING_CLAIM", "the token has no `iat` claim")
+            })?;
             if now.saturating_sub(issued) > max_age + self.leeway {
-                return Err(AuthError::new("TOKEN_TOO_OLD", format!("the token was issued more than {max_age} s ago")));
+                return Err(AuthError::new(
+                    "TOKEN_TOO_OLD",
+                    format!("the token was issued more than {max_age} s ago"),
+                ));
             }
         }
         if let Some(role) = &self.service_role
-            && claims.get("role").and_then(Value::as_str) == Some(role) {
-                let name = claims.get("sub").and_then(Value::as_str).unwrap_or(&self.name).to_owned();
-                return Ok(Identity::Service {
-                    name,
-                    collections: None,
-                    jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
-                    expires_at: claims.get("exp").and_then(Value::as_u64),
-                });
-            }
+            && claims.get("role").and_then(Value::as_str) == Some(role)
+        {
+            let name = claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.name)
+                .to_owned();
+            return Ok(Identity::Service {
+                name,
+                collections: None,
+                jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+                expires_at: claims.get("exp").and_then(Value::as_u64),
+            });
+        }
         Ok(Identity::User {
             jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             expires_at: claims.get("exp").and_then(Value::as_u64),
@@ -144,11 +191,24 @@ impl Provider {
 fn refusal(kind: &ErrorKind) -> AuthError {
     match kind {
         ErrorKind::ExpiredSignature => AuthError::new("TOKEN_EXPIRED", "the token has expired"),
-        ErrorKind::ImmatureSignature => AuthError::new("TOKEN_NOT_YET_VALID", "the token is not valid yet (nbf)"),
-        ErrorKind::InvalidIssuer => AuthError::new("TOKEN_INVALID_ISSUER", "the token's issuer is not accepted"),
-        ErrorKind::InvalidAudience => AuthError::new("TOKEN_INVALID_AUDIENCE", "the token is not for this audience"),
-        ErrorKind::InvalidSignature => AuthError::new("TOKEN_INVALID_SIGNATURE", "the token's signature does not verify"),
-        ErrorKind::MissingRequiredClaim(claim) => AuthError::new("TOKEN_MISSING_CLAIM", format!("the token has no `{claim}` claim")),
+        ErrorKind::ImmatureSignature => {
+            AuthError::new("TOKEN_NOT_YET_VALID", "the token is not valid yet (nbf)")
+        }
+        ErrorKind::InvalidIssuer => {
+            AuthError::new("TOKEN_INVALID_ISSUER", "the token's issuer is not accepted")
+        }
+        ErrorKind::InvalidAudience => AuthError::new(
+            "TOKEN_INVALID_AUDIENCE",
+            "the token is not for this audience",
+        ),
+        ErrorKind::InvalidSignature => AuthError::new(
+            "TOKEN_INVALID_SIGNATURE",
+            "the token's signature does not verify",
+        ),
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::new(
+            "TOKEN_MISSING_CLAIM",
+            format!("the token has no `{claim}` claim"),
+        ),
         other => AuthError::new("TOKEN_INVALID", format!("the token was refused: {other:?}")),
     }
 }
@@ -158,5 +218,9 @@ pub(crate) fn unverified_issuer(token: &str) -> Result<String, AuthError> {
     let claims: Value = jsonwebtoken::dangerous::insecure_decode(token)
         .map(|data: jsonwebtoken::TokenData<Value>| data.claims)
         .map_err(|e| AuthError::new("TOKEN_INVALID", format!("malformed token: {e}")))?;
-    claims.get("iss").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| AuthError::new("TOKEN_INVALID_ISSUER", "the token has no issuer"))
+    claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| AuthError::new("TOKEN_INVALID_ISSUER", "the token has no issuer"))
 }

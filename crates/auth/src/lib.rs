@@ -41,7 +41,12 @@ pub enum Identity {
     /// A trusted backend: not bound by rules, limited to `collections`
     /// (`None`: all). From a service-role token it keeps that token's
     /// `jti` and expiry, so it can be revoked and expires like any token.
-    Service { name: String, collections: Option<Vec<String>>, jti: Option<String>, expires_at: Option<u64> },
+    Service {
+        name: String,
+        collections: Option<Vec<String>>,
+        jti: Option<String>,
+        expires_at: Option<u64>,
+    },
 }
 
 impl Identity {
@@ -71,7 +76,13 @@ impl Identity {
     pub fn principal(&self) -> String {
         match self {
             Identity::Anonymous => String::new(),
-            Identity::User { claims, .. } => format!("user:{}", claims.get("sub").and_then(Value::as_str).unwrap_or_default()),
+            Identity::User { claims, .. } => format!(
+                "user:{}",
+                claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
             Identity::Service { name, .. } => format!("service:{name}"),
         }
     }
@@ -87,7 +98,10 @@ pub struct AuthError {
 
 impl AuthError {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> AuthError {
-        AuthError { code, message: message.into() }
+        AuthError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -104,10 +118,17 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(config: AuthConfig) -> Result<Authenticator, String> {
-        let providers = config.providers.iter().map(|p| Provider::new(p, &config)).collect::<Result<Vec<_>, _>>()?;
+        let providers = config
+            .providers
+            .iter()
+            .map(|p| Provider::new(p, &config))
+            .collect::<Result<Vec<_>, _>>()?;
         for key in &config.api_keys {
             if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!("api key {:?}: sha256 must be 64 hex digits (sha256sum of the key)", key.name));
+                return Err(format!(
+                    "api key {:?}: sha256 must be 64 hex digits (sha256sum of the key)",
+                    key.name
+                ));
             }
         }
         Ok(Authenticator {
@@ -122,13 +143,22 @@ impl Authenticator {
 
     /// An authenticator that trusts every request (dev and tests).
     pub fn trusting() -> Authenticator {
-        Authenticator::new(AuthConfig { trust_unauthenticated: true, ..AuthConfig::default() }).expect("an empty config is valid")
+        Authenticator::new(AuthConfig {
+            trust_unauthenticated: true,
+            ..AuthConfig::default()
+        })
+        .expect("an empty config is valid")
     }
 
     /// The identity of a request with no credentials.
     pub fn unauthenticated(&self) -> Identity {
         if self.trust_unauthenticated {
-            Identity::Service { name: "unauthenticated (trusted)".into(), collections: None, jti: None, expires_at: None }
+            Identity::Service {
+                name: "unauthenticated (trusted)".into(),
+                collections: None,
+                jti: None,
+                expires_at: None,
+            }
         } else {
             Identity::Anonymous
         }
@@ -137,10 +167,15 @@ impl Authenticator {
     /// Verifies an `Authorization` header value: `Bearer <jwt>` or
     /// `Bearer <api key>`.
     pub async fn bearer(&self, header: Option<&str>) -> Result<Identity, AuthError> {
-        let Some(header) = header else { return Ok(self.unauthenticated()) };
+        let Some(header) = header else {
+            return Ok(self.unauthenticated());
+        };
         let (scheme, credential) = header.split_once(' ').unwrap_or((header, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
-            return Err(AuthError::new("UNAUTHENTICATED", "the Authorization header must be `Bearer <token or api key>`"));
+            return Err(AuthError::new(
+                "UNAUTHENTICATED",
+                "the Authorization header must be `Bearer <token or api key>`",
+            ));
         }
         self.credential(credential.trim()).await
     }
@@ -165,30 +200,53 @@ impl Authenticator {
             .providers
             .iter()
             .find(|p| p.issuer() == issuer)
-            .ok_or_else(|| AuthError::new("TOKEN_INVALID_ISSUER", format!("no provider is configured for issuer {issuer:?}")))?;
+            .ok_or_else(|| {
+                AuthError::new(
+                    "TOKEN_INVALID_ISSUER",
+                    format!("no provider is configured for issuer {issuer:?}"),
+                )
+            })?;
         let identity = provider.verify(token).await?;
         if let Some(jti) = identity.jti()
-            && self.is_revoked(jti) {
-                return Err(AuthError::new("TOKEN_REVOKED", format!("token {jti:?} was revoked")));
-            }
+            && self.is_revoked(jti)
+        {
+            return Err(AuthError::new(
+                "TOKEN_REVOKED",
+                format!("token {jti:?} was revoked"),
+            ));
+        }
         Ok(identity)
     }
 
     pub fn verify_api_key(&self, key: &str) -> Result<Identity, AuthError> {
-        let digest: String = Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let digest: String = Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         self.api_keys
             .iter()
             .find(|k| constant_time_eq(k.sha256.to_ascii_lowercase().as_bytes(), digest.as_bytes()))
-            .map(|k| Identity::Service { name: k.name.clone(), collections: k.collections.clone(), jti: None, expires_at: None })
+            .map(|k| Identity::Service {
+                name: k.name.clone(),
+                collections: k.collections.clone(),
+                jti: None,
+                expires_at: None,
+            })
             .ok_or_else(|| AuthError::new("UNAUTHENTICATED", "unknown API key"))
     }
 
     pub fn revoke(&self, jti: &str) {
-        self.revoked.write().unwrap_or_else(|p| p.into_inner()).insert(jti.to_owned());
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(jti.to_owned());
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains(jti)
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(jti)
     }
 
     /// Browser WebSockets must come from an allowed origin when a list is
@@ -208,7 +266,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use jsonwebtoken::{encode, EncodingKey, Header};
+    use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
     use super::*;
@@ -232,7 +290,10 @@ mod tests {
             }],
             api_keys: vec![ApiKeyConfig {
                 name: "runtime".into(),
-                sha256: Sha256::digest(b"key-1").iter().map(|b| format!("{b:02x}")).collect(),
+                sha256: Sha256::digest(b"key-1")
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
                 collections: Some(vec!["run_summary".into()]),
             }],
             ..AuthConfig::default()
@@ -242,10 +303,20 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let mut full = json!({"iss": "https://bridge.test", "aud": "protosync", "exp": now + 600, "iat": now, "sub": "ann"});
-        full.as_object_mut().unwrap().extend(claims.as_object().unwrap().clone());
-        encode(&Header::default(), &full, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        full.as_object_mut()
+            .unwrap()
+            .extend(claims.as_object().unwrap().clone());
+        encode(
+            &Header::default(),
+            &full,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -256,30 +327,81 @@ mod tests {
             c.leeway_seconds = 0;
         });
         let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
-        assert_eq!(code(strict.verify_token(&token(json!({}))).await), "TOKEN_MISSING_CLAIM");
-        assert_eq!(code(strict.verify_token(&token(json!({"jti": "j1", "iat": 1}))).await), "TOKEN_TOO_OLD");
-        assert_eq!(code(strict.verify_token(&token(json!({"jti": "j1"}))).await), "OK");
+        assert_eq!(
+            code(strict.verify_token(&token(json!({}))).await),
+            "TOKEN_MISSING_CLAIM"
+        );
+        assert_eq!(
+            code(
+                strict
+                    .verify_token(&token(json!({"jti": "j1", "iat": 1})))
+                    .await
+            ),
+            "TOKEN_TOO_OLD"
+        );
+        assert_eq!(
+            code(strict.verify_token(&token(json!({"jti": "j1"}))).await),
+            "OK"
+        );
         strict.revoke("j1");
-        assert_eq!(code(strict.verify_token(&token(json!({"jti": "j1"}))).await), "TOKEN_REVOKED");
-        assert_eq!(code(strict.bearer(Some("Basic abc")).await), "UNAUTHENTICATED");
+        assert_eq!(
+            code(strict.verify_token(&token(json!({"jti": "j1"}))).await),
+            "TOKEN_REVOKED"
+        );
+        assert_eq!(
+            code(strict.bearer(Some("Basic abc")).await),
+            "UNAUTHENTICATED"
+        );
     }
 
     #[tokio::test]
     async fn services_come_from_api_keys_and_service_role_tokens() {
         let auth = authenticator(|_| {});
         let key = auth.bearer(Some("Bearer key-1")).await.unwrap();
-        assert_eq!(key, Identity::Service { name: "runtime".into(), collections: Some(vec!["run_summary".into()]), jti: None, expires_at: None });
-        assert!(auth.bearer(Some("BEARER key-1")).await.is_ok(), "the scheme is case-insensitive");
+        assert_eq!(
+            key,
+            Identity::Service {
+                name: "runtime".into(),
+                collections: Some(vec!["run_summary".into()]),
+                jti: None,
+                expires_at: None
+            }
+        );
+        assert!(
+            auth.bearer(Some("BEARER key-1")).await.is_ok(),
+            "the scheme is case-insensitive"
+        );
         assert!(auth.bearer(Some("Bearer key-2")).await.is_err());
-        let service = auth.verify_token(&token(json!({"role": "service", "sub": "projector", "jti": "svc-1"}))).await.unwrap();
-        assert!(matches!(&service, Identity::Service { name, collections: None, .. } if name == "projector"));
+        let service = auth
+            .verify_token(&token(
+                json!({"role": "service", "sub": "projector", "jti": "svc-1"}),
+            ))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&service, Identity::Service { name, collections: None, .. } if name == "projector")
+        );
         assert!(service.expires_at().is_some());
         auth.revoke("svc-1");
-        assert_eq!(auth.verify_token(&token(json!({"role": "service", "sub": "projector", "jti": "svc-1"}))).await.unwrap_err().code, "TOKEN_REVOKED");
+        assert_eq!(
+            auth.verify_token(&token(
+                json!({"role": "service", "sub": "projector", "jti": "svc-1"})
+            ))
+            .await
+            .unwrap_err()
+            .code,
+            "TOKEN_REVOKED"
+        );
         let user = auth.verify_token(&token(json!({}))).await.unwrap();
         assert_eq!(user.claims()["sub"], "ann");
         assert_eq!(auth.bearer(None).await.unwrap(), Identity::Anonymous);
-        assert!(matches!(Authenticator::trusting().bearer(None).await.unwrap(), Identity::Service { collections: None, .. }));
+        assert!(matches!(
+            Authenticator::trusting().bearer(None).await.unwrap(),
+            Identity::Service {
+                collections: None,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -17,15 +17,15 @@ use anyhow::{anyhow, bail};
 use futures::{SinkExt, StreamExt, TryStreamExt};
 use protosync_client::wire::{self, client_message, server_message};
 use protosync_client::{ConnectionError, Incoming, Received};
-use protosync_protocol::{Codec, Frame, BINARY_SUBPROTOCOL, PROTOCOL_VERSION};
+use protosync_protocol::{BINARY_SUBPROTOCOL, Codec, Frame, PROTOCOL_VERSION};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::server::ServerProcess;
 use crate::stamp::{self, Receipt};
@@ -48,7 +48,10 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// connections need 10,000 descriptors here, and as many in the server,
 /// which inherits the limit). Returns the new limit.
 pub fn raise_fd_limit() -> anyhow::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
@@ -65,7 +68,11 @@ pub fn raise_fd_limit() -> anyhow::Result<u64> {
 /// A TCP connection to `server` from the `index`-th source address, with
 /// the given receive buffer (set before connecting, so the window
 /// advertised in the handshake is already that small).
-pub async fn dial(server: SocketAddr, index: usize, receive_buffer: Option<u32>) -> io::Result<TcpStream> {
+pub async fn dial(
+    server: SocketAddr,
+    index: usize,
+    receive_buffer: Option<u32>,
+) -> io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     if let Some(bytes) = receive_buffer {
         socket.set_recv_buffer_size(bytes)?;
@@ -84,7 +91,11 @@ pub struct Counted {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
@@ -95,7 +106,11 @@ impl AsyncRead for Counted {
 }
 
 impl AsyncWrite for Counted {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -116,46 +131,90 @@ pub struct SyncSocket {
 impl SyncSocket {
     /// Upgrades `stream` and says hello as the server's user; returns after
     /// the welcome (the `authOk` that follows is left to `receive`).
-    pub async fn connect(server: &ServerProcess, stream: TcpStream, codec: Codec, resume: Option<wire::Resume>) -> anyhow::Result<(SyncSocket, wire::Welcome)> {
+    pub async fn connect(
+        server: &ServerProcess,
+        stream: TcpStream,
+        codec: Codec,
+        resume: Option<wire::Resume>,
+    ) -> anyhow::Result<(SyncSocket, wire::Welcome)> {
         let mut request = server.ws_url().into_client_request()?;
         if codec == Codec::Binary {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse()?);
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse()?);
         }
         // tungstenite zero-fills its whole read buffer (128 KiB by default)
         // before every read: with thousands of readers in this process
         // that would be the bench's own top cost, charged to the server.
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8 * 1024);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(request, Counted { stream, received: 0 }, Some(config)).await?;
-        let mut socket = SyncSocket { ws, codec, incoming: Incoming::new(codec) };
-        let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, token: server.token.clone(), ..Default::default() };
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(8 * 1024);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            request,
+            Counted {
+                stream,
+                received: 0,
+            },
+            Some(config),
+        )
+        .await?;
+        let mut socket = SyncSocket {
+            ws,
+            codec,
+            incoming: Incoming::new(codec),
+        };
+        let hello = wire::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            resume,
+            token: server.token.clone(),
+            ..Default::default()
+        };
         socket.send(client_message::Message::Hello(hello)).await?;
         match socket.receive().await? {
-            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Welcome(welcome)) }) => Ok((socket, welcome)),
-            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => bail!("the server refused the hello: {}: {}", e.code, e.message),
+            Received::Other(wire::ServerMessage {
+                message: Some(server_message::Message::Welcome(welcome)),
+            }) => Ok((socket, welcome)),
+            Received::Other(wire::ServerMessage {
+                message: Some(server_message::Message::Error(e)),
+            }) => bail!("the server refused the hello: {}: {}", e.code, e.message),
             other => bail!("expected a welcome, got {other:?}"),
         }
     }
 
     pub async fn send(&mut self, message: client_message::Message) -> Result<(), ConnectionError> {
-        let message = match self.codec.encode_client(&wire::ClientMessage { message: Some(message) }) {
+        let message = match self.codec.encode_client(&wire::ClientMessage {
+            message: Some(message),
+        }) {
             Frame::Text(text) => Message::Text(text.into()),
             Frame::Binary(bytes) => Message::Binary(bytes.into()),
         };
-        self.ws.send(message).await.map_err(|_| ConnectionError::Closed(None))
+        self.ws
+            .send(message)
+            .await
+            .map_err(|_| ConnectionError::Closed(None))
     }
 
     /// Sends every subscribe, then waits for each one's first result.
     pub async fn subscribe(&mut self, subscriptions: Vec<wire::Subscribe>) -> anyhow::Result<()> {
         let count = subscriptions.len();
         for subscribe in subscriptions {
-            self.send(client_message::Message::Subscribe(subscribe)).await?;
+            self.send(client_message::Message::Subscribe(subscribe))
+                .await?;
         }
         let mut first_results = 0;
         while first_results < count {
             match self.receive().await? {
-                Received::Transition(t) => first_results += t.updates.iter().filter(|u| u.reset).count(),
-                Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
-                    bail!("subscription {:?} refused: {}: {}", e.subscription_id, e.code, e.message)
+                Received::Transition(t) => {
+                    first_results += t.updates.iter().filter(|u| u.reset).count()
+                }
+                Received::Other(wire::ServerMessage {
+                    message: Some(server_message::Message::Error(e)),
+                }) => {
+                    bail!(
+                        "subscription {:?} refused: {}: {}",
+                        e.subscription_id,
+                        e.code,
+                        e.message
+                    )
                 }
                 Received::Other(_) => {}
             }
@@ -185,19 +244,46 @@ impl SyncSocket {
             let documents: Vec<Value> = match self.ws.next().await {
                 None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
                 Some(Ok(Message::Text(text))) => {
-                    let frame: Value = serde_json::from_str(&text).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
-                    let updates = frame.pointer("/transition/updates").and_then(Value::as_array).cloned().unwrap_or_default();
-                    updates.iter().filter_map(|u| u.get("upserts").and_then(Value::as_array)).flatten().filter_map(|d| d.get("doc").cloned()).collect()
+                    let frame: Value = serde_json::from_str(&text)
+                        .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+                    let updates = frame
+                        .pointer("/transition/updates")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    updates
+                        .iter()
+                        .filter_map(|u| u.get("upserts").and_then(Value::as_array))
+                        .flatten()
+                        .filter_map(|d| d.get("doc").cloned())
+                        .collect()
                 }
                 Some(Ok(Message::Binary(bytes))) => {
-                    let message = self.codec.decode_server(&Frame::Binary(bytes.to_vec())).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
-                    let Some(server_message::Message::Transition(t)) = message.message else { return Ok(Vec::new()) };
-                    t.updates.iter().flat_map(|u| &u.upserts).filter_map(|d| d.doc.as_ref()).map(protosync_protocol::struct_to_json).collect()
+                    let message = self
+                        .codec
+                        .decode_server(&Frame::Binary(bytes.to_vec()))
+                        .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+                    let Some(server_message::Message::Transition(t)) = message.message else {
+                        return Ok(Vec::new());
+                    };
+                    t.updates
+                        .iter()
+                        .flat_map(|u| &u.upserts)
+                        .filter_map(|d| d.doc.as_ref())
+                        .map(protosync_protocol::struct_to_json)
+                        .collect()
                 }
-                Some(Ok(Message::Close(frame))) => return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))),
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(ConnectionError::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ));
+                }
                 Some(Ok(_)) => continue,
             };
-            return Ok(documents.iter().filter_map(|doc| stamp::read(doc.get("eventCount"), doc.get("title"))).collect());
+            return Ok(documents
+                .iter()
+                .filter_map(|doc| stamp::read(doc.get("eventCount"), doc.get("title")))
+                .collect());
         }
     }
 
@@ -218,13 +304,24 @@ impl SyncSocket {
 
 /// A `get` subscription of one `run_summary` document.
 pub fn get(subscription_id: impl Into<String>, id: impl Into<String>) -> wire::Subscribe {
-    let get = wire::Get { collection: "run_summary".into(), id: id.into() };
-    wire::Subscribe { subscription_id: subscription_id.into(), target: Some(wire::subscribe::Target::Get(get)), held: vec![] }
+    let get = wire::Get {
+        collection: "run_summary".into(),
+        id: id.into(),
+    };
+    wire::Subscribe {
+        subscription_id: subscription_id.into(),
+        target: Some(wire::subscribe::Target::Get(get)),
+        held: vec![],
+    }
 }
 
 /// A query subscription.
 pub fn query(subscription_id: impl Into<String>, query: wire::Query) -> wire::Subscribe {
-    wire::Subscribe { subscription_id: subscription_id.into(), target: Some(wire::subscribe::Target::Query(query)), held: vec![] }
+    wire::Subscribe {
+        subscription_id: subscription_id.into(),
+        target: Some(wire::subscribe::Target::Query(query)),
+        held: vec![],
+    }
 }
 
 /// Opens `count` connections, the `i`-th holding `subscriptions(i)` with
@@ -247,7 +344,9 @@ pub async fn open_many(
                 socket.subscribe(subscriptions(i)).await?;
                 anyhow::Ok(socket)
             };
-            let socket = tokio::time::timeout(OPEN_TIMEOUT, open).await.map_err(|_| anyhow!("connection {i} did not open within {OPEN_TIMEOUT:?}"))??;
+            let socket = tokio::time::timeout(OPEN_TIMEOUT, open)
+                .await
+                .map_err(|_| anyhow!("connection {i} did not open within {OPEN_TIMEOUT:?}"))??;
             bar_ref.inc(1);
             anyhow::Ok(socket)
         })
@@ -273,7 +372,11 @@ impl Drop for Readers {
 /// server does not close it for idleness, and sends a receipt for each
 /// stamped document a transition carries. Reader `i` reports as
 /// subscriber `first_subscriber + i`.
-pub fn read_receipts(sockets: Vec<SyncSocket>, first_subscriber: usize, receipts: mpsc::UnboundedSender<Receipt>) -> Readers {
+pub fn read_receipts(
+    sockets: Vec<SyncSocket>,
+    first_subscriber: usize,
+    receipts: mpsc::UnboundedSender<Receipt>,
+) -> Readers {
     let tasks = sockets
         .into_iter()
         .enumerate()

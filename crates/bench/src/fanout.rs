@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use protosync_client::wire;
 use protosync_protocol::Codec;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::baseline;
 use crate::clients::{self, Readers};
-use crate::server::{ServerProcess, OWNER};
+use crate::server::{OWNER, ServerProcess};
 use crate::stamp::{self, Receipt};
 use crate::stats;
 use crate::stores::StoreKind;
@@ -52,7 +52,13 @@ pub trait Publisher {
 
 /// Issues the warm-up and `commits` measured writes at the fixed rate,
 /// then collects the subscribers' receipts; returns the latency figures.
-pub async fn drive(phase: &str, publisher: &mut impl Publisher, receipts: &mut mpsc::UnboundedReceiver<Receipt>, subscribers: usize, commits: usize) -> anyhow::Result<Value> {
+pub async fn drive(
+    phase: &str,
+    publisher: &mut impl Publisher,
+    receipts: &mut mpsc::UnboundedReceiver<Receipt>,
+    subscribers: usize,
+    commits: usize,
+) -> anyhow::Result<Value> {
     let total = WARMUP_COMMITS + commits as u64;
     let bar = crate::progress::bar(total as usize, phase);
     let mut tick = tokio::time::interval(COMMIT_INTERVAL);
@@ -63,8 +69,20 @@ pub async fn drive(phase: &str, publisher: &mut impl Publisher, receipts: &mut m
         bar.inc(1);
     }
     bar.finish();
-    let collected = stamp::collect(receipts, subscribers, total - 1, Instant::now() + DRAIN_TIMEOUT, &format!("{phase}: last receipts")).await;
-    Ok(stats::latency(&collected, WARMUP_COMMITS, subscribers, commits))
+    let collected = stamp::collect(
+        receipts,
+        subscribers,
+        total - 1,
+        Instant::now() + DRAIN_TIMEOUT,
+        &format!("{phase}: last receipts"),
+    )
+    .await;
+    Ok(stats::latency(
+        &collected,
+        WARMUP_COMMITS,
+        subscribers,
+        commits,
+    ))
 }
 
 /// The subscription every fan-out subscriber holds: a query for the
@@ -72,8 +90,15 @@ pub async fn drive(phase: &str, publisher: &mut impl Publisher, receipts: &mut m
 pub fn subscription() -> wire::Subscribe {
     let query = wire::Query {
         collection: "run_summary".into(),
-        filter: vec![wire::Condition { field: "ownerId".into(), op: "==".into(), value: Some(protosync_protocol::json_to_value(&json!(OWNER))) }],
-        order_by: vec![wire::Order { field: "eventCount".into(), direction: "desc".into() }],
+        filter: vec![wire::Condition {
+            field: "ownerId".into(),
+            op: "==".into(),
+            value: Some(protosync_protocol::json_to_value(&json!(OWNER))),
+        }],
+        order_by: vec![wire::Order {
+            field: "eventCount".into(),
+            direction: "desc".into(),
+        }],
         limit: 1,
         ..Default::default()
     };
@@ -91,18 +116,39 @@ pub struct Fanout {
 impl Fanout {
     pub async fn open(plan: Plan) -> anyhow::Result<Fanout> {
         let server = ServerProcess::start(plan.store).await?;
-        let sockets = clients::open_many(&server, plan.subscribers, plan.codec, |_| vec![subscription()], &format!("fanout n={}: connect", plan.subscribers)).await?;
+        let sockets = clients::open_many(
+            &server,
+            plan.subscribers,
+            plan.codec,
+            |_| vec![subscription()],
+            &format!("fanout n={}: connect", plan.subscribers),
+        )
+        .await?;
         let (tx, receipts) = mpsc::unbounded_channel();
         let readers = clients::read_receipts(sockets, 0, tx);
-        Ok(Fanout { server, plan, receipts, _readers: readers })
+        Ok(Fanout {
+            server,
+            plan,
+            receipts,
+            _readers: readers,
+        })
     }
 
     /// Runs the writes and reports latency and the server's resource use.
     pub async fn measure(&mut self) -> anyhow::Result<Value> {
         let meter = self.server.meter()?;
-        let mut writer = HttpWriter { server: &self.server };
+        let mut writer = HttpWriter {
+            server: &self.server,
+        };
         let phase = format!("fanout n={}: protosync commits", self.plan.subscribers);
-        let mut result = drive(&phase, &mut writer, &mut self.receipts, self.plan.subscribers, self.plan.commits).await?;
+        let mut result = drive(
+            &phase,
+            &mut writer,
+            &mut self.receipts,
+            self.plan.subscribers,
+            self.plan.commits,
+        )
+        .await?;
         result["server"] = meter.report()?;
         Ok(result)
     }
@@ -127,11 +173,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
         fanout.measure().await?
     };
     // A baseline that cannot run here is reported as such, not skipped.
-    let nats = baseline::nats::measure(plan.subscribers, plan.commits).await.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
-    let notify = baseline::notify::measure(plan.subscribers, plan.commits).await.unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    let nats = baseline::nats::measure(plan.subscribers, plan.commits)
+        .await
+        .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    let notify = baseline::notify::measure(plan.subscribers, plan.commits)
+        .await
+        .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
     // A ratio against a baseline that measured fewer subscribers would
     // compare different loads: it is left out.
-    let ratio = |baseline: &Value, p: &str| match baseline["subscribers"].as_u64() == Some(plan.subscribers as u64) {
+    let ratio = |baseline: &Value, p: &str| match baseline["subscribers"].as_u64()
+        == Some(plan.subscribers as u64)
+    {
         true => stats::ratio(&protosync["latency_ms"][p], &baseline["latency_ms"][p]),
         false => Value::Null,
     };

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use protosync_protocol::Codec;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::clients;
-use crate::server::{ServerProcess, OWNER};
+use crate::server::{OWNER, ServerProcess};
 use crate::stores::StoreKind;
 
 /// Time for the server to finish the work connecting left behind (freed
@@ -30,15 +30,38 @@ pub struct Plan {
 
 pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     let server = ServerProcess::start(plan.store).await?;
-    server.populate("run_summary", std::iter::once((IDLE_DOC.to_owned(), json!({"ownerId": OWNER, "title": "idle"}))), 1).await?;
+    server
+        .populate(
+            "run_summary",
+            std::iter::once((
+                IDLE_DOC.to_owned(),
+                json!({"ownerId": OWNER, "title": "idle"}),
+            )),
+            1,
+        )
+        .await?;
     let subscription = |_| vec![clients::get("idle", IDLE_DOC)];
-    let warm = clients::open_many(&server, 1, plan.codec, subscription, "idle: warm connection").await?;
+    let warm = clients::open_many(
+        &server,
+        1,
+        plan.codec,
+        subscription,
+        "idle: warm connection",
+    )
+    .await?;
     let (tx, _receipts) = mpsc::unbounded_channel();
     let _warm = clients::read_receipts(warm, 0, tx.clone());
     tokio::time::sleep(SETTLE).await;
     let before = server.rss_bytes()?;
     let meter = server.meter()?;
-    let sockets = clients::open_many(&server, plan.connections, plan.codec, subscription, &format!("idle c={}: connect", plan.connections)).await?;
+    let sockets = clients::open_many(
+        &server,
+        plan.connections,
+        plan.codec,
+        subscription,
+        &format!("idle c={}: connect", plan.connections),
+    )
+    .await?;
     let connecting = meter.seconds();
     let _idle = clients::read_receipts(sockets, 1, tx);
     tokio::time::sleep(SETTLE).await;

@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use protosync_protocol::Codec;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::stores::StoreKind;
 
@@ -137,7 +137,12 @@ enum Scenario {
 
 /// One measurement to make: the name of its result file and how to run it.
 enum Run {
-    Writes { store: StoreKind, writers: usize, ops: usize, mutations: usize },
+    Writes {
+        store: StoreKind,
+        writers: usize,
+        ops: usize,
+        mutations: usize,
+    },
     Fanout(fanout::Plan),
     Selective(selective::Plan),
     SlowConsumer(fanout::Plan),
@@ -148,7 +153,12 @@ enum Run {
 impl Run {
     fn name(&self) -> String {
         match self {
-            Run::Writes { store, writers, ops, .. } => format!("writes-{}-{writers}w-{ops}op", store.name()),
+            Run::Writes {
+                store,
+                writers,
+                ops,
+                ..
+            } => format!("writes-{}-{writers}w-{ops}op", store.name()),
             Run::Fanout(p) => format!("fanout-{}-{}", p.store.name(), p.subscribers),
             Run::Selective(p) => format!("selective-{}-{}", p.store.name(), p.subscriptions),
             Run::SlowConsumer(p) => format!("slow-consumer-{}-{}", p.store.name(), p.subscribers),
@@ -159,7 +169,12 @@ impl Run {
 
     async fn execute(self) -> anyhow::Result<Value> {
         match self {
-            Run::Writes { store, writers, ops, mutations } => writes::run(store, writers, ops, mutations).await,
+            Run::Writes {
+                store,
+                writers,
+                ops,
+                mutations,
+            } => writes::run(store, writers, ops, mutations).await,
             Run::Fanout(plan) => fanout::run(plan).await,
             Run::Selective(plan) => selective::run(plan).await,
             Run::SlowConsumer(plan) => slow_consumer::run(plan).await,
@@ -174,25 +189,73 @@ impl Run {
 fn everything(store: StoreKind, codec: Codec, idle_connections: usize) -> Vec<Run> {
     let mut runs = Vec::new();
     for (kind, scale) in [(StoreKind::Sqlite, 2), (StoreKind::Postgres, 1)] {
-        runs.push(Run::Writes { store: kind, writers: 1, ops: 1, mutations: 1_000 * scale });
-        runs.push(Run::Writes { store: kind, writers: 16, ops: 1, mutations: 1_000 * scale });
-        runs.push(Run::Writes { store: kind, writers: 1, ops: 100, mutations: 100 * scale });
+        runs.push(Run::Writes {
+            store: kind,
+            writers: 1,
+            ops: 1,
+            mutations: 1_000 * scale,
+        });
+        runs.push(Run::Writes {
+            store: kind,
+            writers: 16,
+            ops: 1,
+            mutations: 1_000 * scale,
+        });
+        runs.push(Run::Writes {
+            store: kind,
+            writers: 1,
+            ops: 100,
+            mutations: 100 * scale,
+        });
     }
     for subscribers in [1, 100, 1_000, 10_000] {
-        runs.push(Run::Fanout(fanout::Plan { store, codec, subscribers, commits: 200 }));
+        runs.push(Run::Fanout(fanout::Plan {
+            store,
+            codec,
+            subscribers,
+            commits: 200,
+        }));
     }
     // Commit to one subscriber has a target on each store.
-    for other in [StoreKind::Sqlite, StoreKind::Postgres].into_iter().filter(|k| k.name() != store.name()) {
-        runs.push(Run::Fanout(fanout::Plan { store: other, codec, subscribers: 1, commits: 200 }));
+    for other in [StoreKind::Sqlite, StoreKind::Postgres]
+        .into_iter()
+        .filter(|k| k.name() != store.name())
+    {
+        runs.push(Run::Fanout(fanout::Plan {
+            store: other,
+            codec,
+            subscribers: 1,
+            commits: 200,
+        }));
     }
     for subscriptions in [1_000, 10_000, 100_000] {
-        runs.push(Run::Selective(selective::Plan { store, codec, subscriptions, commits: 5_000, max_seconds: 15 }));
+        runs.push(Run::Selective(selective::Plan {
+            store,
+            codec,
+            subscriptions,
+            commits: 5_000,
+            max_seconds: 15,
+        }));
     }
-    runs.push(Run::SlowConsumer(fanout::Plan { store, codec, subscribers: 1_000, commits: 100 }));
+    runs.push(Run::SlowConsumer(fanout::Plan {
+        store,
+        codec,
+        subscribers: 1_000,
+        commits: 100,
+    }));
     for changes in [10, 1_000, 100_000] {
-        runs.push(Run::Resume(resume::Plan { store, codec, documents: 10_000, changes }));
+        runs.push(Run::Resume(resume::Plan {
+            store,
+            codec,
+            documents: 10_000,
+            changes,
+        }));
     }
-    runs.push(Run::Idle(idle::Plan { store, codec, connections: idle_connections }));
+    runs.push(Run::Idle(idle::Plan {
+        store,
+        codec,
+        connections: idle_connections,
+    }));
     runs
 }
 
@@ -225,19 +288,80 @@ fn main() -> anyhow::Result<()> {
         CodecArg::Proto => Codec::Binary,
     };
     let store = cli.store;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let runs = match cli.scenario {
-            Scenario::Writes { writers, ops, mutations } => vec![Run::Writes { store, writers, ops, mutations }],
-            Scenario::Fanout { subscribers, commits } => subscribers.into_iter().map(|subscribers| Run::Fanout(fanout::Plan { store, codec, subscribers, commits })).collect(),
-            Scenario::Selective { subscriptions, commits, max_seconds } => subscriptions
+            Scenario::Writes {
+                writers,
+                ops,
+                mutations,
+            } => vec![Run::Writes {
+                store,
+                writers,
+                ops,
+                mutations,
+            }],
+            Scenario::Fanout {
+                subscribers,
+                commits,
+            } => subscribers
                 .into_iter()
-                .map(|subscriptions| Run::Selective(selective::Plan { store, codec, subscriptions, commits, max_seconds }))
+                .map(|subscribers| {
+                    Run::Fanout(fanout::Plan {
+                        store,
+                        codec,
+                        subscribers,
+                        commits,
+                    })
+                })
                 .collect(),
-            Scenario::SlowConsumer { subscribers, commits } => vec![Run::SlowConsumer(fanout::Plan { store, codec, subscribers, commits })],
-            Scenario::Resume { documents, changes } => changes.into_iter().map(|changes| Run::Resume(resume::Plan { store, codec, documents, changes })).collect(),
-            Scenario::Idle { connections } => vec![Run::Idle(idle::Plan { store, codec, connections })],
-            Scenario::All { plot, idle_connections } => {
+            Scenario::Selective {
+                subscriptions,
+                commits,
+                max_seconds,
+            } => subscriptions
+                .into_iter()
+                .map(|subscriptions| {
+                    Run::Selective(selective::Plan {
+                        store,
+                        codec,
+                        subscriptions,
+                        commits,
+                        max_seconds,
+                    })
+                })
+                .collect(),
+            Scenario::SlowConsumer {
+                subscribers,
+                commits,
+            } => vec![Run::SlowConsumer(fanout::Plan {
+                store,
+                codec,
+                subscribers,
+                commits,
+            })],
+            Scenario::Resume { documents, changes } => changes
+                .into_iter()
+                .map(|changes| {
+                    Run::Resume(resume::Plan {
+                        store,
+                        codec,
+                        documents,
+                        changes,
+                    })
+                })
+                .collect(),
+            Scenario::Idle { connections } => vec![Run::Idle(idle::Plan {
+                store,
+                codec,
+                connections,
+            })],
+            Scenario::All {
+                plot,
+                idle_connections,
+            } => {
                 execute(&cli.out, everything(store, codec, idle_connections), true).await?;
                 return report::regenerate(&cli.out, &plot);
             }

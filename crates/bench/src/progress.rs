@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub fn bar(len: usize, phase: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template("{msg:<44} [{bar:30}] {pos}/{len} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+        ProgressStyle::with_template("{msg:<44} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     bar.set_message(phase.into());
     bar

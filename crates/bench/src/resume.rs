@@ -17,10 +17,10 @@ use anyhow::{anyhow, bail};
 use protosync_client::wire::{self, client_message};
 use protosync_client::{Received, View};
 use protosync_protocol::Codec;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::clients::{self, SyncSocket};
-use crate::server::{ServerProcess, OWNER};
+use crate::server::{OWNER, ServerProcess};
 use crate::stores::StoreKind;
 
 /// Documents per subscription: the query limit.
@@ -53,8 +53,20 @@ fn doc_id(i: usize) -> String {
 
 /// Shard `s`: the documents whose `lastEventSeq` is `s`, in id order.
 fn shard(s: usize) -> wire::Subscribe {
-    let condition = wire::Condition { field: "lastEventSeq".into(), op: "==".into(), value: Some(protosync_protocol::json_to_value(&json!(s.to_string()))) };
-    clients::query(format!("shard-{s}"), wire::Query { collection: "run_summary".into(), filter: vec![condition], limit: SHARD_SIZE as u32, ..Default::default() })
+    let condition = wire::Condition {
+        field: "lastEventSeq".into(),
+        op: "==".into(),
+        value: Some(protosync_protocol::json_to_value(&json!(s.to_string()))),
+    };
+    clients::query(
+        format!("shard-{s}"),
+        wire::Query {
+            collection: "run_summary".into(),
+            filter: vec![condition],
+            limit: SHARD_SIZE as u32,
+            ..Default::default()
+        },
+    )
 }
 
 pub async fn run(plan: Plan) -> anyhow::Result<Value> {
@@ -64,20 +76,45 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     let shards = plan.documents / SHARD_SIZE;
     let server = ServerProcess::start(plan.store).await?;
     let docs = (0..plan.documents).map(|i| (doc_id(i), json!({"ownerId": OWNER, "lastEventSeq": (i / SHARD_SIZE).to_string(), "title": "initial", "eventCount": "0"})));
-    server.populate("run_summary", docs, POPULATE_OPS_PER_COMMIT).await?;
+    server
+        .populate("run_summary", docs, POPULATE_OPS_PER_COMMIT)
+        .await?;
 
     // The client subscribes, takes its view, and goes away.
     let subscriptions: Vec<wire::Subscribe> = (0..shards).map(shard).collect();
-    let (held, _) = catch_up(&server, plan.codec, View::default(), None, subscriptions.clone(), 0).await?;
+    let (held, _) = catch_up(
+        &server,
+        plan.codec,
+        View::default(),
+        None,
+        subscriptions.clone(),
+        0,
+    )
+    .await?;
     let resume = wire::Resume {
         session_id: String::new(),
         watermark: held.watermark,
-        subscriptions: subscriptions.iter().map(|s| wire::Subscribe { held: held.subscriptions[&s.subscription_id].held(), ..s.clone() }).collect(),
+        subscriptions: subscriptions
+            .iter()
+            .map(|s| wire::Subscribe {
+                held: held.subscriptions[&s.subscription_id].held(),
+                ..s.clone()
+            })
+            .collect(),
     };
-    let hello_bytes = plan.codec.encode_client(&wire::ClientMessage { message: Some(client_message::Message::Hello(wire::Hello { resume: Some(resume.clone()), ..Default::default() })) });
+    let hello_bytes = plan.codec.encode_client(&wire::ClientMessage {
+        message: Some(client_message::Message::Hello(wire::Hello {
+            resume: Some(resume.clone()),
+            ..Default::default()
+        })),
+    });
 
     // K writes while it is away.
-    let ops_per_commit = if plan.changes <= SINGLE_OP_LIMIT { 1 } else { BATCH_OPS };
+    let ops_per_commit = if plan.changes <= SINGLE_OP_LIMIT {
+        1
+    } else {
+        BATCH_OPS
+    };
     let bar = crate::progress::bar(plan.changes, format!("resume k={}: writes", plan.changes));
     let mut changed = BTreeSet::new();
     let mut last_seq = held.watermark;
@@ -97,10 +134,23 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     }
     bar.finish();
 
-    let (resumed_view, resumed) = catch_up(&server, plan.codec, held, Some(resume), vec![], last_seq).await?;
-    let (fresh_view, fresh) = catch_up(&server, plan.codec, View::default(), None, subscriptions, last_seq).await?;
+    let (resumed_view, resumed) =
+        catch_up(&server, plan.codec, held, Some(resume), vec![], last_seq).await?;
+    let (fresh_view, fresh) = catch_up(
+        &server,
+        plan.codec,
+        View::default(),
+        None,
+        subscriptions,
+        last_seq,
+    )
+    .await?;
     let contents = |view: &View| -> Vec<(String, u64, Value)> {
-        view.subscriptions.values().flat_map(|s| s.documents()).map(|d| (d.id.clone(), d.seq, d.doc.clone())).collect()
+        view.subscriptions
+            .values()
+            .flat_map(|s| s.documents())
+            .map(|d| (d.id.clone(), d.seq, d.doc.clone()))
+            .collect()
     };
     let changed_json_bytes: usize = fresh_view
         .subscriptions
@@ -144,37 +194,58 @@ fn hello_bytes_len(frame: &protosync_protocol::Frame) -> usize {
 /// `subscriptions` afresh) and reads until every subscription has its
 /// result at a watermark ≥ `target`. Returns the view, checked and brought
 /// up to date, and what it cost.
-async fn catch_up(server: &ServerProcess, codec: Codec, mut view: View, resume: Option<wire::Resume>, subscriptions: Vec<wire::Subscribe>, target: u64) -> anyhow::Result<(View, Value)> {
+async fn catch_up(
+    server: &ServerProcess,
+    codec: Codec,
+    mut view: View,
+    resume: Option<wire::Resume>,
+    subscriptions: Vec<wire::Subscribe>,
+    target: u64,
+) -> anyhow::Result<(View, Value)> {
     // Resumed subscriptions move with the watermark; fresh ones must each
     // have had their first result.
-    let fresh: BTreeSet<String> = subscriptions.iter().map(|s| s.subscription_id.clone()).collect();
+    let fresh: BTreeSet<String> = subscriptions
+        .iter()
+        .map(|s| s.subscription_id.clone())
+        .collect();
     let started = Instant::now();
     let meter = server.meter()?;
     let work = async {
         let stream = clients::dial(server.addr, 0, None).await?;
         let (mut socket, welcome) = SyncSocket::connect(server, stream, codec, resume).await?;
         for subscribe in subscriptions {
-            socket.send(client_message::Message::Subscribe(subscribe)).await?;
+            socket
+                .send(client_message::Message::Subscribe(subscribe))
+                .await?;
         }
         let mut transitions = Vec::new();
         let mut answered = BTreeSet::new();
         loop {
             match socket.receive().await? {
                 Received::Transition(t) => {
-                    answered.extend(t.updates.iter().filter(|u| u.reset).map(|u| u.subscription_id.clone()));
+                    answered.extend(
+                        t.updates
+                            .iter()
+                            .filter(|u| u.reset)
+                            .map(|u| u.subscription_id.clone()),
+                    );
                     let to = t.to_watermark;
                     transitions.push(t);
                     if to >= target && answered.is_superset(&fresh) {
                         break;
                     }
                 }
-                Received::Other(wire::ServerMessage { message: Some(wire::server_message::Message::Error(e)) }) => bail!("{}: {}", e.code, e.message),
+                Received::Other(wire::ServerMessage {
+                    message: Some(wire::server_message::Message::Error(e)),
+                }) => bail!("{}: {}", e.code, e.message),
                 Received::Other(_) => {}
             }
         }
         anyhow::Ok((socket, welcome, transitions))
     };
-    let (socket, welcome, transitions) = tokio::time::timeout(CATCH_UP_TIMEOUT, work).await.map_err(|_| anyhow!("no catch-up within {CATCH_UP_TIMEOUT:?}"))??;
+    let (socket, welcome, transitions) = tokio::time::timeout(CATCH_UP_TIMEOUT, work)
+        .await
+        .map_err(|_| anyhow!("no catch-up within {CATCH_UP_TIMEOUT:?}"))??;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = meter.cpu_core_seconds()?;
     let bytes = socket.bytes_received();
@@ -183,7 +254,8 @@ async fn catch_up(server: &ServerProcess, codec: Codec, mut view: View, resume: 
     // the server did not take ours.
     view.watermark = welcome.watermark;
     for transition in &transitions {
-        view.apply(transition).map_err(|e| anyhow!("the server's transition does not apply: {e}"))?;
+        view.apply(transition)
+            .map_err(|e| anyhow!("the server's transition does not apply: {e}"))?;
     }
     let cost = json!({
         "seconds": seconds,

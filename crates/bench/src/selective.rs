@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use protosync_protocol::Codec;
 use rand::Rng;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::clients;
-use crate::server::{ServerProcess, OWNER};
+use crate::server::{OWNER, ServerProcess};
 use crate::stamp;
 use crate::stats;
 use crate::stores::StoreKind;
@@ -43,18 +43,39 @@ pub struct Plan {
 
 pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     let server = ServerProcess::start(plan.store).await?;
-    let quiet = (0..plan.subscriptions).map(|i| (format!("quiet-{i}"), json!({"ownerId": OWNER, "title": "untouched"})));
+    let quiet = (0..plan.subscriptions).map(|i| {
+        (
+            format!("quiet-{i}"),
+            json!({"ownerId": OWNER, "title": "untouched"}),
+        )
+    });
     let watched = (0..WATCHED_DOCS).map(|i| (format!("watched-{i}"), json!({"ownerId": OWNER})));
-    server.populate("run_summary", quiet.chain(watched), POPULATE_OPS_PER_COMMIT).await?;
+    server
+        .populate("run_summary", quiet.chain(watched), POPULATE_OPS_PER_COMMIT)
+        .await?;
 
     let connections = plan.subscriptions.div_ceil(SUBSCRIPTIONS_PER_CONNECTION);
     let subscriptions = |c: usize| {
-        let ids = c * SUBSCRIPTIONS_PER_CONNECTION..((c + 1) * SUBSCRIPTIONS_PER_CONNECTION).min(plan.subscriptions);
-        ids.map(|i| clients::get(format!("s{i}"), format!("quiet-{i}"))).collect()
+        let ids = c * SUBSCRIPTIONS_PER_CONNECTION
+            ..((c + 1) * SUBSCRIPTIONS_PER_CONNECTION).min(plan.subscriptions);
+        ids.map(|i| clients::get(format!("s{i}"), format!("quiet-{i}")))
+            .collect()
     };
     let phase = format!("selective s={}: subscribe", plan.subscriptions);
-    let quiet_sockets = clients::open_many(&server, connections, plan.codec, subscriptions, &phase).await?;
-    let watcher = clients::open_many(&server, 1, plan.codec, |_| (0..WATCHED_DOCS).map(|i| clients::get(format!("w{i}"), format!("watched-{i}"))).collect(), "selective: watcher").await?;
+    let quiet_sockets =
+        clients::open_many(&server, connections, plan.codec, subscriptions, &phase).await?;
+    let watcher = clients::open_many(
+        &server,
+        1,
+        plan.codec,
+        |_| {
+            (0..WATCHED_DOCS)
+                .map(|i| clients::get(format!("w{i}"), format!("watched-{i}")))
+                .collect()
+        },
+        "selective: watcher",
+    )
+    .await?;
     let rss_with_subscriptions = server.rss_bytes()?;
 
     let (tx, mut receipts) = mpsc::unbounded_channel();
@@ -64,7 +85,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     let meter = server.meter()?;
     let total = WARMUP_COMMITS + plan.commits as u64;
     let stop = Instant::now() + Duration::from_secs(plan.max_seconds);
-    let bar = crate::progress::bar(total as usize, format!("selective s={}: commits", plan.subscriptions));
+    let bar = crate::progress::bar(
+        total as usize,
+        format!("selective s={}: commits", plan.subscriptions),
+    );
     let mut commits = 0;
     while commits < total && Instant::now() < stop {
         let doc = rand::rng().random_range(0..WATCHED_DOCS);
@@ -79,7 +103,14 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
     if commits == 0 {
         anyhow::bail!("no commit within {} s", plan.max_seconds);
     }
-    let collected = stamp::collect(&mut receipts, 1, commits - 1, Instant::now() + DRAIN_TIMEOUT, "selective: last receipt").await;
+    let collected = stamp::collect(
+        &mut receipts,
+        1,
+        commits - 1,
+        Instant::now() + DRAIN_TIMEOUT,
+        "selective: last receipt",
+    )
+    .await;
     let measured = commits.saturating_sub(WARMUP_COMMITS) as usize;
     let mut result = json!({
         "scenario": "selective",

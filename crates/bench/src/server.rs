@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::stores::{self, StoreKind};
@@ -56,7 +56,9 @@ impl ServerProcess {
     /// is ready.
     pub async fn start(store: StoreKind) -> anyhow::Result<ServerProcess> {
         let binary = server_binary()?;
-        let dir = tempfile::Builder::new().prefix("protosync-bench-server-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("protosync-bench-server-")
+            .tempdir()?;
         let database = match store {
             StoreKind::Sqlite => format!("sqlite:{}", dir.path().join("bench.db").display()),
             StoreKind::Postgres => stores::fresh_postgres_database().await?,
@@ -64,7 +66,10 @@ impl ServerProcess {
         let addr = free_port()?;
         let secret = Alphanumeric.sample_string(&mut rand::rng(), 48);
         let api_key = Alphanumeric.sample_string(&mut rand::rng(), 40);
-        let key_hash: String = Sha256::digest(api_key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let key_hash: String = Sha256::digest(api_key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let config = format!(
             "listen = \"{addr}\"\nschema = {schema:?}\ndatabase = {database:?}\nlog_format = \"text\"\n\n\
              [[auth.providers]]\nname = \"bench\"\nissuer = \"{ISSUER}\"\naudience = [\"{AUDIENCE}\"]\nalgorithms = [\"HS256\"]\nsecret = \"{secret}\"\n\n\
@@ -89,7 +94,15 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let token = mint_token(&secret)?;
-        let mut server = ServerProcess { child, addr, token, api_key, http: reqwest::Client::new(), log, _dir: dir };
+        let mut server = ServerProcess {
+            child,
+            addr,
+            token,
+            api_key,
+            http: reqwest::Client::new(),
+            log,
+            _dir: dir,
+        };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -107,7 +120,10 @@ impl ServerProcess {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("protosync serve exited ({status}) before it was ready:\n{}", self.log_tail());
+                bail!(
+                    "protosync serve exited ({status}) before it was ready:\n{}",
+                    self.log_tail()
+                );
             }
             if let Ok(answer) = self.http.get(&url).send().await
                 && answer.status().is_success()
@@ -115,7 +131,10 @@ impl ServerProcess {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("protosync serve was not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
+                bail!(
+                    "protosync serve was not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -129,7 +148,9 @@ impl ServerProcess {
 
     /// How many lines of the server's log contain `needle`.
     pub fn log_lines_containing(&self, needle: &str) -> usize {
-        std::fs::read_to_string(&self.log).map(|text| text.lines().filter(|l| l.contains(needle)).count()).unwrap_or(0)
+        std::fs::read_to_string(&self.log)
+            .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+            .unwrap_or(0)
     }
 
     /// One commit of `ops` (HTTP API operations) through `POST /v1/mutate`
@@ -147,12 +168,20 @@ impl ServerProcess {
         if !status.is_success() {
             bail!("POST /v1/mutate answered {status}: {body}");
         }
-        body["seq"].as_str().and_then(|s| s.parse().ok()).ok_or_else(|| anyhow!("POST /v1/mutate answered without a seq: {body}"))
+        body["seq"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("POST /v1/mutate answered without a seq: {body}"))
     }
 
     /// Writes `docs` (id, body) into `collection`, `per_commit` upserts per
     /// commit; returns the last seq.
-    pub async fn populate(&self, collection: &str, docs: impl Iterator<Item = (String, Value)>, per_commit: usize) -> anyhow::Result<u64> {
+    pub async fn populate(
+        &self,
+        collection: &str,
+        docs: impl Iterator<Item = (String, Value)>,
+        per_commit: usize,
+    ) -> anyhow::Result<u64> {
         let mut seq = 0;
         let mut ops = Vec::with_capacity(per_commit);
         for (id, doc) in docs {
@@ -169,7 +198,11 @@ impl ServerProcess {
 
     /// Starts measuring the server's resource use from now.
     pub fn meter(&self) -> anyhow::Result<Meter> {
-        Ok(Meter { pid: self.pid(), cpu_ticks: cpu_ticks(self.pid())?, started: Instant::now() })
+        Ok(Meter {
+            pid: self.pid(),
+            cpu_ticks: cpu_ticks(self.pid())?,
+            started: Instant::now(),
+        })
     }
 
     /// Resident memory now, in bytes (`VmRSS`).
@@ -219,7 +252,10 @@ fn server_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let binary = exe.with_file_name("protosync");
     if !binary.exists() {
-        bail!("{} not found: build it with `cargo build --release -p protosync-bench -p protosync`", binary.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p protosync-bench -p protosync`",
+            binary.display()
+        );
     }
     Ok(binary)
 }
@@ -233,16 +269,28 @@ fn mint_token(secret: &str) -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": OWNER, "iat": now, "exp": now + TOKEN_LIFETIME.as_secs()});
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key)?)
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )?)
 }
 
 /// utime + stime of `pid`, in clock ticks (/proc/<pid>/stat fields 14, 15).
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields are counted after it.
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("unreadable /proc/{pid}/stat"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> anyhow::Result<u64> { fields.get(n - 3).and_then(|f| f.parse().ok()).ok_or_else(|| anyhow!("/proc/{pid}/stat has no field {n}")) };
+    let field = |n: usize| -> anyhow::Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| anyhow!("/proc/{pid}/stat has no field {n}"))
+    };
     Ok(field(14)? + field(15)?)
 }
 

@@ -15,13 +15,13 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use protosync_client::wire::{self, client_message};
 use protosync_client::ConnectionError;
-use serde_json::{json, Value};
+use protosync_client::wire::{self, client_message};
+use serde_json::{Value, json};
 
 use crate::clients::{self, SyncSocket};
 use crate::fanout::{Fanout, Plan};
-use crate::server::{ServerProcess, OWNER};
+use crate::server::{OWNER, ServerProcess};
 use crate::stats;
 
 /// The slow subscriber's socket receive buffer (the kernel doubles it and
@@ -81,15 +81,22 @@ async fn measure_once(plan: Plan, slow: bool) -> anyhow::Result<(Value, Value)> 
     }
     bar.finish();
     let filled = Instant::now();
-    let server_side = slow_socket.as_ref().map(|s| s.local_addr()).transpose()?.map(|client| (fanout.server.addr, client));
-    let queued_at_start = server_side.and_then(|(server, client)| tcp_state(server, client)).map(|(_, queued)| queued);
+    let server_side = slow_socket
+        .as_ref()
+        .map(|s| s.local_addr())
+        .transpose()?
+        .map(|client| (fanout.server.addr, client));
+    let queued_at_start = server_side
+        .and_then(|(server, client)| tcp_state(server, client))
+        .map(|(_, queued)| queued);
     let mut result = fanout.measure().await?;
     result["slow_subscriber_present"] = json!(slow);
     let outcome = match (slow_socket, server_side) {
         (Some(socket), Some((server, client))) => {
             let mut outcome = wait_closed(socket, server, client, filled).await;
             outcome["server_send_queue_bytes_when_measuring"] = json!(queued_at_start);
-            outcome["server_logged_slow_consumer_closes"] = json!(fanout.server.log_lines_containing(SLOW_CLOSE_LOG));
+            outcome["server_logged_slow_consumer_closes"] =
+                json!(fanout.server.log_lines_containing(SLOW_CLOSE_LOG));
             outcome
         }
         _ => Value::Null,
@@ -104,22 +111,34 @@ async fn open_slow(server: &ServerProcess, plan: Plan) -> anyhow::Result<SyncSoc
     let (mut socket, _) = SyncSocket::connect(server, stream, plan.codec, None).await?;
     let pad = wire::Subscribe {
         subscription_id: "pad".into(),
-        target: Some(wire::subscribe::Target::Get(wire::Get { collection: PAD_COLLECTION.into(), id: PAD_DOC.into() })),
+        target: Some(wire::subscribe::Target::Get(wire::Get {
+            collection: PAD_COLLECTION.into(),
+            id: PAD_DOC.into(),
+        })),
         held: vec![],
     };
     for subscribe in [crate::fanout::subscription(), pad] {
-        socket.send(client_message::Message::Subscribe(subscribe)).await?;
+        socket
+            .send(client_message::Message::Subscribe(subscribe))
+            .await?;
     }
     Ok(socket)
 }
 
 /// Waits until the server's side of the connection leaves ESTABLISHED,
 /// then reads the backlog to see how the connection ended.
-async fn wait_closed(mut socket: SyncSocket, server: SocketAddr, client: SocketAddr, filled: Instant) -> Value {
+async fn wait_closed(
+    mut socket: SyncSocket,
+    server: SocketAddr,
+    client: SocketAddr,
+    filled: Instant,
+) -> Value {
     let deadline = filled + CLOSE_DEADLINE;
     let closed_after = loop {
         match tcp_state(server, client) {
-            Some((TCP_ESTABLISHED, _)) if Instant::now() < deadline => tokio::time::sleep(CLOSE_POLL).await,
+            Some((TCP_ESTABLISHED, _)) if Instant::now() < deadline => {
+                tokio::time::sleep(CLOSE_POLL).await
+            }
             Some((TCP_ESTABLISHED, _)) => break None,
             _ => break Some(filled.elapsed().as_secs_f64()),
         }
@@ -133,8 +152,14 @@ async fn wait_closed(mut socket: SyncSocket, server: SocketAddr, client: SocketA
     })
     .await;
     let (close_code, close_reason, ended) = match ending {
-        Ok(ConnectionError::Closed(Some((code, reason)))) => (json!(code), json!(reason), "close frame"),
-        Ok(ConnectionError::Closed(None)) => (Value::Null, Value::Null, "connection ended without a close frame"),
+        Ok(ConnectionError::Closed(Some((code, reason)))) => {
+            (json!(code), json!(reason), "close frame")
+        }
+        Ok(ConnectionError::Closed(None)) => (
+            Value::Null,
+            Value::Null,
+            "connection ended without a close frame",
+        ),
         Ok(other) => (Value::Null, json!(other.to_string()), "error"),
         Err(_) => (Value::Null, Value::Null, "still open"),
     };
@@ -154,7 +179,11 @@ async fn wait_closed(mut socket: SyncSocket, server: SocketAddr, client: SocketA
 fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
     let hex = |addr: SocketAddr| match addr {
         // /proc/net/tcp prints the IPv4 address as the in-memory u32.
-        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
         SocketAddr::V6(_) => String::new(),
     };
     let (local, remote) = (hex(local), hex(remote));

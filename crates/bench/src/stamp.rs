@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::server::OWNER;
@@ -51,7 +51,11 @@ pub struct Receipt {
 impl Receipt {
     /// A receipt of the stamped `(commit, sent)`, received now.
     pub fn now(subscriber: usize, (commit, sent): (u64, f64)) -> Receipt {
-        Receipt { subscriber, commit, latency_ms: now_ms() - sent }
+        Receipt {
+            subscriber,
+            commit,
+            latency_ms: now_ms() - sent,
+        }
     }
 }
 
@@ -62,7 +66,13 @@ const QUIET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receipts until `subscribers` distinct subscribers have seen commit
 /// `last` (coalescing may skip others, never the newest), or until nothing
 /// arrives for [`QUIET_TIMEOUT`], or `deadline`.
-pub async fn collect(receipts: &mut mpsc::UnboundedReceiver<Receipt>, subscribers: usize, last: u64, deadline: Instant, phase: &str) -> Vec<Receipt> {
+pub async fn collect(
+    receipts: &mut mpsc::UnboundedReceiver<Receipt>,
+    subscribers: usize,
+    last: u64,
+    deadline: Instant,
+    phase: &str,
+) -> Vec<Receipt> {
     let bar = crate::progress::bar(subscribers, phase);
     let mut all = Vec::new();
     let mut done = HashSet::new();

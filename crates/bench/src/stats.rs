@@ -1,14 +1,18 @@
 //! Latency figures from receipts: what every latency in a result file
 //! means is decided here, once.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::stamp::Receipt;
 
 /// (p50, p95, p99, max) of `samples` in ms, nearest-rank; sorts them.
 fn percentiles(samples: &mut [f64]) -> Value {
     samples.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| samples.get(((samples.len() as f64 - 1.0) * q).round() as usize).copied();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+    };
     json!({"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": at(1.0), "samples": samples.len()})
 }
 
@@ -18,7 +22,11 @@ fn percentiles(samples: &mut [f64]) -> Value {
 /// receipt carries, so a subscriber that is late does not lose measured
 /// receipts to another's warm-up.
 pub fn latency(receipts: &[Receipt], warmup: u64, subscribers: usize, commits: usize) -> Value {
-    let mut measured: Vec<f64> = receipts.iter().filter(|r| r.commit >= warmup).map(|r| r.latency_ms).collect();
+    let mut measured: Vec<f64> = receipts
+        .iter()
+        .filter(|r| r.commit >= warmup)
+        .map(|r| r.latency_ms)
+        .collect();
     let count = measured.len();
     json!({
         "latency_ms": percentiles(&mut measured),

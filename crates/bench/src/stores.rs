@@ -29,7 +29,8 @@ impl StoreKind {
 /// The Postgres server that bench databases are created on and the NOTIFY
 /// baseline runs against.
 pub fn admin_url() -> String {
-    std::env::var("PROTOSYNC_BENCH_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("PROTOSYNC_BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Creates (dropping any leftover) the database `protosync_bench_<pid>` and
@@ -40,8 +41,12 @@ pub async fn fresh_postgres_database() -> anyhow::Result<String> {
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let name = format!("protosync_bench_{}", std::process::id());
-    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await?;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
     match admin.rsplit_once('/') {
         Some((base, _)) => Ok(format!("{base}/{name}")),
         None => anyhow::bail!("PROTOSYNC_BENCH_POSTGRES_URL must name a database"),
@@ -58,14 +63,22 @@ pub struct BenchStore {
 pub async fn open(kind: StoreKind) -> anyhow::Result<BenchStore> {
     match kind {
         StoreKind::Sqlite => {
-            let dir = tempfile::Builder::new().prefix("protosync-bench-").tempdir()?;
+            let dir = tempfile::Builder::new()
+                .prefix("protosync-bench-")
+                .tempdir()?;
             let store = SqliteStore::open(&dir.path().join("bench.db"), StoreOptions::default())?;
-            Ok(BenchStore { store: Arc::new(store), _dir: Some(dir) })
+            Ok(BenchStore {
+                store: Arc::new(store),
+                _dir: Some(dir),
+            })
         }
         StoreKind::Postgres => {
             let url = fresh_postgres_database().await?;
             let store = PostgresStore::connect(&url, 32, StoreOptions::default()).await?;
-            Ok(BenchStore { store: Arc::new(store), _dir: None })
+            Ok(BenchStore {
+                store: Arc::new(store),
+                _dir: None,
+            })
         }
     }
 }

@@ -16,13 +16,21 @@ use crate::stores::{self, BenchStore, StoreKind};
 /// Runs measured per configuration; the median is the figure.
 const ROUNDS: usize = 3;
 
-pub async fn run(kind: StoreKind, writers: usize, ops: usize, mutations: usize) -> anyhow::Result<serde_json::Value> {
+pub async fn run(
+    kind: StoreKind,
+    writers: usize,
+    ops: usize,
+    mutations: usize,
+) -> anyhow::Result<serde_json::Value> {
     let mut rounds = Vec::new();
     for round in 0..ROUNDS {
         rounds.push(measure(kind, writers, ops, mutations, round).await?);
     }
     let commits = writers * mutations;
-    let rates: Vec<f64> = rounds.iter().map(|seconds| commits as f64 / seconds).collect();
+    let rates: Vec<f64> = rounds
+        .iter()
+        .map(|seconds| commits as f64 / seconds)
+        .collect();
     let mut sorted = rates.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[ROUNDS / 2];
@@ -39,11 +47,29 @@ pub async fn run(kind: StoreKind, writers: usize, ops: usize, mutations: usize) 
 }
 
 /// One round on a fresh store; returns its seconds.
-async fn measure(kind: StoreKind, writers: usize, ops: usize, mutations: usize, round: usize) -> anyhow::Result<f64> {
+async fn measure(
+    kind: StoreKind,
+    writers: usize,
+    ops: usize,
+    mutations: usize,
+    round: usize,
+) -> anyhow::Result<f64> {
     let store: BenchStore = stores::open(kind).await?;
     let engine = Arc::new(Engine::start(stores::registry()?, store.store.clone()).await?);
-    let service = Identity::Service { name: "bench".into(), collections: None, jti: None, expires_at: None };
-    let bar = crate::progress::bar(writers * mutations, format!("writes {} {writers}w {ops}op, round {}", kind.name(), round + 1));
+    let service = Identity::Service {
+        name: "bench".into(),
+        collections: None,
+        jti: None,
+        expires_at: None,
+    };
+    let bar = crate::progress::bar(
+        writers * mutations,
+        format!(
+            "writes {} {writers}w {ops}op, round {}",
+            kind.name(),
+            round + 1
+        ),
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
 /// The config file: TOML, every key optional.
@@ -24,13 +24,16 @@ pub struct FileConfig {
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config: FileConfig = toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config: FileConfig = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         // A relative schema path is relative to the config file.
         if let (Some(schema), Some(dir)) = (&config.schema, path.parent())
-            && schema.is_relative() {
-                config.schema = Some(dir.join(schema));
-            }
+            && schema.is_relative()
+        {
+            config.schema = Some(dir.join(schema));
+        }
         Ok(config)
     }
 }
@@ -38,9 +41,13 @@ impl FileConfig {
 /// Parses durations like `500ms`, `90s`, `15m`, `24h`, `7d`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let Ok(n) = number.parse::<u64>() else { bail!("invalid duration {text:?}: expected a number and a unit, e.g. 24h") };
+    let Ok(n) = number.parse::<u64>() else {
+        bail!("invalid duration {text:?}: expected a number and a unit, e.g. 24h")
+    };
     let seconds = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => 1,
@@ -49,7 +56,9 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         "d" => 86_400,
         _ => bail!("invalid duration {text:?}: the unit must be ms, s, m, h or d"),
     };
-    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| anyhow::anyhow!("duration {text:?} is too long"))
+    n.checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| anyhow::anyhow!("duration {text:?} is too long"))
 }
 
 #[cfg(test)]

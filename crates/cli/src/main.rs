@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "protosync", version, about = "A self-hosted realtime sync engine whose schema is your .proto files")]
+#[command(
+    name = "protosync",
+    version,
+    about = "A self-hosted realtime sync engine whose schema is your .proto files"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +44,10 @@ enum SchemaCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -51,7 +58,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => run::dev(args).await,
             Command::Serve(args) => run::serve(args).await,
-            Command::Schema { command: SchemaCommand::Check { schema } } => run::schema_check(schema.as_deref()),
+            Command::Schema {
+                command: SchemaCommand::Check { schema },
+            } => run::schema_check(schema.as_deref()),
         }
     });
     match result {

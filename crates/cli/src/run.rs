@@ -4,23 +4,29 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use clap::Args;
 use protosync_auth::Authenticator;
 use protosync_engine::Engine;
 use protosync_schema::Registry;
-use protosync_store::postgres::{PostgresStore, DEFAULT_POOL_SIZE};
+use protosync_store::postgres::{DEFAULT_POOL_SIZE, PostgresStore};
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{Store, StoreOptions};
 
-use crate::config::{parse_duration, FileConfig};
+use crate::config::{FileConfig, parse_duration};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 
 /// The example schema, built in so `protosync dev` needs no files.
 const EXAMPLE_SCHEMA: &[(&str, &str)] = &[
-    ("example/inbox/v1/inbox.proto", include_str!("../../../examples/schema/example/inbox/v1/inbox.proto")),
-    ("example/runtime/v1/runtime.proto", include_str!("../../../examples/schema/example/runtime/v1/runtime.proto")),
+    (
+        "example/inbox/v1/inbox.proto",
+        include_str!("../../../examples/schema/example/inbox/v1/inbox.proto"),
+    ),
+    (
+        "example/runtime/v1/runtime.proto",
+        include_str!("../../../examples/schema/example/runtime/v1/runtime.proto"),
+    ),
 ];
 
 #[derive(Args)]
@@ -72,22 +78,36 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging("text")?;
     let (registry, schema_source) = load_schema(args.schema.as_deref())?;
     let path = args.data_dir.join("dev.db");
-    let store = SqliteStore::open(&path, StoreOptions::default()).with_context(|| format!("cannot open {}", path.display()))?;
+    let store = SqliteStore::open(&path, StoreOptions::default())
+        .with_context(|| format!("cannot open {}", path.display()))?;
     println!("protosync dev");
     println!("  schema:    {schema_source}");
     println!("  data:      {} (SQLite)", path.display());
     println!("  auth:      none configured: every request is trusted (dev only; see docs/auth.md)");
     for collection in registry.collections() {
         if collection.rules.read.is_none() || collection.rules.write.is_none() {
-            let missing: Vec<&str> = [("read", collection.rules.read.is_none()), ("write", collection.rules.write.is_none())]
-                .iter()
-                .filter(|(_, m)| *m)
-                .map(|(k, _)| *k)
-                .collect();
-            println!("  note:      {} has no {} rule: end users are denied it (services are not)", collection.name, missing.join(" or "));
+            let missing: Vec<&str> = [
+                ("read", collection.rules.read.is_none()),
+                ("write", collection.rules.write.is_none()),
+            ]
+            .iter()
+            .filter(|(_, m)| *m)
+            .map(|(k, _)| *k)
+            .collect();
+            println!(
+                "  note:      {} has no {} rule: end users are denied it (services are not)",
+                collection.name,
+                missing.join(" or ")
+            );
         }
     }
-    run(registry, Arc::new(store), &args.listen.to_string(), Authenticator::trusting()).await
+    run(
+        registry,
+        Arc::new(store),
+        &args.listen.to_string(),
+        Authenticator::trusting(),
+    )
+    .await
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -95,12 +115,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    init_logging(args.log_format.as_deref().or(file.log_format.as_deref()).unwrap_or("text"))?;
-    let schema = args.schema.or(file.schema).ok_or_else(|| anyhow!("no schema: pass --schema DIR, set PROTOSYNC_SCHEMA or `schema` in the config file"))?;
+    init_logging(
+        args.log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+            .unwrap_or("text"),
+    )?;
+    let schema = args.schema.or(file.schema).ok_or_else(|| {
+        anyhow!("no schema: pass --schema DIR, set PROTOSYNC_SCHEMA or `schema` in the config file")
+    })?;
     let database = args.database.or(file.database).ok_or_else(|| {
         anyhow!("no database: pass --database postgres://…, set PROTOSYNC_DATABASE or `database` in the config file")
     })?;
-    let listen = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let mut options = StoreOptions::default();
     if let Some(text) = args.change_log_retention.or(file.change_log_retention) {
         options.change_log_retention = parse_duration(&text).context("change_log_retention")?;
@@ -112,10 +142,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = if let Some(path) = database.strip_prefix("sqlite:") {
         Arc::new(SqliteStore::open(Path::new(path), options)?)
     } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let pool_size = args.pool_size.or(file.pool_size).unwrap_or(DEFAULT_POOL_SIZE);
+        let pool_size = args
+            .pool_size
+            .or(file.pool_size)
+            .unwrap_or(DEFAULT_POOL_SIZE);
         Arc::new(PostgresStore::connect(&database, pool_size, options).await?)
     } else {
-        return Err(anyhow!("database {database:?} is neither postgres://… nor sqlite:PATH"));
+        return Err(anyhow!(
+            "database {database:?} is neither postgres://… nor sqlite:PATH"
+        ));
     };
     let mut auth = file.auth.unwrap_or_default();
     auth.trust_unauthenticated |= args.trust_unauthenticated;
@@ -125,7 +160,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
     if auth.trust_unauthenticated {
-        tracing::warn!("requests without credentials are trusted services (--trust-unauthenticated)");
+        tracing::warn!(
+            "requests without credentials are trusted services (--trust-unauthenticated)"
+        );
     }
     let auth = Authenticator::new(auth).map_err(|e| anyhow!(e))?;
     tracing::info!(schema = %schema_source, "starting");
@@ -140,17 +177,39 @@ pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
         let indexes: Vec<String> = collection
             .indexes
             .iter()
-            .map(|i| format!("{}({})", i.name, i.fields.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")))
+            .map(|i| {
+                format!(
+                    "{}({})",
+                    i.name,
+                    i.fields
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
             .collect();
-        println!("  {} ({}) indexes: {}", collection.name, collection.message.full_name(), if indexes.is_empty() { "none".into() } else { indexes.join(" ") });
+        println!(
+            "  {} ({}) indexes: {}",
+            collection.name,
+            collection.message.full_name(),
+            if indexes.is_empty() {
+                "none".into()
+            } else {
+                indexes.join(" ")
+            }
+        );
     }
     Ok(())
 }
 
 fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
     let registry = match dir {
-        Some(dir) => Registry::load_dir(dir).map_err(|e| anyhow!("schema {}: {e}", dir.display()))?,
-        None => Registry::from_sources(EXAMPLE_SCHEMA).map_err(|e| anyhow!("built-in example schema: {e}"))?,
+        Some(dir) => {
+            Registry::load_dir(dir).map_err(|e| anyhow!("schema {}: {e}", dir.display()))?
+        }
+        None => Registry::from_sources(EXAMPLE_SCHEMA)
+            .map_err(|e| anyhow!("built-in example schema: {e}"))?,
     };
     let names: Vec<&str> = registry.collections().map(|c| c.name.as_str()).collect();
     let source = match dir {
@@ -158,20 +217,34 @@ fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
         None => "built-in example (examples/schema)".to_owned(),
     };
     if names.is_empty() {
-        return Err(anyhow!("schema {source} declares no collections: mark a message with option (protosync.v1.collection)"));
+        return Err(anyhow!(
+            "schema {source} declares no collections: mark a message with option (protosync.v1.collection)"
+        ));
     }
-    let noun = if names.len() == 1 { "collection" } else { "collections" };
+    let noun = if names.len() == 1 {
+        "collection"
+    } else {
+        "collections"
+    };
     let description = format!("{source} ({} {noun}: {})", names.len(), names.join(", "));
     Ok((registry, description))
 }
 
-async fn run(registry: Registry, store: Arc<dyn Store>, listen: &str, auth: Authenticator) -> anyhow::Result<()> {
+async fn run(
+    registry: Registry,
+    store: Arc<dyn Store>,
+    listen: &str,
+    auth: Authenticator,
+) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::start(Arc::new(registry), store).await?);
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     println!("  listening: http://{address}");
     tracing::info!(%address, "listening");
-    let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth);
+    let state =
+        protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth);
     protosync_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -198,8 +271,11 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROTOSYNC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PROTOSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         "text" => builder.init(),
         "json" => builder.json().init(),

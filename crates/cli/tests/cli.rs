@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use protosync_store::postgres::PostgresStore;
 use protosync_store::{Seq, Store, StoreOptions};
-use protosync_testkit::{example_schema_dir, TestDatabase};
-use serde_json::{json, Value};
+use protosync_testkit::{TestDatabase, example_schema_dir};
+use serde_json::{Value, json};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,24 +36,42 @@ impl Node {
                 }
             }
         });
-        let base = rx.recv_timeout(START_TIMEOUT).expect("protosync prints the URL it listens on");
-        Node { child: Some(child), base }
+        let base = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("protosync prints the URL it listens on");
+        Node {
+            child: Some(child),
+            base,
+        }
     }
 
     /// Sends SIGTERM and returns whether the process exited cleanly.
     fn terminate(mut self) -> bool {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(child.wait().map(|s| s.success()).unwrap_or(false));
         });
-        rx.recv_timeout(START_TIMEOUT).expect("protosync stops after SIGTERM")
+        rx.recv_timeout(START_TIMEOUT)
+            .expect("protosync stops after SIGTERM")
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        let response = reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-        assert!(response.status().is_success(), "{path} {body}: {}", response.status());
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path} {body}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -116,16 +134,30 @@ async fn serve_reads_a_config_file() {
 #[test]
 fn schema_check_names_the_file_and_line_of_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.proto"), "syntax = \"proto3\";\nmessage A {\n  strin x = 1;\n}\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_protosync")).args(["schema", "check", "--schema"]).arg(dir.path()).output().unwrap();
+    std::fs::write(
+        dir.path().join("bad.proto"),
+        "syntax = \"proto3\";\nmessage A {\n  strin x = 1;\n}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_protosync"))
+        .args(["schema", "check", "--schema"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.proto:3:"), "{stderr}");
     assert!(stderr.contains("strin"), "{stderr}");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_protosync")).args(["schema", "check", "--schema"]).arg(example_schema_dir()).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_protosync"))
+        .args(["schema", "check", "--schema"])
+        .arg(example_schema_dir())
+        .output()
+        .unwrap();
     assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("work_items (example.inbox.v1.WorkItem)"));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("work_items (example.inbox.v1.WorkItem)")
+    );
 }
 
 /// Two `protosync serve` processes on one Postgres, each taking concurrent
@@ -135,13 +167,30 @@ fn schema_check_names_the_file_and_line_of_an_error() {
 async fn two_serve_processes_on_one_postgres_keep_seq_gap_free() {
     const WRITERS_PER_NODE: usize = 4;
     const MUTATIONS_EACH: usize = 30;
-    let Some(db) = TestDatabase::create().await else { return };
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let schema = example_schema_dir();
     let nodes: Vec<Arc<Node>> = (0..2)
-        .map(|_| Arc::new(Node::start(&["serve", "--database", &db.url, "--schema", schema.to_str().unwrap(), "--listen", &listen_arg(), "--pool-size", "4", "--trust-unauthenticated"])))
+        .map(|_| {
+            Arc::new(Node::start(&[
+                "serve",
+                "--database",
+                &db.url,
+                "--schema",
+                schema.to_str().unwrap(),
+                "--listen",
+                &listen_arg(),
+                "--pool-size",
+                "4",
+                "--trust-unauthenticated",
+            ]))
+        })
         .collect();
     let total = 2 * WRITERS_PER_NODE * MUTATIONS_EACH;
-    let reader = PostgresStore::connect(&db.url, 2, StoreOptions::default()).await.unwrap();
+    let reader = PostgresStore::connect(&db.url, 2, StoreOptions::default())
+        .await
+        .unwrap();
     let tail = tokio::spawn(async move {
         let mut after = Seq(0);
         let mut ids = Vec::new();
@@ -170,15 +219,26 @@ async fn two_serve_processes_on_one_postgres_keep_seq_gap_free() {
     for writer in writers {
         writer.await.unwrap();
     }
-    let ids = tokio::time::timeout(Duration::from_secs(60), tail).await.expect("the tail sees every commit").unwrap();
+    let ids = tokio::time::timeout(Duration::from_secs(60), tail)
+        .await
+        .expect("the tail sees every commit")
+        .unwrap();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((ids.len(), unique.len()), (total, total), "every commit exactly once");
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (total, total),
+        "every commit exactly once"
+    );
     for node in &nodes {
         let (_, ready) = node.get("/readyz").await;
         assert_eq!(ready["seq"], total.to_string());
     }
     let page = nodes[1].post("/v1/query", json!({"collection": "work_items", "filter": [{"field": "priority", "op": "==", "value": 0}], "limit": 1000})).await;
-    assert_eq!(page["documents"].as_array().unwrap().len(), 2 * WRITERS_PER_NODE, "node 1 reads node 0's writes");
+    assert_eq!(
+        page["documents"].as_array().unwrap().len(),
+        2 * WRITERS_PER_NODE,
+        "node 1 reads node 0's writes"
+    );
 }

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protosync_protocol::wire::{self, client_message, server_message};
 use protosync_protocol::Codec;
+use protosync_protocol::wire::{self, client_message, server_message};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -44,18 +44,29 @@ impl ClientConfig {
 /// What happened, in order, for applications and tests that watch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
-    Connected { welcome: wire::Welcome },
+    Connected {
+        welcome: wire::Welcome,
+    },
     /// Applied to the view; `view` is the state after it.
-    Transition { transition: wire::Transition, view: View },
+    Transition {
+        transition: wire::Transition,
+        view: View,
+    },
     /// An error the server reported (not for a mutation, which gets it back).
     Error(wire::Error),
-    Disconnected { reason: String },
+    Disconnected {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MutationError {
     #[error("{code}: {message}")]
-    Rejected { code: String, message: String, path: String },
+    Rejected {
+        code: String,
+        message: String,
+        path: String,
+    },
     #[error("the client was shut down")]
     Shutdown,
 }
@@ -99,12 +110,23 @@ impl Drop for Client {
 impl Client {
     /// Starts connecting in the background; returns at once.
     pub fn start(config: ClientConfig) -> (Client, mpsc::UnboundedReceiver<ClientEvent>) {
-        let state = Arc::new(Mutex::new(State { token: config.token.clone(), ..State::default() }));
+        let state = Arc::new(Mutex::new(State {
+            token: config.token.clone(),
+            ..State::default()
+        }));
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (events, event_rx) = mpsc::unbounded_channel();
         let (watermark_tx, watermark) = watch::channel(0);
         let task = tokio::spawn(run(config, state.clone(), command_rx, events, watermark_tx));
-        (Client { state, commands, watermark, task }, event_rx)
+        (
+            Client {
+                state,
+                commands,
+                watermark,
+                task,
+            },
+            event_rx,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -113,17 +135,32 @@ impl Client {
 
     /// Subscribes; the result arrives in a transition.
     pub fn subscribe(&self, id: &str, query: wire::Query) {
-        self.subscribe_to(wire::Subscribe { subscription_id: id.to_owned(), target: Some(wire::subscribe::Target::Query(query)), held: Vec::new() });
+        self.subscribe_to(wire::Subscribe {
+            subscription_id: id.to_owned(),
+            target: Some(wire::subscribe::Target::Query(query)),
+            held: Vec::new(),
+        });
     }
 
     pub fn subscribe_get(&self, id: &str, collection: &str, doc_id: &str) {
-        let get = wire::Get { collection: collection.to_owned(), id: doc_id.to_owned() };
-        self.subscribe_to(wire::Subscribe { subscription_id: id.to_owned(), target: Some(wire::subscribe::Target::Get(get)), held: Vec::new() });
+        let get = wire::Get {
+            collection: collection.to_owned(),
+            id: doc_id.to_owned(),
+        };
+        self.subscribe_to(wire::Subscribe {
+            subscription_id: id.to_owned(),
+            target: Some(wire::subscribe::Target::Get(get)),
+            held: Vec::new(),
+        });
     }
 
     fn subscribe_to(&self, subscribe: wire::Subscribe) {
-        self.lock().subscriptions.insert(subscribe.subscription_id.clone(), subscribe.clone());
-        let _ = self.commands.send(Command::Send(client_message::Message::Subscribe(subscribe)));
+        self.lock()
+            .subscriptions
+            .insert(subscribe.subscription_id.clone(), subscribe.clone());
+        let _ = self
+            .commands
+            .send(Command::Send(client_message::Message::Subscribe(subscribe)));
     }
 
     pub fn unsubscribe(&self, id: &str) {
@@ -132,24 +169,46 @@ impl Client {
             state.subscriptions.remove(id);
             state.view.drop_subscription(id);
         }
-        let _ = self.commands.send(Command::Send(client_message::Message::Unsubscribe(wire::Unsubscribe { subscription_id: id.to_owned() })));
+        let _ = self
+            .commands
+            .send(Command::Send(client_message::Message::Unsubscribe(
+                wire::Unsubscribe {
+                    subscription_id: id.to_owned(),
+                },
+            )));
     }
 
     /// Runs a mutation. Resolves once the server committed it and this
     /// client's view includes the commit; survives reconnects (resent with
     /// the same idempotency key).
-    pub async fn mutate(&self, ops: Vec<wire::Operation>) -> Result<wire::MutationResult, MutationError> {
+    pub async fn mutate(
+        &self,
+        ops: Vec<wire::Operation>,
+    ) -> Result<wire::MutationResult, MutationError> {
         let (reply, done) = oneshot::channel();
         let mutate = {
             let mut state = self.lock();
             state.next_request += 1;
             // Zero-padded so resends (in key order) go out in the order sent.
             let request_id = format!("m{:012}", state.next_request);
-            let mutate = wire::Mutate { request_id: request_id.clone(), idempotency_key: format!("{:032x}", rand::random::<u128>()), ops };
-            state.pending.insert(request_id, PendingMutation { mutate: mutate.clone(), reply: Some(reply), result: None });
+            let mutate = wire::Mutate {
+                request_id: request_id.clone(),
+                idempotency_key: format!("{:032x}", rand::random::<u128>()),
+                ops,
+            };
+            state.pending.insert(
+                request_id,
+                PendingMutation {
+                    mutate: mutate.clone(),
+                    reply: Some(reply),
+                    result: None,
+                },
+            );
             mutate
         };
-        let _ = self.commands.send(Command::Send(client_message::Message::Mutate(mutate)));
+        let _ = self
+            .commands
+            .send(Command::Send(client_message::Message::Mutate(mutate)));
         done.await.unwrap_or(Err(MutationError::Shutdown))
     }
 
@@ -167,7 +226,13 @@ impl Client {
     /// Replaces the token on the live connection (and for reconnects).
     pub fn authenticate(&self, token: &str) {
         self.lock().token = Some(token.to_owned());
-        let _ = self.commands.send(Command::Send(client_message::Message::Authenticate(wire::Authenticate { token: token.to_owned() })));
+        let _ = self
+            .commands
+            .send(Command::Send(client_message::Message::Authenticate(
+                wire::Authenticate {
+                    token: token.to_owned(),
+                },
+            )));
     }
 
     /// Waits until the view satisfies `condition` (checked after every
@@ -197,26 +262,47 @@ impl Client {
 /// Builders for mutation operations.
 pub mod op {
     use protosync_protocol::json_to_struct;
-    use protosync_protocol::wire::{operation, Operation, Write};
+    use protosync_protocol::wire::{Operation, Write, operation};
 
     fn write(collection: &str, id: &str) -> Write {
-        Write { collection: collection.to_owned(), id: id.to_owned(), ..Default::default() }
+        Write {
+            collection: collection.to_owned(),
+            id: id.to_owned(),
+            ..Default::default()
+        }
     }
 
     pub fn insert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
-        Operation { op: Some(operation::Op::Insert(Write { doc: Some(json_to_struct(&doc)), ..write(collection, id) })) }
+        Operation {
+            op: Some(operation::Op::Insert(Write {
+                doc: Some(json_to_struct(&doc)),
+                ..write(collection, id)
+            })),
+        }
     }
 
     pub fn upsert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
-        Operation { op: Some(operation::Op::Upsert(Write { doc: Some(json_to_struct(&doc)), ..write(collection, id) })) }
+        Operation {
+            op: Some(operation::Op::Upsert(Write {
+                doc: Some(json_to_struct(&doc)),
+                ..write(collection, id)
+            })),
+        }
     }
 
     pub fn patch(collection: &str, id: &str, fields: serde_json::Value) -> Operation {
-        Operation { op: Some(operation::Op::Patch(Write { fields: Some(json_to_struct(&fields)), ..write(collection, id) })) }
+        Operation {
+            op: Some(operation::Op::Patch(Write {
+                fields: Some(json_to_struct(&fields)),
+                ..write(collection, id)
+            })),
+        }
     }
 
     pub fn delete(collection: &str, id: &str) -> Operation {
-        Operation { op: Some(operation::Op::Delete(write(collection, id))) }
+        Operation {
+            op: Some(operation::Op::Delete(write(collection, id))),
+        }
     }
 }
 
@@ -233,8 +319,11 @@ async fn run(
         // Resume the subscriptions the view holds; subscribe afresh to the rest.
         let (resume, fresh) = {
             let state = lock();
-            let (held, fresh): (Vec<wire::Subscribe>, Vec<wire::Subscribe>) =
-                state.subscriptions.values().cloned().partition(|s| state.view.subscriptions.contains_key(&s.subscription_id));
+            let (held, fresh): (Vec<wire::Subscribe>, Vec<wire::Subscribe>) = state
+                .subscriptions
+                .values()
+                .cloned()
+                .partition(|s| state.view.subscriptions.contains_key(&s.subscription_id));
             let held: Vec<wire::Subscribe> = held
                 .into_iter()
                 .map(|mut s| {
@@ -242,16 +331,31 @@ async fn run(
                     s
                 })
                 .collect();
-            let resume = (state.view.watermark > 0 || !held.is_empty())
-                .then(|| wire::Resume { session_id: state.session_id.clone(), watermark: state.view.watermark, subscriptions: held });
+            let resume = (state.view.watermark > 0 || !held.is_empty()).then(|| wire::Resume {
+                session_id: state.session_id.clone(),
+                watermark: state.view.watermark,
+                subscriptions: held,
+            });
             (resume, fresh)
         };
-        let mut active: HashSet<String> = resume.iter().flat_map(|r| r.subscriptions.iter().map(|s| s.subscription_id.clone())).collect();
+        let mut active: HashSet<String> = resume
+            .iter()
+            .flat_map(|r| r.subscriptions.iter().map(|s| s.subscription_id.clone()))
+            .collect();
         let token = lock().token.clone();
-        let (mut connection, welcome) = match Connection::connect_with_token(&config.url, config.codec, resume, token).await {
+        let (mut connection, welcome) = match Connection::connect_with_token(
+            &config.url,
+            config.codec,
+            resume,
+            token,
+        )
+        .await
+        {
             Ok(pair) => pair,
             Err(e) => {
-                let _ = events.send(ClientEvent::Disconnected { reason: e.to_string() });
+                let _ = events.send(ClientEvent::Disconnected {
+                    reason: e.to_string(),
+                });
                 let wait = rand::rng().random_range(Duration::ZERO..=backoff);
                 backoff = (backoff * 2).min(config.max_backoff);
                 tokio::select! {
@@ -269,7 +373,12 @@ async fn run(
                 // The server did not take our watermark: every subscription is reset.
                 state.view.watermark = welcome.watermark;
             }
-            state.pending.values().filter(|p| p.result.is_none()).map(|p| p.mutate.clone()).collect()
+            state
+                .pending
+                .values()
+                .filter(|p| p.result.is_none())
+                .map(|p| p.mutate.clone())
+                .collect()
         };
         let _ = events.send(ClientEvent::Connected { welcome });
         let mut failed = None;
@@ -294,7 +403,18 @@ async fn run(
         }
         let reason = match failed {
             Some(e) => e.to_string(),
-            None => serve(&mut connection, &config, &state, &mut commands, &events, &watermark, &mut active).await,
+            None => {
+                serve(
+                    &mut connection,
+                    &config,
+                    &state,
+                    &mut commands,
+                    &events,
+                    &watermark,
+                    &mut active,
+                )
+                .await
+            }
         };
         connection.close().await;
         if reason == "shutdown" {

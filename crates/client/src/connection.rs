@@ -2,10 +2,10 @@
 
 use futures::{SinkExt, StreamExt};
 use protosync_protocol::wire::{self, client_message, server_message};
-use protosync_protocol::{Codec, Frame, BINARY_SUBPROTOCOL, PROTOCOL_VERSION};
+use protosync_protocol::{BINARY_SUBPROTOCOL, Codec, Frame, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The socket read buffer: tungstenite zero-fills all of it before every
@@ -48,7 +48,10 @@ pub struct Incoming {
 
 impl Incoming {
     pub fn new(codec: Codec) -> Incoming {
-        Incoming { codec, pending_chunks: Vec::new() }
+        Incoming {
+            codec,
+            pending_chunks: Vec::new(),
+        }
     }
 
     /// The message `frame` completes: `None` for control frames and for
@@ -58,24 +61,43 @@ impl Incoming {
         let frame = match frame {
             Message::Text(text) => Frame::Text(text.to_string()),
             Message::Binary(bytes) => Frame::Binary(bytes.to_vec()),
-            Message::Close(frame) => return Err(ConnectionError::Closed(frame.map(|f| (u16::from(f.code), f.reason.to_string())))),
+            Message::Close(frame) => {
+                return Err(ConnectionError::Closed(
+                    frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                ));
+            }
             _ => return Ok(None),
         };
-        let message = self.codec.decode_server(&frame).map_err(|e| ConnectionError::Protocol(e.to_string()))?;
+        let message = self
+            .codec
+            .decode_server(&frame)
+            .map_err(|e| ConnectionError::Protocol(e.to_string()))?;
         match message.message {
-            Some(server_message::Message::Transition(transition)) => Ok(self.assemble(transition)?.map(Received::Transition)),
+            Some(server_message::Message::Transition(transition)) => {
+                Ok(self.assemble(transition)?.map(Received::Transition))
+            }
             _ => Ok(Some(Received::Other(message))),
         }
     }
 
-    fn assemble(&mut self, chunk: wire::Transition) -> Result<Option<wire::Transition>, ConnectionError> {
+    fn assemble(
+        &mut self,
+        chunk: wire::Transition,
+    ) -> Result<Option<wire::Transition>, ConnectionError> {
         let chunks = chunk.chunks.max(1);
         if let Some(first) = self.pending_chunks.first() {
-            if (first.from_watermark, first.to_watermark) != (chunk.from_watermark, chunk.to_watermark) || chunk.chunk as usize != self.pending_chunks.len() {
-                return Err(ConnectionError::Protocol("transition chunks out of order".into()));
+            if (first.from_watermark, first.to_watermark)
+                != (chunk.from_watermark, chunk.to_watermark)
+                || chunk.chunk as usize != self.pending_chunks.len()
+            {
+                return Err(ConnectionError::Protocol(
+                    "transition chunks out of order".into(),
+                ));
             }
         } else if chunk.chunk != 0 {
-            return Err(ConnectionError::Protocol("a transition started mid-way".into()));
+            return Err(ConnectionError::Protocol(
+                "a transition started mid-way".into(),
+            ));
         }
         self.pending_chunks.push(chunk);
         if self.pending_chunks.len() < chunks as usize {
@@ -95,38 +117,74 @@ impl Incoming {
 impl Connection {
     /// Opens a WebSocket to `url` (`ws://host:port/v1/sync`) without saying hello.
     pub async fn open(url: &str, codec: Codec) -> Result<Connection, ConnectionError> {
-        let mut request = url.into_client_request().map_err(|e| ConnectionError::Connect(e.to_string()))?;
-        if codec == Codec::Binary {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", BINARY_SUBPROTOCOL.parse().expect("a valid header value"));
-        }
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-            .await
+        let mut request = url
+            .into_client_request()
             .map_err(|e| ConnectionError::Connect(e.to_string()))?;
-        Ok(Connection { socket, codec, incoming: Incoming::new(codec) })
+        if codec == Codec::Binary {
+            request.headers_mut().insert(
+                "Sec-WebSocket-Protocol",
+                BINARY_SUBPROTOCOL.parse().expect("a valid header value"),
+            );
+        }
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES);
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                .await
+                .map_err(|e| ConnectionError::Connect(e.to_string()))?;
+        Ok(Connection {
+            socket,
+            codec,
+            incoming: Incoming::new(codec),
+        })
     }
 
     /// Opens and says hello; returns the connection and the server's welcome.
-    pub async fn connect(url: &str, codec: Codec, resume: Option<wire::Resume>) -> Result<(Connection, wire::Welcome), ConnectionError> {
+    pub async fn connect(
+        url: &str,
+        codec: Codec,
+        resume: Option<wire::Resume>,
+    ) -> Result<(Connection, wire::Welcome), ConnectionError> {
         Connection::connect_with_token(url, codec, resume, None).await
     }
 
     /// Opens and says hello with `token`.
-    pub async fn connect_with_token(url: &str, codec: Codec, resume: Option<wire::Resume>, token: Option<String>) -> Result<(Connection, wire::Welcome), ConnectionError> {
+    pub async fn connect_with_token(
+        url: &str,
+        codec: Codec,
+        resume: Option<wire::Resume>,
+        token: Option<String>,
+    ) -> Result<(Connection, wire::Welcome), ConnectionError> {
         let mut connection = Connection::open(url, codec).await?;
-        let hello = wire::Hello { protocol_version: PROTOCOL_VERSION, resume, token: token.unwrap_or_default(), ..Default::default() };
-        connection.send(client_message::Message::Hello(hello)).await?;
+        let hello = wire::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            resume,
+            token: token.unwrap_or_default(),
+            ..Default::default()
+        };
+        connection
+            .send(client_message::Message::Hello(hello))
+            .await?;
         match connection.receive().await? {
-            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Welcome(welcome)) }) => Ok((connection, welcome)),
-            Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
-                Err(ConnectionError::Refused { code: e.code, message: e.message })
-            }
-            other => Err(ConnectionError::Protocol(format!("expected a welcome, got {other:?}"))),
+            Received::Other(wire::ServerMessage {
+                message: Some(server_message::Message::Welcome(welcome)),
+            }) => Ok((connection, welcome)),
+            Received::Other(wire::ServerMessage {
+                message: Some(server_message::Message::Error(e)),
+            }) => Err(ConnectionError::Refused {
+                code: e.code,
+                message: e.message,
+            }),
+            other => Err(ConnectionError::Protocol(format!(
+                "expected a welcome, got {other:?}"
+            ))),
         }
     }
 
     pub async fn send(&mut self, message: client_message::Message) -> Result<(), ConnectionError> {
-        let frame = self.codec.encode_client(&wire::ClientMessage { message: Some(message) });
+        let frame = self.codec.encode_client(&wire::ClientMessage {
+            message: Some(message),
+        });
         self.send_raw(frame).await
     }
 
@@ -136,7 +194,10 @@ impl Connection {
             Frame::Text(text) => Message::Text(text.into()),
             Frame::Binary(bytes) => Message::Binary(bytes.into()),
         };
-        self.socket.send(message).await.map_err(|_| ConnectionError::Closed(None))
+        self.socket
+            .send(message)
+            .await
+            .map_err(|_| ConnectionError::Closed(None))
     }
 
     /// The next message; transitions only once all their chunks arrived.

@@ -22,12 +22,22 @@ pub struct SubscriptionView {
 impl SubscriptionView {
     /// The documents in query order.
     pub fn documents(&self) -> Vec<&ViewDocument> {
-        self.order.iter().filter_map(|id| self.docs.get(id)).collect()
+        self.order
+            .iter()
+            .filter_map(|id| self.docs.get(id))
+            .collect()
     }
 
     /// What a resume tells the server this subscription holds.
     pub fn held(&self) -> Vec<wire::HeldDocument> {
-        self.order.iter().filter_map(|id| self.docs.get(id)).map(|d| wire::HeldDocument { id: d.id.clone(), seq: d.seq }).collect()
+        self.order
+            .iter()
+            .filter_map(|id| self.docs.get(id))
+            .map(|d| wire::HeldDocument {
+                id: d.id.clone(),
+                seq: d.seq,
+            })
+            .collect()
     }
 }
 
@@ -43,14 +53,23 @@ impl View {
     /// subscription inconsistent.
     pub fn apply(&mut self, transition: &wire::Transition) -> Result<(), String> {
         if transition.from_watermark != self.watermark {
-            return Err(format!("transition from {} does not start at the view's watermark {}", transition.from_watermark, self.watermark));
+            return Err(format!(
+                "transition from {} does not start at the view's watermark {}",
+                transition.from_watermark, self.watermark
+            ));
         }
         if transition.to_watermark < transition.from_watermark {
-            return Err(format!("transition goes back from {} to {}", transition.from_watermark, transition.to_watermark));
+            return Err(format!(
+                "transition goes back from {} to {}",
+                transition.from_watermark, transition.to_watermark
+            ));
         }
         let mut next = self.clone();
         for update in &transition.updates {
-            let view = next.subscriptions.entry(update.subscription_id.clone()).or_default();
+            let view = next
+                .subscriptions
+                .entry(update.subscription_id.clone())
+                .or_default();
             if update.reset {
                 *view = SubscriptionView::default();
             }
@@ -59,11 +78,20 @@ impl View {
                 view.order.retain(|o| o != id);
             }
             for doc in &update.upserts {
-                let document = ViewDocument { id: doc.id.clone(), version: doc.version, seq: doc.seq, doc: doc.doc.as_ref().map(struct_to_json).unwrap_or_default() };
+                let document = ViewDocument {
+                    id: doc.id.clone(),
+                    version: doc.version,
+                    seq: doc.seq,
+                    doc: doc.doc.as_ref().map(struct_to_json).unwrap_or_default(),
+                };
                 if let Some(held) = view.docs.get(&doc.id)
-                    && held.seq > doc.seq {
-                        return Err(format!("{}: document {} went back from seq {} to {}", update.subscription_id, doc.id, held.seq, doc.seq));
-                    }
+                    && held.seq > doc.seq
+                {
+                    return Err(format!(
+                        "{}: document {} went back from seq {} to {}",
+                        update.subscription_id, doc.id, held.seq, doc.seq
+                    ));
+                }
                 view.docs.insert(doc.id.clone(), document);
             }
             if let Some(order) = &update.order {
@@ -73,8 +101,14 @@ impl View {
         for update in &transition.updates {
             let view = &next.subscriptions[&update.subscription_id];
             let ordered: HashSet<&String> = view.order.iter().collect();
-            if ordered.len() != view.order.len() || ordered.len() != view.docs.len() || !view.docs.keys().all(|id| ordered.contains(id)) {
-                return Err(format!("{}: the order does not list exactly the documents held", update.subscription_id));
+            if ordered.len() != view.order.len()
+                || ordered.len() != view.docs.len()
+                || !view.docs.keys().all(|id| ordered.contains(id))
+            {
+                return Err(format!(
+                    "{}: the order does not list exactly the documents held",
+                    update.subscription_id
+                ));
             }
         }
         next.watermark = transition.to_watermark;

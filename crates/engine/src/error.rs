@@ -10,15 +10,36 @@ pub enum EngineError {
     #[error("unknown collection {0:?}")]
     UnknownCollection(String),
     #[error("{location}invalid document: {error}")]
-    InvalidDocument { location: String, error: DocumentError },
+    InvalidDocument {
+        location: String,
+        error: DocumentError,
+    },
     #[error("{location}{collection}/{id} not found")]
-    NotFound { location: String, collection: String, id: String },
+    NotFound {
+        location: String,
+        collection: String,
+        id: String,
+    },
     #[error("{location}{collection}/{id} already exists")]
-    AlreadyExists { location: String, collection: String, id: String },
+    AlreadyExists {
+        location: String,
+        collection: String,
+        id: String,
+    },
     #[error("{location}{collection}/{id}: expected version {expected}, found {}", actual.map_or("no document".to_owned(), |v| format!("version {v}")))]
-    VersionConflict { location: String, collection: String, id: String, expected: Version, actual: Option<Version> },
+    VersionConflict {
+        location: String,
+        collection: String,
+        id: String,
+        expected: Version,
+        actual: Option<Version>,
+    },
     #[error("{location}{collection}/{id}: permission denied by the collection's write rule")]
-    PermissionDenied { location: String, collection: String, id: String },
+    PermissionDenied {
+        location: String,
+        collection: String,
+        id: String,
+    },
     /// The caller is not allowed at all (no or bad credentials, a service
     /// key for another collection, a blocked origin…), with its own code.
     #[error("{message}")]
@@ -72,23 +93,52 @@ pub(crate) fn op_location(op: usize) -> String {
 impl From<StoreError> for EngineError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Rejected { op, collection, id, rejection } => {
+            StoreError::Rejected {
+                op,
+                collection,
+                id,
+                rejection,
+            } => {
                 let location = op_location(op);
                 match rejection {
-                    Rejection::NotFound => EngineError::NotFound { location, collection, id },
-                    Rejection::AlreadyExists => EngineError::AlreadyExists { location, collection, id },
+                    Rejection::NotFound => EngineError::NotFound {
+                        location,
+                        collection,
+                        id,
+                    },
+                    Rejection::AlreadyExists => EngineError::AlreadyExists {
+                        location,
+                        collection,
+                        id,
+                    },
                     Rejection::VersionConflict { expected, actual } => {
-                        EngineError::VersionConflict { location, collection, id, expected, actual }
+                        EngineError::VersionConflict {
+                            location,
+                            collection,
+                            id,
+                            expected,
+                            actual,
+                        }
                     }
-                    Rejection::InvalidDocument(error) => EngineError::InvalidDocument { location, error },
-                    Rejection::PermissionDenied => EngineError::PermissionDenied { location, collection, id },
-                    Rejection::DocumentTooLarge { bytes, limit } => EngineError::LimitExceeded(format!(
-                        "{location}{collection}/{id} would be {bytes} bytes; documents are limited to {limit} bytes"
-                    )),
+                    Rejection::InvalidDocument(error) => {
+                        EngineError::InvalidDocument { location, error }
+                    }
+                    Rejection::PermissionDenied => EngineError::PermissionDenied {
+                        location,
+                        collection,
+                        id,
+                    },
+                    Rejection::DocumentTooLarge { bytes, limit } => {
+                        EngineError::LimitExceeded(format!(
+                            "{location}{collection}/{id} would be {bytes} bytes; documents are limited to {limit} bytes"
+                        ))
+                    }
                 }
             }
             StoreError::IdempotencyKeyReused(key) => EngineError::IdempotencyKeyReused(key),
-            StoreError::LogTruncated { floor } => EngineError::Internal(format!("change log truncated at {floor}")),
+            StoreError::LogTruncated { floor } => {
+                EngineError::Internal(format!("change log truncated at {floor}"))
+            }
             StoreError::Unavailable(m) => EngineError::Unavailable(m),
             StoreError::Internal(m) => EngineError::Internal(m),
         }

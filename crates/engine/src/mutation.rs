@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::error::{op_location, EngineError};
+use crate::error::{EngineError, op_location};
 use crate::limits::{MAX_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_OPS_PER_MUTATION};
 
 /// `{"idempotencyKey"?, "ops": [{"insert"|"upsert"|"patch"|"delete": {...}}]}`
@@ -37,15 +37,25 @@ pub struct OpBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Value>,
     /// A uint64: a JSON number or a decimal string (proto3 JSON).
-    #[serde(default, deserialize_with = "uint64", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "uint64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expected_version: Option<u64>,
 }
 
 fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| serde::de::Error::custom("expected a non-negative integer")),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| serde::de::Error::custom("expected a non-negative integer")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("expected a non-negative integer")),
+        Some(Value::String(s)) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("expected a non-negative integer")),
         Some(_) => Err(serde::de::Error::custom("expected a non-negative integer")),
     }
 }
@@ -53,9 +63,15 @@ fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 /// Validates `request` against the schema and the limits.
 /// `principal` binds the idempotency key to its caller: another caller
 /// reusing the key gets IDEMPOTENCY_KEY_REUSED, not the recorded answer.
-pub fn prepare(registry: &Registry, request: &MutationRequest, principal: &str) -> Result<Mutation, EngineError> {
+pub fn prepare(
+    registry: &Registry,
+    request: &MutationRequest,
+    principal: &str,
+) -> Result<Mutation, EngineError> {
     if request.ops.is_empty() {
-        return Err(EngineError::BadRequest("a mutation needs at least one op".into()));
+        return Err(EngineError::BadRequest(
+            "a mutation needs at least one op".into(),
+        ));
     }
     if request.ops.len() > MAX_OPS_PER_MUTATION {
         return Err(EngineError::LimitExceeded(format!(
@@ -65,7 +81,11 @@ pub fn prepare(registry: &Registry, request: &MutationRequest, principal: &str) 
     }
     let idempotency = match &request.idempotency_key {
         None => None,
-        Some(key) if key.is_empty() => return Err(EngineError::BadRequest("idempotencyKey must not be empty".into())),
+        Some(key) if key.is_empty() => {
+            return Err(EngineError::BadRequest(
+                "idempotencyKey must not be empty".into(),
+            ));
+        }
         Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
             return Err(EngineError::LimitExceeded(format!(
                 "idempotencyKey is {} bytes; the limit is {MAX_IDEMPOTENCY_KEY_BYTES}",
@@ -74,9 +94,21 @@ pub fn prepare(registry: &Registry, request: &MutationRequest, principal: &str) 
         }
         Some(key) => Some(key.clone()),
     };
-    let ops: Vec<WriteOp> = request.ops.iter().enumerate().map(|(i, op)| prepare_op(registry, i, op)).collect::<Result<_, _>>()?;
-    let idempotency = idempotency.map(|key| IdempotencyKey { key, request_hash: request_hash(principal, &ops) });
-    Ok(Mutation { ops, idempotency, authorize: None })
+    let ops: Vec<WriteOp> = request
+        .ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| prepare_op(registry, i, op))
+        .collect::<Result<_, _>>()?;
+    let idempotency = idempotency.map(|key| IdempotencyKey {
+        key,
+        request_hash: request_hash(principal, &ops),
+    });
+    Ok(Mutation {
+        ops,
+        idempotency,
+        authorize: None,
+    })
 }
 
 fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<WriteOp, EngineError> {
@@ -93,7 +125,10 @@ fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<Write
         .ok_or_else(|| EngineError::UnknownCollection(body.collection.clone()))?
         .clone();
     check_id(&body.id).map_err(bad)?;
-    let invalid = |error| EngineError::InvalidDocument { location: location.clone(), error };
+    let invalid = |error| EngineError::InvalidDocument {
+        location: location.clone(),
+        error,
+    };
     let needs = |what: &str, present: bool, absent: &[(&str, bool)]| -> Result<(), EngineError> {
         if !present && !what.is_empty() {
             return Err(bad(format!("{name} needs \"{what}\"")));
@@ -107,19 +142,34 @@ fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<Write
     let kind = match op {
         OpRequest::Insert(_) | OpRequest::Upsert(_) => {
             needs("doc", has_doc, &[("fields", has_fields)])?;
-            let doc = collection.validate(&body.id, body.doc.as_ref().unwrap_or(&Value::Null)).map_err(invalid)?;
-            if matches!(op, OpRequest::Insert(_)) { WriteKind::Insert(doc) } else { WriteKind::Upsert(doc) }
+            let doc = collection
+                .validate(&body.id, body.doc.as_ref().unwrap_or(&Value::Null))
+                .map_err(invalid)?;
+            if matches!(op, OpRequest::Insert(_)) {
+                WriteKind::Insert(doc)
+            } else {
+                WriteKind::Upsert(doc)
+            }
         }
         OpRequest::Patch(_) => {
             needs("fields", has_fields, &[("doc", has_doc)])?;
-            WriteKind::Patch(collection.validate_patch(body.fields.as_ref().unwrap_or(&Value::Null)).map_err(invalid)?)
+            WriteKind::Patch(
+                collection
+                    .validate_patch(body.fields.as_ref().unwrap_or(&Value::Null))
+                    .map_err(invalid)?,
+            )
         }
         OpRequest::Delete(_) => {
             needs("", true, &[("doc", has_doc), ("fields", has_fields)])?;
             WriteKind::Delete
         }
     };
-    Ok(WriteOp { collection, id: body.id.clone(), kind, expected_version: body.expected_version.map(Version) })
+    Ok(WriteOp {
+        collection,
+        id: body.id.clone(),
+        kind,
+        expected_version: body.expected_version.map(Version),
+    })
 }
 
 /// Ids are non-empty UTF-8 without control characters, at most
@@ -129,7 +179,10 @@ fn check_id(id: &str) -> Result<(), String> {
         return Err("id must not be empty".into());
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(format!("id is {} bytes; the limit is {MAX_ID_BYTES}", id.len()));
+        return Err(format!(
+            "id is {} bytes; the limit is {MAX_ID_BYTES}",
+            id.len()
+        ));
     }
     if id.chars().any(char::is_control) {
         return Err("id must not contain control characters".into());
@@ -151,10 +204,19 @@ fn request_hash(principal: &str, ops: &[WriteOp]) -> String {
                 WriteKind::Patch(fields) => ("patch", fields.to_json()),
                 WriteKind::Delete => ("delete", Value::Null),
             };
-            serde_json::json!([kind, op.collection.name, op.id, op.expected_version.map(|v| v.0), body])
+            serde_json::json!([
+                kind,
+                op.collection.name,
+                op.id,
+                op.expected_version.map(|v| v.0),
+                body
+            ])
         })
         .collect();
     // serde_json maps keep keys sorted, so equal values serialize equally.
     let bytes = serde_json::to_vec(&(principal, canonical)).unwrap_or_default();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -6,13 +6,23 @@ use serde_json::{Map, Number};
 
 pub fn json_to_struct(json: &serde_json::Value) -> Struct {
     match json {
-        serde_json::Value::Object(map) => Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect() },
+        serde_json::Value::Object(map) => Struct {
+            fields: map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        },
         _ => Struct::default(),
     }
 }
 
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect::<Map<_, _>>())
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 pub fn json_to_value(json: &serde_json::Value) -> Value {
@@ -21,7 +31,9 @@ pub fn json_to_value(json: &serde_json::Value) -> Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(items) => Kind::ListValue(ListValue { values: items.iter().map(json_to_value).collect() }),
+        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
         serde_json::Value::Object(_) => Kind::StructValue(json_to_struct(json)),
     };
     Value { kind: Some(kind) }
@@ -33,7 +45,9 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
         Some(Kind::NumberValue(n)) => number(*n),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
-        Some(Kind::ListValue(list)) => serde_json::Value::Array(list.values.iter().map(value_to_json).collect()),
+        Some(Kind::ListValue(list)) => {
+            serde_json::Value::Array(list.values.iter().map(value_to_json).collect())
+        }
         Some(Kind::StructValue(s)) => struct_to_json(s),
     }
 }
@@ -54,9 +68,10 @@ pub(crate) fn integral_floats_as_integers(json: &mut serde_json::Value) {
     match json {
         serde_json::Value::Number(n) if n.is_f64() => {
             if let Some(x) = n.as_f64()
-                && let serde_json::Value::Number(int) = number(x) {
-                    *n = int;
-                }
+                && let serde_json::Value::Number(int) = number(x)
+            {
+                *n = int;
+            }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
         serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),

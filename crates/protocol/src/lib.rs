@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-pub use json::{struct_to_json, json_to_struct, value_to_json, json_to_value};
+pub use json::{json_to_struct, json_to_value, struct_to_json, value_to_json};
 
 /// Generated types of package `protosync.v1`.
 #[allow(clippy::all)]
@@ -28,12 +28,15 @@ pub const BINARY_SUBPROTOCOL: &str = "protosync.v1.proto";
 pub const JSON_SUBPROTOCOL: &str = "protosync.v1.json";
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(include_bytes!(concat!(env!("OUT_DIR"), "/sync_descriptor.bin")).as_ref())
-        .expect("the descriptor set built by build.rs decodes")
+    DescriptorPool::decode(
+        include_bytes!(concat!(env!("OUT_DIR"), "/sync_descriptor.bin")).as_ref(),
+    )
+    .expect("the descriptor set built by build.rs decodes")
 });
 
 fn descriptor(name: &str) -> MessageDescriptor {
-    POOL.get_message_by_name(name).expect("sync.proto defines the message")
+    POOL.get_message_by_name(name)
+        .expect("sync.proto defines the message")
 }
 
 /// How frames are encoded on one connection.
@@ -82,7 +85,8 @@ impl Codec {
             Codec::Json => {
                 let dynamic = DynamicMessage::decode(descriptor(name), bytes.as_slice())
                     .expect("a message encoded from its own type decodes");
-                let mut json = serde_json::to_value(&dynamic).expect("proto3 JSON serialization cannot fail");
+                let mut json =
+                    serde_json::to_value(&dynamic).expect("proto3 JSON serialization cannot fail");
                 json::integral_floats_as_integers(&mut json);
                 Frame::Text(json.to_string())
             }
@@ -91,7 +95,10 @@ impl Codec {
 
     fn decode<M: Message + Default>(&self, frame: &Frame, name: &str) -> Result<M, DecodeError> {
         let bytes = match (self, frame) {
-            (Codec::Binary, Frame::Binary(bytes)) => return M::decode(bytes.as_slice()).map_err(|e| DecodeError::Malformed(e.to_string())),
+            (Codec::Binary, Frame::Binary(bytes)) => {
+                return M::decode(bytes.as_slice())
+                    .map_err(|e| DecodeError::Malformed(e.to_string()));
+            }
             (Codec::Json, Frame::Text(text)) => {
                 let mut deserializer = serde_json::Deserializer::from_str(text);
                 // Unknown fields are skipped, as protobuf does: a newer peer
@@ -102,11 +109,17 @@ impl Codec {
                     &prost_reflect::DeserializeOptions::new().deny_unknown_fields(false),
                 )
                 .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-                deserializer.end().map_err(|e| DecodeError::Malformed(e.to_string()))?;
+                deserializer
+                    .end()
+                    .map_err(|e| DecodeError::Malformed(e.to_string()))?;
                 dynamic.encode_to_vec()
             }
-            (Codec::Binary, Frame::Text(_)) => return Err(DecodeError::WrongFrameType { expected: "binary" }),
-            (Codec::Json, Frame::Binary(_)) => return Err(DecodeError::WrongFrameType { expected: "text" }),
+            (Codec::Binary, Frame::Text(_)) => {
+                return Err(DecodeError::WrongFrameType { expected: "binary" });
+            }
+            (Codec::Json, Frame::Binary(_)) => {
+                return Err(DecodeError::WrongFrameType { expected: "text" });
+            }
         };
         M::decode(bytes.as_slice()).map_err(|e| DecodeError::Malformed(e.to_string()))
     }
@@ -126,32 +139,73 @@ mod tests {
                 chunks: 1,
                 updates: vec![SubscriptionUpdate {
                     subscription_id: "feed".into(),
-                    upserts: vec![Document { id: "w1".into(), version: 2, seq: 5, doc: Some(json_to_struct(&serde_json::json!({"title": "x", "priority": 2}))) }],
-                    order: Some(ResultOrder { ids: vec!["w1".into()] }),
+                    upserts: vec![Document {
+                        id: "w1".into(),
+                        version: 2,
+                        seq: 5,
+                        doc: Some(json_to_struct(
+                            &serde_json::json!({"title": "x", "priority": 2}),
+                        )),
+                    }],
+                    order: Some(ResultOrder {
+                        ids: vec!["w1".into()],
+                    }),
                     ..Default::default()
                 }],
                 ..Default::default()
             })),
         };
-        let Frame::Text(text) = Codec::Json.encode_server(&message) else { panic!() };
+        let Frame::Text(text) = Codec::Json.encode_server(&message) else {
+            panic!()
+        };
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["transition"]["fromWatermark"], "3");
-        assert_eq!(json["transition"]["updates"][0]["upserts"][0]["doc"]["title"], "x");
-        assert!(text.contains(r#""priority":2"#), "whole numbers stay integers: {text}");
+        assert_eq!(
+            json["transition"]["updates"][0]["upserts"][0]["doc"]["title"],
+            "x"
+        );
+        assert!(
+            text.contains(r#""priority":2"#),
+            "whole numbers stay integers: {text}"
+        );
         assert_eq!(json["transition"]["updates"][0]["order"]["ids"][0], "w1");
-        assert_eq!(Codec::Json.decode_server(&Frame::Text(text)).unwrap(), message);
+        assert_eq!(
+            Codec::Json.decode_server(&Frame::Text(text)).unwrap(),
+            message
+        );
         let binary = Codec::Binary.encode_server(&message);
         assert_eq!(Codec::Binary.decode_server(&binary).unwrap(), message);
     }
 
     #[test]
     fn malformed_and_unknown_input_is_rejected() {
-        let bad = [r#"{"hello": "#, r#"{"hello": {"protocolVersion": "x"}}"#, r#"[]"#, r#"{"ping": {}} trailing"#];
+        let bad = [
+            r#"{"hello": "#,
+            r#"{"hello": {"protocolVersion": "x"}}"#,
+            r#"[]"#,
+            r#"{"ping": {}} trailing"#,
+        ];
         for text in bad {
-            assert!(matches!(Codec::Json.decode_client(&Frame::Text(text.into())), Err(DecodeError::Malformed(_))), "{text}");
+            assert!(
+                matches!(
+                    Codec::Json.decode_client(&Frame::Text(text.into())),
+                    Err(DecodeError::Malformed(_))
+                ),
+                "{text}"
+            );
         }
-        assert!(matches!(Codec::Json.decode_client(&Frame::Binary(vec![1])), Err(DecodeError::WrongFrameType { .. })));
-        let ok = Codec::Json.decode_client(&Frame::Text(r#"{"ping": {"nonce": "n", "addedInV2": true}}"#.into())).unwrap();
-        assert_eq!(ok.message, Some(client_message::Message::Ping(Ping { nonce: "n".into() })));
+        assert!(matches!(
+            Codec::Json.decode_client(&Frame::Binary(vec![1])),
+            Err(DecodeError::WrongFrameType { .. })
+        ));
+        let ok = Codec::Json
+            .decode_client(&Frame::Text(
+                r#"{"ping": {"nonce": "n", "addedInV2": true}}"#.into(),
+            ))
+            .unwrap();
+        assert_eq!(
+            ok.message,
+            Some(client_message::Message::Ping(Ping { nonce: "n".into() }))
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::fmt;
 /// The global sequence number of a commit. Gap-free and strictly increasing:
 /// a reader that has seen seq N has seen every commit at or below N. Seq 0
 /// means "before the first commit".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 

@@ -28,7 +28,10 @@ pub enum ScanRequest {
     },
     /// Documents of the collection with id greater than `after_id`, ascending
     /// by id (byte order), at most `limit` rows.
-    Collection { after_id: Option<String>, limit: usize },
+    Collection {
+        after_id: Option<String>,
+        limit: usize,
+    },
 }
 
 /// One fetched row: the document and, for index scans, its index key.
@@ -86,11 +89,21 @@ impl<'q> Execution<'q> {
                 limit: SCAN_BATCH_ROWS,
             },
             Plan::Collection { ordered } => ScanRequest::Collection {
-                after_id: if *ordered { Plan::collection_start(query) } else { None },
+                after_id: if *ordered {
+                    Plan::collection_start(query)
+                } else {
+                    None
+                },
                 limit: SCAN_BATCH_ROWS,
             },
         });
-        let mut execution = Execution { query, plan, next, ordered: Vec::new(), best: BinaryHeap::new() };
+        let mut execution = Execution {
+            query,
+            plan,
+            next,
+            ordered: Vec::new(),
+            best: BinaryHeap::new(),
+        };
         execution.size_next_batch();
         execution
     }
@@ -106,7 +119,9 @@ impl<'q> Execution<'q> {
 
     /// Takes the rows the store fetched for the last request.
     pub fn accept(&mut self, rows: Vec<ScanRow>) {
-        let Some(request) = self.next.take() else { return };
+        let Some(request) = self.next.take() else {
+            return;
+        };
         let requested = match &request {
             ScanRequest::Index { limit, .. } | ScanRequest::Collection { limit, .. } => *limit,
         };
@@ -141,14 +156,38 @@ impl<'q> Execution<'q> {
             return;
         }
         self.next = match (request, resume) {
-            (ScanRequest::Index { index, lower, upper, reverse, limit }, Some(Resume::Key(mut last))) => Some(if reverse {
-                ScanRequest::Index { index, lower, upper: Some(last), reverse, limit }
+            (
+                ScanRequest::Index {
+                    index,
+                    lower,
+                    upper,
+                    reverse,
+                    limit,
+                },
+                Some(Resume::Key(mut last)),
+            ) => Some(if reverse {
+                ScanRequest::Index {
+                    index,
+                    lower,
+                    upper: Some(last),
+                    reverse,
+                    limit,
+                }
             } else {
                 last.push(0x00);
-                ScanRequest::Index { index, lower: last.max(lower), upper, reverse, limit }
+                ScanRequest::Index {
+                    index,
+                    lower: last.max(lower),
+                    upper,
+                    reverse,
+                    limit,
+                }
             }),
             (ScanRequest::Collection { limit, .. }, Some(Resume::Id(id))) => {
-                Some(ScanRequest::Collection { after_id: Some(id), limit })
+                Some(ScanRequest::Collection {
+                    after_id: Some(id),
+                    limit,
+                })
             }
             _ => None,
         };
@@ -162,19 +201,28 @@ impl<'q> Execution<'q> {
             return;
         }
         let missing = self.query.limit + 1 - self.ordered.len();
-        if let Some(ScanRequest::Index { limit, .. } | ScanRequest::Collection { limit, .. }) = &mut self.next {
+        if let Some(ScanRequest::Index { limit, .. } | ScanRequest::Collection { limit, .. }) =
+            &mut self.next
+        {
             *limit = (missing + 16).min(SCAN_BATCH_ROWS);
         }
     }
 
     pub fn finish(self) -> Page {
-        let mut ranked = if self.plan.ordered() { self.ordered } else { self.best.into_sorted_vec() };
+        let mut ranked = if self.plan.ordered() {
+            self.ordered
+        } else {
+            self.best.into_sorted_vec()
+        };
         let mut next_cursor = None;
         if ranked.len() > self.query.limit {
             ranked.truncate(self.query.limit);
             next_cursor = ranked.last().map(|r| self.query.cursor_after(&r.0));
         }
-        Page { documents: ranked.into_iter().map(|r| r.1).collect(), next_cursor }
+        Page {
+            documents: ranked.into_iter().map(|r| r.1).collect(),
+            next_cursor,
+        }
     }
 }
 

@@ -25,7 +25,10 @@ pub enum KeyValue {
     String(String),
     Bytes(Vec<u8>),
     /// Timestamps and durations: seconds and nanoseconds.
-    Instant { seconds: i64, nanos: i32 },
+    Instant {
+        seconds: i64,
+        nanos: i32,
+    },
 }
 
 const TAG_NULL: u8 = 0x05;
@@ -52,8 +55,16 @@ impl KeyValue {
         let wrong = |what: &str| format!("expected {what}, got {value}");
         Ok(match ty {
             FieldType::Bool => KeyValue::Bool(value.as_bool().ok_or_else(|| wrong("a boolean"))?),
-            FieldType::Int => KeyValue::Int(integer(value).and_then(|n| i64::try_from(n).ok()).ok_or_else(|| wrong("a signed 64-bit integer"))?),
-            FieldType::UInt => KeyValue::UInt(integer(value).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| wrong("an unsigned 64-bit integer"))?),
+            FieldType::Int => KeyValue::Int(
+                integer(value)
+                    .and_then(|n| i64::try_from(n).ok())
+                    .ok_or_else(|| wrong("a signed 64-bit integer"))?,
+            ),
+            FieldType::UInt => KeyValue::UInt(
+                integer(value)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(|| wrong("an unsigned 64-bit integer"))?,
+            ),
             FieldType::Float => KeyValue::Float(match value {
                 Value::Number(n) => n.as_f64().ok_or_else(|| wrong("a number"))?,
                 Value::String(s) => match s.as_str() {
@@ -64,7 +75,9 @@ impl KeyValue {
                 },
                 _ => return Err(wrong("a number")),
             }),
-            FieldType::String => KeyValue::String(value.as_str().ok_or_else(|| wrong("a string"))?.to_owned()),
+            FieldType::String => {
+                KeyValue::String(value.as_str().ok_or_else(|| wrong("a string"))?.to_owned())
+            }
             FieldType::Bytes => {
                 use base64::Engine as _;
                 let text = value.as_str().ok_or_else(|| wrong("base64 bytes"))?;
@@ -74,25 +87,47 @@ impl KeyValue {
                     base64::engine::general_purpose::STANDARD_NO_PAD,
                     base64::engine::general_purpose::URL_SAFE_NO_PAD,
                 ];
-                KeyValue::Bytes(engines.iter().find_map(|e| e.decode(text).ok()).ok_or_else(|| wrong("base64 bytes"))?)
+                KeyValue::Bytes(
+                    engines
+                        .iter()
+                        .find_map(|e| e.decode(text).ok())
+                        .ok_or_else(|| wrong("base64 bytes"))?,
+                )
             }
             FieldType::Enum(e) => {
                 let number = match value {
                     Value::String(name) => e.get_value_by_name(name).map(|v| v.number()),
-                    Value::Number(n) => n.as_i64().and_then(|n| i32::try_from(n).ok()).filter(|n| e.get_value(*n).is_some()),
+                    Value::Number(n) => n
+                        .as_i64()
+                        .and_then(|n| i32::try_from(n).ok())
+                        .filter(|n| e.get_value(*n).is_some()),
                     _ => None,
                 };
-                KeyValue::Int(i64::from(number.ok_or_else(|| wrong(&format!("a value of enum {}", e.full_name())))?))
+                KeyValue::Int(i64::from(number.ok_or_else(|| {
+                    wrong(&format!("a value of enum {}", e.full_name()))
+                })?))
             }
             FieldType::Timestamp => {
-                let text = value.as_str().ok_or_else(|| wrong("an RFC 3339 timestamp"))?;
-                let t = prost_types::Timestamp::from_str(text).map_err(|_| wrong("an RFC 3339 timestamp"))?;
-                KeyValue::Instant { seconds: t.seconds, nanos: t.nanos }
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| wrong("an RFC 3339 timestamp"))?;
+                let t = prost_types::Timestamp::from_str(text)
+                    .map_err(|_| wrong("an RFC 3339 timestamp"))?;
+                KeyValue::Instant {
+                    seconds: t.seconds,
+                    nanos: t.nanos,
+                }
             }
             FieldType::Duration => {
-                let text = value.as_str().ok_or_else(|| wrong("a duration such as \"1.5s\""))?;
-                let d = prost_types::Duration::from_str(text).map_err(|_| wrong("a duration such as \"1.5s\""))?;
-                KeyValue::Instant { seconds: d.seconds, nanos: d.nanos }
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| wrong("a duration such as \"1.5s\""))?;
+                let d = prost_types::Duration::from_str(text)
+                    .map_err(|_| wrong("a duration such as \"1.5s\""))?;
+                KeyValue::Instant {
+                    seconds: d.seconds,
+                    nanos: d.nanos,
+                }
             }
         })
     }
@@ -120,9 +155,19 @@ impl KeyValue {
             KeyValue::Float(x) => {
                 out.push(TAG_FLOAT);
                 // -0.0 equals 0.0 and every NaN is one NaN, sorting above +∞.
-                let x = if *x == 0.0 { 0.0 } else if x.is_nan() { f64::NAN } else { *x };
+                let x = if *x == 0.0 {
+                    0.0
+                } else if x.is_nan() {
+                    f64::NAN
+                } else {
+                    *x
+                };
                 let bits = x.to_bits();
-                let ordered = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+                let ordered = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits ^ (1 << 63)
+                };
                 out.extend_from_slice(&ordered.to_be_bytes());
             }
             KeyValue::Instant { seconds, nanos } => {
@@ -168,7 +213,11 @@ fn integer(value: &Value) -> Option<i128> {
             .as_i64()
             .map(i128::from)
             .or_else(|| n.as_u64().map(i128::from))
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e38).map(|f| f as i128)),
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e38)
+                    .map(|f| f as i128)
+            }),
         Value::String(s) => s.parse().ok(),
         _ => None,
     }
@@ -286,15 +335,29 @@ mod tests {
 
     #[test]
     fn null_sorts_first_and_zeroes_are_equal() {
-        assert_eq!(KeyValue::Null.compare(&KeyValue::Int(i64::MIN)), Ordering::Less);
-        assert_eq!(KeyValue::Float(-0.0).compare(&KeyValue::Float(0.0)), Ordering::Equal);
-        assert_eq!(KeyValue::Float(f64::NAN).compare(&KeyValue::Float(f64::INFINITY)), Ordering::Greater);
+        assert_eq!(
+            KeyValue::Null.compare(&KeyValue::Int(i64::MIN)),
+            Ordering::Less
+        );
+        assert_eq!(
+            KeyValue::Float(-0.0).compare(&KeyValue::Float(0.0)),
+            Ordering::Equal
+        );
+        assert_eq!(
+            KeyValue::Float(f64::NAN).compare(&KeyValue::Float(f64::INFINITY)),
+            Ordering::Greater
+        );
     }
 
     #[test]
     fn timestamps_with_fractions_order_by_instant_not_text() {
-        let a = KeyValue::from_json(&FieldType::Timestamp, &Value::from("2024-01-01T00:00:00.500Z")).unwrap();
-        let b = KeyValue::from_json(&FieldType::Timestamp, &Value::from("2024-01-01T00:00:01Z")).unwrap();
+        let a = KeyValue::from_json(
+            &FieldType::Timestamp,
+            &Value::from("2024-01-01T00:00:00.500Z"),
+        )
+        .unwrap();
+        let b = KeyValue::from_json(&FieldType::Timestamp, &Value::from("2024-01-01T00:00:01Z"))
+            .unwrap();
         assert_eq!(a.compare(&b), Ordering::Less);
     }
 

@@ -18,4 +18,6 @@ pub mod query;
 pub use document::{Seq, StoredDocument, Version};
 pub use execute::{Execution, Page, ScanRequest, ScanRow};
 pub use plan::Plan;
-pub use query::{Condition, Direction, Op, OrderField, Query, QueryError, QueryRequest, Visibility};
+pub use query::{
+    Condition, Direction, Op, OrderField, Query, QueryError, QueryRequest, Visibility,
+};

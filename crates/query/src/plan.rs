@@ -3,7 +3,7 @@
 
 use protosync_schema::IndexDef;
 
-use crate::key::{decode_string, prefix_successor, KeyValue};
+use crate::key::{KeyValue, decode_string, prefix_successor};
 use crate::query::{Direction, Op, Query};
 
 /// How a store reads the rows of a query.
@@ -45,14 +45,17 @@ impl Plan {
         let mut best: Option<((usize, bool, bool), IndexScan)> = None;
         for index in &query.collection.indexes {
             let candidate = plan_index(query, index);
-            let useful = candidate.0 .0 > 0 || candidate.0 .1 || (candidate.0 .2 && !query.order.is_empty());
+            let useful =
+                candidate.0.0 > 0 || candidate.0.1 || (candidate.0.2 && !query.order.is_empty());
             if useful && best.as_ref().is_none_or(|(score, _)| candidate.0 > *score) {
                 best = Some(candidate);
             }
         }
         match best {
             Some((_, scan)) => Plan::Index(scan),
-            None => Plan::Collection { ordered: query.order.is_empty() },
+            None => Plan::Collection {
+                ordered: query.order.is_empty(),
+            },
         }
     }
 
@@ -68,7 +71,10 @@ fn plan_index(query: &Query, index: &IndexDef) -> ((usize, bool, bool), IndexSca
     let mut prefix = Vec::new();
     let mut eq_len = 0;
     for field in &index.fields {
-        let eq = query.filter.iter().find(|c| c.op == Op::Eq && c.field == *field);
+        let eq = query
+            .filter
+            .iter()
+            .find(|c| c.op == Op::Eq && c.field == *field);
         match eq {
             Some(c) => {
                 c.values[0].encode(&mut prefix);
@@ -81,7 +87,11 @@ fn plan_index(query: &Query, index: &IndexDef) -> ((usize, bool, bool), IndexSca
     let mut upper = prefix_successor(&prefix);
     let mut has_range = false;
     if let Some(next) = index.fields.get(eq_len) {
-        for c in query.filter.iter().filter(|c| c.field == *next && c.values[0] != KeyValue::Null) {
+        for c in query
+            .filter
+            .iter()
+            .filter(|c| c.field == *next && c.values[0] != KeyValue::Null)
+        {
             let mut bound = prefix.clone();
             c.values[0].encode(&mut bound);
             let (new_lower, new_upper) = match c.op {
@@ -102,24 +112,30 @@ fn plan_index(query: &Query, index: &IndexDef) -> ((usize, bool, bool), IndexSca
     }
     let rest = &index.fields[eq_len..];
     let directions: Vec<Direction> = query.order.iter().map(|o| o.direction).collect();
-    let same_fields = query.order.len() == rest.len() && query.order.iter().zip(rest).all(|(o, f)| o.field == *f);
+    let same_fields =
+        query.order.len() == rest.len() && query.order.iter().zip(rest).all(|(o, f)| o.field == *f);
     let uniform = directions.windows(2).all(|w| w[0] == w[1]);
     let ordered = same_fields && uniform;
     let reverse = ordered && directions.first() == Some(&Direction::Desc);
-    let mut scan = IndexScan { index: index.name.clone(), lower, upper, reverse, ordered };
-    if ordered
-        && let Some(after) = &query.after {
-            // The cursor is the sort key without the equality prefix; as an
-            // index key it is prefix + (ascending form of the sort key).
-            let mut key = prefix.clone();
-            if reverse {
-                key.extend(after.iter().map(|b| !b));
-                scan.upper = Some(scan.upper.map_or(key.clone(), |u| u.min(key)));
-            } else {
-                key.extend_from_slice(after);
-                key.push(0x00); // the smallest key after `key`
-                scan.lower = scan.lower.max(key);
-            }
+    let mut scan = IndexScan {
+        index: index.name.clone(),
+        lower,
+        upper,
+        reverse,
+        ordered,
+    };
+    if ordered && let Some(after) = &query.after {
+        // The cursor is the sort key without the equality prefix; as an
+        // index key it is prefix + (ascending form of the sort key).
+        let mut key = prefix.clone();
+        if reverse {
+            key.extend(after.iter().map(|b| !b));
+            scan.upper = Some(scan.upper.map_or(key.clone(), |u| u.min(key)));
+        } else {
+            key.extend_from_slice(after);
+            key.push(0x00); // the smallest key after `key`
+            scan.lower = scan.lower.max(key);
         }
+    }
     ((eq_len, has_range, ordered), scan)
 }

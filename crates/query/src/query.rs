@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::document::StoredDocument;
-use crate::key::{encode_id, KeyValue};
+use crate::key::{KeyValue, encode_id};
 
 /// Page size when a query names none.
 pub const DEFAULT_QUERY_LIMIT: usize = 100;
@@ -163,21 +163,37 @@ impl Query {
             .clone();
         let invalid = QueryError::Invalid;
         if request.filter.len() > MAX_FILTER_CONDITIONS {
-            return Err(invalid(format!("a filter has at most {MAX_FILTER_CONDITIONS} conditions")));
+            return Err(invalid(format!(
+                "a filter has at most {MAX_FILTER_CONDITIONS} conditions"
+            )));
         }
         if request.order_by.len() > MAX_ORDER_FIELDS {
-            return Err(invalid(format!("orderBy has at most {MAX_ORDER_FIELDS} fields")));
+            return Err(invalid(format!(
+                "orderBy has at most {MAX_ORDER_FIELDS} fields"
+            )));
         }
         let mut filter = Vec::with_capacity(request.filter.len());
         for (i, c) in request.filter.iter().enumerate() {
-            let field = FieldPath::resolve(&collection.message, &c.field).map_err(|e| invalid(format!("filter[{i}]: {e}")))?;
-            let op = Op::parse(&c.op)
-                .ok_or_else(|| invalid(format!("filter[{i}]: unknown op {:?} (use ==, !=, <, <=, >, >=, in)", c.op)))?;
-            let typed = |v: &Value| KeyValue::from_json(&field.ty, v).map_err(|e| invalid(format!("filter[{i}] on `{field}`: {e}")));
+            let field = FieldPath::resolve(&collection.message, &c.field)
+                .map_err(|e| invalid(format!("filter[{i}]: {e}")))?;
+            let op = Op::parse(&c.op).ok_or_else(|| {
+                invalid(format!(
+                    "filter[{i}]: unknown op {:?} (use ==, !=, <, <=, >, >=, in)",
+                    c.op
+                ))
+            })?;
+            let typed = |v: &Value| {
+                KeyValue::from_json(&field.ty, v)
+                    .map_err(|e| invalid(format!("filter[{i}] on `{field}`: {e}")))
+            };
             let values = if op == Op::In {
-                let list = c.value.as_array().ok_or_else(|| invalid(format!("filter[{i}]: `in` takes an array of values")))?;
+                let list = c.value.as_array().ok_or_else(|| {
+                    invalid(format!("filter[{i}]: `in` takes an array of values"))
+                })?;
                 if list.is_empty() || list.len() > MAX_IN_VALUES {
-                    return Err(invalid(format!("filter[{i}]: `in` takes 1 to {MAX_IN_VALUES} values")));
+                    return Err(invalid(format!(
+                        "filter[{i}]: `in` takes 1 to {MAX_IN_VALUES} values"
+                    )));
                 }
                 list.iter().map(typed).collect::<Result<_, _>>()?
             } else {
@@ -187,11 +203,21 @@ impl Query {
         }
         let mut order = Vec::with_capacity(request.order_by.len());
         for (i, o) in request.order_by.iter().enumerate() {
-            let field = FieldPath::resolve(&collection.message, &o.field).map_err(|e| invalid(format!("orderBy[{i}]: {e}")))?;
-            let direction = match o.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            let field = FieldPath::resolve(&collection.message, &o.field)
+                .map_err(|e| invalid(format!("orderBy[{i}]: {e}")))?;
+            let direction = match o
+                .direction
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
                 None | Some("asc") => Direction::Asc,
                 Some("desc") => Direction::Desc,
-                Some(other) => return Err(invalid(format!("orderBy[{i}]: direction {other:?} is not asc or desc"))),
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "orderBy[{i}]: direction {other:?} is not asc or desc"
+                    )));
+                }
             };
             order.push(OrderField { field, direction });
         }
@@ -199,11 +225,20 @@ impl Query {
             None => DEFAULT_QUERY_LIMIT,
             Some(0) => return Err(invalid("limit must be at least 1".into())),
             Some(n) if n as usize > MAX_QUERY_LIMIT => {
-                return Err(invalid(format!("limit {n} is above the maximum of {MAX_QUERY_LIMIT}")));
+                return Err(invalid(format!(
+                    "limit {n} is above the maximum of {MAX_QUERY_LIMIT}"
+                )));
             }
             Some(n) => n as usize,
         };
-        let mut query = Query { collection, filter, order, limit, after: None, visibility: None };
+        let mut query = Query {
+            collection,
+            filter,
+            order,
+            limit,
+            after: None,
+            visibility: None,
+        };
         if let Some(cursor) = &request.cursor {
             query.after = Some(query.decode_cursor(cursor)?);
         }
@@ -215,12 +250,15 @@ impl Query {
     }
 
     pub fn matches_body(&self, body: &Value) -> bool {
-        self.filter.iter().all(|c| c.matches(body)) && self.visibility.as_ref().is_none_or(|v| (v.0)(body))
+        self.filter.iter().all(|c| c.matches(body))
+            && self.visibility.as_ref().is_none_or(|v| (v.0)(body))
     }
 
     /// Ties are broken by id, in the direction of the last order field.
     pub fn id_descending(&self) -> bool {
-        self.order.last().is_some_and(|o| o.direction == Direction::Desc)
+        self.order
+            .last()
+            .is_some_and(|o| o.direction == Direction::Desc)
     }
 
     /// The key that orders results: order fields, then id, each in its
@@ -232,7 +270,8 @@ impl Query {
     pub fn sort_key_of(&self, id: &str, body: &Value) -> Vec<u8> {
         let mut key = Vec::new();
         for o in &self.order {
-            KeyValue::of_field(&o.field, body).encode_directed(o.direction == Direction::Desc, &mut key);
+            KeyValue::of_field(&o.field, body)
+                .encode_directed(o.direction == Direction::Desc, &mut key);
         }
         encode_id(id, self.id_descending(), &mut key);
         key
@@ -254,7 +293,9 @@ impl Query {
     fn decode_cursor(&self, cursor: &str) -> Result<Vec<u8>, QueryError> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
-            .map_err(|_| QueryError::InvalidCursor("not a cursor returned by this server".into()))?;
+            .map_err(|_| {
+                QueryError::InvalidCursor("not a cursor returned by this server".into())
+            })?;
         match bytes.split_first() {
             Some((&CURSOR_FORMAT, rest)) if rest.len() > 8 => {
                 let (fingerprint, key) = rest.split_at(8);
@@ -265,7 +306,9 @@ impl Query {
                 }
                 Ok(key.to_vec())
             }
-            _ => Err(QueryError::InvalidCursor("not a cursor returned by this server".into())),
+            _ => Err(QueryError::InvalidCursor(
+                "not a cursor returned by this server".into(),
+            )),
         }
     }
 
@@ -275,7 +318,9 @@ impl Query {
         for o in &self.order {
             text.push_str(&format!("|{}:{:?}", o.field, o.direction));
         }
-        text.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+        text.bytes().fold(0xcbf29ce484222325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        })
     }
 }
 

@@ -38,7 +38,11 @@ pub struct IndexDef {
 impl IndexDef {
     /// A stable text of the definition; when it changes, the index is rebuilt.
     pub fn fingerprint(&self) -> String {
-        let fields: Vec<String> = self.fields.iter().map(|f| format!("{}:{}", f, f.ty.fingerprint())).collect();
+        let fields: Vec<String> = self
+            .fields
+            .iter()
+            .map(|f| format!("{}:{}", f, f.ty.fingerprint()))
+            .collect();
         format!("v1|{}|{}", self.name, fields.join(","))
     }
 }
@@ -67,7 +71,10 @@ impl FieldType {
     fn fingerprint(&self) -> String {
         match self {
             FieldType::Enum(e) => {
-                let values: Vec<String> = e.values().map(|v| format!("{}={}", v.name(), v.number())).collect();
+                let values: Vec<String> = e
+                    .values()
+                    .map(|v| format!("{}={}", v.name(), v.number()))
+                    .collect();
                 format!("enum {}({})", e.full_name(), values.join(","))
             }
             other => other.tag().to_owned(),
@@ -106,9 +113,8 @@ impl FieldPath {
         let mut segments = Vec::new();
         let parts: Vec<&str> = path.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
-            let field = find_field(&current, part).ok_or_else(|| {
-                format!("unknown field `{part}` in {}", current.full_name())
-            })?;
+            let field = find_field(&current, part)
+                .ok_or_else(|| format!("unknown field `{part}` in {}", current.full_name()))?;
             segments.push(field.json_name().to_owned());
             let shown = segments.join(".");
             if field.is_list() || field.is_map() {
@@ -120,7 +126,10 @@ impl FieldPath {
             match (field.kind(), last) {
                 (Kind::Message(m), false) if !is_well_known(&m) => current = m,
                 (_, false) => {
-                    return Err(format!("`{shown}` is not a message, so it has no field `{}`", parts[i + 1]));
+                    return Err(format!(
+                        "`{shown}` is not a message, so it has no field `{}`",
+                        parts[i + 1]
+                    ));
                 }
                 (kind, true) => {
                     let ty = comparable_type(&kind).ok_or_else(|| {
@@ -172,9 +181,12 @@ pub(crate) fn is_well_known(message: &MessageDescriptor) -> bool {
 fn comparable_type(kind: &Kind) -> Option<FieldType> {
     Some(match kind {
         Kind::Bool => FieldType::Bool,
-        Kind::Int32 | Kind::Int64 | Kind::Sint32 | Kind::Sint64 | Kind::Sfixed32 | Kind::Sfixed64 => {
-            FieldType::Int
-        }
+        Kind::Int32
+        | Kind::Int64
+        | Kind::Sint32
+        | Kind::Sint64
+        | Kind::Sfixed32
+        | Kind::Sfixed64 => FieldType::Int,
         Kind::Uint32 | Kind::Uint64 | Kind::Fixed32 | Kind::Fixed64 => FieldType::UInt,
         Kind::Float | Kind::Double => FieldType::Float,
         Kind::String => FieldType::String,

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use miette::Diagnostic;
 use prost_reflect::DescriptorPool;
-use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver};
+use protox::file::{
+    ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
+};
 use sha2::{Digest, Sha256};
 
 use crate::collection::{Collection, FieldPath, FieldType, IndexDef, Rules};
 use crate::error::SchemaError;
-use crate::rules::Rule;
 use crate::options::{self, COLLECTION_EXTENSION, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
+use crate::rules::Rule;
 
 /// All collections of one schema, immutable once loaded.
 #[derive(Debug, Clone)]
@@ -84,7 +86,9 @@ impl Registry {
     }
 }
 
-fn find_collections(pool: &DescriptorPool) -> Result<BTreeMap<String, Arc<Collection>>, SchemaError> {
+fn find_collections(
+    pool: &DescriptorPool,
+) -> Result<BTreeMap<String, Arc<Collection>>, SchemaError> {
     let mut collections = BTreeMap::new();
     let Some(extension) = pool.get_extension_by_name(COLLECTION_EXTENSION) else {
         return Ok(collections);
@@ -154,13 +158,18 @@ fn find_collections(pool: &DescriptorPool) -> Result<BTreeMap<String, Arc<Collec
             if text.is_empty() {
                 return Ok(None);
             }
-            Rule::compile(text).map(Some).map_err(|e| problem(format!("{kind} rule `{text}` does not compile: {e}")))
+            Rule::compile(text)
+                .map(Some)
+                .map_err(|e| problem(format!("{kind} rule `{text}` does not compile: {e}")))
         };
         let collection = Collection {
             name: raw.name.clone(),
             message: message.clone(),
             indexes,
-            rules: Rules { read: rule("read", &raw.read)?, write: rule("write", &raw.write)? },
+            rules: Rules {
+                read: rule("read", &raw.read)?,
+                write: rule("write", &raw.write)?,
+            },
             id_field,
         };
         collections.insert(raw.name.clone(), Arc::new(collection));
@@ -196,10 +205,12 @@ fn collect_proto_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result
 fn compile_error(err: protox::Error) -> SchemaError {
     let file = err.file().unwrap_or("schema").to_owned();
     let mut location = file;
-    if let (Some(label), Some(source)) = (err.labels().and_then(|mut l| l.next()), err.source_code())
-        && let Ok(span) = source.read_span(label.inner(), 0, 0) {
-            location = format!("{location}:{}:{}", span.line() + 1, span.column() + 1);
-        }
+    if let (Some(label), Some(source)) =
+        (err.labels().and_then(|mut l| l.next()), err.source_code())
+        && let Ok(span) = source.read_span(label.inner(), 0, 0)
+    {
+        location = format!("{location}:{}:{}", span.line() + 1, span.column() + 1);
+    }
     let mut message = err.to_string();
     if let Some(help) = err.help() {
         message = format!("{message} ({help})");

@@ -35,10 +35,19 @@ impl Rule {
     pub fn compile(source: &str) -> Result<Rule, String> {
         let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
         let references = program.references();
-        if let Some(unknown) = references.variables().into_iter().find(|v| !VARIABLES.contains(v)) {
-            return Err(format!("unknown variable `{unknown}` (rules see auth, doc and prev)"));
+        if let Some(unknown) = references
+            .variables()
+            .into_iter()
+            .find(|v| !VARIABLES.contains(v))
+        {
+            return Err(format!(
+                "unknown variable `{unknown}` (rules see auth, doc and prev)"
+            ));
         }
-        Ok(Rule { source: source.to_owned(), program: Arc::new(program) })
+        Ok(Rule {
+            source: source.to_owned(),
+            program: Arc::new(program),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -76,15 +85,30 @@ mod tests {
     #[test]
     fn rules_see_auth_doc_and_prev_and_deny_on_error() {
         let owner = Rule::compile("auth != null && doc.owner_id == auth.sub").unwrap();
-        assert!(owner.allows(&json!({"sub": "u1"}), &json!({"owner_id": "u1"}), &Value::Null));
-        assert!(!owner.allows(&json!({"sub": "u2"}), &json!({"owner_id": "u1"}), &Value::Null));
+        assert!(owner.allows(
+            &json!({"sub": "u1"}),
+            &json!({"owner_id": "u1"}),
+            &Value::Null
+        ));
+        assert!(!owner.allows(
+            &json!({"sub": "u2"}),
+            &json!({"owner_id": "u1"}),
+            &Value::Null
+        ));
         assert!(!owner.allows(&Value::Null, &json!({"owner_id": "u1"}), &Value::Null));
         let keep_owner = Rule::compile("prev == null || prev.owner == doc.owner").unwrap();
         assert!(keep_owner.allows(&Value::Null, &json!({"owner": "a"}), &Value::Null));
         assert!(!keep_owner.allows(&Value::Null, &json!({"owner": "b"}), &json!({"owner": "a"})));
         let missing = Rule::compile("doc.nope == 1").unwrap();
-        assert!(!missing.allows(&Value::Null, &json!({}), &Value::Null), "an evaluation error denies");
+        assert!(
+            !missing.allows(&Value::Null, &json!({}), &Value::Null),
+            "an evaluation error denies"
+        );
         assert!(Rule::compile("doc.x ==").is_err());
-        assert!(Rule::compile("user.id == doc.id").unwrap_err().contains("unknown variable `user`"));
+        assert!(
+            Rule::compile("user.id == doc.id")
+                .unwrap_err()
+                .contains("unknown variable `user`")
+        );
     }
 }

@@ -6,10 +6,12 @@
 //! strings, enums by name, every non-optional scalar present.
 
 use base64::Engine as _;
-use prost_reflect::{DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, SerializeOptions,
+};
 use serde_json::Value;
 
-use crate::collection::{find_field, is_well_known, kind_name, Collection};
+use crate::collection::{Collection, find_field, is_well_known, kind_name};
 use crate::error::DocumentError;
 
 /// A canonical document body (proto3 JSON object).
@@ -62,7 +64,10 @@ impl Collection {
     pub fn validate(&self, id: &str, body: &Value) -> Result<Document, DocumentError> {
         let mut path = String::new();
         if !body.is_object() {
-            return Err(DocumentError::at("", format!("a document must be a JSON object, not {}", json_type(body))));
+            return Err(DocumentError::at(
+                "",
+                format!("a document must be a JSON object, not {}", json_type(body)),
+            ));
         }
         check_message(&self.message, body, &mut path, 0)?;
         reject_nul(body, "")?;
@@ -78,7 +83,9 @@ impl Collection {
                 Some(other) if other != id => {
                     return Err(DocumentError::at(
                         name,
-                        format!("is the document id field and must equal the id {id:?}, not {other:?}"),
+                        format!(
+                            "is the document id field and must equal the id {id:?}, not {other:?}"
+                        ),
                     ));
                 }
                 Some(_) => {}
@@ -91,22 +98,38 @@ impl Collection {
     /// in canonical form.
     pub fn validate_patch(&self, fields: &Value) -> Result<PatchFields, DocumentError> {
         let Some(object) = fields.as_object() else {
-            return Err(DocumentError::at("", format!("patch fields must be a JSON object, not {}", json_type(fields))));
+            return Err(DocumentError::at(
+                "",
+                format!(
+                    "patch fields must be a JSON object, not {}",
+                    json_type(fields)
+                ),
+            ));
         };
         let mut path = String::new();
         check_message(&self.message, fields, &mut path, 0)?;
         reject_nul(fields, "")?;
         let canonical = canonicalize(&self.message, fields)?;
-        let mut patch = PatchFields { set: Vec::new(), clear: Vec::new() };
+        let mut patch = PatchFields {
+            set: Vec::new(),
+            clear: Vec::new(),
+        };
         for key in object.keys() {
-            let Some(field) = find_field(&self.message, key) else { continue };
+            let Some(field) = find_field(&self.message, key) else {
+                continue;
+            };
             let name = field.json_name().to_owned();
             if let Some(oneof) = field.containing_oneof() {
                 patch.clear.extend(
-                    oneof.fields().filter(|f| f.number() != field.number()).map(|f| f.json_name().to_owned()),
+                    oneof
+                        .fields()
+                        .filter(|f| f.number() != field.number())
+                        .map(|f| f.json_name().to_owned()),
                 );
             }
-            patch.set.push((name.clone(), canonical.get(&name).cloned()));
+            patch
+                .set
+                .push((name.clone(), canonical.get(&name).cloned()));
         }
         Ok(patch)
     }
@@ -121,7 +144,9 @@ impl Collection {
 }
 
 fn proto_names(message: &MessageDescriptor, value: &Value) -> Value {
-    let Some(object) = value.as_object() else { return value.clone() };
+    let Some(object) = value.as_object() else {
+        return value.clone();
+    };
     if is_well_known(message) {
         return value.clone();
     }
@@ -135,14 +160,19 @@ fn proto_names(message: &MessageDescriptor, value: &Value) -> Value {
             Kind::Message(m) if field.is_map() => {
                 let value_kind = m.map_entry_value_field().kind();
                 match (value_kind, field_value.as_object()) {
-                    (Kind::Message(inner), Some(entries)) => {
-                        Value::Object(entries.iter().map(|(k, v)| (k.clone(), proto_names(&inner, v))).collect())
-                    }
+                    (Kind::Message(inner), Some(entries)) => Value::Object(
+                        entries
+                            .iter()
+                            .map(|(k, v)| (k.clone(), proto_names(&inner, v)))
+                            .collect(),
+                    ),
                     _ => field_value.clone(),
                 }
             }
             Kind::Message(m) => match field_value {
-                Value::Array(items) => Value::Array(items.iter().map(|v| proto_names(&m, v)).collect()),
+                Value::Array(items) => {
+                    Value::Array(items.iter().map(|v| proto_names(&m, v)).collect())
+                }
                 other => proto_names(&m, other),
             },
             _ => field_value.clone(),
@@ -167,9 +197,17 @@ fn canonicalize(message: &MessageDescriptor, body: &Value) -> Result<Value, Docu
         .map_err(|e| DocumentError::at("", e.to_string()))
 }
 
-fn check_message(message: &MessageDescriptor, value: &Value, path: &mut String, depth: usize) -> Result<(), DocumentError> {
+fn check_message(
+    message: &MessageDescriptor,
+    value: &Value,
+    path: &mut String,
+    depth: usize,
+) -> Result<(), DocumentError> {
     if depth > MAX_NESTING_DEPTH {
-        return Err(DocumentError::at(path, format!("nesting is deeper than {MAX_NESTING_DEPTH} levels")));
+        return Err(DocumentError::at(
+            path,
+            format!("nesting is deeper than {MAX_NESTING_DEPTH} levels"),
+        ));
     }
     if is_well_known(message) {
         // Timestamp, Duration, Struct, wrappers…: their JSON forms are special;
@@ -179,18 +217,35 @@ fn check_message(message: &MessageDescriptor, value: &Value, path: &mut String, 
             .map_err(|e| DocumentError::at(path, e.to_string()));
     }
     let Some(object) = value.as_object() else {
-        return Err(DocumentError::at(path, format!("expected an object ({}), got {}", message.full_name(), json_type(value))));
+        return Err(DocumentError::at(
+            path,
+            format!(
+                "expected an object ({}), got {}",
+                message.full_name(),
+                json_type(value)
+            ),
+        ));
     };
     let mut seen_oneofs: Vec<(String, String)> = Vec::new();
     for (key, field_value) in object {
         let base = path.len();
         push_field(path, key);
-        let field = find_field(message, key)
-            .ok_or_else(|| DocumentError::at(path, format!("unknown field (message {} has no field `{key}`)", message.full_name())))?;
+        let field = find_field(message, key).ok_or_else(|| {
+            DocumentError::at(
+                path,
+                format!(
+                    "unknown field (message {} has no field `{key}`)",
+                    message.full_name()
+                ),
+            )
+        })?;
         if !field_value.is_null() {
             if let Some(oneof) = field.containing_oneof() {
                 if let Some((_, other)) = seen_oneofs.iter().find(|(o, _)| o == oneof.name()) {
-                    return Err(DocumentError::at(path, format!("oneof `{}` already has `{other}` set", oneof.name())));
+                    return Err(DocumentError::at(
+                        path,
+                        format!("oneof `{}` already has `{other}` set", oneof.name()),
+                    ));
                 }
                 seen_oneofs.push((oneof.name().to_owned(), key.clone()));
             }
@@ -201,13 +256,23 @@ fn check_message(message: &MessageDescriptor, value: &Value, path: &mut String, 
     Ok(())
 }
 
-fn check_field(field: &FieldDescriptor, value: &Value, path: &mut String, depth: usize) -> Result<(), DocumentError> {
+fn check_field(
+    field: &FieldDescriptor,
+    value: &Value,
+    path: &mut String,
+    depth: usize,
+) -> Result<(), DocumentError> {
     if field.is_map() {
-        let Kind::Message(entry) = field.kind() else { unreachable!("map fields are messages") };
+        let Kind::Message(entry) = field.kind() else {
+            unreachable!("map fields are messages")
+        };
         let key_kind = entry.map_entry_key_field().kind();
         let value_kind = entry.map_entry_value_field().kind();
         let Some(object) = value.as_object() else {
-            return Err(DocumentError::at(path, format!("expected an object (map), got {}", json_type(value))));
+            return Err(DocumentError::at(
+                path,
+                format!("expected an object (map), got {}", json_type(value)),
+            ));
         };
         for (key, item) in object {
             let base = path.len();
@@ -219,13 +284,19 @@ fn check_field(field: &FieldDescriptor, value: &Value, path: &mut String, depth:
         Ok(())
     } else if field.is_list() {
         let Some(items) = value.as_array() else {
-            return Err(DocumentError::at(path, format!("expected an array, got {}", json_type(value))));
+            return Err(DocumentError::at(
+                path,
+                format!("expected an array, got {}", json_type(value)),
+            ));
         };
         for (i, item) in items.iter().enumerate() {
             let base = path.len();
             path.push_str(&format!("[{i}]"));
             if item.is_null() {
-                return Err(DocumentError::at(path, "null is not allowed in a repeated field"));
+                return Err(DocumentError::at(
+                    path,
+                    "null is not allowed in a repeated field",
+                ));
             }
             check_single(&field.kind(), item, path, depth + 1)?;
             path.truncate(base);
@@ -236,25 +307,51 @@ fn check_field(field: &FieldDescriptor, value: &Value, path: &mut String, depth:
     }
 }
 
-fn check_single(kind: &Kind, value: &Value, path: &mut String, depth: usize) -> Result<(), DocumentError> {
-    let wrong = |expected: &str| DocumentError::at(path, format!("expected {expected}, got {}", json_type(value)));
+fn check_single(
+    kind: &Kind,
+    value: &Value,
+    path: &mut String,
+    depth: usize,
+) -> Result<(), DocumentError> {
+    let wrong = |expected: &str| {
+        DocumentError::at(
+            path,
+            format!("expected {expected}, got {}", json_type(value)),
+        )
+    };
     match kind {
         Kind::Message(m) => check_message(m, value, path, depth + 1),
         Kind::Enum(e) => match value {
             Value::String(name) if e.get_value_by_name(name).is_some() => Ok(()),
             Value::String(name) => Err(DocumentError::at(
                 path,
-                format!("unknown value {name:?} for enum {} (known: {})", e.full_name(), e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "unknown value {name:?} for enum {} (known: {})",
+                    e.full_name(),
+                    e.values()
+                        .map(|v| v.name().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )),
             Value::Number(n) => match n.as_i64().and_then(|n| i32::try_from(n).ok()) {
                 Some(n) if e.get_value(n).is_some() => Ok(()),
-                _ => Err(DocumentError::at(path, format!("{n} is not a value of enum {}", e.full_name()))),
+                _ => Err(DocumentError::at(
+                    path,
+                    format!("{n} is not a value of enum {}", e.full_name()),
+                )),
             },
             Value::Null if e.full_name() == "google.protobuf.NullValue" => Ok(()),
             _ => Err(wrong(&format!("a value name of enum {}", e.full_name()))),
         },
-        Kind::Bool => value.is_boolean().then_some(()).ok_or_else(|| wrong("a boolean")),
-        Kind::String => value.is_string().then_some(()).ok_or_else(|| wrong("a string")),
+        Kind::Bool => value
+            .is_boolean()
+            .then_some(())
+            .ok_or_else(|| wrong("a boolean")),
+        Kind::String => value
+            .is_string()
+            .then_some(())
+            .ok_or_else(|| wrong("a string")),
         Kind::Bytes => match value {
             Value::String(s) if decodes_base64(s) => Ok(()),
             Value::String(_) => Err(DocumentError::at(path, "expected base64-encoded bytes")),
@@ -262,49 +359,104 @@ fn check_single(kind: &Kind, value: &Value, path: &mut String, depth: usize) -> 
         },
         Kind::Float | Kind::Double => match value {
             Value::Number(n) => {
-                let limit = if matches!(kind, Kind::Float) { f32::MAX as f64 } else { f64::MAX };
+                let limit = if matches!(kind, Kind::Float) {
+                    f32::MAX as f64
+                } else {
+                    f64::MAX
+                };
                 match n.as_f64() {
                     Some(x) if x.abs() <= limit => Ok(()),
-                    _ => Err(DocumentError::at(path, format!("{n} is out of range for {}", kind_name(kind)))),
+                    _ => Err(DocumentError::at(
+                        path,
+                        format!("{n} is out of range for {}", kind_name(kind)),
+                    )),
                 }
             }
-            Value::String(s) if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity") || s.parse::<f64>().is_ok() => Ok(()),
+            Value::String(s)
+                if matches!(s.as_str(), "NaN" | "Infinity" | "-Infinity")
+                    || s.parse::<f64>().is_ok() =>
+            {
+                Ok(())
+            }
             _ => Err(wrong("a number")),
         },
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => check_integer(value, path, i32::MIN as i128, i32::MAX as i128, kind),
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => check_integer(value, path, i64::MIN as i128, i64::MAX as i128, kind),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            check_integer(value, path, i32::MIN as i128, i32::MAX as i128, kind)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
+            check_integer(value, path, i64::MIN as i128, i64::MAX as i128, kind)
+        }
         Kind::Uint32 | Kind::Fixed32 => check_integer(value, path, 0, u32::MAX as i128, kind),
         Kind::Uint64 | Kind::Fixed64 => check_integer(value, path, 0, u64::MAX as i128, kind),
     }
 }
 
-fn check_integer(value: &Value, path: &str, min: i128, max: i128, kind: &Kind) -> Result<(), DocumentError> {
+fn check_integer(
+    value: &Value,
+    path: &str,
+    min: i128,
+    max: i128,
+    kind: &Kind,
+) -> Result<(), DocumentError> {
     let parsed: Option<i128> = match value {
         Value::Number(n) => n
             .as_i64()
             .map(i128::from)
             .or_else(|| n.as_u64().map(i128::from))
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e38).map(|f| f as i128)),
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e38)
+                    .map(|f| f as i128)
+            }),
         Value::String(s) => s.parse::<i128>().ok(),
         _ => None,
     };
     match parsed {
         Some(n) if (min..=max).contains(&n) => Ok(()),
-        Some(n) => Err(DocumentError::at(path, format!("{n} is out of range for {} ({min}..={max})", kind_name(kind)))),
-        None => Err(DocumentError::at(path, format!("expected an integer ({}), got {}", kind_name(kind), json_type(value)))),
+        Some(n) => Err(DocumentError::at(
+            path,
+            format!(
+                "{n} is out of range for {} ({min}..={max})",
+                kind_name(kind)
+            ),
+        )),
+        None => Err(DocumentError::at(
+            path,
+            format!(
+                "expected an integer ({}), got {}",
+                kind_name(kind),
+                json_type(value)
+            ),
+        )),
     }
 }
 
 /// Postgres keeps documents as JSONB, which cannot hold U+0000. Every store
 /// refuses it, so a document that works on SQLite works on Postgres.
 fn reject_nul(value: &Value, path: &str) -> Result<(), DocumentError> {
-    let refuse = |path: &str| Err(DocumentError::at(path, "must not contain the character U+0000 (NUL)"));
+    let refuse = |path: &str| {
+        Err(DocumentError::at(
+            path,
+            "must not contain the character U+0000 (NUL)",
+        ))
+    };
     match value {
         Value::String(s) if s.contains('\0') => refuse(path),
-        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| reject_nul(item, &format!("{path}[{i}]"))),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| reject_nul(item, &format!("{path}[{i}]"))),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
-            let at = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-            if key.contains('\0') { refuse(&at) } else { reject_nul(item, &at) }
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') {
+                refuse(&at)
+            } else {
+                reject_nul(item, &at)
+            }
         }),
         _ => Ok(()),
     }
@@ -316,12 +468,19 @@ fn check_map_key(kind: &Kind, key: &str, path: &str) -> Result<(), DocumentError
         Kind::Bool => key == "true" || key == "false",
         _ => key.parse::<i128>().is_ok(),
     };
-    ok.then_some(()).ok_or_else(|| DocumentError::at(path, format!("map key {key:?} is not a valid {}", kind_name(kind))))
+    ok.then_some(()).ok_or_else(|| {
+        DocumentError::at(
+            path,
+            format!("map key {key:?} is not a valid {}", kind_name(kind)),
+        )
+    })
 }
 
 fn decodes_base64(s: &str) -> bool {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD].iter().any(|e| e.decode(s).is_ok())
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .any(|e| e.decode(s).is_ok())
 }
 
 fn push_field(path: &mut String, key: &str) {
@@ -341,4 +500,3 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
-

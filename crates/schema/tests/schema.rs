@@ -21,7 +21,13 @@ fn example_schema_declares_the_inbox_and_runtime_collections() {
     let names: Vec<&str> = registry.collections().map(|c| c.name.as_str()).collect();
     assert_eq!(
         names,
-        ["codex_worker_summary", "feedback_entries", "proposed_actions", "run_summary", "work_items"]
+        [
+            "codex_worker_summary",
+            "feedback_entries",
+            "proposed_actions",
+            "run_summary",
+            "work_items"
+        ]
     );
     let work_items = registry.collection("work_items").unwrap();
     let feed = &work_items.indexes[0];
@@ -29,29 +35,58 @@ fn example_schema_declares_the_inbox_and_runtime_collections() {
     let fields: Vec<String> = feed.fields.iter().map(|f| f.to_string()).collect();
     assert_eq!(fields, ["ownerId", "important", "priority"]);
     assert_eq!(feed.fields[2].ty, FieldType::Int);
-    assert!(work_items.rules.read.as_ref().unwrap().source().contains("auth.sub"));
-    assert_eq!(registry.collection("run_summary").unwrap().id_field.as_ref().unwrap().to_string(), "runId");
+    assert!(
+        work_items
+            .rules
+            .read
+            .as_ref()
+            .unwrap()
+            .source()
+            .contains("auth.sub")
+    );
+    assert_eq!(
+        registry
+            .collection("run_summary")
+            .unwrap()
+            .id_field
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "runId"
+    );
 }
 
 #[test]
 fn fingerprint_is_stable_and_changes_with_the_schema() {
     assert_eq!(example().fingerprint(), example().fingerprint());
-    let a = compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string x = 1; }").unwrap();
-    let b = compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string y = 1; }").unwrap();
+    let a =
+        compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string x = 1; }")
+            .unwrap();
+    let b =
+        compile("message A { option (protosync.v1.collection) = { name: \"a\" }; string y = 1; }")
+            .unwrap();
     assert_ne!(a.fingerprint(), b.fingerprint());
     let ruled = compile("message A { option (protosync.v1.collection) = { name: \"a\" read: \"true\" }; string x = 1; }").unwrap();
-    assert_ne!(a.fingerprint(), ruled.fingerprint(), "options are part of the schema");
+    assert_ne!(
+        a.fingerprint(),
+        ruled.fingerprint(),
+        "options are part of the schema"
+    );
 }
 
 #[test]
 fn syntax_error_names_file_and_line() {
-    let err = compile("message A {\n  string x = ;\n}").unwrap_err().to_string();
+    let err = compile("message A {\n  string x = ;\n}")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("t.proto:5:"), "{err}");
 }
 
 #[test]
 fn unknown_type_names_file_and_line() {
-    let err = compile("message A {\n  Missing x = 1;\n}").unwrap_err().to_string();
+    let err = compile("message A {\n  Missing x = 1;\n}")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("t.proto:5:"), "{err}");
     assert!(err.contains("Missing"), "{err}");
 }
@@ -59,7 +94,10 @@ fn unknown_type_names_file_and_line() {
 #[test]
 fn bad_collection_options_are_refused_with_the_reason() {
     let cases = [
-        ("message A { option (protosync.v1.collection) = { name: \"Bad-Name\" }; }", "must be lower case"),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"Bad-Name\" }; }",
+            "must be lower case",
+        ),
         (
             "message A { option (protosync.v1.collection) = { name: \"a\" }; }\nmessage B { option (protosync.v1.collection) = { name: \"a\" }; }",
             "already used by message t.A",
@@ -92,7 +130,9 @@ fn schema_directory_errors_are_clear() {
     let empty = tempfile::tempdir().unwrap();
     let err = Registry::load_dir(empty.path()).unwrap_err().to_string();
     assert!(err.contains("contains no .proto files"), "{err}");
-    let err = Registry::load_dir(Path::new("/nonexistent/schema")).unwrap_err().to_string();
+    let err = Registry::load_dir(Path::new("/nonexistent/schema"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot read schema directory"), "{err}");
 }
 
@@ -121,19 +161,79 @@ fn invalid_documents_name_the_field() {
     let items = registry.collection("work_items").unwrap();
     let runs = registry.collection("run_summary").unwrap();
     let cases = [
-        (items, json!({"title": "x", "bogus": 1}), "bogus", "unknown field"),
-        (items, json!({"priority": "high"}), "priority", "expected an integer"),
-        (items, json!({"priority": 4294967296_i64}), "priority", "out of range"),
-        (items, json!({"important": "yes"}), "important", "expected a boolean"),
-        (items, json!({"source": "SOURCE_FAX"}), "source", "unknown value \"SOURCE_FAX\""),
-        (items, json!({"sender": {"name": 5}}), "sender.name", "expected a string"),
-        (items, json!({"labels": ["a", 3]}), "labels[1]", "expected a string"),
+        (
+            items,
+            json!({"title": "x", "bogus": 1}),
+            "bogus",
+            "unknown field",
+        ),
+        (
+            items,
+            json!({"priority": "high"}),
+            "priority",
+            "expected an integer",
+        ),
+        (
+            items,
+            json!({"priority": 4294967296_i64}),
+            "priority",
+            "out of range",
+        ),
+        (
+            items,
+            json!({"important": "yes"}),
+            "important",
+            "expected a boolean",
+        ),
+        (
+            items,
+            json!({"source": "SOURCE_FAX"}),
+            "source",
+            "unknown value \"SOURCE_FAX\"",
+        ),
+        (
+            items,
+            json!({"sender": {"name": 5}}),
+            "sender.name",
+            "expected a string",
+        ),
+        (
+            items,
+            json!({"labels": ["a", 3]}),
+            "labels[1]",
+            "expected a string",
+        ),
         (items, json!({"receivedAt": "yesterday"}), "receivedAt", ""),
-        (runs, json!({"eventCount": "99999999999999999999"}), "eventCount", "out of range"),
-        (runs, json!({"labels": {"k": 1}}), "labels[\"k\"]", "expected a string"),
-        (runs, json!({"runId": "other"}), "runId", "must equal the id"),
-        (items, json!({"sender": {"name": "a\u{0}b"}}), "sender.name", "U+0000"),
-        (items, json!({"labels": ["ok", "\u{0}"]}), "labels[1]", "U+0000"),
+        (
+            runs,
+            json!({"eventCount": "99999999999999999999"}),
+            "eventCount",
+            "out of range",
+        ),
+        (
+            runs,
+            json!({"labels": {"k": 1}}),
+            "labels[\"k\"]",
+            "expected a string",
+        ),
+        (
+            runs,
+            json!({"runId": "other"}),
+            "runId",
+            "must equal the id",
+        ),
+        (
+            items,
+            json!({"sender": {"name": "a\u{0}b"}}),
+            "sender.name",
+            "U+0000",
+        ),
+        (
+            items,
+            json!({"labels": ["ok", "\u{0}"]}),
+            "labels[1]",
+            "U+0000",
+        ),
     ];
     for (collection, body, path, message) in cases {
         let err = collection.validate("r1", &body).unwrap_err();
@@ -142,8 +242,14 @@ fn invalid_documents_name_the_field() {
     }
     let err = items.validate("x", &json!([1, 2])).unwrap_err();
     assert!(err.message.contains("must be a JSON object"), "{err}");
-    let err = items.validate_patch(&json!({"title": "nul \u{0}"})).unwrap_err();
-    assert_eq!((err.path.as_str(), err.message.contains("U+0000")), ("title", true), "{err}");
+    let err = items
+        .validate_patch(&json!({"title": "nul \u{0}"}))
+        .unwrap_err();
+    assert_eq!(
+        (err.path.as_str(), err.message.contains("U+0000")),
+        ("title", true),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,14 +257,21 @@ fn patch_merges_top_level_fields_and_clears_cleared_optionals() {
     let registry = example();
     let actions = registry.collection("proposed_actions").unwrap();
     let stored = actions
-        .validate("a1", &json!({"ownerId": "u", "status": "STATUS_PREVIEW", "resultRef": "m-1"}))
+        .validate(
+            "a1",
+            &json!({"ownerId": "u", "status": "STATUS_PREVIEW", "resultRef": "m-1"}),
+        )
         .unwrap();
-    let patch = actions.validate_patch(&json!({"status": "STATUS_CONFIRMED", "result_ref": null})).unwrap();
+    let patch = actions
+        .validate_patch(&json!({"status": "STATUS_CONFIRMED", "result_ref": null}))
+        .unwrap();
     let merged = patch.apply(&stored);
     assert_eq!(merged["status"], "STATUS_CONFIRMED");
     assert_eq!(merged["ownerId"], "u");
     assert!(merged.get("resultRef").is_none());
-    let err = actions.validate_patch(&json!({"status": "NOPE"})).unwrap_err();
+    let err = actions
+        .validate_patch(&json!({"status": "NOPE"}))
+        .unwrap_err();
     assert_eq!(err.path, "status");
 }
 
@@ -166,7 +279,9 @@ fn patch_merges_top_level_fields_and_clears_cleared_optionals() {
 fn rules_see_proto_field_names() {
     let registry = example();
     let items = registry.collection("work_items").unwrap();
-    let doc = items.validate("w", &json!({"ownerId": "u1", "sender": {"name": "Ann"}})).unwrap();
+    let doc = items
+        .validate("w", &json!({"ownerId": "u1", "sender": {"name": "Ann"}}))
+        .unwrap();
     let seen = items.with_proto_names(&doc);
     assert_eq!(seen["owner_id"], "u1");
     assert_eq!(seen["sender"]["name"], "Ann");

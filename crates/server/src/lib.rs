@@ -10,8 +10,8 @@ pub mod sync;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::FromRef;
 use axum::Router;
+use axum::extract::FromRef;
 use protosync_auth::Authenticator;
 use protosync_engine::Engine;
 use tokio::net::TcpListener;
@@ -41,14 +41,30 @@ impl FromRef<AppState> for Arc<Engine> {
 impl AppState {
     pub fn new(engine: Arc<Engine>, sync: SyncConfig, auth: Authenticator) -> AppState {
         let (close, closing) = tokio::sync::watch::channel(false);
-        let anonymous = Arc::new(limiter::AnonymousLimiter::new(sync.anonymous_requests_per_minute));
-        AppState { engine, auth: Arc::new(auth), anonymous, sync: Arc::new(sync), metrics: Arc::new(SyncMetrics::default()), closing, close: Arc::new(close) }
+        let anonymous = Arc::new(limiter::AnonymousLimiter::new(
+            sync.anonymous_requests_per_minute,
+        ));
+        AppState {
+            engine,
+            auth: Arc::new(auth),
+            anonymous,
+            sync: Arc::new(sync),
+            metrics: Arc::new(SyncMetrics::default()),
+            closing,
+            close: Arc::new(close),
+        }
     }
 
     /// The identity of an HTTP request, from its Authorization header;
     /// anonymous requests count against their address's rate limit.
-    pub(crate) async fn identity(&self, headers: &axum::http::HeaderMap, peer: std::net::SocketAddr) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
-        let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    pub(crate) async fn identity(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: std::net::SocketAddr,
+    ) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         let identity = self.auth.bearer(header).await.map_err(auth_error)?;
         if identity == protosync_auth::Identity::Anonymous {
             self.admit_anonymous(peer)?;
@@ -56,20 +72,30 @@ impl AppState {
         Ok(identity)
     }
 
-    pub(crate) fn admit_anonymous(&self, peer: std::net::SocketAddr) -> Result<(), protosync_engine::EngineError> {
+    pub(crate) fn admit_anonymous(
+        &self,
+        peer: std::net::SocketAddr,
+    ) -> Result<(), protosync_engine::EngineError> {
         if self.anonymous.allow(peer.ip()) {
             Ok(())
         } else {
             Err(protosync_engine::EngineError::Forbidden {
                 code: "RATE_LIMITED",
-                message: format!("more than {} anonymous requests per minute from {}", self.sync.anonymous_requests_per_minute, peer.ip()),
+                message: format!(
+                    "more than {} anonymous requests per minute from {}",
+                    self.sync.anonymous_requests_per_minute,
+                    peer.ip()
+                ),
             })
         }
     }
 }
 
 pub(crate) fn auth_error(e: protosync_auth::AuthError) -> protosync_engine::EngineError {
-    protosync_engine::EngineError::Forbidden { code: e.code, message: e.message }
+    protosync_engine::EngineError::Forbidden {
+        code: e.code,
+        message: e.message,
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -78,7 +104,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves on `listener` until `shutdown` completes, then closes live
 /// connections and finishes in-flight requests.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let close = state.close.clone();
     let metrics = state.metrics.clone();
     let signal = async move {
@@ -86,14 +116,20 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
         close.send_replace(true);
     };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await?;
     // Upgraded connections outlive axum's graceful shutdown: give them time
     // to send their close frames before the process exits.
     let all_closed = async {
         loop {
             // Register before checking, so an end between the two is not missed.
             let ended = metrics.connection_ended.notified();
-            if metrics.connections.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            if metrics
+                .connections
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
+            {
                 return;
             }
             ended.await;

@@ -19,19 +19,29 @@ pub struct AnonymousLimiter {
 impl AnonymousLimiter {
     pub fn new(per_minute: u32) -> AnonymousLimiter {
         let per_second = f64::from(per_minute.max(1)) / 60.0;
-        AnonymousLimiter { per_second, burst: (per_second * 10.0).max(10.0), buckets: Mutex::new(HashMap::new()) }
+        AnonymousLimiter {
+            per_second,
+            burst: (per_second * 10.0).max(10.0),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one request's worth from `address`'s bucket.
     pub fn allow(&self, address: IpAddr) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&address)
-            && let Some(oldest) = buckets.iter().min_by_key(|(_, (_, at))| *at).map(|(a, _)| *a) {
-                buckets.remove(&oldest);
-            }
+        if buckets.len() >= MAX_TRACKED_ADDRESSES
+            && !buckets.contains_key(&address)
+            && let Some(oldest) = buckets
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(a, _)| *a)
+        {
+            buckets.remove(&oldest);
+        }
         let (tokens, last) = buckets.entry(address).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

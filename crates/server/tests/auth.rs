@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protosync_auth::{ApiKeyConfig, AuthConfig, Authenticator, ProviderConfig};
-use protosync_client::{op, Client, ClientConfig, ClientEvent};
+use protosync_client::{Client, ClientConfig, ClientEvent, op};
 use protosync_server::SyncConfig;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
-use support::{query, shown, Backing, Node, WAIT};
+use serde_json::{Value, json};
+use support::{Backing, Node, WAIT, query, shown};
 
 const SECRET: &str = "an-hs256-secret-of-at-least-32-bytes!!";
 const SERVICE_KEY: &str = "psk_runtime_service_key_for_tests";
@@ -25,9 +25,18 @@ struct Minted {
 }
 
 fn mint() -> Minted {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint_tokens.py");
-    let output = std::process::Command::new("python3").arg(script).arg(SECRET).output().expect("python3 runs (scripts/test installs PyJWT)");
-    assert!(output.status.success(), "minting tokens failed: {}", String::from_utf8_lossy(&output.stderr));
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint_tokens.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .arg(SECRET)
+        .output()
+        .expect("python3 runs (scripts/test installs PyJWT)");
+    assert!(
+        output.status.success(),
+        "minting tokens failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json: Value = serde_json::from_slice(&output.stdout).unwrap();
     Minted {
         jwks_v1: json["jwks_v1"].clone(),
@@ -38,7 +47,10 @@ fn mint() -> Minted {
 
 fn sha256(text: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Serves a JWKS that the test can swap (key rotation).
@@ -72,12 +84,26 @@ fn config(jwks_url: &str) -> AuthConfig {
     };
     AuthConfig {
         providers: vec![
-            ProviderConfig { secret: Some(SECRET.into()), ..provider("bridge", "https://bridge.test", &["HS256"]) },
-            ProviderConfig { jwks_url: Some(jwks_url.into()), ..provider("idp", "https://idp.test", &["RS256", "ES256", "EdDSA"]) },
+            ProviderConfig {
+                secret: Some(SECRET.into()),
+                ..provider("bridge", "https://bridge.test", &["HS256"])
+            },
+            ProviderConfig {
+                jwks_url: Some(jwks_url.into()),
+                ..provider("idp", "https://idp.test", &["RS256", "ES256", "EdDSA"])
+            },
         ],
         api_keys: vec![
-            ApiKeyConfig { name: "runtime".into(), sha256: sha256(SERVICE_KEY), collections: None },
-            ApiKeyConfig { name: "projector".into(), sha256: sha256(PROJECTOR_KEY), collections: Some(vec!["run_summary".into()]) },
+            ApiKeyConfig {
+                name: "runtime".into(),
+                sha256: sha256(SERVICE_KEY),
+                collections: None,
+            },
+            ApiKeyConfig {
+                name: "projector".into(),
+                sha256: sha256(PROJECTOR_KEY),
+                collections: Some(vec!["run_summary".into()]),
+            },
         ],
         leeway_seconds: 0,
         ..AuthConfig::default()
@@ -100,15 +126,30 @@ async fn setup_with(sync: SyncConfig, adjust: impl FnOnce(&mut AuthConfig)) -> S
     let jwks = Arc::new(Mutex::new(minted.jwks_v1.clone()));
     let url = jwks_server(jwks.clone()).await;
     let backing = Backing::sqlite();
-    let sync = SyncConfig { heartbeat_interval: Duration::from_millis(200), ..sync };
+    let sync = SyncConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        ..sync
+    };
     let mut auth = config(&url);
     adjust(&mut auth);
-    let node = Node::start_with_auth(backing.store().await, sync, Authenticator::new(auth).unwrap()).await;
-    Setup { node, minted, jwks, _backing: backing }
+    let node = Node::start_with_auth(
+        backing.store().await,
+        sync,
+        Authenticator::new(auth).unwrap(),
+    )
+    .await;
+    Setup {
+        node,
+        minted,
+        jwks,
+        _backing: backing,
+    }
 }
 
 async fn http(node: &Node, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new().post(format!("{}{path}", node.http)).json(&body);
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{path}", node.http))
+        .json(&body);
     if let Some(bearer) = bearer {
         request = request.bearer_auth(bearer);
     }
@@ -124,7 +165,13 @@ fn items_query() -> Value {
 async fn independently_minted_tokens_are_verified_and_bad_ones_refused_with_their_code() {
     let s = setup().await;
     for good in ["hs_ann", "rs", "es", "eddsa"] {
-        let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens[good]), items_query()).await;
+        let (status, body) = http(
+            &s.node,
+            "/v1/query",
+            Some(&s.minted.tokens[good]),
+            items_query(),
+        )
+        .await;
         assert_eq!(status, 200, "{good}: {body}");
     }
     let refused = [
@@ -140,16 +187,35 @@ async fn independently_minted_tokens_are_verified_and_bad_ones_refused_with_thei
         ("rotated", 401, "TOKEN_UNKNOWN_KEY"),
     ];
     for (name, status, code) in refused {
-        let (got, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens[name]), items_query()).await;
-        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{name}: {body}");
+        let (got, body) = http(
+            &s.node,
+            "/v1/query",
+            Some(&s.minted.tokens[name]),
+            items_query(),
+        )
+        .await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{name}: {body}"
+        );
     }
     // Rotation: the issuer publishes a new key; the next token with its kid
     // fetches the JWKS again, without a restart.
     *s.jwks.lock().unwrap() = s.minted.jwks_v2.clone();
-    let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens["rotated"]), items_query()).await;
+    let (status, body) = http(
+        &s.node,
+        "/v1/query",
+        Some(&s.minted.tokens["rotated"]),
+        items_query(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = http(&s.node, "/v1/query", Some("not-a-key"), items_query()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("UNAUTHENTICATED")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,25 +229,67 @@ async fn rules_filter_reads_and_a_denied_write_changes_nothing() {
     .await;
     assert_eq!(status, 200);
     let (_, page) = http(&s.node, "/v1/query", Some(ann), items_query()).await;
-    let ids: Vec<&str> = page["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = page["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["a1"], "ann sees only her own item");
     // A get of bob's item by ann is NOT_FOUND, exactly like a missing one.
-    let response = reqwest::Client::new().get(format!("{}/v1/collections/work_items/docs/b1", s.node.http)).bearer_auth(ann).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/collections/work_items/docs/b1", s.node.http))
+        .bearer_auth(ann)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     // Anonymous callers see nothing of a collection whose rule needs auth.
     let (status, page) = http(&s.node, "/v1/query", None, items_query()).await;
-    assert_eq!((status, page["documents"].as_array().unwrap().len()), (200, 0));
+    assert_eq!(
+        (status, page["documents"].as_array().unwrap().len()),
+        (200, 0)
+    );
     // Ann may not write an item as bob, nor take bob's: the whole mutation is refused.
-    let (status, body) = http(&s.node, "/v1/mutate", Some(ann), json!({"ops": [
-        {"upsert": {"collection": "work_items", "id": "a2", "doc": {"ownerId": "ann"}}},
-        {"patch": {"collection": "work_items", "id": "b1", "fields": {"ownerId": "ann"}}},
-    ]}))
+    let (status, body) = http(
+        &s.node,
+        "/v1/mutate",
+        Some(ann),
+        json!({"ops": [
+            {"upsert": {"collection": "work_items", "id": "a2", "doc": {"ownerId": "ann"}}},
+            {"patch": {"collection": "work_items", "id": "b1", "fields": {"ownerId": "ann"}}},
+        ]}),
+    )
     .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("ops[1]"), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ops[1]"),
+        "{body}"
+    );
     let (_, all) = http(&s.node, "/v1/query", Some(SERVICE_KEY), items_query()).await;
-    let owners: Vec<(&str, &str)> = all["documents"].as_array().unwrap().iter().map(|d| (d["id"].as_str().unwrap(), d["doc"]["ownerId"].as_str().unwrap())).collect();
-    assert_eq!(owners, [("a1", "ann"), ("b1", "bob")], "the store is unchanged");
+    let owners: Vec<(&str, &str)> = all["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap(),
+                d["doc"]["ownerId"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        [("a1", "ann"), ("b1", "bob")],
+        "the store is unchanged"
+    );
     // Writes reveal nothing about a document the caller may not write:
     // not that it exists, not its version.
     for probe in [
@@ -190,16 +298,38 @@ async fn rules_filter_reads_and_a_denied_write_changes_nothing() {
         json!({"delete": {"collection": "work_items", "id": "b1"}}),
     ] {
         let (status, body) = http(&s.node, "/v1/mutate", Some(ann), json!({"ops": [probe]})).await;
-        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("PERMISSION_DENIED")), "{body}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("PERMISSION_DENIED")),
+            "{body}"
+        );
     }
-    let (status, body) = http(&s.node, "/v1/mutate", Some(ann), json!({"ops": [{"delete": {"collection": "work_items", "id": "nothing-here"}}]})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("NOT_FOUND")));
+    let (status, body) = http(
+        &s.node,
+        "/v1/mutate",
+        Some(ann),
+        json!({"ops": [{"delete": {"collection": "work_items", "id": "nothing-here"}}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND"))
+    );
     // Bob can write his own.
     let (status, _) = http(&s.node, "/v1/mutate", Some(bob), json!({"ops": [{"patch": {"collection": "work_items", "id": "b1", "fields": {"title": "mine"}}}]})).await;
     assert_eq!(status, 200);
     // A service key limited to run_summary cannot touch work_items.
-    let (status, body) = http(&s.node, "/v1/mutate", Some(PROJECTOR_KEY), json!({"ops": [{"upsert": {"collection": "work_items", "id": "x", "doc": {}}}]})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("PERMISSION_DENIED")));
+    let (status, body) = http(
+        &s.node,
+        "/v1/mutate",
+        Some(PROJECTOR_KEY),
+        json!({"ops": [{"upsert": {"collection": "work_items", "id": "x", "doc": {}}}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("PERMISSION_DENIED"))
+    );
     let (status, _) = http(&s.node, "/v1/mutate", Some(PROJECTOR_KEY), json!({"ops": [{"upsert": {"collection": "run_summary", "id": "r1", "doc": {"ownerId": "ann"}}}]})).await;
     assert_eq!(status, 200);
 }
@@ -238,9 +368,22 @@ async fn live_views_follow_visibility_across_writes_refreshes_and_resumes() {
         }
     }
     let head = s.node.store().head().await.unwrap().0;
-    tokio::time::timeout(WAIT, client.wait_for_watermark(head)).await.unwrap_or_else(|_| panic!("seed {seed}: never reached {head}"));
-    let mine = |owner: &str| owners.iter().filter(|(_, o)| *o == owner).map(|(id, _)| id.clone()).collect::<Vec<_>>();
-    let ids = |view: &protosync_client::View| shown(view, "mine").into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    tokio::time::timeout(WAIT, client.wait_for_watermark(head))
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: never reached {head}"));
+    let mine = |owner: &str| {
+        owners
+            .iter()
+            .filter(|(_, o)| *o == owner)
+            .map(|(id, _)| id.clone())
+            .collect::<Vec<_>>()
+    };
+    let ids = |view: &protosync_client::View| {
+        shown(view, "mine")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids(&client.view()), mine("ann"), "seed {seed}");
     // Switch to bob: the same subscription now shows bob's documents.
     client.authenticate(&s.minted.tokens["hs_bob"]);
@@ -254,7 +397,14 @@ async fn live_views_follow_visibility_across_writes_refreshes_and_resumes() {
     // At every watermark the view held exactly one owner's documents as the
     // store had them then: ann's until the switch, bob's after, never mixed.
     let model = support::Model::load(s.node.store()).await;
-    let owned = |owner: &str| wire_subscribe(query("work_items", vec![("ownerId", "==", json!(owner))], vec![], 100));
+    let owned = |owner: &str| {
+        wire_subscribe(query(
+            "work_items",
+            vec![("ownerId", "==", json!(owner))],
+            vec![],
+            100,
+        ))
+    };
     let mut switched = false;
     let mut transitions = 0;
     for event in log {
@@ -267,19 +417,32 @@ async fn live_views_follow_visibility_across_writes_refreshes_and_resumes() {
                 if !switched && shown_now == ann {
                     continue;
                 }
-                assert_eq!(shown_now, bob, "seed {seed}: at seq {} the view is neither ann's nor bob's", transition.to_watermark);
+                assert_eq!(
+                    shown_now, bob,
+                    "seed {seed}: at seq {} the view is neither ann's nor bob's",
+                    transition.to_watermark
+                );
                 switched = true;
             }
             ClientEvent::Error(e) => panic!("seed {seed}: {e:?}"),
-            ClientEvent::Disconnected { reason } => assert!(!reason.contains("inconsistent"), "seed {seed}: {reason}"),
+            ClientEvent::Disconnected { reason } => {
+                assert!(!reason.contains("inconsistent"), "seed {seed}: {reason}")
+            }
             ClientEvent::Connected { .. } => {}
         }
     }
-    assert!(switched && transitions > 10, "seed {seed}: {transitions} transitions");
+    assert!(
+        switched && transitions > 10,
+        "seed {seed}: {transitions} transitions"
+    );
 }
 
 fn wire_subscribe(q: protosync_client::wire::Query) -> protosync_client::wire::Subscribe {
-    protosync_client::wire::Subscribe { subscription_id: "mine".into(), target: Some(protosync_client::wire::subscribe::Target::Query(q)), held: vec![] }
+    protosync_client::wire::Subscribe {
+        subscription_id: "mine".into(),
+        target: Some(protosync_client::wire::subscribe::Target::Query(q)),
+        held: vec![],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +453,11 @@ async fn an_expired_or_revoked_token_pauses_live_updates_until_a_fresh_one_arriv
     let (client, mut events) = Client::start(config);
     client.subscribe("mine", query("work_items", vec![], vec![], 10));
     let error = loop {
-        match tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             ClientEvent::Error(e) => break e,
             _ => continue,
         }
@@ -298,49 +465,104 @@ async fn an_expired_or_revoked_token_pauses_live_updates_until_a_fresh_one_arriv
     assert_eq!(error.code, "TOKEN_EXPIRED");
     let paused_at = client.view().watermark;
     http(&s.node, "/v1/mutate", Some(SERVICE_KEY), json!({"ops": [{"upsert": {"collection": "work_items", "id": "new", "doc": {"ownerId": "ann"}}}]})).await;
-    let rejected = client.mutate(vec![op::upsert("work_items", "x", json!({"ownerId": "ann"}))]).await.unwrap_err();
-    assert!(matches!(rejected, protosync_client::MutationError::Rejected { ref code, .. } if code == "TOKEN_EXPIRED"), "{rejected:?}");
-    assert_eq!(client.view().watermark, paused_at, "nothing is sent while the token is expired");
+    let rejected = client
+        .mutate(vec![op::upsert(
+            "work_items",
+            "x",
+            json!({"ownerId": "ann"}),
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(rejected, protosync_client::MutationError::Rejected { ref code, .. } if code == "TOKEN_EXPIRED"),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        client.view().watermark,
+        paused_at,
+        "nothing is sent while the token is expired"
+    );
     client.authenticate(&s.minted.tokens["hs_revocable"]);
     let head = s.node.store().head().await.unwrap().0;
-    tokio::time::timeout(WAIT, client.wait_for_watermark(head)).await.expect("updates resume after a fresh token");
+    tokio::time::timeout(WAIT, client.wait_for_watermark(head))
+        .await
+        .expect("updates resume after a fresh token");
     assert_eq!(shown(&client.view(), "mine").len(), 1);
     // Revoke the new token: the live connection loses it at its next heartbeat.
-    let (status, _) = http(&s.node, "/v1/auth/revoke", Some(SERVICE_KEY), json!({"jti": "revoke-me"})).await;
+    let (status, _) = http(
+        &s.node,
+        "/v1/auth/revoke",
+        Some(SERVICE_KEY),
+        json!({"jti": "revoke-me"}),
+    )
+    .await;
     assert_eq!(status, 200);
     let error = loop {
-        match tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap() {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
             ClientEvent::Error(e) => break e,
             _ => continue,
         }
     };
     assert_eq!(error.code, "TOKEN_REVOKED");
-    let (status, body) = http(&s.node, "/v1/query", Some(&s.minted.tokens["hs_revocable"]), items_query()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("TOKEN_REVOKED")));
+    let (status, body) = http(
+        &s.node,
+        "/v1/query",
+        Some(&s.minted.tokens["hs_revocable"]),
+        items_query(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("TOKEN_REVOKED"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origins_anonymous_floods_and_mutation_bursts_are_limited_with_clear_codes() {
-    let sync = SyncConfig { anonymous_requests_per_minute: 6, max_mutations_per_second: 1, ..SyncConfig::default() };
-    let s = setup_with(sync, |auth| auth.allowed_origins = vec!["https://app.example".into()]).await;
+    let sync = SyncConfig {
+        anonymous_requests_per_minute: 6,
+        max_mutations_per_second: 1,
+        ..SyncConfig::default()
+    };
+    let s = setup_with(sync, |auth| {
+        auth.allowed_origins = vec!["https://app.example".into()]
+    })
+    .await;
     // A browser WebSocket from another origin is refused at the upgrade.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = s.node.ws.as_str().into_client_request().unwrap();
-    request.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
     match tokio_tungstenite::connect_async(request).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
         other => panic!("expected a 403, got {other:?}"),
     }
     let mut request = s.node.ws.as_str().into_client_request().unwrap();
-    request.headers_mut().insert("Origin", "https://app.example".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("Origin", "https://app.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
     // Anonymous requests from one address: a burst, then RATE_LIMITED.
     let mut codes = Vec::new();
     for _ in 0..12 {
         let (status, body) = http(&s.node, "/v1/query", None, items_query()).await;
-        codes.push((status, body["error"]["code"].as_str().unwrap_or("").to_owned()));
+        codes.push((
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        ));
     }
-    assert_eq!(codes.iter().filter(|(s, _)| *s == 200).count(), 10, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|(s, _)| *s == 200).count(),
+        10,
+        "{codes:?}"
+    );
     assert_eq!(codes.last().unwrap(), &(429, "RATE_LIMITED".to_owned()));
     // Credentials are not limited by the anonymous budget.
     let (status, _) = http(&s.node, "/v1/query", Some(SERVICE_KEY), items_query()).await;
@@ -351,10 +573,17 @@ async fn origins_anonymous_floods_and_mutation_bursts_are_limited_with_clear_cod
     let (client, _events) = Client::start(config);
     let mut results = Vec::new();
     for i in 0..4 {
-        results.push(client.mutate(vec![op::upsert("work_items", &format!("m{i}"), json!({"ownerId": "ann"}))]));
+        results.push(client.mutate(vec![op::upsert(
+            "work_items",
+            &format!("m{i}"),
+            json!({"ownerId": "ann"}),
+        )]));
     }
     let results = futures::future::join_all(results).await;
     let limited = results.iter().filter(|r| matches!(r, Err(protosync_client::MutationError::Rejected { code, .. }) if code == "RATE_LIMITED")).count();
     assert!(limited >= 1, "{results:?}");
-    assert!(results.iter().filter(|r| r.is_ok()).count() >= 2, "{results:?}");
+    assert!(
+        results.iter().filter(|r| r.is_ok()).count() >= 2,
+        "{results:?}"
+    );
 }

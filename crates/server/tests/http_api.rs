@@ -7,9 +7,9 @@ use protosync_schema::Registry;
 use protosync_store::postgres::PostgresStore;
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{Store, StoreOptions};
-use protosync_testkit::{example_schema_dir, TestDatabase};
+use protosync_testkit::{TestDatabase, example_schema_dir};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 struct Server {
     base: String,
@@ -25,37 +25,66 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let state = protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), protosync_auth::Authenticator::trusting());
+        let state = protosync_server::AppState::new(
+            engine,
+            protosync_server::SyncConfig::default(),
+            protosync_auth::Authenticator::trusting(),
+        );
         tokio::spawn(protosync_server::serve(listener, state, async {
             let _ = stop.await;
         }));
-        Server { base, http: reqwest::Client::new(), _shutdown: shutdown, _keep: keep }
+        Server {
+            base,
+            http: reqwest::Client::new(),
+            _shutdown: shutdown,
+            _keep: keep,
+        }
     }
 
     async fn sqlite() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap();
         Server::start(Arc::new(store), Box::new(dir)).await
     }
 
     async fn postgres() -> Option<Server> {
         let db = TestDatabase::create().await?;
-        let store = PostgresStore::connect(&db.url, 4, StoreOptions::default()).await.unwrap();
+        let store = PostgresStore::connect(&db.url, 4, StoreOptions::default())
+            .await
+            .unwrap();
         Some(Server::start(Arc::new(store), Box::new(db)).await)
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self.http.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         (response.status(), response.json().await.unwrap())
     }
 
     async fn post_raw(&self, path: &str, body: Vec<u8>) -> (StatusCode, Value) {
-        let response = self.http.post(format!("{}{path}", self.base)).body(body).send().await.unwrap();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         (response.status(), response.json().await.unwrap())
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         (response.status(), response.json().await.unwrap())
     }
 }
@@ -76,7 +105,10 @@ macro_rules! both_stores {
     };
 }
 
-both_stores!(the_documented_scenario_works_end_to_end, bad_input_gets_a_clear_error_and_the_server_keeps_serving);
+both_stores!(
+    the_documented_scenario_works_end_to_end,
+    bad_input_gets_a_clear_error_and_the_server_keeps_serving
+);
 
 fn work_item(id: &str, priority: i32, important: bool) -> Value {
     json!({"insert": {"collection": "work_items", "id": id, "doc": {"ownerId": "ann", "title": format!("item {id}"), "priority": priority, "important": important}}})
@@ -84,7 +116,9 @@ fn work_item(id: &str, priority: i32, important: bool) -> Value {
 
 async fn the_documented_scenario_works_end_to_end(s: Server) {
     // insert
-    let ops: Vec<Value> = (0..7).map(|i| work_item(&format!("w{i}"), i % 4, i % 2 == 0)).collect();
+    let ops: Vec<Value> = (0..7)
+        .map(|i| work_item(&format!("w{i}"), i % 4, i % 2 == 0))
+        .collect();
     let (status, body) = s.post("/v1/mutate", json!({"ops": ops})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["seq"], "1");
@@ -93,7 +127,14 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
     // get
     let (status, body) = s.get("/v1/collections/work_items/docs/w3").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((body["version"].as_str(), body["seq"].as_str(), body["doc"]["priority"].as_i64()), (Some("1"), Some("1"), Some(3)));
+    assert_eq!(
+        (
+            body["version"].as_str(),
+            body["seq"].as_str(),
+            body["doc"]["priority"].as_i64()
+        ),
+        (Some("1"), Some("1"), Some(3))
+    );
 
     // query: filter, order, limit, cursor
     let query = json!({
@@ -108,7 +149,14 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
         let (status, body) = s.post("/v1/query", request.clone()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["seq"], "1");
-        pages.push(body["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>());
+        pages.push(
+            body["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>(),
+        );
         match body.get("nextCursor") {
             Some(cursor) => request["cursor"] = cursor.clone(),
             None => break,
@@ -125,27 +173,52 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
     let (status, body) = s.post("/v1/mutate", patch("1")).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "VERSION_CONFLICT");
-    assert!(body["error"]["message"].as_str().unwrap().contains("expected version 1, found version 2"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected version 1, found version 2"),
+        "{body}"
+    );
 
     // idempotent retry: same seq, nothing written twice
     let keyed = json!({"idempotencyKey": "approve-w5", "ops": [{"patch": {"collection": "work_items", "id": "w5", "fields": {"important": true}}}]});
     let (_, first) = s.post("/v1/mutate", keyed.clone()).await;
     let (status, retry) = s.post("/v1/mutate", keyed.clone()).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((retry["seq"].clone(), retry["results"].clone(), retry["duplicate"].clone()), (first["seq"].clone(), first["results"].clone(), json!(true)));
+    assert_eq!(
+        (
+            retry["seq"].clone(),
+            retry["results"].clone(),
+            retry["duplicate"].clone()
+        ),
+        (first["seq"].clone(), first["results"].clone(), json!(true))
+    );
     let (_, doc) = s.get("/v1/collections/work_items/docs/w5").await;
     assert_eq!(doc["version"], "2", "the retry did not write again");
     assert_eq!(doc["seq"], first["seq"]);
     let (_, ready) = s.get("/readyz").await;
-    assert_eq!(ready["seq"], first["seq"], "no commit after the first attempt");
+    assert_eq!(
+        ready["seq"], first["seq"],
+        "no commit after the first attempt"
+    );
     // The same request spelled differently is still a retry.
     let respelled = json!({"idempotencyKey": "approve-w5", "ops": [{"patch": {"collection": "work_items", "id": "w5", "fields": {"important": true}}}]});
     let (_, again) = s.post("/v1/mutate", respelled).await;
-    assert_eq!((again["seq"].clone(), again["duplicate"].clone()), (first["seq"].clone(), json!(true)));
+    assert_eq!(
+        (again["seq"].clone(), again["duplicate"].clone()),
+        (first["seq"].clone(), json!(true))
+    );
     let mut reused = keyed.clone();
     reused["ops"][0]["patch"]["fields"]["important"] = json!(false);
     let (status, body) = s.post("/v1/mutate", reused).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("IDEMPOTENCY_KEY_REUSED")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("IDEMPOTENCY_KEY_REUSED")
+        )
+    );
 
     // invalid document names the field
     let (status, body) = s
@@ -154,15 +227,33 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "INVALID_DOCUMENT");
     assert_eq!(body["error"]["path"], "sender.email");
-    assert!(body["error"]["message"].as_str().unwrap().contains("sender.email"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sender.email")
+    );
 
     // insert of an existing id; delete
-    let (status, body) = s.post("/v1/mutate", json!({"ops": [work_item("w1", 0, false)]})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("ALREADY_EXISTS")));
-    let (status, _) = s.post("/v1/mutate", json!({"ops": [{"delete": {"collection": "work_items", "id": "w1"}}]})).await;
+    let (status, body) = s
+        .post("/v1/mutate", json!({"ops": [work_item("w1", 0, false)]}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("ALREADY_EXISTS"))
+    );
+    let (status, _) = s
+        .post(
+            "/v1/mutate",
+            json!({"ops": [{"delete": {"collection": "work_items", "id": "w1"}}]}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = s.get("/v1/collections/work_items/docs/w1").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
 }
 
 async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving(s: Server) {
@@ -187,29 +278,60 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving(s: Server) {
         let (got_status, got) = s.post_raw(path, body).await;
         assert_eq!(got_status, status, "{text} => {got}");
         assert_eq!(got["error"]["code"], code, "{text} => {got}");
-        assert!(got["error"]["message"].as_str().unwrap().contains(message), "{text} => {got}");
+        assert!(
+            got["error"]["message"].as_str().unwrap().contains(message),
+            "{text} => {got}"
+        );
     }
     // Too many ops and an oversized body are refused, not truncated.
-    let ops: Vec<Value> = (0..501).map(|i| json!({"delete": {"collection": "work_items", "id": format!("x{i}")}})).collect();
+    let ops: Vec<Value> = (0..501)
+        .map(|i| json!({"delete": {"collection": "work_items", "id": format!("x{i}")}}))
+        .collect();
     let (status, body) = s.post("/v1/mutate", json!({"ops": ops})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")),
+        "{body}"
+    );
     let huge = json!({"ops": [{"insert": {"collection": "work_items", "id": "big", "doc": {"title": "x".repeat(9 * 1024 * 1024)}}}]});
     let (status, body) = s.post("/v1/mutate", huge).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")),
+        "{body}"
+    );
     let big_doc = json!({"ops": [{"insert": {"collection": "work_items", "id": "big", "doc": {"title": "x".repeat(1024 * 1024 + 1)}}}]});
     let (status, body) = s.post("/v1/mutate", big_doc).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("LIMIT_EXCEEDED")),
+        "{body}"
+    );
     let (status, body) = s.get("/v1/nothing-here").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NOT_FOUND"))
+    );
     let (status, body) = s.get("/v1/collections/work_items/docs/%FF").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BAD_REQUEST")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("BAD_REQUEST"))
+    );
     let (status, body) = s.get("/v1/collections/nope/docs/x").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("UNKNOWN_COLLECTION")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("UNKNOWN_COLLECTION"))
+    );
     // Nothing was written by any of it, and the server still serves.
     let (status, ready) = s.get("/readyz").await;
     assert_eq!((status, ready["seq"].as_str()), (StatusCode::OK, Some("0")));
-    let (status, body) = s.post("/v1/mutate", json!({"ops": [work_item("ok", 1, true)]})).await;
+    let (status, body) = s
+        .post("/v1/mutate", json!({"ops": [work_item("ok", 1, true)]}))
+        .await;
     assert_eq!((status, body["seq"].as_str()), (StatusCode::OK, Some("1")));
     let (status, health) = s.get("/healthz").await;
-    assert_eq!((status, health["status"].as_str()), (StatusCode::OK, Some("ok")));
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
 }

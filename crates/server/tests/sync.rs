@@ -4,12 +4,12 @@ mod support;
 
 use std::time::Duration;
 
-use protosync_client::{op, Client, ClientConfig, ClientEvent, Connection, Received};
 use protosync_client::wire::{self, client_message, server_message};
+use protosync_client::{Client, ClientConfig, ClientEvent, Connection, Received, op};
 use protosync_protocol::{Codec, Frame};
 use protosync_server::SyncConfig;
 use serde_json::json;
-use support::{query, shown, Backing, Model, Node, WAIT};
+use support::{Backing, Model, Node, WAIT, query, shown};
 
 async fn sqlite_node() -> (Node, Backing) {
     let backing = Backing::sqlite();
@@ -18,15 +18,27 @@ async fn sqlite_node() -> (Node, Backing) {
 }
 
 fn item(id: &str, owner: &str, priority: i32) -> wire::Operation {
-    op::upsert("work_items", id, json!({"ownerId": owner, "priority": priority, "title": id}))
+    op::upsert(
+        "work_items",
+        id,
+        json!({"ownerId": owner, "priority": priority, "title": id}),
+    )
 }
 
 /// Waits for the next transition event (skipping other events).
-async fn next_transition(events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>) -> (wire::Transition, protosync_client::View) {
+async fn next_transition(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
+) -> (wire::Transition, protosync_client::View) {
     loop {
-        match tokio::time::timeout(WAIT, events.recv()).await.expect("a transition in time").expect("client alive") {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .expect("a transition in time")
+            .expect("client alive")
+        {
             ClientEvent::Transition { transition, view } => return (transition, view),
-            ClientEvent::Disconnected { reason } if reason.contains("inconsistent") => panic!("{reason}"),
+            ClientEvent::Disconnected { reason } if reason.contains("inconsistent") => {
+                panic!("{reason}")
+            }
             _ => {}
         }
     }
@@ -37,31 +49,54 @@ async fn a_subscription_gets_its_result_then_every_change_in_order() {
     let (node, _backing) = sqlite_node().await;
     node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "a", "doc": {"ownerId": "ann", "priority": 1}}}]})).await;
     let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
-    let feed = query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 2);
+    let feed = query(
+        "work_items",
+        vec![("ownerId", "==", json!("ann"))],
+        vec![("priority", "desc")],
+        2,
+    );
     client.subscribe("feed", feed);
     let (first, view) = next_transition(&mut events).await;
     assert_eq!((first.from_watermark, first.to_watermark), (0, 1));
     assert!(first.updates[0].reset);
-    assert_eq!(first.updates[0].reset_reason, wire::ResetReason::NewSubscription as i32);
+    assert_eq!(
+        first.updates[0].reset_reason,
+        wire::ResetReason::NewSubscription as i32
+    );
     assert_eq!(shown(&view, "feed"), [("a".to_owned(), 1)]);
 
     // b enters above a; c enters on top and pushes a out of the top-2 window.
     client.mutate(vec![item("b", "ann", 5)]).await.unwrap();
     let (t, view) = next_transition(&mut events).await;
     assert_eq!((t.from_watermark, t.to_watermark), (1, 2));
-    assert_eq!(shown(&view, "feed"), [("b".to_owned(), 2), ("a".to_owned(), 1)]);
+    assert_eq!(
+        shown(&view, "feed"),
+        [("b".to_owned(), 2), ("a".to_owned(), 1)]
+    );
     client.mutate(vec![item("c", "ann", 9)]).await.unwrap();
     let (t, view) = next_transition(&mut events).await;
-    assert_eq!(shown(&view, "feed"), [("c".to_owned(), 3), ("b".to_owned(), 2)]);
+    assert_eq!(
+        shown(&view, "feed"),
+        [("c".to_owned(), 3), ("b".to_owned(), 2)]
+    );
     assert_eq!(t.updates[0].removes, ["a"]);
     // Another owner's write does not reach this subscription.
     node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "z", "doc": {"ownerId": "bob", "priority": 99}}}]})).await;
     // Deleting c lets a back into the window (refilled from what the view kept).
-    client.mutate(vec![op::delete("work_items", "c")]).await.unwrap();
+    client
+        .mutate(vec![op::delete("work_items", "c")])
+        .await
+        .unwrap();
     let (t, view) = next_transition(&mut events).await;
-    assert_eq!(t.from_watermark, 3, "the bob write produced no transition for this client");
+    assert_eq!(
+        t.from_watermark, 3,
+        "the bob write produced no transition for this client"
+    );
     assert_eq!(t.to_watermark, 5);
-    assert_eq!(shown(&view, "feed"), [("b".to_owned(), 2), ("a".to_owned(), 1)]);
+    assert_eq!(
+        shown(&view, "feed"),
+        [("b".to_owned(), 2), ("a".to_owned(), 1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,14 +113,22 @@ async fn a_mutation_resolves_only_once_the_view_includes_it() {
     let result = client.mutate(vec![item("other", "bob", 1)]).await.unwrap();
     assert!(client.view().watermark >= result.seq);
     let mut last_to = 0;
-    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+    {
         if let ClientEvent::Transition { transition, .. } = event {
             assert!(transition.to_watermark >= last_to);
             last_to = transition.to_watermark;
         }
     }
-    let rejected = client.mutate(vec![op::insert("work_items", "w1", json!({}))]).await.unwrap_err();
-    assert!(matches!(rejected, protosync_client::MutationError::Rejected { ref code, .. } if code == "ALREADY_EXISTS"), "{rejected:?}");
+    let rejected = client
+        .mutate(vec![op::insert("work_items", "w1", json!({}))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(rejected, protosync_client::MutationError::Rejected { ref code, .. } if code == "ALREADY_EXISTS"),
+        "{rejected:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +144,8 @@ async fn resume_after_a_disconnect_sends_only_the_difference() {
     client.reconnect();
     // While away (or at least racing the reconnect): one change, one delete.
     node.mutate(json!({"ops": [{"patch": {"collection": "work_items", "id": "w03", "fields": {"priority": 100}}}]})).await;
-    node.mutate(json!({"ops": [{"delete": {"collection": "work_items", "id": "w04"}}]})).await;
+    node.mutate(json!({"ops": [{"delete": {"collection": "work_items", "id": "w04"}}]}))
+        .await;
     let mut upserts = 0;
     let mut resets = 0;
     loop {
@@ -125,21 +169,39 @@ async fn binary_frames_work_like_json_frames() {
     let mut config = ClientConfig::new(&node.ws);
     config.codec = Codec::Binary;
     let (client, mut events) = Client::start(config);
-    client.subscribe("feed", query("work_items", vec![("ownerId", "==", json!("ann"))], vec![], 10));
+    client.subscribe(
+        "feed",
+        query(
+            "work_items",
+            vec![("ownerId", "==", json!("ann"))],
+            vec![],
+            10,
+        ),
+    );
     next_transition(&mut events).await;
     let result = client.mutate(vec![item("w1", "ann", 1)]).await.unwrap();
-    assert_eq!(shown(&client.view(), "feed"), [("w1".to_owned(), result.seq)]);
+    assert_eq!(
+        shown(&client.view(), "feed"),
+        [("w1".to_owned(), result.seq)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_stable_error_and_the_connection_keeps_working() {
     let (node, _backing) = sqlite_node().await;
-    let (mut connection, welcome) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    let (mut connection, welcome) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
     assert_eq!(welcome.protocol_version, 1);
     let subscribe = |id: &str, collection: &str| {
         client_message::Message::Subscribe(wire::Subscribe {
             subscription_id: id.into(),
-            target: Some(wire::subscribe::Target::Query(query(collection, vec![], vec![], 10))),
+            target: Some(wire::subscribe::Target::Query(query(
+                collection,
+                vec![],
+                vec![],
+                10,
+            ))),
             held: vec![],
         })
     };
@@ -157,8 +219,12 @@ async fn bad_input_gets_a_stable_error_and_the_connection_keeps_working() {
         connection.send_raw(frame.clone()).await.unwrap();
         let error = loop {
             match connection.receive().await.unwrap() {
-                Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => break e,
-                Received::Other(wire::ServerMessage { message: Some(server_message::Message::Heartbeat(_)) }) => continue,
+                Received::Other(wire::ServerMessage {
+                    message: Some(server_message::Message::Error(e)),
+                }) => break e,
+                Received::Other(wire::ServerMessage {
+                    message: Some(server_message::Message::Heartbeat(_)),
+                }) => continue,
                 other => panic!("{frame:?}: expected an error, got {other:?}"),
             }
         };
@@ -166,18 +232,39 @@ async fn bad_input_gets_a_stable_error_and_the_connection_keeps_working() {
         assert!(!error.message.is_empty());
     }
     // A duplicate subscription id is refused; the first one keeps working.
-    connection.send(subscribe("dup", "work_items")).await.unwrap();
-    assert!(matches!(connection.receive().await.unwrap(), Received::Transition(_)));
-    connection.send(subscribe("dup", "work_items")).await.unwrap();
+    connection
+        .send(subscribe("dup", "work_items"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        connection.receive().await.unwrap(),
+        Received::Transition(_)
+    ));
+    connection
+        .send(subscribe("dup", "work_items"))
+        .await
+        .unwrap();
     match connection.receive().await.unwrap() {
-        Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
-            assert_eq!((e.code.as_str(), e.subscription_id.as_str()), ("DUPLICATE_SUBSCRIPTION", "dup"));
+        Received::Other(wire::ServerMessage {
+            message: Some(server_message::Message::Error(e)),
+        }) => {
+            assert_eq!(
+                (e.code.as_str(), e.subscription_id.as_str()),
+                ("DUPLICATE_SUBSCRIPTION", "dup")
+            );
         }
         other => panic!("{other:?}"),
     }
-    connection.send(client_message::Message::Ping(wire::Ping { nonce: "still here".into() })).await.unwrap();
+    connection
+        .send(client_message::Message::Ping(wire::Ping {
+            nonce: "still here".into(),
+        }))
+        .await
+        .unwrap();
     match connection.receive().await.unwrap() {
-        Received::Other(wire::ServerMessage { message: Some(server_message::Message::Pong(p)) }) => assert_eq!(p.nonce, "still here"),
+        Received::Other(wire::ServerMessage {
+            message: Some(server_message::Message::Pong(p)),
+        }) => assert_eq!(p.nonce, "still here"),
         other => panic!("{other:?}"),
     }
 }
@@ -187,13 +274,24 @@ async fn protocol_violations_close_the_socket_with_a_documented_code() {
     let (node, _backing) = sqlite_node().await;
     // Not a hello first.
     let mut connection = Connection::open(&node.ws, Codec::Json).await.unwrap();
-    connection.send(client_message::Message::Ping(wire::Ping::default())).await.unwrap();
+    connection
+        .send(client_message::Message::Ping(wire::Ping::default()))
+        .await
+        .unwrap();
     assert_close(&mut connection, 4001).await;
     // An unsupported protocol version.
     let mut connection = Connection::open(&node.ws, Codec::Json).await.unwrap();
-    connection.send(client_message::Message::Hello(wire::Hello { protocol_version: 99, ..Default::default() })).await.unwrap();
+    connection
+        .send(client_message::Message::Hello(wire::Hello {
+            protocol_version: 99,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
     match connection.receive().await.unwrap() {
-        Received::Other(wire::ServerMessage { message: Some(server_message::Message::Error(e)) }) => {
+        Received::Other(wire::ServerMessage {
+            message: Some(server_message::Message::Error(e)),
+        }) => {
             assert_eq!(e.code, "UPGRADE_REQUIRED");
             assert!(e.message.contains("1 to 1"), "{}", e.message);
         }
@@ -201,17 +299,30 @@ async fn protocol_violations_close_the_socket_with_a_documented_code() {
     }
     assert_close(&mut connection, 4010).await;
     // A frame over the limit.
-    let (mut connection, _) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
-    connection.send_raw(Frame::Text(format!("{{\"ping\": {{\"nonce\": \"{}\"}}}}", "x".repeat(9 * 1024 * 1024)))).await.ok();
+    let (mut connection, _) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
+    connection
+        .send_raw(Frame::Text(format!(
+            "{{\"ping\": {{\"nonce\": \"{}\"}}}}",
+            "x".repeat(9 * 1024 * 1024)
+        )))
+        .await
+        .ok();
     assert_close(&mut connection, 1009).await;
     // The server still serves.
-    let (_connection, welcome) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    let (_connection, welcome) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
     assert!(!welcome.session_id.is_empty());
 }
 
 async fn assert_close(connection: &mut Connection, code: u16) {
     loop {
-        match tokio::time::timeout(WAIT, connection.receive()).await.expect("closed in time") {
+        match tokio::time::timeout(WAIT, connection.receive())
+            .await
+            .expect("closed in time")
+        {
             Err(protosync_client::ConnectionError::Closed(Some((got, _)))) => {
                 assert_eq!(got, code);
                 return;
@@ -224,11 +335,21 @@ async fn assert_close(connection: &mut Connection, code: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_node_reaches_a_subscriber_on_another() {
-    let Some(backing) = Backing::postgres().await else { return };
+    let Some(backing) = Backing::postgres().await else {
+        return;
+    };
     let a = Node::start(backing.store().await, SyncConfig::default()).await;
     let b = Node::start(backing.store().await, SyncConfig::default()).await;
     let (client, mut events) = Client::start(ClientConfig::new(&b.ws));
-    client.subscribe("feed", query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 5));
+    client.subscribe(
+        "feed",
+        query(
+            "work_items",
+            vec![("ownerId", "==", json!("ann"))],
+            vec![("priority", "desc")],
+            5,
+        ),
+    );
     next_transition(&mut events).await;
     for i in 0..5 {
         a.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": format!("w{i}"), "doc": {"ownerId": "ann", "priority": i}}}]})).await;
@@ -240,7 +361,16 @@ async fn a_write_on_one_node_reaches_a_subscriber_on_another() {
     }
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
     let model = Model::load(b.store()).await;
-    let feed = wire::Subscribe { subscription_id: "feed".into(), target: Some(wire::subscribe::Target::Query(query("work_items", vec![("ownerId", "==", json!("ann"))], vec![("priority", "desc")], 5))), held: vec![] };
+    let feed = wire::Subscribe {
+        subscription_id: "feed".into(),
+        target: Some(wire::subscribe::Target::Query(query(
+            "work_items",
+            vec![("ownerId", "==", json!("ann"))],
+            vec![("priority", "desc")],
+            5,
+        ))),
+        held: vec![],
+    };
     assert_eq!(shown(&client.view(), "feed"), model.result_at(&feed, 5));
 }
 
@@ -253,16 +383,30 @@ async fn a_client_that_stops_reading_slows_no_one_and_catches_up() {
     const COMMITS: usize = 300;
     const DOC_BYTES: usize = 64 * 1024;
     let backing = Backing::sqlite();
-    let sync = SyncConfig { outbound_queue_frames: 4, ..SyncConfig::default() };
+    let sync = SyncConfig {
+        outbound_queue_frames: 4,
+        ..SyncConfig::default()
+    };
     let node = Node::start(backing.store().await, sync).await;
-    let feed = query("work_items", vec![("ownerId", "==", json!("ann"))], vec![], 20);
+    let feed = query(
+        "work_items",
+        vec![("ownerId", "==", json!("ann"))],
+        vec![],
+        20,
+    );
 
     let (healthy, mut healthy_events) = Client::start(ClientConfig::new(&node.ws));
     healthy.subscribe("feed", feed.clone());
     next_transition(&mut healthy_events).await;
-    let (mut stalled, _) = Connection::connect(&node.ws, Codec::Json, None).await.unwrap();
+    let (mut stalled, _) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
     stalled
-        .send(client_message::Message::Subscribe(wire::Subscribe { subscription_id: "feed".into(), target: Some(wire::subscribe::Target::Query(feed.clone())), held: vec![] }))
+        .send(client_message::Message::Subscribe(wire::Subscribe {
+            subscription_id: "feed".into(),
+            target: Some(wire::subscribe::Target::Query(feed.clone())),
+            held: vec![],
+        }))
         .await
         .unwrap();
     let mut view = protosync_client::View::default();
@@ -277,13 +421,23 @@ async fn a_client_that_stops_reading_slows_no_one_and_catches_up() {
         node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": format!("w{}", i % 20), "doc": {"ownerId": "ann", "priority": i, "title": title}}}]})).await;
     }
     let head = node.store().head().await.unwrap().0;
-    tokio::time::timeout(WAIT, healthy.wait_for_watermark(head)).await.expect("the healthy client reaches the head while the other is stalled");
-    let peak = node.state.metrics.peak_queued_frames_per_connection.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(WAIT, healthy.wait_for_watermark(head))
+        .await
+        .expect("the healthy client reaches the head while the other is stalled");
+    let peak = node
+        .state
+        .metrics
+        .peak_queued_frames_per_connection
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert!(peak <= 4, "a connection's queue grew to {peak} frames");
 
     let mut transitions = 0;
     while view.watermark < head {
-        match tokio::time::timeout(WAIT, stalled.receive()).await.expect("the stalled client catches up").unwrap() {
+        match tokio::time::timeout(WAIT, stalled.receive())
+            .await
+            .expect("the stalled client catches up")
+            .unwrap()
+        {
             Received::Transition(t) => {
                 view.apply(&t).unwrap();
                 transitions += 1;
@@ -291,7 +445,10 @@ async fn a_client_that_stops_reading_slows_no_one_and_catches_up() {
             Received::Other(_) => {}
         }
     }
-    assert!(transitions < COMMITS / 2, "news coalesced while the client was not reading ({transitions} transitions for {COMMITS} commits)");
+    assert!(
+        transitions < COMMITS / 2,
+        "news coalesced while the client was not reading ({transitions} transitions for {COMMITS} commits)"
+    );
     let expected: Vec<(String, u64)> = shown(&healthy.view(), "feed");
     assert_eq!(shown(&view, "feed"), expected);
     assert_eq!(expected.len(), 20);
@@ -308,13 +465,26 @@ impl EventReader {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim().to_owned())
+                };
                 if let Some(data) = field("data:") {
-                    return (field("id:").unwrap_or_default(), field("event:").unwrap_or_default(), serde_json::from_str(&data).unwrap());
+                    return (
+                        field("id:").unwrap_or_default(),
+                        field("event:").unwrap_or_default(),
+                        serde_json::from_str(&data).unwrap(),
+                    );
                 }
                 continue; // a keep-alive comment
             }
-            let chunk = tokio::time::timeout(WAIT, self.response.chunk()).await.expect("an event in time").unwrap().expect("stream open");
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("an event in time")
+                .unwrap()
+                .expect("stream open");
             self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
@@ -327,9 +497,17 @@ async fn server_sent_events_stream_transitions_and_resume_from_last_event_id() {
     let url = format!("{}/v1/subscribe", node.http);
     let query = json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": "ann"}]}).to_string();
     let http = reqwest::Client::new();
-    let response = http.get(&url).query(&[("query", &query)]).send().await.unwrap();
+    let response = http
+        .get(&url)
+        .query(&[("query", &query)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut events = EventReader { response, buffer: String::new() };
+    let mut events = EventReader {
+        response,
+        buffer: String::new(),
+    };
     let (id, kind, data) = events.next().await;
     assert_eq!((id.as_str(), kind.as_str()), ("1", "transition"));
     assert_eq!(data["transition"]["updates"][0]["reset"], true);
@@ -338,21 +516,44 @@ async fn server_sent_events_stream_transitions_and_resume_from_last_event_id() {
     let (id, _, data) = events.next().await;
     assert_eq!(id, "2");
     assert_eq!(data["transition"]["fromWatermark"], "1");
-    assert_eq!(data["transition"]["updates"][0]["upserts"][0]["doc"]["priority"], 7);
+    assert_eq!(
+        data["transition"]["updates"][0]["upserts"][0]["doc"]["priority"],
+        7
+    );
     drop(events);
 
     // Resume: the chain continues from the last event id.
     node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "b", "doc": {"ownerId": "ann"}}}]})).await;
-    let response = http.get(&url).query(&[("query", &query)]).header("Last-Event-ID", "2").send().await.unwrap();
-    let mut events = EventReader { response, buffer: String::new() };
+    let response = http
+        .get(&url)
+        .query(&[("query", &query)])
+        .header("Last-Event-ID", "2")
+        .send()
+        .await
+        .unwrap();
+    let mut events = EventReader {
+        response,
+        buffer: String::new(),
+    };
     let (id, _, data) = events.next().await;
     assert_eq!(id, "3");
     assert_eq!(data["transition"]["fromWatermark"], "2");
-    assert_eq!(data["transition"]["updates"][0]["resetReason"], "RESET_REASON_NO_HELD_STATE");
-    assert_eq!(data["transition"]["updates"][0]["order"]["ids"], json!(["a", "b"]));
+    assert_eq!(
+        data["transition"]["updates"][0]["resetReason"],
+        "RESET_REASON_NO_HELD_STATE"
+    );
+    assert_eq!(
+        data["transition"]["updates"][0]["order"]["ids"],
+        json!(["a", "b"])
+    );
 
     // Bad requests are refused before streaming.
-    let response = http.get(&url).query(&[("query", "{\"collection\": \"nope\"}")]).send().await.unwrap();
+    let response = http
+        .get(&url)
+        .query(&[("query", "{\"collection\": \"nope\"}")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UNKNOWN_COLLECTION");
@@ -361,8 +562,16 @@ async fn server_sent_events_stream_transitions_and_resume_from_last_event_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_down_closes_live_connections_with_going_away() {
     let backing = Backing::sqlite();
-    let engine = std::sync::Arc::new(protosync_engine::Engine::start(support::registry(), backing.store().await).await.unwrap());
-    let state = protosync_server::AppState::new(engine, SyncConfig::default(), protosync_auth::Authenticator::trusting());
+    let engine = std::sync::Arc::new(
+        protosync_engine::Engine::start(support::registry(), backing.store().await)
+            .await
+            .unwrap(),
+    );
+    let state = protosync_server::AppState::new(
+        engine,
+        SyncConfig::default(),
+        protosync_auth::Authenticator::trusting(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ws = format!("ws://{}/v1/sync", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -372,7 +581,11 @@ async fn shutting_down_closes_live_connections_with_going_away() {
     let (mut connection, _) = Connection::connect(&ws, Codec::Json, None).await.unwrap();
     stop.send(()).unwrap();
     assert_close(&mut connection, 1001).await;
-    tokio::time::timeout(WAIT, server).await.expect("the server stops once connections closed").unwrap().unwrap();
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("the server stops once connections closed")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,7 +607,10 @@ async fn a_resume_older_than_the_change_log_gets_a_reset_with_the_floor() {
     let expiring = match &backing {
         Backing::Sqlite(dir) => protosync_store::sqlite::SqliteStore::open(
             &dir.path().join("data.db"),
-            protosync_store::StoreOptions { change_log_retention: Duration::ZERO, ..Default::default() },
+            protosync_store::StoreOptions {
+                change_log_retention: Duration::ZERO,
+                ..Default::default()
+            },
         )
         .unwrap(),
         Backing::Postgres(_) => unreachable!(),
@@ -412,17 +628,32 @@ async fn a_resume_older_than_the_change_log_gets_a_reset_with_the_floor() {
         watermark: held.watermark,
         subscriptions: vec![wire::Subscribe {
             subscription_id: "feed".into(),
-            target: Some(wire::subscribe::Target::Query(query("work_items", vec![], vec![], 10))),
+            target: Some(wire::subscribe::Target::Query(query(
+                "work_items",
+                vec![],
+                vec![],
+                10,
+            ))),
             held: held.subscriptions["feed"].held(),
         }],
     };
-    let (mut connection, welcome) = Connection::connect(&node.ws, Codec::Json, Some(resume)).await.unwrap();
-    assert_eq!((welcome.watermark, welcome.log_floor), (held.watermark, floor.0));
-    let Received::Transition(t) = connection.receive().await.unwrap() else { panic!("expected a transition") };
+    let (mut connection, welcome) = Connection::connect(&node.ws, Codec::Json, Some(resume))
+        .await
+        .unwrap();
+    assert_eq!(
+        (welcome.watermark, welcome.log_floor),
+        (held.watermark, floor.0)
+    );
+    let Received::Transition(t) = connection.receive().await.unwrap() else {
+        panic!("expected a transition")
+    };
     assert_eq!(t.from_watermark, held.watermark);
     let update = &t.updates[0];
     assert!(update.reset);
-    assert_eq!(update.reset_reason, wire::ResetReason::WatermarkTooOld as i32);
+    assert_eq!(
+        update.reset_reason,
+        wire::ResetReason::WatermarkTooOld as i32
+    );
     assert_eq!(update.log_floor, floor.0);
     assert_eq!(update.order.as_ref().unwrap().ids, ["a", "b0", "b1", "b2"]);
 }

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protosync_client::wire;
-use protosync_client::{op, Client, ClientConfig, ClientEvent};
+use protosync_client::{Client, ClientConfig, ClientEvent, op};
 use protosync_server::SyncConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use support::{query, shown, Backing, Model, Node, WAIT};
+use support::{Backing, Model, Node, WAIT, query, shown};
 
 const CLIENTS: usize = 4;
 const WRITERS: usize = 2;
@@ -33,17 +33,30 @@ fn subscriptions(rng: &mut StdRng) -> Vec<wire::Subscribe> {
     vec![
         wire::Subscribe {
             subscription_id: "window".into(),
-            target: target(query("work_items", vec![("ownerId", "==", json!(owner))], vec![("priority", "desc")], 3)),
+            target: target(query(
+                "work_items",
+                vec![("ownerId", "==", json!(owner))],
+                vec![("priority", "desc")],
+                3,
+            )),
             held: vec![],
         },
         wire::Subscribe {
             subscription_id: "range".into(),
-            target: target(query("work_items", vec![("priority", ">=", json!(2))], vec![("title", "asc")], 4)),
+            target: target(query(
+                "work_items",
+                vec![("priority", ">=", json!(2))],
+                vec![("title", "asc")],
+                4,
+            )),
             held: vec![],
         },
         wire::Subscribe {
             subscription_id: "one".into(),
-            target: Some(wire::subscribe::Target::Get(wire::Get { collection: "work_items".into(), id: doc })),
+            target: Some(wire::subscribe::Target::Get(wire::Get {
+                collection: "work_items".into(),
+                id: doc,
+            })),
             held: vec![],
         },
     ]
@@ -57,7 +70,9 @@ fn random_op(rng: &mut StdRng) -> serde_json::Value {
             "priority": rng.random_range(0..6),
             "title": format!("t{}", rng.random_range(0..5)),
         }}}),
-        5..=7 => json!({"patch": {"collection": "work_items", "id": id, "fields": {"priority": rng.random_range(0..6)}}}),
+        5..=7 => {
+            json!({"patch": {"collection": "work_items", "id": id, "fields": {"priority": rng.random_range(0..6)}}})
+        }
         _ => json!({"delete": {"collection": "work_items", "id": id}}),
     }
 }
@@ -67,7 +82,10 @@ async fn run(backing: Backing, node_count: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut nodes = Vec::new();
     for _ in 0..node_count {
-        let sync = SyncConfig { heartbeat_interval: Duration::from_millis(200), ..SyncConfig::default() };
+        let sync = SyncConfig {
+            heartbeat_interval: Duration::from_millis(200),
+            ..SyncConfig::default()
+        };
         nodes.push(Arc::new(Node::start(backing.store().await, sync).await));
     }
     let mut clients = Vec::new();
@@ -79,8 +97,12 @@ async fn run(backing: Backing, node_count: usize) {
         let subs = subscriptions(&mut rng);
         for s in &subs {
             match s.target.as_ref().unwrap() {
-                wire::subscribe::Target::Query(q) => client.subscribe(&s.subscription_id, q.clone()),
-                wire::subscribe::Target::Get(g) => client.subscribe_get(&s.subscription_id, &g.collection, &g.id),
+                wire::subscribe::Target::Query(q) => {
+                    client.subscribe(&s.subscription_id, q.clone())
+                }
+                wire::subscribe::Target::Get(g) => {
+                    client.subscribe_get(&s.subscription_id, &g.collection, &g.id)
+                }
             }
         }
         let log = tokio::spawn(async move {
@@ -100,7 +122,9 @@ async fn run(backing: Backing, node_count: usize) {
         tasks.push(tokio::spawn(async move {
             for _ in 0..MUTATIONS_PER_WRITER {
                 let node = &nodes[rng.random_range(0..nodes.len())];
-                let ops: Vec<_> = (0..rng.random_range(1..3)).map(|_| random_op(&mut rng)).collect();
+                let ops: Vec<_> = (0..rng.random_range(1..3))
+                    .map(|_| random_op(&mut rng))
+                    .collect();
                 node.mutate(json!({"ops": ops})).await;
                 if rng.random_range(0..4) == 0 {
                     tokio::task::yield_now().await;
@@ -131,14 +155,19 @@ async fn run(backing: Backing, node_count: usize) {
         }
     }));
     for task in tasks {
-        tokio::time::timeout(WAIT * 2, task).await.expect("the workload finishes in time").unwrap();
+        tokio::time::timeout(WAIT * 2, task)
+            .await
+            .expect("the workload finishes in time")
+            .unwrap();
     }
 
     let head = nodes[0].store().head().await.unwrap().0;
     let model = Model::load(nodes[0].store()).await;
     assert_eq!(model.head(), head);
     for (c, (client, subs, log)) in clients.into_iter().enumerate() {
-        tokio::time::timeout(WAIT, client.wait_for_watermark(head)).await.unwrap_or_else(|_| panic!("seed {seed}: client {c} never reached seq {head}"));
+        tokio::time::timeout(WAIT, client.wait_for_watermark(head))
+            .await
+            .unwrap_or_else(|_| panic!("seed {seed}: client {c} never reached seq {head}"));
         let view = client.view();
         client.shutdown();
         drop(client);
@@ -149,7 +178,10 @@ async fn run(backing: Backing, node_count: usize) {
             match event {
                 ClientEvent::Transition { transition, view } => {
                     transitions += 1;
-                    assert_eq!(transition.from_watermark, watermark, "seed {seed}: client {c}: the chain broke");
+                    assert_eq!(
+                        transition.from_watermark, watermark,
+                        "seed {seed}: client {c}: the chain broke"
+                    );
                     assert!(transition.to_watermark >= transition.from_watermark);
                     watermark = transition.to_watermark;
                     for s in &subs {
@@ -163,15 +195,26 @@ async fn run(backing: Backing, node_count: usize) {
                         }
                     }
                 }
-                ClientEvent::Disconnected { reason } => assert!(!reason.contains("inconsistent"), "seed {seed}: client {c}: {reason}"),
+                ClientEvent::Disconnected { reason } => assert!(
+                    !reason.contains("inconsistent"),
+                    "seed {seed}: client {c}: {reason}"
+                ),
                 ClientEvent::Error(e) => panic!("seed {seed}: client {c}: {e:?}"),
-                ClientEvent::Connected { welcome } => assert_eq!(welcome.watermark, watermark, "seed {seed}: client {c}: resume not accepted"),
+                ClientEvent::Connected { welcome } => assert_eq!(
+                    welcome.watermark, watermark,
+                    "seed {seed}: client {c}: resume not accepted"
+                ),
             }
         }
         assert!(transitions > 0);
         assert_eq!(view.watermark, head);
         for s in &subs {
-            assert_eq!(shown(&view, &s.subscription_id), model.result_at(s, head), "seed {seed}: client {c}: final {}", s.subscription_id);
+            assert_eq!(
+                shown(&view, &s.subscription_id),
+                model.result_at(s, head),
+                "seed {seed}: client {c}: final {}",
+                s.subscription_id
+            );
         }
     }
 }
@@ -183,6 +226,8 @@ async fn sqlite_random_disconnects_lose_duplicate_and_reorder_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_two_nodes_random_disconnects_lose_duplicate_and_reorder_nothing() {
-    let Some(backing) = Backing::postgres().await else { return };
+    let Some(backing) = Backing::postgres().await else {
+        return;
+    };
     run(backing, 2).await;
 }

@@ -19,7 +19,10 @@ use protosync_query::key::index_key;
 use protosync_schema::Collection;
 use serde_json::Value;
 
-use crate::{MAX_DOCUMENT_BYTES, Mutation, OpResult, Rejection, StoreError, StoredDocument, Version, WriteKind};
+use crate::{
+    MAX_DOCUMENT_BYTES, Mutation, OpResult, Rejection, StoreError, StoredDocument, Version,
+    WriteKind,
+};
 
 /// A document's identity across the store.
 pub type DocKey = (String, String);
@@ -77,20 +80,35 @@ impl Working {
     }
 }
 
-pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>) -> Result<CommitPlan, StoreError> {
+pub fn plan_commit(
+    mutation: &Mutation,
+    stored: &HashMap<DocKey, StoredDocument>,
+) -> Result<CommitPlan, StoreError> {
     let order = keys_to_read(mutation);
     let mut working: HashMap<DocKey, Working> = HashMap::new();
     for op in &mutation.ops {
         let key = (op.collection.name.clone(), op.id.clone());
         working.entry(key.clone()).or_insert_with(|| {
             let original = stored.get(&key).cloned();
-            Working { collection: op.collection.clone(), current: original.as_ref().map(|d| d.body.clone()), original, touched: false }
+            Working {
+                collection: op.collection.clone(),
+                current: original.as_ref().map(|d| d.body.clone()),
+                original,
+                touched: false,
+            }
         });
     }
     for (index, op) in mutation.ops.iter().enumerate() {
         let key = (op.collection.name.clone(), op.id.clone());
-        let doc = working.get_mut(&key).expect("every op's document is in the working set");
-        let reject = |rejection| StoreError::Rejected { op: index, collection: key.0.clone(), id: key.1.clone(), rejection };
+        let doc = working
+            .get_mut(&key)
+            .expect("every op's document is in the working set");
+        let reject = |rejection| StoreError::Rejected {
+            op: index,
+            collection: key.0.clone(),
+            id: key.1.clone(),
+            rejection,
+        };
         // What the op would leave, before any precondition is judged: the
         // write rule runs first, so a caller who may not write a document
         // learns nothing about it (not its existence, not its version).
@@ -113,19 +131,28 @@ pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>
             }
         }
         doc.current = match (&op.kind, candidate) {
-            (WriteKind::Insert(_), _) if doc.current.is_some() => return Err(reject(Rejection::AlreadyExists)),
+            (WriteKind::Insert(_), _) if doc.current.is_some() => {
+                return Err(reject(Rejection::AlreadyExists));
+            }
             (WriteKind::Insert(_) | WriteKind::Upsert(_), next) => next,
             (WriteKind::Patch(_), None) => return Err(reject(Rejection::NotFound)),
-            (WriteKind::Patch(_), Some(merged)) => {
-                Some(doc.collection.validate(&op.id, &merged).map_err(|e| reject(Rejection::InvalidDocument(e)))?)
+            (WriteKind::Patch(_), Some(merged)) => Some(
+                doc.collection
+                    .validate(&op.id, &merged)
+                    .map_err(|e| reject(Rejection::InvalidDocument(e)))?,
+            ),
+            (WriteKind::Delete, _) if doc.current.is_none() => {
+                return Err(reject(Rejection::NotFound));
             }
-            (WriteKind::Delete, _) if doc.current.is_none() => return Err(reject(Rejection::NotFound)),
             (WriteKind::Delete, _) => None,
         };
         if let Some(body) = &doc.current {
             let bytes = body.to_string().len();
             if bytes > MAX_DOCUMENT_BYTES {
-                return Err(reject(Rejection::DocumentTooLarge { bytes, limit: MAX_DOCUMENT_BYTES }));
+                return Err(reject(Rejection::DocumentTooLarge {
+                    bytes,
+                    limit: MAX_DOCUMENT_BYTES,
+                }));
             }
         }
         doc.touched = true;
@@ -139,7 +166,10 @@ pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>
                 (None, Some(original)) => original.version,
                 _ => doc.new_version(),
             };
-            OpResult { id: op.id.clone(), version }
+            OpResult {
+                id: op.id.clone(),
+                version,
+            }
         })
         .collect();
     let mut writes = Vec::new();
@@ -149,8 +179,14 @@ pub fn plan_commit(mutation: &Mutation, stored: &HashMap<DocKey, StoredDocument>
             continue; // created and deleted within the mutation: nothing to store
         }
         let keys_of = |body: Option<&Value>| -> Vec<(String, Vec<u8>)> {
-            body.map(|b| doc.collection.indexes.iter().map(|i| (i.name.clone(), index_key(i, &key.1, b))).collect())
-                .unwrap_or_default()
+            body.map(|b| {
+                doc.collection
+                    .indexes
+                    .iter()
+                    .map(|i| (i.name.clone(), index_key(i, &key.1, b)))
+                    .collect()
+            })
+            .unwrap_or_default()
         };
         let old = keys_of(doc.original.as_ref().map(|d| &d.body));
         let new = keys_of(doc.current.as_ref());

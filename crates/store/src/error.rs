@@ -33,7 +33,10 @@ pub enum Rejection {
     #[error("document already exists")]
     AlreadyExists,
     #[error("expected version {expected}, found {}", actual.map_or("no document".to_owned(), |v| format!("version {v}")))]
-    VersionConflict { expected: Version, actual: Option<Version> },
+    VersionConflict {
+        expected: Version,
+        actual: Option<Version>,
+    },
     #[error("{0}")]
     InvalidDocument(DocumentError),
     #[error("permission denied by the collection's write rule")]
@@ -54,7 +57,9 @@ impl From<tokio_postgres::Error> for StoreError {
     /// database being unreachable (Unavailable).
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
-            Some(db) if !db.code().code().starts_with("08") && !db.code().code().starts_with("57") => {
+            Some(db)
+                if !db.code().code().starts_with("08") && !db.code().code().starts_with("57") =>
+            {
                 StoreError::Internal(format!("postgres: {}: {}", db.code().code(), db.message()))
             }
             _ => StoreError::Unavailable(format!("postgres: {e}")),

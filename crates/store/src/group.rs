@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::commit::{keys_to_read, plan_commit, DocKey};
+use crate::commit::{DocKey, keys_to_read, plan_commit};
 use crate::idempotency::{encode_outcome, recorded_outcome};
 use crate::{CommitOutcome, Mutation, Seq, StoreError, StoredDocument, Version};
 
@@ -54,7 +54,10 @@ impl GroupKeys {
                 idempotency.push(key.key.clone());
             }
         }
-        GroupKeys { documents, idempotency }
+        GroupKeys {
+            documents,
+            idempotency,
+        }
     }
 }
 
@@ -90,7 +93,11 @@ pub(crate) fn plan_group<'m>(
     mutations: impl IntoIterator<Item = &'m Mutation>,
     reads: GroupReads,
 ) -> (Vec<Result<CommitOutcome, StoreError>>, GroupWrites) {
-    let GroupReads { head, mut stored, mut recorded } = reads;
+    let GroupReads {
+        head,
+        mut stored,
+        mut recorded,
+    } = reads;
     let mut answers = Vec::new();
     let mut writes = GroupWrites::default();
     let mut next = head;
@@ -112,7 +119,11 @@ pub(crate) fn plan_group<'m>(
             }
         };
         let seq = Seq(next.0 + 1);
-        let outcome = CommitOutcome { seq, results: plan.results, duplicate: false };
+        let outcome = CommitOutcome {
+            seq,
+            results: plan.results,
+            duplicate: false,
+        };
         let record = match &mutation.idempotency {
             Some(key) => match encode_outcome(&outcome) {
                 Ok(encoded) => Some((key, encoded)),
@@ -127,7 +138,14 @@ pub(crate) fn plan_group<'m>(
         for (ord, write) in plan.writes.into_iter().enumerate() {
             let key = (write.collection, write.id);
             let body = write.body.as_ref().map(|b| b.to_string());
-            writes.changes.push((seq, ord as i32, key.0.clone(), key.1.clone(), write.version, body.clone()));
+            writes.changes.push((
+                seq,
+                ord as i32,
+                key.0.clone(),
+                key.1.clone(),
+                write.version,
+                body.clone(),
+            ));
             for (index, entry) in write.removed_index_keys {
                 entries.insert((key.0.clone(), index, entry), None);
             }
@@ -136,7 +154,15 @@ pub(crate) fn plan_group<'m>(
             }
             match write.body {
                 Some(value) => {
-                    stored.insert(key.clone(), StoredDocument { id: key.1.clone(), version: write.version, seq, body: value });
+                    stored.insert(
+                        key.clone(),
+                        StoredDocument {
+                            id: key.1.clone(),
+                            version: write.version,
+                            seq,
+                            body: value,
+                        },
+                    );
                 }
                 None => {
                     stored.remove(&key);
@@ -146,20 +172,28 @@ pub(crate) fn plan_group<'m>(
         }
         if let Some((key, encoded)) = record {
             recorded.insert(key.key.clone(), (key.request_hash.clone(), encoded.clone()));
-            writes.idempotency.push((key.key.clone(), key.request_hash.clone(), seq, encoded));
+            writes
+                .idempotency
+                .push((key.key.clone(), key.request_hash.clone(), seq, encoded));
         }
-        writes.commits.push((seq, mutation.idempotency.as_ref().map(|k| k.key.clone())));
+        writes
+            .commits
+            .push((seq, mutation.idempotency.as_ref().map(|k| k.key.clone())));
         answers.push(Ok(outcome));
     }
     for ((collection, id), state) in documents {
         match state {
-            Some((version, seq, body)) => writes.upserted.push((collection, id, version, seq, body)),
+            Some((version, seq, body)) => {
+                writes.upserted.push((collection, id, version, seq, body))
+            }
             None => writes.deleted.push((collection, id)),
         }
     }
     for ((collection, index, entry), doc) in entries {
         if let Some(id) = doc {
-            writes.index_added.push((collection.clone(), index.clone(), entry.clone(), id));
+            writes
+                .index_added
+                .push((collection.clone(), index.clone(), entry.clone(), id));
         }
         writes.index_touched.push((collection, index, entry));
     }

@@ -14,16 +14,27 @@ pub(crate) struct IndexChanges<'s> {
 }
 
 impl<'s> IndexChanges<'s> {
-    pub fn between(existing: &[(String, String, String)], collections: &'s [Arc<Collection>]) -> IndexChanges<'s> {
-        let declared: Vec<(&Arc<Collection>, &IndexDef)> = collections.iter().flat_map(|c| c.indexes.iter().map(move |i| (c, i))).collect();
-        let same = |c: &Arc<Collection>, i: &IndexDef, (ec, ei, ef): &(String, String, String)| c.name == *ec && i.name == *ei && i.fingerprint() == *ef;
+    pub fn between(
+        existing: &[(String, String, String)],
+        collections: &'s [Arc<Collection>],
+    ) -> IndexChanges<'s> {
+        let declared: Vec<(&Arc<Collection>, &IndexDef)> = collections
+            .iter()
+            .flat_map(|c| c.indexes.iter().map(move |i| (c, i)))
+            .collect();
+        let same = |c: &Arc<Collection>, i: &IndexDef, (ec, ei, ef): &(String, String, String)| {
+            c.name == *ec && i.name == *ei && i.fingerprint() == *ef
+        };
         IndexChanges {
             drop: existing
                 .iter()
                 .filter(|e| !declared.iter().any(|(c, i)| same(c, i, e)))
                 .map(|(c, i, _)| (c.clone(), i.clone()))
                 .collect(),
-            build: declared.into_iter().filter(|(c, i)| !existing.iter().any(|e| same(c, i, e))).collect(),
+            build: declared
+                .into_iter()
+                .filter(|(c, i)| !existing.iter().any(|e| same(c, i, e)))
+                .collect(),
         }
     }
 }

@@ -175,14 +175,22 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError>;
 
     /// One document by id.
-    async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<Option<StoredDocument>>, StoreError>;
+    async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<ReadAt<Option<StoredDocument>>, StoreError>;
 
     /// One page of a query, consistent at one seq.
     async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError>;
 
     /// Up to `max_commits` commits after `after`, in seq order. Fails with
     /// [`StoreError::LogTruncated`] when the log no longer reaches back to `after`.
-    async fn read_log(&self, after: Seq, max_commits: usize) -> Result<Vec<CommitRecord>, StoreError>;
+    async fn read_log(
+        &self,
+        after: Seq,
+        max_commits: usize,
+    ) -> Result<Vec<CommitRecord>, StoreError>;
 
     /// The latest committed seq.
     async fn head(&self) -> Result<Seq, StoreError>;

@@ -28,11 +28,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
 
-use crate::group::{plan_group, GroupAnswers, GroupKeys, GroupReads, GroupWrites};
+use crate::group::{GroupAnswers, GroupKeys, GroupReads, GroupWrites, plan_group};
 use crate::indexes::IndexChanges;
 use crate::{
-    now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
-    Version,
+    Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions,
+    StoredDocument, Version, now_ms,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -127,10 +127,20 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`), migrates the
     /// database and starts listening for other processes' commits.
-    pub async fn connect(url: &str, pool_size: usize, options: StoreOptions) -> Result<PostgresStore, StoreError> {
+    pub async fn connect(
+        url: &str,
+        pool_size: usize,
+        options: StoreOptions,
+    ) -> Result<PostgresStore, StoreError> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
-        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
             .build()
@@ -141,7 +151,13 @@ impl PostgresStore {
         let listener = tokio::spawn(listen(config, commits.clone()));
         let (jobs, waiting) = mpsc::channel(COMMIT_QUEUE_LEN);
         let committer = tokio::spawn(commit_groups(pool.clone(), waiting, commits.clone()));
-        Ok(PostgresStore { pool, options, commits, jobs, background: [listener, committer] })
+        Ok(PostgresStore {
+            pool,
+            options,
+            commits,
+            jobs,
+            background: [listener, committer],
+        })
     }
 }
 
@@ -168,21 +184,38 @@ impl Store for PostgresStore {
         let tx = client.transaction().await?;
         // Holding the counter row keeps writers (in any process) out while
         // indexes are rebuilt, so no write misses an index entry.
-        tx.execute("SELECT seq FROM protosync_head FOR UPDATE", &[]).await?;
+        tx.execute("SELECT seq FROM protosync_head FOR UPDATE", &[])
+            .await?;
         let existing: Vec<(String, String, String)> = tx
-            .query("SELECT collection, index_name, fingerprint FROM protosync_indexes", &[])
+            .query(
+                "SELECT collection, index_name, fingerprint FROM protosync_indexes",
+                &[],
+            )
             .await?
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
         let changes = IndexChanges::between(&existing, &collections);
         for (collection, index) in &changes.drop {
-            tx.execute("DELETE FROM protosync_index_entries WHERE collection = $1 AND index_name = $2", &[collection, index]).await?;
-            tx.execute("DELETE FROM protosync_indexes WHERE collection = $1 AND index_name = $2", &[collection, index]).await?;
+            tx.execute(
+                "DELETE FROM protosync_index_entries WHERE collection = $1 AND index_name = $2",
+                &[collection, index],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM protosync_indexes WHERE collection = $1 AND index_name = $2",
+                &[collection, index],
+            )
+            .await?;
         }
         for (collection, index) in changes.build {
             tracing::info!(collection = %collection.name, index = %index.name, "building index");
-            let rows = tx.query("SELECT id, body FROM protosync_documents WHERE collection = $1", &[&collection.name]).await?;
+            let rows = tx
+                .query(
+                    "SELECT id, body FROM protosync_documents WHERE collection = $1",
+                    &[&collection.name],
+                )
+                .await?;
             let insert = tx
                 .prepare("INSERT INTO protosync_index_entries (collection, index_name, key, doc_id) VALUES ($1, $2, $3, $4)")
                 .await?;
@@ -190,7 +223,8 @@ impl Store for PostgresStore {
                 let id: String = row.get(0);
                 let body: Value = row.get(1);
                 let key = protosync_query::key::index_key(index, &id, &body);
-                tx.execute(&insert, &[&collection.name, &index.name, &key, &id]).await?;
+                tx.execute(&insert, &[&collection.name, &index.name, &key, &id])
+                    .await?;
             }
             tx.execute(
                 "INSERT INTO protosync_indexes (collection, index_name, fingerprint) VALUES ($1, $2, $3)",
@@ -204,13 +238,25 @@ impl Store for PostgresStore {
 
     async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.send((mutation, reply)).await.map_err(|_| stopped())?;
+        self.jobs
+            .send((mutation, reply))
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
-    async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
+    async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
         let mut client = self.pool.get().await?;
-        let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
         let seq = read_head(&*tx).await?;
         let row = tx
             .query_opt("SELECT version, seq, body FROM protosync_documents WHERE collection = $1 AND id = $2", &[&collection, &id])
@@ -229,7 +275,12 @@ impl Store for PostgresStore {
 
     async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {
         let mut client = self.pool.get().await?;
-        let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
         let seq = read_head(&*tx).await?;
         let mut execution = Execution::new(query);
         while let Some(request) = execution.next_request() {
@@ -237,15 +288,32 @@ impl Store for PostgresStore {
             execution.accept(rows);
         }
         tx.commit().await?;
-        Ok(ReadAt { seq, value: execution.finish() })
+        Ok(ReadAt {
+            seq,
+            value: execution.finish(),
+        })
     }
 
-    async fn read_log(&self, after: Seq, max_commits: usize) -> Result<Vec<CommitRecord>, StoreError> {
+    async fn read_log(
+        &self,
+        after: Seq,
+        max_commits: usize,
+    ) -> Result<Vec<CommitRecord>, StoreError> {
         let mut client = self.pool.get().await?;
-        let tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
-        let floor: i64 = tx.query_one("SELECT log_floor FROM protosync_head", &[]).await?.get(0);
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let floor: i64 = tx
+            .query_one("SELECT log_floor FROM protosync_head", &[])
+            .await?
+            .get(0);
         if (after.0 as i64) < floor {
-            return Err(StoreError::LogTruncated { floor: Seq(floor as u64) });
+            return Err(StoreError::LogTruncated {
+                floor: Seq(floor as u64),
+            });
         }
         let after_param = after.0 as i64;
         let mut commits: Vec<CommitRecord> = tx
@@ -257,7 +325,9 @@ impl Store for PostgresStore {
             .iter()
             .map(|r| CommitRecord { seq: Seq(r.get::<_, i64>(0) as u64), committed_at_ms: r.get(1), changes: Vec::new() })
             .collect();
-        let Some(last) = commits.last().map(|c| c.seq.0 as i64) else { return Ok(commits) };
+        let Some(last) = commits.last().map(|c| c.seq.0 as i64) else {
+            return Ok(commits);
+        };
         let rows = tx
             .query(
                 "SELECT seq, collection, id, version, body FROM protosync_changes WHERE seq > $1 AND seq <= $2 ORDER BY seq, ord",
@@ -287,7 +357,10 @@ impl Store for PostgresStore {
 
     async fn log_floor(&self) -> Result<Seq, StoreError> {
         let client = self.pool.get().await?;
-        Ok(Seq(client.query_one("SELECT log_floor FROM protosync_head", &[]).await?.get::<_, i64>(0) as u64))
+        Ok(Seq(client
+            .query_one("SELECT log_floor FROM protosync_head", &[])
+            .await?
+            .get::<_, i64>(0) as u64))
     }
 
     async fn prune(&self) -> Result<Seq, StoreError> {
@@ -297,16 +370,32 @@ impl Store for PostgresStore {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let newest_expired: Option<i64> = tx
-            .query_one("SELECT MAX(seq) FROM protosync_commits WHERE committed_at_ms < $1", &[&log_cutoff])
+            .query_one(
+                "SELECT MAX(seq) FROM protosync_commits WHERE committed_at_ms < $1",
+                &[&log_cutoff],
+            )
             .await?
             .get(0);
         if let Some(floor) = newest_expired {
-            tx.execute("DELETE FROM protosync_changes WHERE seq <= $1", &[&floor]).await?;
-            tx.execute("DELETE FROM protosync_commits WHERE seq <= $1", &[&floor]).await?;
-            tx.execute("UPDATE protosync_head SET log_floor = GREATEST(log_floor, $1)", &[&floor]).await?;
+            tx.execute("DELETE FROM protosync_changes WHERE seq <= $1", &[&floor])
+                .await?;
+            tx.execute("DELETE FROM protosync_commits WHERE seq <= $1", &[&floor])
+                .await?;
+            tx.execute(
+                "UPDATE protosync_head SET log_floor = GREATEST(log_floor, $1)",
+                &[&floor],
+            )
+            .await?;
         }
-        tx.execute("DELETE FROM protosync_idempotency WHERE created_at_ms < $1", &[&idempotency_cutoff]).await?;
-        let floor: i64 = tx.query_one("SELECT log_floor FROM protosync_head", &[]).await?.get(0);
+        tx.execute(
+            "DELETE FROM protosync_idempotency WHERE created_at_ms < $1",
+            &[&idempotency_cutoff],
+        )
+        .await?;
+        let floor: i64 = tx
+            .query_one("SELECT log_floor FROM protosync_head", &[])
+            .await?
+            .get(0);
         tx.commit().await?;
         Ok(Seq(floor as u64))
     }
@@ -324,12 +413,25 @@ macro_rules! params {
 }
 
 async fn read_head(client: &impl tokio_postgres::GenericClient) -> Result<Seq, StoreError> {
-    Ok(Seq(client.query_one("SELECT seq FROM protosync_head", &[]).await?.get::<_, i64>(0) as u64))
+    Ok(Seq(client
+        .query_one("SELECT seq FROM protosync_head", &[])
+        .await?
+        .get::<_, i64>(0) as u64))
 }
 
-async fn scan(tx: &deadpool_postgres::Transaction<'_>, collection: &str, request: &ScanRequest) -> Result<Vec<ScanRow>, StoreError> {
+async fn scan(
+    tx: &deadpool_postgres::Transaction<'_>,
+    collection: &str,
+    request: &ScanRequest,
+) -> Result<Vec<ScanRow>, StoreError> {
     let rows = match request {
-        ScanRequest::Index { index, lower, upper, reverse, limit } => {
+        ScanRequest::Index {
+            index,
+            lower,
+            upper,
+            reverse,
+            limit,
+        } => {
             let sql = format!(
                 "SELECT d.id, d.version, d.seq, d.body, e.key FROM protosync_index_entries e
                  JOIN protosync_documents d ON d.collection = e.collection AND d.id = e.doc_id
@@ -338,13 +440,25 @@ async fn scan(tx: &deadpool_postgres::Transaction<'_>, collection: &str, request
                 if *reverse { "DESC" } else { "ASC" }
             );
             let statement = tx.prepare_cached(&sql).await?;
-            tx.query(&statement, &[&collection, index, lower, upper, &(*limit as i64)]).await?
+            tx.query(
+                &statement,
+                &[&collection, index, lower, upper, &(*limit as i64)],
+            )
+            .await?
         }
         ScanRequest::Collection { after_id, limit } => {
             let statement = tx
                 .prepare_cached("SELECT id, version, seq, body FROM protosync_documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3")
                 .await?;
-            tx.query(&statement, &[&collection, &after_id.as_deref().unwrap_or(""), &(*limit as i64)]).await?
+            tx.query(
+                &statement,
+                &[
+                    &collection,
+                    &after_id.as_deref().unwrap_or(""),
+                    &(*limit as i64),
+                ],
+            )
+            .await?
         }
     };
     Ok(rows
@@ -365,13 +479,26 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // Two processes starting together must not both migrate.
-    tx.execute("SELECT pg_advisory_xact_lock(7261500)", &[]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7261500)", &[])
+        .await?;
     // Checked first, not CREATE … IF NOT EXISTS, which logs a notice on every start.
-    let exists: bool = tx.query_one("SELECT to_regclass('protosync_migrations') IS NOT NULL", &[]).await?.get(0);
+    let exists: bool = tx
+        .query_one(
+            "SELECT to_regclass('protosync_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
     if !exists {
         tx.batch_execute("CREATE TABLE protosync_migrations (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)").await?;
     }
-    let applied: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM protosync_migrations", &[]).await?.get(0);
+    let applied: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM protosync_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
     if applied as usize > MIGRATIONS.len() {
         return Err(StoreError::Internal(format!(
             "the database was migrated to version {applied} by a newer protosync; this one knows {}",
@@ -379,9 +506,14 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        tx.batch_execute(sql).await.map_err(|e| StoreError::Internal(format!("migration {}: {e}", i + 1)))?;
-        tx.execute("INSERT INTO protosync_migrations (version, applied_at_ms) VALUES ($1, $2)", &[&(i as i32 + 1), &now_ms()])
-            .await?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migration {}: {e}", i + 1)))?;
+        tx.execute(
+            "INSERT INTO protosync_migrations (version, applied_at_ms) VALUES ($1, $2)",
+            &[&(i as i32 + 1), &now_ms()],
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(())
@@ -418,7 +550,10 @@ async fn listen(config: tokio_postgres::Config, commits: watch::Sender<Seq>) {
                 }
             }
         });
-        if let Err(e) = client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await {
+        if let Err(e) = client
+            .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+            .await
+        {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             driver.abort();
             tokio::time::sleep(LISTEN_RECONNECT_DELAY).await;
@@ -447,7 +582,11 @@ async fn listen(config: tokio_postgres::Config, commits: watch::Sender<Seq>) {
 /// to [`GROUP_LINGER`] for as many mutations as the group before had: the
 /// writers answered by one commit come back together, and a group that
 /// left without them would cost a whole transaction for one mutation.
-async fn commit_groups(pool: Pool, mut jobs: mpsc::Receiver<(Mutation, Reply)>, commits: watch::Sender<Seq>) {
+async fn commit_groups(
+    pool: Pool,
+    mut jobs: mpsc::Receiver<(Mutation, Reply)>,
+    commits: watch::Sender<Seq>,
+) {
     let mut previous = 1;
     while let Some(first) = jobs.recv().await {
         let mut group = vec![first];
@@ -475,9 +614,26 @@ async fn commit_groups(pool: Pool, mut jobs: mpsc::Receiver<(Mutation, Reply)>, 
     }
 }
 
-async fn commit_and_answer(pool: &Pool, group: Vec<(Mutation, Reply)>, commits: &watch::Sender<Seq>, committing: oneshot::Sender<()>) {
-    let result = commit_group(pool, group.iter().map(|(mutation, _)| mutation), Some(committing)).await;
-    if matches!(result, Err(GroupFailure { committing: false, .. })) && group.len() > 1 {
+async fn commit_and_answer(
+    pool: &Pool,
+    group: Vec<(Mutation, Reply)>,
+    commits: &watch::Sender<Seq>,
+    committing: oneshot::Sender<()>,
+) {
+    let result = commit_group(
+        pool,
+        group.iter().map(|(mutation, _)| mutation),
+        Some(committing),
+    )
+    .await;
+    if matches!(
+        result,
+        Err(GroupFailure {
+            committing: false,
+            ..
+        })
+    ) && group.len() > 1
+    {
         // A statement failed, so nothing of the group committed: retried
         // alone, a mutation that cannot be written fails alone.
         for (mutation, reply) in group {
@@ -485,7 +641,11 @@ async fn commit_and_answer(pool: &Pool, group: Vec<(Mutation, Reply)>, commits: 
             deliver(result, vec![reply], commits);
         }
     } else {
-        deliver(result, group.into_iter().map(|(_, reply)| reply).collect(), commits);
+        deliver(
+            result,
+            group.into_iter().map(|(_, reply)| reply).collect(),
+            commits,
+        );
     }
 }
 
@@ -517,10 +677,22 @@ fn deliver(result: GroupResult, replies: Vec<Reply>, commits: &watch::Sender<Seq
 /// lock the head and read the group's documents and idempotency records;
 /// decide in memory; write every row and commit.
 /// `committing` is told when the commit is sent.
-async fn commit_group<'m>(pool: &Pool, mutations: impl Iterator<Item = &'m Mutation> + Clone, committing: Option<oneshot::Sender<()>>) -> GroupResult {
-    let client = pool.get().await.map_err(|e| GroupFailure { error: e.into(), committing: false })?;
+async fn commit_group<'m>(
+    pool: &Pool,
+    mutations: impl Iterator<Item = &'m Mutation> + Clone,
+    committing: Option<oneshot::Sender<()>>,
+) -> GroupResult {
+    let client = pool.get().await.map_err(|e| GroupFailure {
+        error: e.into(),
+        committing: false,
+    })?;
     let result = async {
-        let reads = read_group(&client, GroupKeys::of(mutations.clone())).await.map_err(|error| GroupFailure { error, committing: false })?;
+        let reads = read_group(&client, GroupKeys::of(mutations.clone()))
+            .await
+            .map_err(|error| GroupFailure {
+                error,
+                committing: false,
+            })?;
         let (answers, writes) = plan_group(mutations, reads);
         if let Some(committing) = committing {
             let _ = committing.send(());
@@ -529,23 +701,38 @@ async fn commit_group<'m>(pool: &Pool, mutations: impl Iterator<Item = &'m Mutat
         Ok((answers, writes.head))
     }
     .await;
-    if matches!(result, Err(GroupFailure { committing: false, .. })) {
+    if matches!(
+        result,
+        Err(GroupFailure {
+            committing: false,
+            ..
+        })
+    ) {
         // Leave no transaction open on a pooled connection.
         let _ = client.batch_execute("ROLLBACK").await;
     }
     result
 }
 
-async fn read_group(tx: &deadpool_postgres::Client, keys: GroupKeys) -> Result<GroupReads, StoreError> {
+async fn read_group(
+    tx: &deadpool_postgres::Client,
+    keys: GroupKeys,
+) -> Result<GroupReads, StoreError> {
     let begin = tx.prepare_cached("BEGIN").await?;
-    let lock = tx.prepare_cached("SELECT seq FROM protosync_head FOR UPDATE").await?;
+    let lock = tx
+        .prepare_cached("SELECT seq FROM protosync_head FOR UPDATE")
+        .await?;
     let documents = tx
         .prepare_cached(
             "SELECT d.collection, d.id, d.version, d.seq, d.body FROM protosync_documents d
              JOIN unnest($1::text[], $2::text[]) AS k(collection, id) ON d.collection = k.collection AND d.id = k.id",
         )
         .await?;
-    let records = tx.prepare_cached("SELECT key, request_hash, outcome FROM protosync_idempotency WHERE key = ANY($1)").await?;
+    let records = tx
+        .prepare_cached(
+            "SELECT key, request_hash, outcome FROM protosync_idempotency WHERE key = ANY($1)",
+        )
+        .await?;
     let (collections, ids): (Vec<String>, Vec<String>) = keys.documents.into_iter().unzip();
     // Sent together; the reads run after the lock is held, so they see
     // every commit before this one.
@@ -559,19 +746,34 @@ async fn read_group(tx: &deadpool_postgres::Client, keys: GroupKeys) -> Result<G
     let stored = rows
         .iter()
         .map(|r| {
-            let doc = StoredDocument { id: r.get(1), version: Version(r.get::<_, i64>(2) as u64), seq: Seq(r.get::<_, i64>(3) as u64), body: r.get(4) };
+            let doc = StoredDocument {
+                id: r.get(1),
+                version: Version(r.get::<_, i64>(2) as u64),
+                seq: Seq(r.get::<_, i64>(3) as u64),
+                body: r.get(4),
+            };
             ((r.get::<_, String>(0), doc.id.clone()), doc)
         })
         .collect();
-    let recorded = recorded.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-    Ok(GroupReads { head: Seq(head.get::<_, i64>(0) as u64), stored, recorded })
+    let recorded = recorded
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    Ok(GroupReads {
+        head: Seq(head.get::<_, i64>(0) as u64),
+        stored,
+        recorded,
+    })
 }
 
 /// Every row of a group in a handful of array statements, then COMMIT, all
 /// sent together (one round trip): a connection runs them in the order
 /// sent. If a statement fails, Postgres rolls the transaction back and the
 /// COMMIT only ends it.
-async fn write_and_commit(tx: &deadpool_postgres::Client, writes: &GroupWrites) -> Result<(), GroupFailure> {
+async fn write_and_commit(
+    tx: &deadpool_postgres::Client,
+    writes: &GroupWrites,
+) -> Result<(), GroupFailure> {
     let mut batch: Vec<(&str, Vec<Param>)> = Vec::new();
     if let Some(head) = writes.head {
         rows_to_write(writes, head, &mut batch);
@@ -579,16 +781,38 @@ async fn write_and_commit(tx: &deadpool_postgres::Client, writes: &GroupWrites) 
     batch.push(("COMMIT", params![]));
     let mut statements = Vec::with_capacity(batch.len());
     for (sql, _) in &batch {
-        statements.push(tx.prepare_cached(sql).await.map_err(|e| GroupFailure { error: e.into(), committing: false })?);
+        statements.push(tx.prepare_cached(sql).await.map_err(|e| GroupFailure {
+            error: e.into(),
+            committing: false,
+        })?);
     }
-    let arguments: Vec<Vec<&(dyn ToSql + Sync)>> =
-        batch.iter().map(|(_, values)| values.iter().map(|v| v.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
-    let mut results = futures::future::join_all(statements.iter().zip(&arguments).map(|(statement, arguments)| tx.execute(statement, arguments))).await;
+    let arguments: Vec<Vec<&(dyn ToSql + Sync)>> = batch
+        .iter()
+        .map(|(_, values)| {
+            values
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect()
+        })
+        .collect();
+    let mut results = futures::future::join_all(
+        statements
+            .iter()
+            .zip(&arguments)
+            .map(|(statement, arguments)| tx.execute(statement, arguments)),
+    )
+    .await;
     let commit = results.pop().expect("COMMIT is in the batch");
     if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
-        return Err(GroupFailure { error: e.into(), committing: false });
+        return Err(GroupFailure {
+            error: e.into(),
+            committing: false,
+        });
     }
-    commit.map(|_| ()).map_err(|e| GroupFailure { error: e.into(), committing: true })
+    commit.map(|_| ()).map_err(|e| GroupFailure {
+        error: e.into(),
+        committing: true,
+    })
 }
 
 /// The statements that write a group's rows and move the head.
@@ -629,7 +853,12 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
         batch.push((
             "INSERT INTO protosync_index_entries (collection, index_name, key, doc_id)
              SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])",
-            params![column(rows, |r| r.0.clone()), column(rows, |r| r.1.clone()), column(rows, |r| r.2.clone()), column(rows, |r| r.3.clone())],
+            params![
+                column(rows, |r| r.0.clone()),
+                column(rows, |r| r.1.clone()),
+                column(rows, |r| r.2.clone()),
+                column(rows, |r| r.3.clone())
+            ],
         ));
     }
     let rows = &writes.changes;
@@ -660,7 +889,10 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
         ));
     }
     batch.push(("UPDATE protosync_head SET seq = $1", params![head.0 as i64]));
-    batch.push(("SELECT pg_notify($1, $2)", params![NOTIFY_CHANNEL.to_owned(), head.to_string()]));
+    batch.push((
+        "SELECT pg_notify($1, $2)",
+        params![NOTIFY_CHANNEL.to_owned(), head.to_string()],
+    ));
 }
 
 /// One column of `rows`, as an array parameter.

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
 use protosync_schema::{Collection, Registry};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::group::{plan_group, GroupAnswers, GroupKeys, GroupReads, GroupWrites};
+use crate::group::{GroupAnswers, GroupKeys, GroupReads, GroupWrites, plan_group};
 use crate::indexes::IndexChanges;
 use crate::{
-    now_ms, Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions, StoredDocument,
-    Version,
+    Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions,
+    StoredDocument, Version, now_ms,
 };
 
 /// Mutations waiting for the writer thread; senders wait when it is full,
@@ -96,7 +96,10 @@ type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
 
 enum Job {
     Commit(Mutation, Reply),
-    SyncIndexes(Vec<Arc<Collection>>, oneshot::Sender<Result<(), StoreError>>),
+    SyncIndexes(
+        Vec<Arc<Collection>>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Prune(oneshot::Sender<Result<Seq, StoreError>>),
 }
 
@@ -111,8 +114,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path, options: StoreOptions) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -127,12 +131,29 @@ impl SqliteStore {
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE_LEN);
         std::thread::Builder::new()
             .name("protosync-sqlite-writer".into())
-            .spawn(move || Writer { conn, options, commits: commits_tx }.run(rx))
-            .map_err(|e| StoreError::Internal(format!("cannot start the SQLite writer thread: {e}")))?;
-        Ok(SqliteStore { jobs, readers: Arc::new(Mutex::new(Vec::new())), path: path.to_owned(), commits })
+            .spawn(move || {
+                Writer {
+                    conn,
+                    options,
+                    commits: commits_tx,
+                }
+                .run(rx)
+            })
+            .map_err(|e| {
+                StoreError::Internal(format!("cannot start the SQLite writer thread: {e}"))
+            })?;
+        Ok(SqliteStore {
+            jobs,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.to_owned(),
+            commits,
+        })
     }
 
-    async fn send<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job) -> Result<T, StoreError> {
+    async fn send<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(job(tx)).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
@@ -150,7 +171,10 @@ impl SqliteStore {
             let mut conn = match pooled {
                 Some(conn) => conn,
                 None => {
-                    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
                     conn.busy_timeout(std::time::Duration::from_secs(5))?;
                     conn
                 }
@@ -191,11 +215,18 @@ impl Store for SqliteStore {
         self.send(|tx| Job::Commit(mutation, tx)).await
     }
 
-    async fn get(&self, collection: &str, id: &str) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
+    async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
         self.read(move |tx| {
             let seq = read_head(tx)?;
-            Ok(ReadAt { seq, value: read_document(tx, &collection, &id)? })
+            Ok(ReadAt {
+                seq,
+                value: read_document(tx, &collection, &id)?,
+            })
         })
         .await
     }
@@ -209,12 +240,19 @@ impl Store for SqliteStore {
                 let rows = scan(tx, &query.collection.name, request)?;
                 execution.accept(rows);
             }
-            Ok(ReadAt { seq, value: execution.finish() })
+            Ok(ReadAt {
+                seq,
+                value: execution.finish(),
+            })
         })
         .await
     }
 
-    async fn read_log(&self, after: Seq, max_commits: usize) -> Result<Vec<CommitRecord>, StoreError> {
+    async fn read_log(
+        &self,
+        after: Seq,
+        max_commits: usize,
+    ) -> Result<Vec<CommitRecord>, StoreError> {
         self.read(move |tx| {
             let floor: i64 = tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get(0))?;
             if (after.0 as i64) < floor {
@@ -255,8 +293,14 @@ impl Store for SqliteStore {
     }
 
     async fn log_floor(&self) -> Result<Seq, StoreError> {
-        self.read(|tx| Ok(Seq(tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get::<_, i64>(0))? as u64)))
-            .await
+        self.read(|tx| {
+            Ok(Seq(
+                tx.query_row("SELECT log_floor FROM protosync_head", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            ))
+        })
+        .await
     }
 
     async fn prune(&self) -> Result<Seq, StoreError> {
@@ -313,7 +357,9 @@ impl Writer {
             }
             // A statement failed and the transaction rolled back: retried
             // alone, a mutation that cannot be written fails alone.
-            Err(_) if jobs.len() > 1 => jobs.into_iter().for_each(|job| self.group_commit(vec![job])),
+            Err(_) if jobs.len() > 1 => jobs
+                .into_iter()
+                .for_each(|job| self.group_commit(vec![job])),
             Err(e) => jobs.into_iter().for_each(|(_, reply)| {
                 let _ = reply.send(Err(e.clone()));
             }),
@@ -348,14 +394,25 @@ fn commit_group<'m>(
         }
     }
     let mut recorded = HashMap::new();
-    let mut lookup = tx.prepare_cached("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = ?1")?;
+    let mut lookup = tx
+        .prepare_cached("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = ?1")?;
     for key in keys.idempotency {
-        if let Some(record) = lookup.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+        if let Some(record) = lookup
+            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        {
             recorded.insert(key, record);
         }
     }
     drop(lookup);
-    let (answers, writes) = plan_group(mutations, GroupReads { head: read_head(&tx)?, stored, recorded });
+    let (answers, writes) = plan_group(
+        mutations,
+        GroupReads {
+            head: read_head(&tx)?,
+            stored,
+            recorded,
+        },
+    );
     if let Some(head) = writes.head {
         write_group(&tx, &writes, head)?;
     }
@@ -364,7 +421,8 @@ fn commit_group<'m>(
 }
 
 fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(), StoreError> {
-    let mut delete = conn.prepare_cached("DELETE FROM protosync_documents WHERE collection = ?1 AND id = ?2")?;
+    let mut delete =
+        conn.prepare_cached("DELETE FROM protosync_documents WHERE collection = ?1 AND id = ?2")?;
     for (collection, id) in &writes.deleted {
         delete.execute(params![collection, id])?;
     }
@@ -373,7 +431,13 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
          ON CONFLICT (collection, id) DO UPDATE SET version = excluded.version, seq = excluded.seq, body = excluded.body",
     )?;
     for (collection, id, version, seq, body) in &writes.upserted {
-        upsert.execute(params![collection, id, version.0 as i64, seq.0 as i64, body])?;
+        upsert.execute(params![
+            collection,
+            id,
+            version.0 as i64,
+            seq.0 as i64,
+            body
+        ])?;
     }
     let mut remove_entry = conn.prepare_cached("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2 AND key = ?3")?;
     for (collection, index, key) in &writes.index_touched {
@@ -385,10 +449,19 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
     }
     let mut change = conn.prepare_cached("INSERT INTO protosync_changes (seq, ord, collection, id, version, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
     for (seq, ord, collection, id, version, body) in &writes.changes {
-        change.execute(params![seq.0 as i64, ord, collection, id, version.0 as i64, body])?;
+        change.execute(params![
+            seq.0 as i64,
+            ord,
+            collection,
+            id,
+            version.0 as i64,
+            body
+        ])?;
     }
     let committed_at = now_ms();
-    let mut commit = conn.prepare_cached("INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES (?1, ?2, ?3)")?;
+    let mut commit = conn.prepare_cached(
+        "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES (?1, ?2, ?3)",
+    )?;
     for (seq, key) in &writes.commits {
         commit.execute(params![seq.0 as i64, committed_at, key])?;
     }
@@ -396,36 +469,64 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
     for (key, hash, seq, outcome) in &writes.idempotency {
         record.execute(params![key, hash, seq.0 as i64, outcome, committed_at])?;
     }
-    conn.prepare_cached("UPDATE protosync_head SET seq = ?1")?.execute([head.0 as i64])?;
+    conn.prepare_cached("UPDATE protosync_head SET seq = ?1")?
+        .execute([head.0 as i64])?;
     Ok(())
 }
 
 fn read_head(conn: &Connection) -> Result<Seq, StoreError> {
-    Ok(Seq(conn.prepare_cached("SELECT seq FROM protosync_head")?.query_row([], |r| r.get::<_, i64>(0))? as u64))
+    Ok(Seq(conn
+        .prepare_cached("SELECT seq FROM protosync_head")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64))
 }
 
-fn read_document(conn: &Connection, collection: &str, id: &str) -> Result<Option<StoredDocument>, StoreError> {
+fn read_document(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+) -> Result<Option<StoredDocument>, StoreError> {
     let row: Option<(i64, i64, String)> = conn
-        .prepare_cached("SELECT version, seq, body FROM protosync_documents WHERE collection = ?1 AND id = ?2")?
-        .query_row(params![collection, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .prepare_cached(
+            "SELECT version, seq, body FROM protosync_documents WHERE collection = ?1 AND id = ?2",
+        )?
+        .query_row(params![collection, id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     row.map(|(version, seq, body)| {
-        Ok(StoredDocument { id: id.to_owned(), version: Version(version as u64), seq: Seq(seq as u64), body: parse_body(&body)? })
+        Ok(StoredDocument {
+            id: id.to_owned(),
+            version: Version(version as u64),
+            seq: Seq(seq as u64),
+            body: parse_body(&body)?,
+        })
     })
     .transpose()
 }
 
 fn parse_body(text: &str) -> Result<serde_json::Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))
 }
 
 /// (index key, id, version, seq, body) of a scanned row, as SQLite gives it.
 type RawRow = (Option<Vec<u8>>, String, i64, i64, String);
 
-fn scan(conn: &Connection, collection: &str, request: &ScanRequest) -> Result<Vec<ScanRow>, StoreError> {
-    let row_of = |r: &rusqlite::Row<'_>, key: Option<Vec<u8>>, first: usize| -> rusqlite::Result<RawRow> {
-        Ok((key, r.get(first)?, r.get(first + 1)?, r.get(first + 2)?, r.get(first + 3)?))
-    };
+fn scan(
+    conn: &Connection,
+    collection: &str,
+    request: &ScanRequest,
+) -> Result<Vec<ScanRow>, StoreError> {
+    let row_of =
+        |r: &rusqlite::Row<'_>, key: Option<Vec<u8>>, first: usize| -> rusqlite::Result<RawRow> {
+            Ok((
+                key,
+                r.get(first)?,
+                r.get(first + 1)?,
+                r.get(first + 2)?,
+                r.get(first + 3)?,
+            ))
+        };
     let raw: Vec<RawRow> = match request {
         ScanRequest::Index { index, lower, upper, reverse, limit } => {
             let sql = format!(
@@ -449,7 +550,15 @@ fn scan(conn: &Connection, collection: &str, request: &ScanRequest) -> Result<Ve
     };
     raw.into_iter()
         .map(|(index_key, id, version, seq, body)| {
-            Ok(ScanRow { index_key, doc: StoredDocument { id, version: Version(version as u64), seq: Seq(seq as u64), body: parse_body(&body)? } })
+            Ok(ScanRow {
+                index_key,
+                doc: StoredDocument {
+                    id,
+                    version: Version(version as u64),
+                    seq: Seq(seq as u64),
+                    body: parse_body(&body)?,
+                },
+            })
         })
         .collect()
 }
@@ -462,8 +571,14 @@ fn sync_indexes(conn: &mut Connection, collections: &[Arc<Collection>]) -> Resul
         .collect::<Result<_, _>>()?;
     let changes = IndexChanges::between(&existing, collections);
     for (collection, index) in &changes.drop {
-        tx.execute("DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
-        tx.execute("DELETE FROM protosync_indexes WHERE collection = ?1 AND index_name = ?2", params![collection, index])?;
+        tx.execute(
+            "DELETE FROM protosync_index_entries WHERE collection = ?1 AND index_name = ?2",
+            params![collection, index],
+        )?;
+        tx.execute(
+            "DELETE FROM protosync_indexes WHERE collection = ?1 AND index_name = ?2",
+            params![collection, index],
+        )?;
     }
     for (collection, index) in changes.build {
         tracing::info!(collection = %collection.name, index = %index.name, "building index");
@@ -490,14 +605,23 @@ fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq, StoreErro
     let log_cutoff = now - options.change_log_retention.as_millis() as i64;
     let idempotency_cutoff = now - options.idempotency_retention.as_millis() as i64;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let newest_expired: Option<i64> =
-        tx.query_row("SELECT MAX(seq) FROM protosync_commits WHERE committed_at_ms < ?1", [log_cutoff], |r| r.get(0))?;
+    let newest_expired: Option<i64> = tx.query_row(
+        "SELECT MAX(seq) FROM protosync_commits WHERE committed_at_ms < ?1",
+        [log_cutoff],
+        |r| r.get(0),
+    )?;
     if let Some(floor) = newest_expired {
         tx.execute("DELETE FROM protosync_changes WHERE seq <= ?1", [floor])?;
         tx.execute("DELETE FROM protosync_commits WHERE seq <= ?1", [floor])?;
-        tx.execute("UPDATE protosync_head SET log_floor = MAX(log_floor, ?1)", [floor])?;
+        tx.execute(
+            "UPDATE protosync_head SET log_floor = MAX(log_floor, ?1)",
+            [floor],
+        )?;
     }
-    tx.execute("DELETE FROM protosync_idempotency WHERE created_at_ms < ?1", [idempotency_cutoff])?;
+    tx.execute(
+        "DELETE FROM protosync_idempotency WHERE created_at_ms < ?1",
+        [idempotency_cutoff],
+    )?;
     let floor: i64 = tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get(0))?;
     tx.commit()?;
     Ok(Seq(floor as u64))
@@ -506,7 +630,11 @@ fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq, StoreErro
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS protosync_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)")?;
-    let applied: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM protosync_migrations", [], |r| r.get(0))?;
+    let applied: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM protosync_migrations",
+        [],
+        |r| r.get(0),
+    )?;
     if applied as usize > MIGRATIONS.len() {
         return Err(StoreError::Internal(format!(
             "the database was migrated to version {applied} by a newer protosync; this one knows {}",
@@ -514,10 +642,13 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        tx.execute_batch(sql).map_err(|e| StoreError::Internal(format!("migration {}: {e}", i + 1)))?;
-        tx.execute("INSERT INTO protosync_migrations (version, applied_at_ms) VALUES (?1, ?2)", params![i as i64 + 1, now_ms()])?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Internal(format!("migration {}: {e}", i + 1)))?;
+        tx.execute(
+            "INSERT INTO protosync_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+            params![i as i64 + 1, now_ms()],
+        )?;
     }
     tx.commit()?;
     Ok(())
 }
-

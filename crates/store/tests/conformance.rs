@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use protosync_query::{Query, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::postgres::PostgresStore;
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{
-    IdempotencyKey, Mutation, Rejection, Seq, Store, StoreError, StoreOptions, Version, WriteKind, WriteOp,
+    IdempotencyKey, Mutation, Rejection, Seq, Store, StoreError, StoreOptions, Version, WriteKind,
+    WriteOp,
 };
-use protosync_testkit::{example_schema_dir, TestDatabase};
-use serde_json::{json, Value};
+use protosync_testkit::{TestDatabase, example_schema_dir};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
 
 enum Backing {
     Sqlite(tempfile::TempDir),
@@ -29,22 +30,37 @@ impl Harness {
     fn sqlite() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::load_dir(&example_schema_dir()).unwrap();
-        let store = SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap();
-        Harness { store: Arc::new(store), registry, backing: Backing::Sqlite(dir) }
+        let store =
+            SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap();
+        Harness {
+            store: Arc::new(store),
+            registry,
+            backing: Backing::Sqlite(dir),
+        }
     }
 
     async fn postgres() -> Option<Harness> {
         let db = TestDatabase::create().await?;
         let registry = Registry::load_dir(&example_schema_dir()).unwrap();
-        let store = PostgresStore::connect(&db.url, 8, StoreOptions::default()).await.unwrap();
-        Some(Harness { store: Arc::new(store), registry, backing: Backing::Postgres(db) })
+        let store = PostgresStore::connect(&db.url, 8, StoreOptions::default())
+            .await
+            .unwrap();
+        Some(Harness {
+            store: Arc::new(store),
+            registry,
+            backing: Backing::Postgres(db),
+        })
     }
 
     /// Another store on the same data, as another process (or a restart) would open it.
     async fn open_again(&self, options: StoreOptions) -> Arc<dyn Store> {
         match &self.backing {
-            Backing::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("data.db"), options).unwrap()),
-            Backing::Postgres(db) => Arc::new(PostgresStore::connect(&db.url, 8, options).await.unwrap()),
+            Backing::Sqlite(dir) => {
+                Arc::new(SqliteStore::open(&dir.path().join("data.db"), options).unwrap())
+            }
+            Backing::Postgres(db) => {
+                Arc::new(PostgresStore::connect(&db.url, 8, options).await.unwrap())
+            }
         }
     }
 
@@ -54,26 +70,55 @@ impl Harness {
     }
 
     fn op(&self, collection: &str, id: &str, kind: WriteKind) -> WriteOp {
-        WriteOp { collection: self.registry.collection(collection).unwrap().clone(), id: id.into(), kind, expected_version: None }
+        WriteOp {
+            collection: self.registry.collection(collection).unwrap().clone(),
+            id: id.into(),
+            kind,
+            expected_version: None,
+        }
     }
 
     fn insert(&self, collection: &str, id: &str, body: Value) -> WriteOp {
-        let doc = self.registry.collection(collection).unwrap().validate(id, &body).unwrap();
+        let doc = self
+            .registry
+            .collection(collection)
+            .unwrap()
+            .validate(id, &body)
+            .unwrap();
         self.op(collection, id, WriteKind::Insert(doc))
     }
 
     fn upsert(&self, collection: &str, id: &str, body: Value) -> WriteOp {
-        let doc = self.registry.collection(collection).unwrap().validate(id, &body).unwrap();
+        let doc = self
+            .registry
+            .collection(collection)
+            .unwrap()
+            .validate(id, &body)
+            .unwrap();
         self.op(collection, id, WriteKind::Upsert(doc))
     }
 
     fn patch(&self, collection: &str, id: &str, fields: Value) -> WriteOp {
-        let patch = self.registry.collection(collection).unwrap().validate_patch(&fields).unwrap();
+        let patch = self
+            .registry
+            .collection(collection)
+            .unwrap()
+            .validate_patch(&fields)
+            .unwrap();
         self.op(collection, id, WriteKind::Patch(patch))
     }
 
-    async fn commit(&self, ops: Vec<WriteOp>) -> Result<protosync_store::CommitOutcome, StoreError> {
-        self.store.commit(Mutation { ops, idempotency: None, authorize: None }).await
+    async fn commit(
+        &self,
+        ops: Vec<WriteOp>,
+    ) -> Result<protosync_store::CommitOutcome, StoreError> {
+        self.store
+            .commit(Mutation {
+                ops,
+                idempotency: None,
+                authorize: None,
+            })
+            .await
     }
 
     fn query(&self, request: Value) -> Query {
@@ -127,24 +172,82 @@ conformance!(
 );
 
 async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
-    h.commit(vec![h.insert("work_items", "mine", json!({"ownerId": "ann", "priority": 1}))]).await.unwrap();
+    h.commit(vec![h.insert(
+        "work_items",
+        "mine",
+        json!({"ownerId": "ann", "priority": 1}),
+    )])
+    .await
+    .unwrap();
     // Allow only writes that keep ownerId "ann", seeing prev and next.
-    let authorize = protosync_store::Authorize(std::sync::Arc::new(|_, _, prev: Option<&Value>, next: Option<&Value>| {
-        let owner = |d: Option<&Value>| d.map(|d| d["ownerId"].clone());
-        prev.is_none_or(|p| p["ownerId"] == "ann") && next.is_none_or(|n| n["ownerId"] == "ann") && owner(prev) != Some(json!("x"))
-    }));
-    let ops = vec![h.patch("work_items", "mine", json!({"priority": 5})), h.patch("work_items", "mine", json!({"ownerId": "bob"}))];
-    let err = h.store.commit(Mutation { ops, idempotency: None, authorize: Some(authorize.clone()) }).await.unwrap_err();
-    assert!(matches!(err, StoreError::Rejected { op: 1, rejection: Rejection::PermissionDenied, .. }), "{err:?}");
-    let doc = h.store.get("work_items", "mine").await.unwrap().value.unwrap();
-    assert_eq!((doc.version, doc.body["priority"].clone(), doc.body["ownerId"].clone()), (Version(1), json!(1), json!("ann")));
+    let authorize = protosync_store::Authorize(std::sync::Arc::new(
+        |_, _, prev: Option<&Value>, next: Option<&Value>| {
+            let owner = |d: Option<&Value>| d.map(|d| d["ownerId"].clone());
+            prev.is_none_or(|p| p["ownerId"] == "ann")
+                && next.is_none_or(|n| n["ownerId"] == "ann")
+                && owner(prev) != Some(json!("x"))
+        },
+    ));
+    let ops = vec![
+        h.patch("work_items", "mine", json!({"priority": 5})),
+        h.patch("work_items", "mine", json!({"ownerId": "bob"})),
+    ];
+    let err = h
+        .store
+        .commit(Mutation {
+            ops,
+            idempotency: None,
+            authorize: Some(authorize.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Rejected {
+                op: 1,
+                rejection: Rejection::PermissionDenied,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let doc = h
+        .store
+        .get("work_items", "mine")
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(
+        (
+            doc.version,
+            doc.body["priority"].clone(),
+            doc.body["ownerId"].clone()
+        ),
+        (Version(1), json!(1), json!("ann"))
+    );
     assert_eq!(h.store.head().await.unwrap(), Seq(1));
-    let ok = h.store.commit(Mutation { ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))], idempotency: None, authorize: Some(authorize) }).await;
+    let ok = h
+        .store
+        .commit(Mutation {
+            ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))],
+            idempotency: None,
+            authorize: Some(authorize),
+        })
+        .await;
     assert_eq!(ok.unwrap().seq, Seq(2));
 }
 
 async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
-    let outcome = h.commit(vec![h.insert("work_items", "w1", json!({"title": "hello", "priority": 3}))]).await.unwrap();
+    let outcome = h
+        .commit(vec![h.insert(
+            "work_items",
+            "w1",
+            json!({"title": "hello", "priority": 3}),
+        )])
+        .await
+        .unwrap();
     assert_eq!(outcome.seq, Seq(1));
     assert_eq!(outcome.results[0].version, Version(1));
     let read = h.store.get("work_items", "w1").await.unwrap();
@@ -153,112 +256,335 @@ async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
     assert_eq!((doc.version, doc.seq), (Version(1), Seq(1)));
     assert_eq!(doc.body["title"], "hello");
     assert_eq!(doc.body["priority"], 3);
-    assert!(h.store.get("work_items", "nope").await.unwrap().value.is_none());
-    assert!(h.store.get("proposed_actions", "w1").await.unwrap().value.is_none(), "ids are per collection");
+    assert!(
+        h.store
+            .get("work_items", "nope")
+            .await
+            .unwrap()
+            .value
+            .is_none()
+    );
+    assert!(
+        h.store
+            .get("proposed_actions", "w1")
+            .await
+            .unwrap()
+            .value
+            .is_none(),
+        "ids are per collection"
+    );
 }
 
 async fn insert_of_existing_id_is_rejected_and_writes_nothing(h: Harness) {
-    h.commit(vec![h.insert("work_items", "w1", json!({"title": "first"}))]).await.unwrap();
-    let err = h.commit(vec![h.insert("work_items", "w1", json!({"title": "second"}))]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Rejected { op: 0, rejection: Rejection::AlreadyExists, .. }), "{err:?}");
-    assert_eq!(h.store.get("work_items", "w1").await.unwrap().value.unwrap().body["title"], "first");
+    h.commit(vec![h.insert(
+        "work_items",
+        "w1",
+        json!({"title": "first"}),
+    )])
+    .await
+    .unwrap();
+    let err = h
+        .commit(vec![h.insert(
+            "work_items",
+            "w1",
+            json!({"title": "second"}),
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Rejected {
+                op: 0,
+                rejection: Rejection::AlreadyExists,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        h.store
+            .get("work_items", "w1")
+            .await
+            .unwrap()
+            .value
+            .unwrap()
+            .body["title"],
+        "first"
+    );
     assert_eq!(h.store.head().await.unwrap(), Seq(1));
 }
 
 async fn upsert_creates_then_replaces_with_the_next_version(h: Harness) {
-    h.commit(vec![h.upsert("work_items", "w1", json!({"title": "a", "priority": 1}))]).await.unwrap();
-    let outcome = h.commit(vec![h.upsert("work_items", "w1", json!({"title": "b"}))]).await.unwrap();
+    h.commit(vec![h.upsert(
+        "work_items",
+        "w1",
+        json!({"title": "a", "priority": 1}),
+    )])
+    .await
+    .unwrap();
+    let outcome = h
+        .commit(vec![h.upsert("work_items", "w1", json!({"title": "b"}))])
+        .await
+        .unwrap();
     assert_eq!(outcome.results[0].version, Version(2));
-    let doc = h.store.get("work_items", "w1").await.unwrap().value.unwrap();
+    let doc = h
+        .store
+        .get("work_items", "w1")
+        .await
+        .unwrap()
+        .value
+        .unwrap();
     assert_eq!(doc.body["title"], "b");
-    assert_eq!(doc.body["priority"], 0, "upsert replaces the whole document");
+    assert_eq!(
+        doc.body["priority"], 0,
+        "upsert replaces the whole document"
+    );
     assert_eq!(doc.seq, Seq(2));
 }
 
 async fn patch_merges_fields_and_rejects_missing_documents(h: Harness) {
-    h.commit(vec![h.insert("work_items", "w1", json!({"title": "a", "priority": 1}))]).await.unwrap();
-    let outcome = h.commit(vec![h.patch("work_items", "w1", json!({"priority": 5}))]).await.unwrap();
+    h.commit(vec![h.insert(
+        "work_items",
+        "w1",
+        json!({"title": "a", "priority": 1}),
+    )])
+    .await
+    .unwrap();
+    let outcome = h
+        .commit(vec![h.patch("work_items", "w1", json!({"priority": 5}))])
+        .await
+        .unwrap();
     assert_eq!(outcome.results[0].version, Version(2));
-    let doc = h.store.get("work_items", "w1").await.unwrap().value.unwrap();
-    assert_eq!((doc.body["title"].as_str(), doc.body["priority"].as_i64()), (Some("a"), Some(5)));
-    let err = h.commit(vec![h.patch("work_items", "missing", json!({"priority": 5}))]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Rejected { rejection: Rejection::NotFound, .. }), "{err:?}");
+    let doc = h
+        .store
+        .get("work_items", "w1")
+        .await
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(
+        (doc.body["title"].as_str(), doc.body["priority"].as_i64()),
+        (Some("a"), Some(5))
+    );
+    let err = h
+        .commit(vec![h.patch(
+            "work_items",
+            "missing",
+            json!({"priority": 5}),
+        )])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Rejected {
+                rejection: Rejection::NotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 async fn delete_removes_and_rejects_missing_documents(h: Harness) {
-    h.commit(vec![h.insert("work_items", "w1", json!({"title": "a"}))]).await.unwrap();
-    let outcome = h.commit(vec![h.op("work_items", "w1", WriteKind::Delete)]).await.unwrap();
-    assert_eq!(outcome.results[0].version, Version(1), "a delete reports the version it deleted");
-    assert!(h.store.get("work_items", "w1").await.unwrap().value.is_none());
-    let err = h.commit(vec![h.op("work_items", "w1", WriteKind::Delete)]).await.unwrap_err();
-    assert!(matches!(err, StoreError::Rejected { rejection: Rejection::NotFound, .. }), "{err:?}");
+    h.commit(vec![h.insert("work_items", "w1", json!({"title": "a"}))])
+        .await
+        .unwrap();
+    let outcome = h
+        .commit(vec![h.op("work_items", "w1", WriteKind::Delete)])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.results[0].version,
+        Version(1),
+        "a delete reports the version it deleted"
+    );
+    assert!(
+        h.store
+            .get("work_items", "w1")
+            .await
+            .unwrap()
+            .value
+            .is_none()
+    );
+    let err = h
+        .commit(vec![h.op("work_items", "w1", WriteKind::Delete)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Rejected {
+                rejection: Rejection::NotFound,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // The index entry went with the document.
     let page = h.store.query(&h.query(json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": ""}]}))).await.unwrap();
     assert!(page.value.documents.is_empty());
 }
 
 async fn rejected_op_rejects_the_whole_mutation_without_using_a_seq(h: Harness) {
-    h.commit(vec![h.insert("work_items", "taken", json!({}))]).await.unwrap();
+    h.commit(vec![h.insert("work_items", "taken", json!({}))])
+        .await
+        .unwrap();
     let err = h
-        .commit(vec![h.insert("work_items", "new", json!({"title": "x"})), h.insert("work_items", "taken", json!({}))])
+        .commit(vec![
+            h.insert("work_items", "new", json!({"title": "x"})),
+            h.insert("work_items", "taken", json!({})),
+        ])
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Rejected { op: 1, .. }), "{err:?}");
-    assert!(h.store.get("work_items", "new").await.unwrap().value.is_none(), "the first op must not be applied");
-    let next = h.commit(vec![h.insert("work_items", "later", json!({}))]).await.unwrap();
+    assert!(
+        h.store
+            .get("work_items", "new")
+            .await
+            .unwrap()
+            .value
+            .is_none(),
+        "the first op must not be applied"
+    );
+    let next = h
+        .commit(vec![h.insert("work_items", "later", json!({}))])
+        .await
+        .unwrap();
     assert_eq!(next.seq, Seq(2), "the rejected mutation used no seq");
 }
 
 async fn expected_version_is_checked(h: Harness) {
-    h.commit(vec![h.insert("work_items", "w1", json!({"priority": 1}))]).await.unwrap();
-    h.commit(vec![h.patch("work_items", "w1", json!({"priority": 2}))]).await.unwrap();
+    h.commit(vec![h.insert("work_items", "w1", json!({"priority": 1}))])
+        .await
+        .unwrap();
+    h.commit(vec![h.patch("work_items", "w1", json!({"priority": 2}))])
+        .await
+        .unwrap();
     let mut stale = h.patch("work_items", "w1", json!({"priority": 9}));
     stale.expected_version = Some(Version(1));
     let err = h.commit(vec![stale]).await.unwrap_err();
     match err {
-        StoreError::Rejected { rejection: Rejection::VersionConflict { expected, actual }, .. } => {
+        StoreError::Rejected {
+            rejection: Rejection::VersionConflict { expected, actual },
+            ..
+        } => {
             assert_eq!((expected, actual), (Version(1), Some(Version(2))));
         }
         other => panic!("{other:?}"),
     }
     let mut fresh = h.patch("work_items", "w1", json!({"priority": 9}));
     fresh.expected_version = Some(Version(2));
-    assert_eq!(h.commit(vec![fresh]).await.unwrap().results[0].version, Version(3));
+    assert_eq!(
+        h.commit(vec![fresh]).await.unwrap().results[0].version,
+        Version(3)
+    );
     let mut create_only = h.upsert("work_items", "w2", json!({}));
     create_only.expected_version = Some(Version(1));
     assert!(matches!(
         h.commit(vec![create_only]).await.unwrap_err(),
-        StoreError::Rejected { rejection: Rejection::VersionConflict { actual: None, .. }, .. }
+        StoreError::Rejected {
+            rejection: Rejection::VersionConflict { actual: None, .. },
+            ..
+        }
     ));
 }
 
 async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harness) {
-    let key = |hash: &str| Some(IdempotencyKey { key: "k-1".into(), request_hash: hash.into() });
-    let first = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1"), authorize: None }).await.unwrap();
+    let key = |hash: &str| {
+        Some(IdempotencyKey {
+            key: "k-1".into(),
+            request_hash: hash.into(),
+        })
+    };
+    let first = h
+        .store
+        .commit(Mutation {
+            ops: vec![h.insert("work_items", "w1", json!({}))],
+            idempotency: key("h1"),
+            authorize: None,
+        })
+        .await
+        .unwrap();
     assert!(!first.duplicate);
-    let retry = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w1", json!({}))], idempotency: key("h1"), authorize: None }).await.unwrap();
+    let retry = h
+        .store
+        .commit(Mutation {
+            ops: vec![h.insert("work_items", "w1", json!({}))],
+            idempotency: key("h1"),
+            authorize: None,
+        })
+        .await
+        .unwrap();
     assert!(retry.duplicate);
     assert_eq!((retry.seq, &retry.results), (first.seq, &first.results));
-    assert_eq!(h.store.head().await.unwrap(), first.seq, "the retry committed nothing");
-    let reused = h.store.commit(Mutation { ops: vec![h.insert("work_items", "w2", json!({}))], idempotency: key("other"), authorize: None }).await;
-    assert!(matches!(reused, Err(StoreError::IdempotencyKeyReused(_))), "{reused:?}");
-    assert!(h.store.get("work_items", "w2").await.unwrap().value.is_none());
+    assert_eq!(
+        h.store.head().await.unwrap(),
+        first.seq,
+        "the retry committed nothing"
+    );
+    let reused = h
+        .store
+        .commit(Mutation {
+            ops: vec![h.insert("work_items", "w2", json!({}))],
+            idempotency: key("other"),
+            authorize: None,
+        })
+        .await;
+    assert!(
+        matches!(reused, Err(StoreError::IdempotencyKeyReused(_))),
+        "{reused:?}"
+    );
+    assert!(
+        h.store
+            .get("work_items", "w2")
+            .await
+            .unwrap()
+            .value
+            .is_none()
+    );
 }
 
 async fn change_log_holds_each_commit_in_seq_order(h: Harness) {
-    h.commit(vec![h.insert("work_items", "a", json!({"title": "1"})), h.insert("work_items", "b", json!({}))]).await.unwrap();
-    h.commit(vec![h.patch("work_items", "a", json!({"title": "2"})), h.patch("work_items", "a", json!({"priority": 4}))]).await.unwrap();
-    h.commit(vec![h.op("work_items", "b", WriteKind::Delete)]).await.unwrap();
+    h.commit(vec![
+        h.insert("work_items", "a", json!({"title": "1"})),
+        h.insert("work_items", "b", json!({})),
+    ])
+    .await
+    .unwrap();
+    h.commit(vec![
+        h.patch("work_items", "a", json!({"title": "2"})),
+        h.patch("work_items", "a", json!({"priority": 4})),
+    ])
+    .await
+    .unwrap();
+    h.commit(vec![h.op("work_items", "b", WriteKind::Delete)])
+        .await
+        .unwrap();
     let log = h.store.read_log(Seq(0), 100).await.unwrap();
     let seqs: Vec<u64> = log.iter().map(|c| c.seq.0).collect();
     assert_eq!(seqs, [1, 2, 3]);
     let ids: Vec<&str> = log[0].changes.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["a", "b"]);
-    assert_eq!(log[1].changes.len(), 1, "one change per document per commit");
+    assert_eq!(
+        log[1].changes.len(),
+        1,
+        "one change per document per commit"
+    );
     assert_eq!(log[1].changes[0].version, Version(2));
     assert_eq!(log[1].changes[0].body.as_ref().unwrap()["priority"], 4);
     assert_eq!(log[2].changes[0].body, None);
-    assert_eq!(h.store.read_log(Seq(1), 1).await.unwrap().iter().map(|c| c.seq.0).collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        h.store
+            .read_log(Seq(1), 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.seq.0)
+            .collect::<Vec<_>>(),
+        [2]
+    );
     assert!(h.store.read_log(Seq(3), 10).await.unwrap().is_empty());
 }
 
@@ -293,8 +619,23 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
             for i in 0..COMMITS_EACH {
                 let id = format!("w{w}-{i}");
                 let body = collection.validate(&id, &json!({"priority": i})).unwrap();
-                let op = WriteOp { collection: collection.clone(), id, kind: WriteKind::Insert(body), expected_version: None };
-                seqs.push(store.commit(Mutation { ops: vec![op], idempotency: None, authorize: None }).await.unwrap().seq);
+                let op = WriteOp {
+                    collection: collection.clone(),
+                    id,
+                    kind: WriteKind::Insert(body),
+                    expected_version: None,
+                };
+                seqs.push(
+                    store
+                        .commit(Mutation {
+                            ops: vec![op],
+                            idempotency: None,
+                            authorize: None,
+                        })
+                        .await
+                        .unwrap()
+                        .seq,
+                );
             }
             seqs
         }));
@@ -302,13 +643,19 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
     let mut all = Vec::new();
     for writer in writers {
         let seqs = writer.await.unwrap();
-        assert!(seqs.windows(2).all(|p| p[0] < p[1]), "one writer's commits get increasing seqs");
+        assert!(
+            seqs.windows(2).all(|p| p[0] < p[1]),
+            "one writer's commits get increasing seqs"
+        );
         all.extend(seqs);
     }
     all.sort();
     let expected: Vec<Seq> = (1..=(WRITERS * COMMITS_EACH) as u64).map(Seq).collect();
     assert_eq!(all, expected);
-    let seen = tokio::time::timeout(Duration::from_secs(60), tail).await.unwrap().unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(60), tail)
+        .await
+        .unwrap()
+        .unwrap();
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
@@ -325,7 +672,12 @@ async fn queries_agree_with_brute_force_evaluation(h: Harness) {
     let mut docs = Vec::new();
     let mut ops = Vec::new();
     for i in 0..120 {
-        let value = (rng.random_range(0..4usize), rng.random::<bool>(), rng.random_range(-3i32..4), rng.random_range(0i64..5));
+        let value = (
+            rng.random_range(0..4usize),
+            rng.random::<bool>(),
+            rng.random_range(-3i32..4),
+            rng.random_range(0i64..5),
+        );
         let body = json!({
             "ownerId": owners[value.0 % 3],
             "important": value.1,
@@ -338,10 +690,24 @@ async fn queries_agree_with_brute_force_evaluation(h: Harness) {
             h.commit(std::mem::take(&mut ops)).await.unwrap();
         }
     }
-    let all = h.store.query(&h.query(json!({"collection": "work_items", "limit": 1000}))).await.unwrap().value.documents;
+    let all = h
+        .store
+        .query(&h.query(json!({"collection": "work_items", "limit": 1000})))
+        .await
+        .unwrap()
+        .value
+        .documents;
     assert_eq!(all.len(), 120);
     docs.extend(all);
-    let fields = [("ownerId", json!(["ann", "bob", "cy", "zed"])), ("important", json!([true, false])), ("priority", json!([-3, 0, 1, 2, 5])), ("receivedAt", json!(["2026-01-02T00:00:01.5Z", "2026-01-03T00:00:00Z"]))];
+    let fields = [
+        ("ownerId", json!(["ann", "bob", "cy", "zed"])),
+        ("important", json!([true, false])),
+        ("priority", json!([-3, 0, 1, 2, 5])),
+        (
+            "receivedAt",
+            json!(["2026-01-02T00:00:01.5Z", "2026-01-03T00:00:00Z"]),
+        ),
+    ];
     let ops_text = ["==", "!=", "<", "<=", ">", ">=", "in"];
     for case in 0..150 {
         let mut pick = |n: usize| rng.random_range(0..n);
@@ -350,16 +716,23 @@ async fn queries_agree_with_brute_force_evaluation(h: Harness) {
             let (field, values) = &fields[pick(fields.len())];
             let values = values.as_array().unwrap();
             let op = ops_text[pick(ops_text.len())];
-            let value = if op == "in" { json!([values[pick(values.len())], values[pick(values.len())]]) } else { values[pick(values.len())].clone() };
+            let value = if op == "in" {
+                json!([values[pick(values.len())], values[pick(values.len())]])
+            } else {
+                values[pick(values.len())].clone()
+            };
             filter.push(json!({"field": field, "op": op, "value": value}));
         }
         let mut order = Vec::new();
         for _ in 0..pick(3) {
             let (field, _) = &fields[pick(fields.len())];
-            order.push(json!({"field": field, "direction": if pick(2) == 0 { "asc" } else { "desc" }}));
+            order.push(
+                json!({"field": field, "direction": if pick(2) == 0 { "asc" } else { "desc" }}),
+            );
         }
         let limit = 1 + pick(30);
-        let request = json!({"collection": "work_items", "filter": filter, "orderBy": order, "limit": limit});
+        let request =
+            json!({"collection": "work_items", "filter": filter, "orderBy": order, "limit": limit});
         let query = h.query(request.clone());
         let mut expected: Vec<_> = docs.iter().filter(|d| query.matches(d)).collect();
         expected.sort_by_key(|d| query.sort_key(d));
@@ -367,29 +740,60 @@ async fn queries_agree_with_brute_force_evaluation(h: Harness) {
         let mut got = Vec::new();
         let mut request = request;
         loop {
-            let page = h.store.query(&h.query(request.clone())).await.unwrap().value;
+            let page = h
+                .store
+                .query(&h.query(request.clone()))
+                .await
+                .unwrap()
+                .value;
             assert!(page.documents.len() <= limit);
             got.extend(page.documents.iter().map(|d| d.id.clone()));
             match page.next_cursor {
                 Some(cursor) => request["cursor"] = json!(cursor),
                 None => break,
             }
-            assert!(got.len() <= expected.len(), "case {case}: more results than expected for {request}");
+            assert!(
+                got.len() <= expected.len(),
+                "case {case}: more results than expected for {request}"
+            );
         }
-        assert_eq!(got, expected, "seed {seed} case {case}: {request} (plan {:?})", protosync_query::Plan::choose(&query));
+        assert_eq!(
+            got,
+            expected,
+            "seed {seed} case {case}: {request} (plan {:?})",
+            protosync_query::Plan::choose(&query)
+        );
     }
 }
 
 async fn ordering_is_by_typed_value_not_text(h: Harness) {
     let mut ops = Vec::new();
-    for (id, count, updated) in [("a", 9, "2026-01-01T00:00:01Z"), ("b", 10, "2026-01-01T00:00:00.500Z"), ("c", -2, "2026-01-01T00:00:00Z")] {
-        ops.push(h.insert("run_summary", id, json!({"eventCount": count, "updatedAt": updated, "status": "RUN_STATUS_RUNNING"})));
+    for (id, count, updated) in [
+        ("a", 9, "2026-01-01T00:00:01Z"),
+        ("b", 10, "2026-01-01T00:00:00.500Z"),
+        ("c", -2, "2026-01-01T00:00:00Z"),
+    ] {
+        ops.push(h.insert(
+            "run_summary",
+            id,
+            json!({"eventCount": count, "updatedAt": updated, "status": "RUN_STATUS_RUNNING"}),
+        ));
     }
     h.commit(ops).await.unwrap();
     let ids = |request: Value| {
         let query = h.query(request);
         let store = h.store.clone();
-        async move { store.query(&query).await.unwrap().value.documents.into_iter().map(|d| d.id).collect::<Vec<_>>() }
+        async move {
+            store
+                .query(&query)
+                .await
+                .unwrap()
+                .value
+                .documents
+                .into_iter()
+                .map(|d| d.id)
+                .collect::<Vec<_>>()
+        }
     };
     assert_eq!(ids(json!({"collection": "run_summary", "orderBy": [{"field": "eventCount", "direction": "desc"}]})).await, ["b", "a", "c"]);
     // Served by the by_status_updated index: timestamps order by instant.
@@ -401,10 +805,19 @@ async fn ordering_is_by_typed_value_not_text(h: Harness) {
 }
 
 async fn data_survives_reopening(h: Harness) {
-    h.commit(vec![h.insert("work_items", "w1", json!({"title": "kept", "ownerId": "ann"}))]).await.unwrap();
+    h.commit(vec![h.insert(
+        "work_items",
+        "w1",
+        json!({"title": "kept", "ownerId": "ann"}),
+    )])
+    .await
+    .unwrap();
     let reopened = h.open_again(StoreOptions::default()).await;
     let doc = reopened.get("work_items", "w1").await.unwrap();
-    assert_eq!((doc.seq, doc.value.unwrap().body["title"].clone()), (Seq(1), json!("kept")));
+    assert_eq!(
+        (doc.seq, doc.value.unwrap().body["title"].clone()),
+        (Seq(1), json!("kept"))
+    );
     let page = reopened.query(&h.query(json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": "ann"}]}))).await.unwrap();
     assert_eq!(page.value.documents.len(), 1);
     assert_eq!(reopened.read_log(Seq(0), 10).await.unwrap().len(), 1);
@@ -412,10 +825,21 @@ async fn data_survives_reopening(h: Harness) {
 
 async fn pruning_moves_the_log_floor_and_old_resumes_are_refused(h: Harness) {
     for i in 0..3 {
-        h.commit(vec![h.insert("work_items", &format!("w{i}"), json!({}))]).await.unwrap();
+        h.commit(vec![h.insert("work_items", &format!("w{i}"), json!({}))])
+            .await
+            .unwrap();
     }
-    assert_eq!(h.store.prune().await.unwrap(), Seq(0), "default retention keeps everything fresh");
-    let expiring = h.open_again(StoreOptions { change_log_retention: Duration::ZERO, idempotency_retention: Duration::ZERO }).await;
+    assert_eq!(
+        h.store.prune().await.unwrap(),
+        Seq(0),
+        "default retention keeps everything fresh"
+    );
+    let expiring = h
+        .open_again(StoreOptions {
+            change_log_retention: Duration::ZERO,
+            idempotency_retention: Duration::ZERO,
+        })
+        .await;
     // Commits are stamped in milliseconds; make sure the last one is in the past.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut floor = Seq(0);
@@ -425,9 +849,15 @@ async fn pruning_moves_the_log_floor_and_old_resumes_are_refused(h: Harness) {
     }
     assert_eq!(floor, Seq(3));
     assert_eq!(h.store.log_floor().await.unwrap(), Seq(3));
-    assert!(matches!(h.store.read_log(Seq(1), 10).await, Err(StoreError::LogTruncated { floor: Seq(3) })));
+    assert!(matches!(
+        h.store.read_log(Seq(1), 10).await,
+        Err(StoreError::LogTruncated { floor: Seq(3) })
+    ));
     assert!(h.store.read_log(Seq(3), 10).await.unwrap().is_empty());
-    let next = h.commit(vec![h.insert("work_items", "w9", json!({}))]).await.unwrap();
+    let next = h
+        .commit(vec![h.insert("work_items", "w9", json!({}))])
+        .await
+        .unwrap();
     assert_eq!(next.seq, Seq(4), "pruning never reuses seqs");
     assert_eq!(h.store.read_log(Seq(3), 10).await.unwrap().len(), 1);
 }
@@ -447,24 +877,62 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
     let ops = (0..5)
         .map(|i| {
             let id = format!("i{i}");
-            let body = items.validate(&id, &json!({"kind": if i % 2 == 0 { "even" } else { "odd" }, "rank": 10 - i})).unwrap();
-            WriteOp { collection: items.clone(), id, kind: WriteKind::Insert(body), expected_version: None }
+            let body = items
+                .validate(
+                    &id,
+                    &json!({"kind": if i % 2 == 0 { "even" } else { "odd" }, "rank": 10 - i}),
+                )
+                .unwrap();
+            WriteOp {
+                collection: items.clone(),
+                id,
+                kind: WriteKind::Insert(body),
+                expected_version: None,
+            }
         })
         .collect();
-    h.store.commit(Mutation { ops, idempotency: None, authorize: None }).await.unwrap();
+    h.store
+        .commit(Mutation {
+            ops,
+            idempotency: None,
+            authorize: None,
+        })
+        .await
+        .unwrap();
     h.store.sync_indexes(&v2).await.unwrap();
     let request: QueryRequest = serde_json::from_value(json!({"collection": "items", "filter": [{"field": "rank", "op": ">=", "value": 8}], "orderBy": [{"field": "rank"}]})).unwrap();
     let query = Query::compile(&v2, &request).unwrap();
-    assert!(matches!(protosync_query::Plan::choose(&query), protosync_query::Plan::Index(_)));
-    let ids: Vec<String> = h.store.query(&query).await.unwrap().value.documents.into_iter().map(|d| d.id).collect();
-    assert_eq!(ids, ["i2", "i1", "i0"], "the rebuilt index holds the documents written before it existed");
+    assert!(matches!(
+        protosync_query::Plan::choose(&query),
+        protosync_query::Plan::Index(_)
+    ));
+    let ids: Vec<String> = h
+        .store
+        .query(&query)
+        .await
+        .unwrap()
+        .value
+        .documents
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["i2", "i1", "i0"],
+        "the rebuilt index holds the documents written before it existed"
+    );
 }
 
 async fn commits_watch_follows_commits(h: Harness) {
     let mut commits = h.store.commits();
     assert_eq!(*commits.borrow_and_update(), Seq(0));
-    h.commit(vec![h.insert("work_items", "w1", json!({}))]).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), commits.wait_for(|s| *s >= Seq(1))).await.unwrap().unwrap();
+    h.commit(vec![h.insert("work_items", "w1", json!({}))])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), commits.wait_for(|s| *s >= Seq(1)))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// Concurrent writers of random mutations on a few shared documents (so the
@@ -525,16 +993,33 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
     }
     committed.sort();
     let expected: Vec<Seq> = (1..=committed.len() as u64).map(Seq).collect();
-    assert_eq!(committed, expected, "seed {seed}: accepted mutations have gap-free seqs");
+    assert_eq!(
+        committed, expected,
+        "seed {seed}: accepted mutations have gap-free seqs"
+    );
     let log = h.store.read_log(Seq(0), 10_000).await.unwrap();
-    assert_eq!(log.iter().map(|c| c.seq).collect::<Vec<_>>(), expected, "seed {seed}: the log holds every commit once");
+    assert_eq!(
+        log.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        expected,
+        "seed {seed}: the log holds every commit once"
+    );
     let mut replayed: std::collections::BTreeMap<String, (Version, Value)> = Default::default();
     let mut versions: std::collections::HashMap<String, Version> = Default::default();
     for commit in &log {
         for change in &commit.changes {
-            let next = versions.get(&change.id).map_or(Version(1), |v| Version(v.0 + 1));
-            let expected = if replayed.contains_key(&change.id) || change.body.is_none() { next } else { Version(1) };
-            assert_eq!(change.version, expected, "seed {seed}: {} at seq {}", change.id, commit.seq);
+            let next = versions
+                .get(&change.id)
+                .map_or(Version(1), |v| Version(v.0 + 1));
+            let expected = if replayed.contains_key(&change.id) || change.body.is_none() {
+                next
+            } else {
+                Version(1)
+            };
+            assert_eq!(
+                change.version, expected,
+                "seed {seed}: {} at seq {}",
+                change.id, commit.seq
+            );
             versions.insert(change.id.clone(), change.version);
             match &change.body {
                 Some(body) => replayed.insert(change.id.clone(), (change.version, body.clone())),
@@ -542,9 +1027,21 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
             };
         }
     }
-    let stored = h.store.query(&h.query(json!({"collection": "work_items", "limit": 100}))).await.unwrap().value.documents;
-    let stored: std::collections::BTreeMap<String, (Version, Value)> = stored.into_iter().map(|d| (d.id, (d.version, d.body))).collect();
-    assert_eq!(stored, replayed, "seed {seed}: the documents are the replayed log");
+    let stored = h
+        .store
+        .query(&h.query(json!({"collection": "work_items", "limit": 100})))
+        .await
+        .unwrap()
+        .value
+        .documents;
+    let stored: std::collections::BTreeMap<String, (Version, Value)> = stored
+        .into_iter()
+        .map(|d| (d.id, (d.version, d.body)))
+        .collect();
+    assert_eq!(
+        stored, replayed,
+        "seed {seed}: the documents are the replayed log"
+    );
     for owner in ["ann", "bob"] {
         for request in [
             json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": owner}], "orderBy": [{"field": "important"}, {"field": "priority"}], "limit": 100}),
@@ -557,8 +1054,15 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
             expected.sort_by_key(|d| query.sort_key(d));
             let expected: Vec<&str> = expected.iter().map(|d| d.id.as_str()).collect();
             assert_eq!(got, expected, "seed {seed}: {request}");
-            let matching = stored.iter().filter(|(_, (_, body))| body["ownerId"] == owner).count();
-            assert_eq!(got.len(), matching, "seed {seed}: {request} through its index finds every matching document once");
+            let matching = stored
+                .iter()
+                .filter(|(_, (_, body))| body["ownerId"] == owner)
+                .count();
+            assert_eq!(
+                got.len(),
+                matching,
+                "seed {seed}: {request} through its index finds every matching document once"
+            );
         }
     }
 }
@@ -575,7 +1079,11 @@ async fn a_mutation_the_database_cannot_store_fails_alone(h: Harness) {
         tasks.push(tokio::spawn(async move {
             let id = format!("w{i}");
             let op = if i == 5 {
-                h.op("work_items", &id, WriteKind::Insert(json!({"title": "nul \u{0} inside"})))
+                h.op(
+                    "work_items",
+                    &id,
+                    WriteKind::Insert(json!({"title": "nul \u{0} inside"})),
+                )
             } else {
                 h.insert("work_items", &id, json!({"title": format!("t{i}")}))
             };
@@ -587,13 +1095,28 @@ async fn a_mutation_the_database_cannot_store_fails_alone(h: Harness) {
         match task.await.unwrap() {
             Ok(outcome) => seqs.push(outcome.seq),
             Err(StoreError::Internal(message)) if i == 5 => {
-                assert!(h.store.get("work_items", "w5").await.unwrap().value.is_none(), "{message}");
+                assert!(
+                    h.store
+                        .get("work_items", "w5")
+                        .await
+                        .unwrap()
+                        .value
+                        .is_none(),
+                    "{message}"
+                );
             }
             Err(other) => panic!("w{i}: {other:?}"),
         }
     }
     seqs.sort();
-    assert_eq!(seqs, (1..=seqs.len() as u64).map(Seq).collect::<Vec<_>>(), "gap-free, the failed one took no seq");
-    let next = h.commit(vec![h.insert("work_items", "after", json!({}))]).await.unwrap();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).map(Seq).collect::<Vec<_>>(),
+        "gap-free, the failed one took no seq"
+    );
+    let next = h
+        .commit(vec![h.insert("work_items", "after", json!({}))])
+        .await
+        .unwrap();
     assert_eq!(next.seq, Seq(seqs.len() as u64 + 1));
 }

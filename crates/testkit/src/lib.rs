@@ -31,24 +31,35 @@ impl TestDatabase {
     /// Creates a fresh database, or returns `None` (test skipped) when no
     /// Postgres is reachable outside CI.
     pub async fn create() -> Option<TestDatabase> {
-        let admin_url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let admin_url =
+            std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
         let client = match connect(&admin_url).await {
             Ok(client) => client,
             Err(reason) => {
                 if std::env::var("CI").is_ok_and(|v| v == "true") {
                     panic!("CI requires Postgres, but {admin_url} is unreachable: {reason}");
                 }
-                eprintln!("SKIPPED: Postgres at {admin_url} is unreachable ({reason}); set {POSTGRES_URL_VAR}");
+                eprintln!(
+                    "SKIPPED: Postgres at {admin_url} is unreachable ({reason}); set {POSTGRES_URL_VAR}"
+                );
                 return None;
             }
         };
-        let name = format!("protosync_test_{}_{:016x}", std::process::id(), rand::random::<u64>());
+        let name = format!(
+            "protosync_test_{}_{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
         client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         let url = with_database(&admin_url, &name);
-        Some(TestDatabase { url, name, admin_url })
+        Some(TestDatabase {
+            url,
+            name,
+            admin_url,
+        })
     }
 }
 
@@ -57,10 +68,16 @@ impl Drop for TestDatabase {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop may run inside a runtime; do the blocking work on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let client = connect(&admin_url).await.ok()?;
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -79,9 +96,13 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
 
 /// `url` with its database name replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let mut out = format!("{}/{}", &base[..path_start], database);
     if let Some(q) = query {
         out.push('?');
@@ -101,7 +122,10 @@ pub fn free_port() -> u16 {
 /// The seed for a randomized test: `PROTOSYNC_TEST_SEED` to replay a
 /// failure, else a fresh one. Printed so a failing run can be replayed.
 pub fn seed() -> u64 {
-    let seed = std::env::var("PROTOSYNC_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed = std::env::var("PROTOSYNC_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     eprintln!("randomized test seed: {seed} (replay with PROTOSYNC_TEST_SEED={seed})");
     seed
 }
@@ -110,8 +134,17 @@ pub fn seed() -> u64 {
 mod tests {
     #[test]
     fn replaces_the_database_name() {
-        assert_eq!(super::with_database("postgres://u@h:1/postgres", "x"), "postgres://u@h:1/x");
-        assert_eq!(super::with_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
-        assert_eq!(super::with_database("postgres://u@h/db?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            super::with_database("postgres://u@h:1/postgres", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h:1", "x"),
+            "postgres://u@h:1/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h/db?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
     }
 }

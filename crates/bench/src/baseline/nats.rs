@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
@@ -41,19 +41,31 @@ enum Incoming {
 
 impl Nats {
     async fn connect(server: SocketAddr, index: usize) -> anyhow::Result<Nats> {
-        let (read, writer) = clients::dial(server, index, None).await.with_context(|| format!("cannot connect to NATS at {server}"))?.into_split();
-        let mut nats = Nats { reader: BufReader::new(read), writer, line: String::new() };
+        let (read, writer) = clients::dial(server, index, None)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {server}"))?
+            .into_split();
+        let mut nats = Nats {
+            reader: BufReader::new(read),
+            writer,
+            line: String::new(),
+        };
         nats.read_line().await?;
         if !nats.line.starts_with("INFO ") {
             bail!("NATS did not start with INFO: {:?}", nats.line);
         }
-        nats.writer.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n").await?;
+        nats.writer
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+            .await?;
         Ok(nats)
     }
 
     async fn read_line(&mut self) -> anyhow::Result<()> {
         self.line.clear();
-        let read = (&mut self.reader).take(MAX_LINE_BYTES as u64).read_line(&mut self.line).await?;
+        let read = (&mut self.reader)
+            .take(MAX_LINE_BYTES as u64)
+            .read_line(&mut self.line)
+            .await?;
         if read == 0 {
             bail!("NATS closed the connection");
         }
@@ -71,7 +83,11 @@ impl Nats {
                 return Ok(Incoming::Pong);
             } else if let Some(rest) = line.strip_prefix("MSG ") {
                 // MSG <subject> <sid> [reply-to] <#bytes>
-                let size: usize = rest.rsplit(' ').next().and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("bad MSG line {line:?}"))?;
+                let size: usize = rest
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow!("bad MSG line {line:?}"))?;
                 let mut payload = vec![0; size + 2];
                 self.reader.read_exact(&mut payload).await?;
                 payload.truncate(size);
@@ -85,7 +101,9 @@ impl Nats {
 
     /// Subscribes, then waits for the pong that proves NATS registered it.
     async fn subscribe(&mut self) -> anyhow::Result<()> {
-        self.writer.write_all(format!("SUB {SUBJECT} 1\r\nPING\r\n").as_bytes()).await?;
+        self.writer
+            .write_all(format!("SUB {SUBJECT} 1\r\nPING\r\n").as_bytes())
+            .await?;
         loop {
             if let Incoming::Pong = self.next().await? {
                 return Ok(());
@@ -106,7 +124,9 @@ impl Publisher for Nats {
 }
 
 pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value> {
-    let server: SocketAddr = std::env::var("PROTOSYNC_BENCH_NATS_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.into()).parse()?;
+    let server: SocketAddr = std::env::var("PROTOSYNC_BENCH_NATS_ADDR")
+        .unwrap_or_else(|_| DEFAULT_ADDR.into())
+        .parse()?;
     let bar = crate::progress::bar(subscribers, format!("fanout n={subscribers}: nats connect"));
     let connections: Vec<Nats> = futures::stream::iter(0..subscribers)
         .map(|i| {
@@ -117,7 +137,11 @@ pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value
                     nats.subscribe().await?;
                     anyhow::Ok(nats)
                 };
-                let nats = tokio::time::timeout(OPEN_TIMEOUT, open).await.map_err(|_| anyhow!("NATS subscriber {i} did not open within {OPEN_TIMEOUT:?}"))??;
+                let nats = tokio::time::timeout(OPEN_TIMEOUT, open)
+                    .await
+                    .map_err(|_| {
+                        anyhow!("NATS subscriber {i} did not open within {OPEN_TIMEOUT:?}")
+                    })??;
                 bar.inc(1);
                 anyhow::Ok(nats)
             }
@@ -135,8 +159,12 @@ pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     while let Ok(incoming) = nats.next().await {
-                        let Incoming::Message(payload) = incoming else { continue };
-                        let Ok(doc) = serde_json::from_slice::<Value>(&payload) else { continue };
+                        let Incoming::Message(payload) = incoming else {
+                            continue;
+                        };
+                        let Ok(doc) = serde_json::from_slice::<Value>(&payload) else {
+                            continue;
+                        };
                         if let Some(stamp) = stamp::read(doc.get("eventCount"), doc.get("title")) {
                             let _ = tx.send(Receipt::now(i, stamp));
                         }
@@ -146,7 +174,14 @@ pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value
             .collect(),
     );
     let mut publisher = Nats::connect(server, subscribers).await?;
-    let mut result = fanout::drive(&format!("fanout n={subscribers}: nats publishes"), &mut publisher, &mut receipts, subscribers, commits).await?;
+    let mut result = fanout::drive(
+        &format!("fanout n={subscribers}: nats publishes"),
+        &mut publisher,
+        &mut receipts,
+        subscribers,
+        commits,
+    )
+    .await?;
     result["subscribers"] = json!(subscribers);
     Ok(result)
 }

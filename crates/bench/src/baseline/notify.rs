@@ -6,7 +6,7 @@
 use std::future::poll_fn;
 
 use anyhow::bail;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
@@ -27,7 +27,9 @@ struct Notifier {
 impl Publisher for Notifier {
     async fn publish(&mut self, commit: u64) -> anyhow::Result<()> {
         let payload = serde_json::to_string(&stamp::document(commit))?;
-        self.client.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload]).await?;
+        self.client
+            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+            .await?;
         Ok(())
     }
 }
@@ -40,10 +42,24 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
 
 /// How many more connections this Postgres server takes, less the spare.
 async fn free_connections(admin: &Client) -> anyhow::Result<i64> {
-    let setting = |name: &'static str| async move { anyhow::Ok(admin.query_one(&format!("SHOW {name}"), &[]).await?.get::<_, String>(0).parse::<i64>()?) };
+    let setting = |name: &'static str| async move {
+        anyhow::Ok(
+            admin
+                .query_one(&format!("SHOW {name}"), &[])
+                .await?
+                .get::<_, String>(0)
+                .parse::<i64>()?,
+        )
+    };
     let max = setting("max_connections").await?;
     let reserved = setting("superuser_reserved_connections").await?;
-    let in_use: i64 = admin.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'", &[]).await?.get(0);
+    let in_use: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+            &[],
+        )
+        .await?
+        .get(0);
     Ok(max - reserved - in_use - SPARE_CONNECTIONS)
 }
 
@@ -53,7 +69,9 @@ pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value
     let free = free_connections(&publisher).await?;
     let listeners = subscribers.min(free.max(0) as usize);
     if listeners == 0 {
-        bail!("Postgres has no connection to spare for a listener ({free} free after {SPARE_CONNECTIONS} spare)");
+        bail!(
+            "Postgres has no connection to spare for a listener ({free} free after {SPARE_CONNECTIONS} spare)"
+        );
     }
     let bar = crate::progress::bar(listeners, format!("fanout n={subscribers}: notify listen"));
     let (tx, mut receipts) = mpsc::unbounded_channel();
@@ -81,11 +99,20 @@ pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value
     bar.finish();
     let _readers = Readers(tasks);
     let mut notifier = Notifier { client: publisher };
-    let mut result = fanout::drive(&format!("fanout n={subscribers}: notify publishes"), &mut notifier, &mut receipts, listeners, commits).await?;
+    let mut result = fanout::drive(
+        &format!("fanout n={subscribers}: notify publishes"),
+        &mut notifier,
+        &mut receipts,
+        listeners,
+        commits,
+    )
+    .await?;
     result["subscribers"] = json!(listeners);
     result["subscribers_requested"] = json!(subscribers);
     if listeners < subscribers {
-        result["note"] = json!(format!("measured {listeners} listeners, not {subscribers}: Postgres allows {free} more connections after leaving {SPARE_CONNECTIONS} spare"));
+        result["note"] = json!(format!(
+            "measured {listeners} listeners, not {subscribers}: Postgres allows {free} more connections after leaving {SPARE_CONNECTIONS} spare"
+        ));
     }
     Ok(result)
 }

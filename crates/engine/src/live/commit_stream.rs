@@ -15,8 +15,8 @@ use std::time::Duration;
 use protosync_store::{Seq, Store, StoreError};
 use tokio::sync::watch;
 
-use super::index::SubscriptionIndex;
 use super::LiveCommit;
+use super::index::SubscriptionIndex;
 
 /// Recent commits kept in memory for connections catching up. Older ones are
 /// read from the store's log.
@@ -34,10 +34,17 @@ pub struct CommitStream {
 
 impl CommitStream {
     /// Starts tailing from the store's current head.
-    pub async fn start(store: Arc<dyn Store>, index: Arc<SubscriptionIndex>) -> Result<(Arc<CommitStream>, tokio::task::JoinHandle<()>), StoreError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        index: Arc<SubscriptionIndex>,
+    ) -> Result<(Arc<CommitStream>, tokio::task::JoinHandle<()>), StoreError> {
         let head = store.head().await?;
         let (tail, _) = watch::channel(head);
-        let stream = Arc::new(CommitStream { store, buffer: RwLock::new(VecDeque::new()), tail });
+        let stream = Arc::new(CommitStream {
+            store,
+            buffer: RwLock::new(VecDeque::new()),
+            tail,
+        });
         let task = tokio::spawn(stream.clone().run(index, head));
         Ok((stream, task))
     }
@@ -72,7 +79,10 @@ impl CommitStream {
                     Err(StoreError::LogTruncated { floor }) => {
                         tracing::warn!(%last, %floor, "the commit tailer fell behind the change log's retention; resynchronizing every connection");
                         // The buffer must stay gap-free: start it afresh.
-                        self.buffer.write().unwrap_or_else(|p| p.into_inner()).clear();
+                        self.buffer
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clear();
                         // Ring from the first commit skipped: sessions then find
                         // the log gone and re-read their subscriptions.
                         index.ring_all(last.0 + 1);
@@ -108,10 +118,16 @@ impl CommitStream {
         {
             let buffer = self.buffer.read().unwrap_or_else(|p| p.into_inner());
             if let Some(first) = buffer.front()
-                && first.seq <= after.next() {
-                    let start = (after.0 + 1 - first.seq.0) as usize;
-                    return Ok(buffer.iter().skip(start).take_while(|c| c.seq <= upto).cloned().collect());
-                }
+                && first.seq <= after.next()
+            {
+                let start = (after.0 + 1 - first.seq.0) as usize;
+                return Ok(buffer
+                    .iter()
+                    .skip(start)
+                    .take_while(|c| c.seq <= upto)
+                    .cloned()
+                    .collect());
+            }
         }
         let mut commits = Vec::new();
         let mut last = after;

@@ -39,7 +39,11 @@ pub struct Doorbell {
 
 impl Doorbell {
     fn new() -> Doorbell {
-        Doorbell { dirty_from: AtomicU64::new(CLEAN), highest: AtomicU64::new(0), notify: Notify::new() }
+        Doorbell {
+            dirty_from: AtomicU64::new(CLEAN),
+            highest: AtomicU64::new(0),
+            notify: Notify::new(),
+        }
     }
 
     /// Marks commits from `seq` on as news and wakes the connection.
@@ -87,7 +91,11 @@ pub enum Filing {
     Collection(String),
     /// Changes whose `field` has one of `values` (encoded keys), and changes
     /// to documents the subscription holds.
-    Values { collection: String, field: FieldPath, values: Vec<Vec<u8>> },
+    Values {
+        collection: String,
+        field: FieldPath,
+        values: Vec<Vec<u8>>,
+    },
     /// Changes to one document.
     Document { collection: String, id: String },
 }
@@ -125,7 +133,9 @@ pub struct SubscriptionIndex {
 impl SubscriptionIndex {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent-enough maps; keep serving.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn connect(&self) -> (ConnectionId, Arc<Doorbell>) {
@@ -145,28 +155,56 @@ impl SubscriptionIndex {
         let mut inner = self.lock();
         match filing {
             Filing::Collection(collection) => {
-                inner.collections.entry(collection.clone()).or_default().whole.insert(key);
+                inner
+                    .collections
+                    .entry(collection.clone())
+                    .or_default()
+                    .whole
+                    .insert(key);
             }
-            Filing::Values { collection, field, values } => {
+            Filing::Values {
+                collection,
+                field,
+                values,
+            } => {
                 let index = inner.collections.entry(collection.clone()).or_default();
-                let (_, by_value) = index.by_value.entry(field.to_string()).or_insert_with(|| (field.clone(), HashMap::new()));
+                let (_, by_value) = index
+                    .by_value
+                    .entry(field.to_string())
+                    .or_insert_with(|| (field.clone(), HashMap::new()));
                 for value in values {
                     by_value.entry(value.clone()).or_default().insert(key);
                 }
             }
             Filing::Document { collection, id } => {
-                inner.collections.entry(collection.clone()).or_default().by_id.entry(id.clone()).or_default().insert(key);
+                inner
+                    .collections
+                    .entry(collection.clone())
+                    .or_default()
+                    .by_id
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(key);
             }
         }
     }
 
     /// Removes a subscription filed with `filing`, and its held ids.
-    pub fn unfile(&self, key: SubscriptionKey, filing: &Filing, held: impl IntoIterator<Item = String>) {
+    pub fn unfile(
+        &self,
+        key: SubscriptionKey,
+        filing: &Filing,
+        held: impl IntoIterator<Item = String>,
+    ) {
         let mut inner = self.lock();
         let collection = match filing {
-            Filing::Collection(c) | Filing::Values { collection: c, .. } | Filing::Document { collection: c, .. } => c,
+            Filing::Collection(c)
+            | Filing::Values { collection: c, .. }
+            | Filing::Document { collection: c, .. } => c,
         };
-        let Some(index) = inner.collections.get_mut(collection) else { return };
+        let Some(index) = inner.collections.get_mut(collection) else {
+            return;
+        };
         match filing {
             Filing::Collection(_) => {
                 index.whole.remove(&key);
@@ -193,7 +231,13 @@ impl SubscriptionIndex {
     }
 
     /// Records which documents a value-filed subscription gained and lost.
-    pub fn update_held(&self, key: SubscriptionKey, collection: &str, gained: &[String], lost: &[String]) {
+    pub fn update_held(
+        &self,
+        key: SubscriptionKey,
+        collection: &str,
+        gained: &[String],
+        lost: &[String],
+    ) {
         let mut inner = self.lock();
         let index = inner.collections.entry(collection.to_owned()).or_default();
         for id in gained {
@@ -209,7 +253,9 @@ impl SubscriptionIndex {
         let inner = self.lock();
         let mut affected: HashSet<ConnectionId> = HashSet::new();
         for change in &commit.changes {
-            let Some(index) = inner.collections.get(&change.collection) else { continue };
+            let Some(index) = inner.collections.get(&change.collection) else {
+                continue;
+            };
             affected.extend(index.whole.iter().map(|k| k.0));
             if let Some(subs) = index.by_id.get(&change.id) {
                 affected.extend(subs.iter().map(|k| k.0));
@@ -238,8 +284,11 @@ impl SubscriptionIndex {
     }
 }
 
-fn remove_from<K>(map: &mut HashMap<K::Owned, HashSet<SubscriptionKey>>, k: &K, key: &SubscriptionKey)
-where
+fn remove_from<K>(
+    map: &mut HashMap<K::Owned, HashSet<SubscriptionKey>>,
+    k: &K,
+    key: &SubscriptionKey,
+) where
     K: std::hash::Hash + Eq + ToOwned + ?Sized,
     K::Owned: std::hash::Hash + Eq + std::borrow::Borrow<K>,
 {
@@ -267,7 +316,10 @@ mod tests {
     /// however many others are filed.
     #[test]
     fn a_change_rings_only_the_subscriptions_it_can_affect() {
-        let registry = Registry::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schema")).unwrap();
+        let registry = Registry::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schema"),
+        )
+        .unwrap();
         let items = registry.collection("work_items").unwrap();
         let owner = FieldPath::resolve(&items.message, "ownerId").unwrap();
         let index = SubscriptionIndex::default();
@@ -275,7 +327,14 @@ mod tests {
         for i in 0..10_000 {
             let (connection, doorbell) = index.connect();
             let value = KeyValue::String(format!("user{i}")).encoded();
-            index.file((connection, 1), &Filing::Values { collection: "work_items".into(), field: owner.clone(), values: vec![value] });
+            index.file(
+                (connection, 1),
+                &Filing::Values {
+                    collection: "work_items".into(),
+                    field: owner.clone(),
+                    values: vec![value],
+                },
+            );
             doorbells.push(doorbell);
         }
         let (whole, whole_bell) = index.connect();
@@ -288,13 +347,35 @@ mod tests {
             collection: "work_items".into(),
             id: id.into(),
             version: Version(1),
-            body: Some(Arc::new(crate::live::LiveBody::new(json!({"ownerId": owner})))),
+            body: Some(Arc::new(crate::live::LiveBody::new(
+                json!({"ownerId": owner}),
+            ))),
         };
-        index.dispatch(&LiveCommit { seq: Seq(7), changes: vec![change("w1", "user7"), change("moved", "nobody")] });
-        let rung: Vec<usize> = doorbells.iter().enumerate().filter(|(_, d)| d.peek().is_some()).map(|(i, _)| i).collect();
-        assert_eq!(rung, [7, 42], "the matching subscription and the one holding the moved document");
+        index.dispatch(&LiveCommit {
+            seq: Seq(7),
+            changes: vec![change("w1", "user7"), change("moved", "nobody")],
+        });
+        let rung: Vec<usize> = doorbells
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.peek().is_some())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(
+            rung,
+            [7, 42],
+            "the matching subscription and the one holding the moved document"
+        );
         assert_eq!(doorbells[7].take(), Some(7));
-        assert_eq!(whole_bell.peek(), Some(7), "a collection-wide subscription hears every change");
-        assert_eq!(other_bell.peek(), None, "another collection's subscription hears nothing");
+        assert_eq!(
+            whole_bell.peek(),
+            Some(7),
+            "a collection-wide subscription hears every change"
+        );
+        assert_eq!(
+            other_bell.peek(),
+            None,
+            "another collection's subscription hears nothing"
+        );
     }
 }

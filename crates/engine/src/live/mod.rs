@@ -50,7 +50,10 @@ pub struct LiveBody {
 
 impl LiveBody {
     pub fn new(value: Value) -> LiveBody {
-        LiveBody { value, encoded: OnceLock::new() }
+        LiveBody {
+            value,
+            encoded: OnceLock::new(),
+        }
     }
 
     /// The body as `encode` renders it, computed once per body. Every
@@ -90,7 +93,12 @@ impl From<protosync_store::CommitRecord> for LiveCommit {
             changes: record
                 .changes
                 .into_iter()
-                .map(|c| LiveChange { collection: c.collection, id: c.id, version: c.version, body: c.body.map(|b| Arc::new(LiveBody::new(b))) })
+                .map(|c| LiveChange {
+                    collection: c.collection,
+                    id: c.id,
+                    version: c.version,
+                    body: c.body.map(|b| Arc::new(LiveBody::new(b))),
+                })
                 .collect(),
         }
     }

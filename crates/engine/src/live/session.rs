@@ -91,16 +91,35 @@ pub struct Session {
 impl Drop for Session {
     fn drop(&mut self) {
         for (_, slot) in self.slots.drain() {
-            self.index.unfile((self.connection, slot.number), &slot.filing, slot.subscription.held_ids());
+            self.index.unfile(
+                (self.connection, slot.number),
+                &slot.filing,
+                slot.subscription.held_ids(),
+            );
         }
         self.index.disconnect(self.connection);
     }
 }
 
 impl Session {
-    pub(crate) fn new(store: Arc<dyn Store>, stream: Arc<CommitStream>, index: Arc<SubscriptionIndex>, watermark: Seq) -> Session {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        stream: Arc<CommitStream>,
+        index: Arc<SubscriptionIndex>,
+        watermark: Seq,
+    ) -> Session {
         let (connection, doorbell) = index.connect();
-        Session { store, stream, index, connection, doorbell, watermark, slots: HashMap::new(), next_number: 0, gained_holdings: false }
+        Session {
+            store,
+            stream,
+            index,
+            connection,
+            doorbell,
+            watermark,
+            slots: HashMap::new(),
+            next_number: 0,
+            gained_holdings: false,
+        }
     }
 
     pub fn watermark(&self) -> Seq {
@@ -122,13 +141,21 @@ impl Session {
     /// Whether something can be sent now: news the tail has reached, or a
     /// subscription whose first result is waiting.
     pub fn has_news(&self) -> bool {
-        self.doorbell.peek().is_some_and(|dirty| dirty <= self.stream.tail_now().0)
+        self.doorbell
+            .peek()
+            .is_some_and(|dirty| dirty <= self.stream.tail_now().0)
             || self.slots.values().any(|s| !matches!(s.held, Held::Sent))
     }
 
     /// Adds a subscription. Its first result is read now and delivered by the
     /// next transition, as a reset or (for a resume) as a diff against `held`.
-    pub async fn subscribe(&mut self, id: String, target: Target, held: Option<Vec<(String, Seq)>>, reset: ResetReason) -> Result<(), EngineError> {
+    pub async fn subscribe(
+        &mut self,
+        id: String,
+        target: Target,
+        held: Option<Vec<(String, Seq)>>,
+        reset: ResetReason,
+    ) -> Result<(), EngineError> {
         if self.slots.contains_key(&id) {
             return Err(EngineError::DuplicateSubscription(id));
         }
@@ -156,20 +183,39 @@ impl Session {
             Some(claimed) => Held::Claimed(claimed),
             None => Held::Reset(reset),
         };
-        self.slots.insert(id, Slot { number: self.next_number, subscription, filing, held, sent: Vec::new() });
+        self.slots.insert(
+            id,
+            Slot {
+                number: self.next_number,
+                subscription,
+                filing,
+                held,
+                sent: Vec::new(),
+            },
+        );
         Ok(())
     }
 
     pub fn unsubscribe(&mut self, id: &str) -> Result<(), EngineError> {
-        let slot = self.slots.remove(id).ok_or_else(|| EngineError::UnknownSubscription(id.to_owned()))?;
-        self.index.unfile((self.connection, slot.number), &slot.filing, slot.subscription.held_ids());
+        let slot = self
+            .slots
+            .remove(id)
+            .ok_or_else(|| EngineError::UnknownSubscription(id.to_owned()))?;
+        self.index.unfile(
+            (self.connection, slot.number),
+            &slot.filing,
+            slot.subscription.held_ids(),
+        );
         Ok(())
     }
 
     /// Swaps every subscription's target (a new identity sees other
     /// documents) and re-reads it; the next transition sends only what
     /// changed for the client.
-    pub async fn retarget(&mut self, retarget: impl Fn(&Target) -> Result<Target, EngineError>) -> Result<(), EngineError> {
+    pub async fn retarget(
+        &mut self,
+        retarget: impl Fn(&Target) -> Result<Target, EngineError>,
+    ) -> Result<(), EngineError> {
         // All or nothing: read every new view first, then swap them in, so a
         // failure leaves the session as it was.
         let mut fresh = Vec::with_capacity(self.slots.len());
@@ -182,7 +228,11 @@ impl Session {
             let before = slot.subscription.held_ids();
             slot.subscription = subscription;
             let (gained, lost) = difference(&before, &slot.subscription.held_ids());
-            let (key, filing, at) = ((self.connection, slot.number), slot.filing.clone(), slot.subscription.at);
+            let (key, filing, at) = (
+                (self.connection, slot.number),
+                slot.filing.clone(),
+                slot.subscription.at,
+            );
             // The next transition diffs the new view against what the client
             // holds (unless a reset or a claimed state is still to be sent).
             if matches!(slot.held, Held::Sent) {
@@ -198,9 +248,20 @@ impl Session {
     /// returns what the client must apply. `None` when nothing changed for
     /// the client and `force` is false: the watermark then stays, which keeps
     /// the chain of transitions intact.
-    pub async fn advance(&mut self, min_target: Seq, force: bool) -> Result<Option<TransitionPlan>, EngineError> {
-        let highest_read = self.slots.values().map(|s| s.subscription.at).max().unwrap_or(Seq::ZERO);
-        let mut target = self.wait_for_tail(min_target.max(highest_read).max(self.watermark)).await?;
+    pub async fn advance(
+        &mut self,
+        min_target: Seq,
+        force: bool,
+    ) -> Result<Option<TransitionPlan>, EngineError> {
+        let highest_read = self
+            .slots
+            .values()
+            .map(|s| s.subscription.at)
+            .max()
+            .unwrap_or(Seq::ZERO);
+        let mut target = self
+            .wait_for_tail(min_target.max(highest_read).max(self.watermark))
+            .await?;
         let mut applied_upto = match self.doorbell.take() {
             Some(dirty) if dirty <= target.0 => Seq(dirty - 1),
             Some(dirty) => {
@@ -217,12 +278,19 @@ impl Session {
                 target = self.wait_for_tail(reread_at).await?;
                 continue;
             }
-            let short: Vec<String> = self.slots.iter().filter(|(_, s)| s.subscription.needs_refill()).map(|(id, _)| id.clone()).collect();
+            let short: Vec<String> = self
+                .slots
+                .iter()
+                .filter(|(_, s)| s.subscription.needs_refill())
+                .map(|(id, _)| id.clone())
+                .collect();
             if short.is_empty() {
                 break;
             }
             if rounds == MAX_REFILL_ROUNDS {
-                return Err(EngineError::Unavailable("subscriptions keep changing faster than they can be refilled".into()));
+                return Err(EngineError::Unavailable(
+                    "subscriptions keep changing faster than they can be refilled".into(),
+                ));
             }
             rounds += 1;
             for id in short {
@@ -231,7 +299,11 @@ impl Session {
                 target = target.max(fresh.at);
                 let before = slot.subscription.held_ids();
                 slot.subscription = fresh;
-                let (key, filing, after) = ((self.connection, slot.number), slot.filing.clone(), slot.subscription.held_ids());
+                let (key, filing, after) = (
+                    (self.connection, slot.number),
+                    slot.filing.clone(),
+                    slot.subscription.held_ids(),
+                );
                 let (gained, lost) = difference(&before, &after);
                 self.track_held(key, &filing, &gained, &lost);
             }
@@ -239,9 +311,10 @@ impl Session {
         }
         // Commits that rang during this transition and are already applied are not news.
         if let Some(dirty) = self.doorbell.take()
-            && dirty > target.0 {
-                self.doorbell.restore(dirty);
-            }
+            && dirty > target.0
+        {
+            self.doorbell.restore(dirty);
+        }
         // A ring beyond the target may have been folded into a lower one we
         // took; and new holdings may have missed rings (see gained_holdings).
         if std::mem::take(&mut self.gained_holdings) || self.doorbell.highest() > target.0 {
@@ -261,7 +334,11 @@ impl Session {
             };
             slot.sent = slot.subscription.visible_state();
             if reset.is_some() || !diff.is_empty() {
-                updates.push(SubscriptionUpdate { subscription_id: slot.subscription.id.clone(), reset, diff });
+                updates.push(SubscriptionUpdate {
+                    subscription_id: slot.subscription.id.clone(),
+                    reset,
+                    diff,
+                });
             }
         }
         if updates.is_empty() && !(force && target > self.watermark) {
@@ -270,7 +347,11 @@ impl Session {
         let from = self.watermark;
         self.watermark = target;
         updates.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
-        Ok(Some(TransitionPlan { from, to: target, updates }))
+        Ok(Some(TransitionPlan {
+            from,
+            to: target,
+            updates,
+        }))
     }
 
     /// Applies the commits in `(after, upto]` to every subscription that has
@@ -287,7 +368,8 @@ impl Session {
                 for id in ids {
                     let slot = self.slots.get_mut(&id).expect("listed above");
                     let before = slot.subscription.held_ids();
-                    slot.subscription = read(&self.store, id, slot.subscription.target.clone()).await?;
+                    slot.subscription =
+                        read(&self.store, id, slot.subscription.target.clone()).await?;
                     let (gained, lost) = difference(&before, &slot.subscription.held_ids());
                     let (key, filing) = ((self.connection, slot.number), slot.filing.clone());
                     newest = newest.max(slot.subscription.at);
@@ -299,7 +381,11 @@ impl Session {
         };
         for slot in self.slots.values_mut() {
             let tracks_held = matches!(slot.filing, Filing::Values { .. });
-            let before = if tracks_held { slot.subscription.held_ids() } else { Vec::new() };
+            let before = if tracks_held {
+                slot.subscription.held_ids()
+            } else {
+                Vec::new()
+            };
             let read_at = slot.subscription.at;
             for commit in commits.iter().filter(|c| c.seq > read_at) {
                 for change in &commit.changes {
@@ -309,13 +395,24 @@ impl Session {
             if tracks_held {
                 let (gained, lost) = difference(&before, &slot.subscription.held_ids());
                 self.gained_holdings |= !gained.is_empty();
-                self.index.update_held((self.connection, slot.number), slot.subscription.target.collection(), &gained, &lost);
+                self.index.update_held(
+                    (self.connection, slot.number),
+                    slot.subscription.target.collection(),
+                    &gained,
+                    &lost,
+                );
             }
         }
         Ok(upto)
     }
 
-    fn track_held(&mut self, key: SubscriptionKey, filing: &Filing, gained: &[String], lost: &[String]) {
+    fn track_held(
+        &mut self,
+        key: SubscriptionKey,
+        filing: &Filing,
+        gained: &[String],
+        lost: &[String],
+    ) {
         if let Filing::Values { collection, .. } = filing {
             self.gained_holdings |= !gained.is_empty();
             self.index.update_held(key, collection, gained, lost);
@@ -328,8 +425,12 @@ impl Session {
         let reached = tokio::time::timeout(TAIL_WAIT, tail.wait_for(|t| *t >= seq)).await;
         match reached {
             Ok(Ok(t)) => Ok(*t),
-            Ok(Err(_)) => Err(EngineError::Unavailable("the commit stream has stopped".into())),
-            Err(_) => Err(EngineError::Unavailable(format!("the commit stream did not reach seq {seq} within {TAIL_WAIT:?}"))),
+            Ok(Err(_)) => Err(EngineError::Unavailable(
+                "the commit stream has stopped".into(),
+            )),
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "the commit stream did not reach seq {seq} within {TAIL_WAIT:?}"
+            ))),
         }
     }
 }
@@ -338,22 +439,55 @@ impl Session {
 fn difference(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
     let old: std::collections::HashSet<&String> = before.iter().collect();
     let new: std::collections::HashSet<&String> = after.iter().collect();
-    (after.iter().filter(|id| !old.contains(id)).cloned().collect(), before.iter().filter(|id| !new.contains(id)).cloned().collect())
+    (
+        after
+            .iter()
+            .filter(|id| !old.contains(id))
+            .cloned()
+            .collect(),
+        before
+            .iter()
+            .filter(|id| !new.contains(id))
+            .cloned()
+            .collect(),
+    )
 }
 
 /// Reads a subscription's view from the store.
-async fn read(store: &Arc<dyn Store>, id: String, target: Target) -> Result<LiveSubscription, StoreError> {
+async fn read(
+    store: &Arc<dyn Store>,
+    id: String,
+    target: Target,
+) -> Result<LiveSubscription, StoreError> {
     match &target {
         Target::Query(_) => {
             let window = target.window_query().expect("query targets have a window");
             let read = store.query(&window).await?;
             let complete = read.value.next_cursor.is_none();
-            Ok(LiveSubscription::new(id, target, read.seq, read.value.documents, complete))
+            Ok(LiveSubscription::new(
+                id,
+                target,
+                read.seq,
+                read.value.documents,
+                complete,
+            ))
         }
-        Target::Get { collection, id: doc_id, visibility } => {
+        Target::Get {
+            collection,
+            id: doc_id,
+            visibility,
+        } => {
             let read = store.get(collection, doc_id).await?;
-            let visible = read.value.filter(|d| visibility.as_ref().is_none_or(|v| (v.0)(&d.body)));
-            Ok(LiveSubscription::new(id, target, read.seq, visible.into_iter().collect(), true))
+            let visible = read
+                .value
+                .filter(|d| visibility.as_ref().is_none_or(|v| (v.0)(&d.body)));
+            Ok(LiveSubscription::new(
+                id,
+                target,
+                read.seq,
+                visible.into_iter().collect(),
+                true,
+            ))
         }
     }
 }

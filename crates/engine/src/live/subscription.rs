@@ -26,7 +26,11 @@ pub const WINDOW_SLACK: usize = 16;
 pub enum Target {
     Query(Query),
     /// One document, if the reader may see it (`None`: no restriction).
-    Get { collection: String, id: String, visibility: Option<protosync_query::Visibility> },
+    Get {
+        collection: String,
+        id: String,
+        visibility: Option<protosync_query::Visibility>,
+    },
 }
 
 impl Target {
@@ -40,7 +44,10 @@ impl Target {
     /// Where the subscription index files it.
     pub fn filing(&self) -> Filing {
         match self {
-            Target::Get { collection, id, .. } => Filing::Document { collection: collection.clone(), id: id.clone() },
+            Target::Get { collection, id, .. } => Filing::Document {
+                collection: collection.clone(),
+                id: id.clone(),
+            },
             Target::Query(q) => {
                 let equality = q.filter.iter().find(|c| matches!(c.op, Op::Eq | Op::In));
                 match equality {
@@ -94,8 +101,21 @@ pub struct LiveSubscription {
 
 impl LiveSubscription {
     /// A subscription whose view is `documents` (in order), read at `at`.
-    pub fn new(id: String, target: Target, at: Seq, documents: Vec<StoredDocument>, complete: bool) -> LiveSubscription {
-        let mut subscription = LiveSubscription { id, target, at, entries: Vec::new(), complete: true, slack: WINDOW_SLACK };
+    pub fn new(
+        id: String,
+        target: Target,
+        at: Seq,
+        documents: Vec<StoredDocument>,
+        complete: bool,
+    ) -> LiveSubscription {
+        let mut subscription = LiveSubscription {
+            id,
+            target,
+            at,
+            entries: Vec::new(),
+            complete: true,
+            slack: WINDOW_SLACK,
+        };
         subscription.refill(at, documents, complete);
         subscription
     }
@@ -106,7 +126,15 @@ impl LiveSubscription {
             .into_iter()
             .map(|d| {
                 let key = self.key_of(&d.id, &d.body);
-                Entry { key, doc: LiveDocument { id: d.id, version: d.version, seq: d.seq, body: Arc::new(LiveBody::new(d.body)) } }
+                Entry {
+                    key,
+                    doc: LiveDocument {
+                        id: d.id,
+                        version: d.version,
+                        seq: d.seq,
+                        body: Arc::new(LiveBody::new(d.body)),
+                    },
+                }
             })
             .collect();
         self.complete = complete;
@@ -134,7 +162,9 @@ impl LiveSubscription {
                 let key = q.sort_key_of(&change.id, body);
                 q.is_after_cursor(&key).then_some(key)
             }
-            Target::Get { id, visibility, .. } => (*id == change.id && visibility.as_ref().is_none_or(|v| (v.0)(body))).then(Vec::new),
+            Target::Get { id, visibility, .. } => {
+                (*id == change.id && visibility.as_ref().is_none_or(|v| (v.0)(body))).then(Vec::new)
+            }
         }
     }
 
@@ -144,14 +174,17 @@ impl LiveSubscription {
             return;
         }
         if let Target::Get { id, .. } = &self.target
-            && *id != change.id {
-                return;
-            }
+            && *id != change.id
+        {
+            return;
+        }
         let held = self.entries.iter().position(|e| e.doc.id == change.id);
         if let Some(i) = held {
             self.entries.remove(i);
         }
-        let Some(key) = self.admits(change) else { return };
+        let Some(key) = self.admits(change) else {
+            return;
+        };
         let fits = self.complete || self.entries.last().is_some_and(|last| key < last.key);
         if !fits {
             // Past everything known: it is not in the visible window (or the
@@ -218,17 +251,34 @@ impl ViewDiff {
     /// From `before` (what the client holds, in order) to `now`.
     pub fn between(before: &[(String, Seq)], now: &LiveSubscription) -> ViewDiff {
         let held: HashMap<&str, Seq> = before.iter().map(|(id, seq)| (id.as_str(), *seq)).collect();
-        let upserts: Vec<LiveDocument> = now.visible().filter(|d| held.get(d.id.as_str()) != Some(&d.seq)).cloned().collect();
+        let upserts: Vec<LiveDocument> = now
+            .visible()
+            .filter(|d| held.get(d.id.as_str()) != Some(&d.seq))
+            .cloned()
+            .collect();
         let visible: Vec<String> = now.visible().map(|d| d.id.clone()).collect();
         let present: std::collections::HashSet<&str> = visible.iter().map(String::as_str).collect();
-        let removes: Vec<String> = before.iter().filter(|(id, _)| !present.contains(id.as_str())).map(|(id, _)| id.clone()).collect();
-        let same_order = before.len() == visible.len() && before.iter().zip(&visible).all(|((a, _), b)| a == b);
-        ViewDiff { upserts, removes, order: (!same_order).then_some(visible) }
+        let removes: Vec<String> = before
+            .iter()
+            .filter(|(id, _)| !present.contains(id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let same_order =
+            before.len() == visible.len() && before.iter().zip(&visible).all(|((a, _), b)| a == b);
+        ViewDiff {
+            upserts,
+            removes,
+            order: (!same_order).then_some(visible),
+        }
     }
 
     /// Everything, as for a reset.
     pub fn full(now: &LiveSubscription) -> ViewDiff {
-        ViewDiff { upserts: now.visible().cloned().collect(), removes: Vec::new(), order: Some(now.visible().map(|d| d.id.clone()).collect()) }
+        ViewDiff {
+            upserts: now.visible().cloned().collect(),
+            removes: Vec::new(),
+            order: Some(now.visible().map(|d| d.id.clone()).collect()),
+        }
     }
 }
 
@@ -265,29 +315,56 @@ mod tests {
             let query = Query::compile(&registry, &request).unwrap();
             let mut model: std::collections::BTreeMap<String, StoredDocument> = Default::default();
             let truth = |model: &std::collections::BTreeMap<String, StoredDocument>, n: usize| {
-                let mut docs: Vec<StoredDocument> = model.values().filter(|d| query.matches(d)).cloned().collect();
+                let mut docs: Vec<StoredDocument> = model
+                    .values()
+                    .filter(|d| query.matches(d))
+                    .cloned()
+                    .collect();
                 docs.sort_by_key(|d| query.sort_key(d));
                 let complete = docs.len() <= n;
                 docs.truncate(n);
                 (docs, complete)
             };
             let capacity = limit as usize + slack;
-            let mut sub = LiveSubscription::new("s".into(), Target::Query(query.clone()), Seq(0), Vec::new(), true);
+            let mut sub = LiveSubscription::new(
+                "s".into(),
+                Target::Query(query.clone()),
+                Seq(0),
+                Vec::new(),
+                true,
+            );
             sub.slack = slack;
             for seq in 1..120u64 {
                 let id = format!("d{}", rng.random_range(0..40));
                 let body = (rng.random_range(0..4) > 0).then(|| json!({"rank": rng.random_range(0..30), "group": if rng.random_bool(0.7) { "a" } else { "b" }}));
                 match &body {
-                    Some(b) => model.insert(id.clone(), StoredDocument { id: id.clone(), version: Version(1), seq: Seq(seq), body: b.clone() }),
+                    Some(b) => model.insert(
+                        id.clone(),
+                        StoredDocument {
+                            id: id.clone(),
+                            version: Version(1),
+                            seq: Seq(seq),
+                            body: b.clone(),
+                        },
+                    ),
                     None => model.remove(&id),
                 };
-                let change = LiveChange { collection: "items".into(), id, version: Version(1), body: body.map(|b| Arc::new(LiveBody::new(b))) };
+                let change = LiveChange {
+                    collection: "items".into(),
+                    id,
+                    version: Version(1),
+                    body: body.map(|b| Arc::new(LiveBody::new(b))),
+                };
                 sub.apply(Seq(seq), &change);
                 if sub.needs_refill() {
                     let (docs, complete) = truth(&model, capacity);
                     sub.refill(Seq(seq), docs, complete);
                 }
-                let expected: Vec<String> = truth(&model, limit as usize).0.into_iter().map(|d| d.id).collect();
+                let expected: Vec<String> = truth(&model, limit as usize)
+                    .0
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect();
                 let shown: Vec<String> = sub.visible().map(|d| d.id.clone()).collect();
                 assert_eq!(shown, expected, "seed {seed} round {round} seq {seq}");
             }

@@ -1,9 +1,9 @@
 //! Every error answer is `{"error": {"code", "message", "path"?}}` with a
 //! status that fits the code.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use protosync_engine::EngineError;
 use serde_json::json;
 
@@ -17,7 +17,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), path: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            path: None,
+        }
     }
 }
 
@@ -29,10 +34,12 @@ impl From<EngineError> for ApiError {
             | EngineError::InvalidQuery(_)
             | EngineError::InvalidCursor(_)
             | EngineError::DuplicateSubscription(_) => StatusCode::BAD_REQUEST,
-            EngineError::UnknownCollection(_) | EngineError::NotFound { .. } | EngineError::UnknownSubscription(_) => {
-                StatusCode::NOT_FOUND
+            EngineError::UnknownCollection(_)
+            | EngineError::NotFound { .. }
+            | EngineError::UnknownSubscription(_) => StatusCode::NOT_FOUND,
+            EngineError::AlreadyExists { .. } | EngineError::VersionConflict { .. } => {
+                StatusCode::CONFLICT
             }
-            EngineError::AlreadyExists { .. } | EngineError::VersionConflict { .. } => StatusCode::CONFLICT,
             EngineError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
             EngineError::Forbidden { code, .. } => match *code {
@@ -51,7 +58,12 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidDocument { error, .. } => Some(error.path.clone()),
             _ => None,
         };
-        ApiError { status, code: e.code(), message: e.to_string(), path }
+        ApiError {
+            status,
+            code: e.code(),
+            message: e.to_string(),
+            path,
+        }
     }
 }
 

@@ -4,15 +4,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use std::net::SocketAddr;
 
+use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::Json;
 use protosync_engine::limits::MAX_REQUEST_BYTES;
 use protosync_engine::{Engine, Identity, MutationRequest};
 use protosync_query::QueryRequest;
 use protosync_store::StoredDocument;
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::error::ApiError;
 use crate::AppState;
@@ -29,19 +29,36 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
                 format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
             )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", rejection.body_text())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                rejection.body_text(),
+            )
         }
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            format!("invalid request body: {e}"),
+        )
+    })
 }
 
-pub async fn mutate(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn mutate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
     let identity = state.identity(&headers, peer).await?;
     let request: MutationRequest = parse(body)?;
     let outcome = state.engine.mutate(&identity, &request).await?;
-    let results: Vec<Value> =
-        outcome.results.iter().map(|r| json!({"id": r.id, "version": r.version.to_string()})).collect();
+    let results: Vec<Value> = outcome
+        .results
+        .iter()
+        .map(|r| json!({"id": r.id, "version": r.version.to_string()}))
+        .collect();
     let mut answer = json!({"seq": outcome.seq.to_string(), "results": results});
     if outcome.duplicate {
         answer["duplicate"] = json!(true);
@@ -49,7 +66,12 @@ pub async fn mutate(State(state): State<AppState>, ConnectInfo(peer): ConnectInf
     Ok(Json(answer))
 }
 
-pub async fn query(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn query(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
     let identity = state.identity(&headers, peer).await?;
     let request: QueryRequest = parse(body)?;
     let read = state.engine.query(&identity, &request).await?;
@@ -73,10 +95,15 @@ pub async fn get_document(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let Path((collection, id)) = path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let Path((collection, id)) =
+        path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let read = state.engine.get(&identity, &collection, &id).await?;
-    let StoredDocument { id, version, body, .. } = read.value;
-    Ok(Json(json!({"id": id, "version": version.to_string(), "seq": read.seq.to_string(), "doc": body})))
+    let StoredDocument {
+        id, version, body, ..
+    } = read.value;
+    Ok(Json(
+        json!({"id": id, "version": version.to_string(), "seq": read.seq.to_string(), "doc": body}),
+    ))
 }
 
 pub async fn healthz() -> Json<Value> {
@@ -94,15 +121,29 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
 
 /// `{"jti": "…"}`: refuse this token from now on, on this node, including on
 /// live connections (which lose it within a heartbeat). Services only.
-pub async fn revoke(State(state): State<AppState>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Answer {
+pub async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
     let identity = state.identity(&headers, peer).await?;
     let everything = match &identity {
-        Identity::Service { collections: None, .. } => true,
-        Identity::Service { collections: Some(allowed), .. } => allowed.iter().any(|c| c == "*"),
+        Identity::Service {
+            collections: None, ..
+        } => true,
+        Identity::Service {
+            collections: Some(allowed),
+            ..
+        } => allowed.iter().any(|c| c == "*"),
         _ => false,
     };
     if !everything {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "only a service with access to every collection may revoke tokens"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "only a service with access to every collection may revoke tokens",
+        ));
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -115,9 +156,17 @@ pub async fn revoke(State(state): State<AppState>, ConnectInfo(peer): ConnectInf
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no route for {method} {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("no route for {method} {}", uri.path()),
+    )
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", format!("{method} is not allowed on {}", uri.path()))
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }

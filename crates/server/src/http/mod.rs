@@ -3,9 +3,9 @@
 pub(crate) mod error;
 mod handlers;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::Router;
 use protosync_engine::limits::MAX_REQUEST_BYTES;
 
 use crate::AppState;
@@ -14,7 +14,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/mutate", post(handlers::mutate))
         .route("/v1/query", post(handlers::query))
-        .route("/v1/collections/{collection}/docs/{id}", get(handlers::get_document))
+        .route(
+            "/v1/collections/{collection}/docs/{id}",
+            get(handlers::get_document),
+        )
         .route("/v1/auth/revoke", post(handlers::revoke))
         .route("/v1/sync", get(crate::sync::upgrade))
         .route("/v1/subscribe", get(crate::sync::sse::subscribe))

@@ -14,8 +14,8 @@ use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOC
 use protosync_store::{CommitOutcome, Seq};
 use tokio::sync::mpsc;
 
-use super::{close_code, sleep_until_epoch, transition};
 use super::convert::{self, error, error_message, server};
+use super::{close_code, sleep_until_epoch, transition};
 use crate::AppState;
 
 /// Kept small: every connection's queue allocates room for a block of them.
@@ -26,7 +26,8 @@ enum Outbound {
     Close(u16, String),
 }
 
-type MutationDone = futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
+type MutationDone =
+    futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
 
 pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::net::SocketAddr) {
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
@@ -56,14 +57,26 @@ pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::ne
 
 /// Writes queued frames; a frame the client does not take in time ends the
 /// connection (the client stopped reading).
-async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, codec: Codec, state: AppState) {
+async fn write_frames(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+    codec: Codec,
+    state: AppState,
+) {
     while let Some(item) = queue.recv().await {
         state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
         let frame = match item {
             Outbound::Message(message) => codec.encode_server(&message),
             Outbound::Frame(frame) => frame,
             Outbound::Close(code, reason) => {
-                let _ = tokio::time::timeout(state.sync.write_timeout, sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() })))).await;
+                let _ = tokio::time::timeout(
+                    state.sync.write_timeout,
+                    sink.send(Message::Close(Some(CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    }))),
+                )
+                .await;
                 break;
             }
         };
@@ -76,8 +89,12 @@ async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, 
             Ok(Err(_)) => break,
             Err(_) => {
                 tracing::info!("closing a sync connection whose client stopped reading");
-                let close = Message::Close(Some(CloseFrame { code: close_code::SLOW_CONSUMER, reason: "the client stopped reading".into() }));
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(close)).await;
+                let close = Message::Close(Some(CloseFrame {
+                    code: close_code::SLOW_CONSUMER,
+                    reason: "the client stopped reading".into(),
+                }));
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(close)).await;
                 break;
             }
         }
@@ -92,7 +109,10 @@ async fn write_frames(mut sink: futures::stream::SplitSink<WebSocket, Message>, 
 async fn enqueue(outbound: &mpsc::Sender<Outbound>, state: &AppState, item: Outbound) -> bool {
     state.metrics.queued_frames.fetch_add(1, Ordering::Relaxed);
     let queued = (state.sync.outbound_queue_frames - outbound.capacity() + 1) as u64;
-    state.metrics.peak_queued_frames_per_connection.fetch_max(queued, Ordering::Relaxed);
+    state
+        .metrics
+        .peak_queued_frames_per_connection
+        .fetch_max(queued, Ordering::Relaxed);
     if outbound.send(item).await.is_err() {
         state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
         return false;
@@ -116,7 +136,14 @@ async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Receive
             None => return Received::Closed,
             Some(Err(e)) => {
                 let text = e.to_string();
-                return if text.contains("too long") || text.contains("too big") || text.contains("Space limit") { Received::TooBig } else { Received::Closed };
+                return if text.contains("too long")
+                    || text.contains("too big")
+                    || text.contains("Space limit")
+                {
+                    Received::TooBig
+                } else {
+                    Received::Closed
+                };
             }
             Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
@@ -136,33 +163,74 @@ async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Receive
     }
 }
 
-async fn receive_hello(incoming: &mut SplitStream<WebSocket>, codec: Codec, outbound: &mpsc::Sender<Outbound>, state: &AppState) -> Option<wire::Hello> {
+async fn receive_hello(
+    incoming: &mut SplitStream<WebSocket>,
+    codec: Codec,
+    outbound: &mpsc::Sender<Outbound>,
+    state: &AppState,
+) -> Option<wire::Hello> {
     let first = tokio::time::timeout(state.sync.hello_timeout, receive(incoming, codec)).await;
     let refuse = |code: u16, reason: &str| Outbound::Close(code, reason.to_owned());
     match first {
-        Ok(Received::Message(wire::ClientMessage { message: Some(client_message::Message::Hello(hello)) })) => {
+        Ok(Received::Message(wire::ClientMessage {
+            message: Some(client_message::Message::Hello(hello)),
+        })) => {
             if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
                 let message = format!(
                     "protocol version {} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
                     hello.protocol_version
                 );
-                enqueue(outbound, state, Outbound::Message(Box::new(error_message("UPGRADE_REQUIRED", &message, "", "", String::new())))).await;
-                enqueue(outbound, state, refuse(close_code::UPGRADE_REQUIRED, "upgrade required")).await;
+                enqueue(
+                    outbound,
+                    state,
+                    Outbound::Message(Box::new(error_message(
+                        "UPGRADE_REQUIRED",
+                        &message,
+                        "",
+                        "",
+                        String::new(),
+                    ))),
+                )
+                .await;
+                enqueue(
+                    outbound,
+                    state,
+                    refuse(close_code::UPGRADE_REQUIRED, "upgrade required"),
+                )
+                .await;
                 return None;
             }
             Some(hello)
         }
         Ok(Received::Closed) => None,
         Ok(Received::TooBig) => {
-            enqueue(outbound, state, refuse(close_code::MESSAGE_TOO_BIG, "frame too large")).await;
+            enqueue(
+                outbound,
+                state,
+                refuse(close_code::MESSAGE_TOO_BIG, "frame too large"),
+            )
+            .await;
             None
         }
         Ok(_) => {
-            enqueue(outbound, state, refuse(close_code::HELLO_REQUIRED, "the first message must be a hello")).await;
+            enqueue(
+                outbound,
+                state,
+                refuse(
+                    close_code::HELLO_REQUIRED,
+                    "the first message must be a hello",
+                ),
+            )
+            .await;
             None
         }
         Err(_) => {
-            enqueue(outbound, state, refuse(close_code::HELLO_REQUIRED, "no hello in time")).await;
+            enqueue(
+                outbound,
+                state,
+                refuse(close_code::HELLO_REQUIRED, "no hello in time"),
+            )
+            .await;
             None
         }
     }
@@ -193,12 +261,18 @@ struct MutationBudget {
 impl MutationBudget {
     fn new(per_second: u32) -> MutationBudget {
         let per_second = f64::from(per_second.max(1));
-        MutationBudget { per_second, tokens: 2.0 * per_second, refilled: Instant::now() }
+        MutationBudget {
+            per_second,
+            tokens: 2.0 * per_second,
+            refilled: Instant::now(),
+        }
     }
 
     fn take(&mut self) -> bool {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * self.per_second).min(2.0 * self.per_second);
+        self.tokens = (self.tokens
+            + now.duration_since(self.refilled).as_secs_f64() * self.per_second)
+            .min(2.0 * self.per_second);
         self.refilled = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -211,11 +285,21 @@ impl MutationBudget {
 
 impl Connection {
     async fn send(&self, message: wire::ServerMessage) -> bool {
-        enqueue(&self.outbound, &self.state, Outbound::Message(Box::new(message))).await
+        enqueue(
+            &self.outbound,
+            &self.state,
+            Outbound::Message(Box::new(message)),
+        )
+        .await
     }
 
     async fn close(&self, code: u16, reason: &str) {
-        enqueue(&self.outbound, &self.state, Outbound::Close(code, reason.to_owned())).await;
+        enqueue(
+            &self.outbound,
+            &self.state,
+            Outbound::Close(code, reason.to_owned()),
+        )
+        .await;
     }
 
     async fn serve(mut self, hello: wire::Hello) {
@@ -224,19 +308,22 @@ impl Connection {
             match Box::pin(self.state.auth.credential(&hello.token)).await {
                 Ok(identity) => self.identity = identity,
                 Err(e) => {
-                    self.send(error_message(e.code, &e.message, "", "", String::new())).await;
-                    self.close(close_code::UNAUTHENTICATED, "the token was refused").await;
+                    self.send(error_message(e.code, &e.message, "", "", String::new()))
+                        .await;
+                    self.close(close_code::UNAUTHENTICATED, "the token was refused")
+                        .await;
                     return;
                 }
             }
         }
         let store = engine.store().clone();
         if self.identity == Identity::Anonymous
-            && let Err(e) = self.state.admit_anonymous(self.peer) {
-                self.send(error(&e, "", "")).await;
-                self.close(close_code::GOING_AWAY, "rate limited").await;
-                return;
-            }
+            && let Err(e) = self.state.admit_anonymous(self.peer)
+        {
+            self.send(error(&e, "", "")).await;
+            self.close(close_code::GOING_AWAY, "rate limited").await;
+            return;
+        }
         let floor = store.log_floor().await.unwrap_or(Seq::ZERO);
         let head = store.head().await.unwrap_or(Seq::ZERO);
         let resume = hello.resume.unwrap_or_default();
@@ -249,7 +336,11 @@ impl Connection {
             (claimed, None)
         };
         let mut session = engine.open_session(start);
-        let session_id = if resume.session_id.is_empty() { format!("{:032x}", rand::random::<u128>()) } else { resume.session_id.clone() };
+        let session_id = if resume.session_id.is_empty() {
+            format!("{:032x}", rand::random::<u128>())
+        } else {
+            resume.session_id.clone()
+        };
         let welcome = wire::Welcome {
             session_id,
             protocol_version: PROTOCOL_VERSION,
@@ -259,12 +350,16 @@ impl Connection {
             heartbeat_interval_ms: self.state.sync.heartbeat_interval.as_millis() as u32,
             limits: Some(wire::Limits {
                 max_frame_bytes: self.state.sync.max_frame_bytes as u32,
-                max_subscriptions: protosync_engine::live::session::MAX_SUBSCRIPTIONS_PER_SESSION as u32,
+                max_subscriptions: protosync_engine::live::session::MAX_SUBSCRIPTIONS_PER_SESSION
+                    as u32,
                 max_inflight_mutations: self.state.sync.max_inflight_mutations as u32,
                 idle_timeout_ms: self.state.sync.idle_timeout.as_millis() as u32,
             }),
         };
-        if !self.send(server(server_message::Message::Welcome(welcome))).await {
+        if !self
+            .send(server(server_message::Message::Welcome(welcome)))
+            .await
+        {
             return;
         }
         if !hello.token.is_empty() {
@@ -272,20 +367,41 @@ impl Connection {
         }
         for subscribe in resume.subscriptions {
             let held = match reset {
-                None => Some(subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect()),
+                None => Some(
+                    subscribe
+                        .held
+                        .iter()
+                        .map(|h| (h.id.clone(), Seq(h.seq)))
+                        .collect(),
+                ),
                 Some(_) => None,
             };
-            Box::pin(self.subscribe(&mut session, subscribe, held, reset.unwrap_or(ResetReason::NewSubscription))).await;
+            Box::pin(self.subscribe(
+                &mut session,
+                subscribe,
+                held,
+                reset.unwrap_or(ResetReason::NewSubscription),
+            ))
+            .await;
         }
         self.run(session).await;
     }
 
-    async fn subscribe(&self, session: &mut Session, subscribe: wire::Subscribe, held: Option<Vec<(String, Seq)>>, reason: ResetReason) {
+    async fn subscribe(
+        &self,
+        session: &mut Session,
+        subscribe: wire::Subscribe,
+        held: Option<Vec<(String, Seq)>>,
+        reason: ResetReason,
+    ) {
         let id = subscribe.subscription_id.clone();
         let engine = &self.state.engine;
-        let target = convert::target(engine.registry(), &subscribe).and_then(|t| engine.restrict(&self.identity, &t));
+        let target = convert::target(engine.registry(), &subscribe)
+            .and_then(|t| engine.restrict(&self.identity, &t));
         let result = match target {
-            Ok(_) if id.is_empty() => Err(EngineError::BadRequest("subscriptionId must not be empty".into())),
+            Ok(_) if id.is_empty() => Err(EngineError::BadRequest(
+                "subscriptionId must not be empty".into(),
+            )),
             Ok(target) => session.subscribe(id.clone(), target, held, reason).await,
             Err(e) => Err(e),
         };
@@ -303,8 +419,13 @@ impl Connection {
         let mut closing = self.state.closing.clone();
         loop {
             let leeway = self.state.auth.leeway_seconds();
-            let expiry = self.identity.expires_at().filter(|_| self.paused.is_none()).map(|exp| exp + leeway);
-            let wants = self.paused.is_none() && (session.has_news() || self.min_target > session.watermark() || keepalive);
+            let expiry = self
+                .identity
+                .expires_at()
+                .filter(|_| self.paused.is_none())
+                .map(|exp| exp + leeway);
+            let wants = self.paused.is_none()
+                && (session.has_news() || self.min_target > session.watermark() || keepalive);
             if wants && self.outbound.capacity() > 0 {
                 let force = self.min_target > session.watermark() || keepalive;
                 keepalive = false;
@@ -312,8 +433,15 @@ impl Connection {
                 // large as its largest state, and these are only passing.
                 match Box::pin(session.advance(self.min_target, force)).await {
                     Ok(Some(plan)) => {
-                        self.state.metrics.transitions_sent.fetch_add(1, Ordering::Relaxed);
-                        for frame in transition::frames(&plan, self.codec, transition::TRANSITION_CHUNK_BYTES) {
+                        self.state
+                            .metrics
+                            .transitions_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                        for frame in transition::frames(
+                            &plan,
+                            self.codec,
+                            transition::TRANSITION_CHUNK_BYTES,
+                        ) {
                             if !enqueue(&self.outbound, &self.state, Outbound::Frame(frame)).await {
                                 return;
                             }
@@ -323,7 +451,11 @@ impl Connection {
                     Err(e) => {
                         tracing::warn!(error = %e, "building a transition failed");
                         self.send(error(&e, "", "")).await;
-                        self.close(close_code::GOING_AWAY, "the server cannot follow the commit stream").await;
+                        self.close(
+                            close_code::GOING_AWAY,
+                            "the server cannot follow the commit stream",
+                        )
+                        .await;
                         return;
                     }
                 }
@@ -387,33 +519,65 @@ impl Connection {
         }
     }
 
-    async fn handle(&mut self, session: &mut Session, mutations: &mut FuturesUnordered<MutationDone>, message: wire::ClientMessage) {
+    async fn handle(
+        &mut self,
+        session: &mut Session,
+        mutations: &mut FuturesUnordered<MutationDone>,
+        message: wire::ClientMessage,
+    ) {
         let Some(message) = message.message else {
-            self.send(error_message("BAD_FRAME", "empty message", "", "", String::new())).await;
+            self.send(error_message(
+                "BAD_FRAME",
+                "empty message",
+                "",
+                "",
+                String::new(),
+            ))
+            .await;
             return;
         };
         match message {
             client_message::Message::Hello(_) => {
-                self.send(error_message("UNEXPECTED_HELLO", "hello is only the first message of a connection", "", "", String::new())).await;
+                self.send(error_message(
+                    "UNEXPECTED_HELLO",
+                    "hello is only the first message of a connection",
+                    "",
+                    "",
+                    String::new(),
+                ))
+                .await;
             }
-            client_message::Message::Authenticate(authenticate) => match self.state.auth.credential(&authenticate.token).await {
-                Ok(identity) => {
-                    let engine = self.state.engine.clone();
-                    if let Err(e) = session.retarget(|target| engine.restrict(&identity, target)).await {
-                        self.send(error(&e, "", "")).await;
-                        return;
+            client_message::Message::Authenticate(authenticate) => {
+                match self.state.auth.credential(&authenticate.token).await {
+                    Ok(identity) => {
+                        let engine = self.state.engine.clone();
+                        if let Err(e) = session
+                            .retarget(|target| engine.restrict(&identity, target))
+                            .await
+                        {
+                            self.send(error(&e, "", "")).await;
+                            return;
+                        }
+                        self.identity = identity;
+                        self.paused = None;
+                        self.send(auth_ok(&self.identity)).await;
                     }
-                    self.identity = identity;
-                    self.paused = None;
-                    self.send(auth_ok(&self.identity)).await;
+                    Err(e) => {
+                        self.send(error_message(e.code, &e.message, "", "", String::new()))
+                            .await;
+                    }
                 }
-                Err(e) => {
-                    self.send(error_message(e.code, &e.message, "", "", String::new())).await;
-                }
-            },
+            }
             client_message::Message::Subscribe(subscribe) => {
-                let held = (!subscribe.held.is_empty()).then(|| subscribe.held.iter().map(|h| (h.id.clone(), Seq(h.seq))).collect());
-                self.subscribe(session, subscribe, held, ResetReason::NewSubscription).await;
+                let held = (!subscribe.held.is_empty()).then(|| {
+                    subscribe
+                        .held
+                        .iter()
+                        .map(|h| (h.id.clone(), Seq(h.seq)))
+                        .collect()
+                });
+                self.subscribe(session, subscribe, held, ResetReason::NewSubscription)
+                    .await;
             }
             client_message::Message::Unsubscribe(unsubscribe) => {
                 if let Err(e) = session.unsubscribe(&unsubscribe.subscription_id) {
@@ -422,12 +586,29 @@ impl Connection {
             }
             client_message::Message::Mutate(mutate) => {
                 if let Some(code) = self.paused {
-                    self.send(error_message(code, "authenticate with a fresh token first", &mutate.request_id, "", String::new())).await;
+                    self.send(error_message(
+                        code,
+                        "authenticate with a fresh token first",
+                        &mutate.request_id,
+                        "",
+                        String::new(),
+                    ))
+                    .await;
                     return;
                 }
                 if !self.budget.take() {
-                    let message = format!("more than {} mutations per second on this connection", self.state.sync.max_mutations_per_second);
-                    self.send(error_message("RATE_LIMITED", &message, &mutate.request_id, "", String::new())).await;
+                    let message = format!(
+                        "more than {} mutations per second on this connection",
+                        self.state.sync.max_mutations_per_second
+                    );
+                    self.send(error_message(
+                        "RATE_LIMITED",
+                        &message,
+                        &mutate.request_id,
+                        "",
+                        String::new(),
+                    ))
+                    .await;
                     return;
                 }
                 if mutations.len() >= self.state.sync.max_inflight_mutations {
@@ -446,10 +627,15 @@ impl Connection {
                         // this connection is busy sending or building.
                         let engine = self.state.engine.clone();
                         let identity = self.identity.clone();
-                        let commit = tokio::spawn(async move { engine.mutate(&identity, &request).await });
+                        let commit =
+                            tokio::spawn(async move { engine.mutate(&identity, &request).await });
                         mutations.push(
                             async move {
-                                let result = commit.await.unwrap_or_else(|e| Err(EngineError::Internal(format!("the mutation task failed: {e}"))));
+                                let result = commit.await.unwrap_or_else(|e| {
+                                    Err(EngineError::Internal(format!(
+                                        "the mutation task failed: {e}"
+                                    )))
+                                });
                                 (request_id, result)
                             }
                             .boxed(),
@@ -461,7 +647,10 @@ impl Connection {
                 }
             }
             client_message::Message::Ping(ping) => {
-                self.send(server(server_message::Message::Pong(wire::Pong { nonce: ping.nonce }))).await;
+                self.send(server(server_message::Message::Pong(wire::Pong {
+                    nonce: ping.nonce,
+                })))
+                .await;
             }
         }
     }
@@ -470,24 +659,43 @@ impl Connection {
 impl Connection {
     async fn pause(&mut self, code: &'static str, message: &str) {
         self.paused = Some(code);
-        self.send(error_message(code, message, "", "", String::new())).await;
+        self.send(error_message(code, message, "", "", String::new()))
+            .await;
     }
 }
 
 fn auth_ok(identity: &Identity) -> wire::ServerMessage {
-    server(server_message::Message::AuthOk(wire::AuthOk { expires_at: identity.expires_at().unwrap_or(0) }))
+    server(server_message::Message::AuthOk(wire::AuthOk {
+        expires_at: identity.expires_at().unwrap_or(0),
+    }))
 }
 
 /// Best effort: the requestId of a mutate and the subscriptionId of a
 /// subscribe or unsubscribe in a JSON frame that did not decode.
 fn ids_in(text: &str) -> (String, String) {
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else { return Default::default() };
-    let field = |message: &str, name: &str| json.get(message).and_then(|m| m.get(name)).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    let subscription = [field("subscribe", "subscriptionId"), field("unsubscribe", "subscriptionId")].into_iter().find(|s| !s.is_empty()).unwrap_or_default();
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Default::default();
+    };
+    let field = |message: &str, name: &str| {
+        json.get(message)
+            .and_then(|m| m.get(name))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let subscription = [
+        field("subscribe", "subscriptionId"),
+        field("unsubscribe", "subscriptionId"),
+    ]
+    .into_iter()
+    .find(|s| !s.is_empty())
+    .unwrap_or_default();
     (field("mutate", "requestId"), subscription)
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
-

@@ -19,13 +19,20 @@ pub fn query_request(query: &wire::Query) -> QueryRequest {
             .map(|c| ConditionRequest {
                 field: c.field.clone(),
                 op: c.op.clone(),
-                value: c.value.as_ref().map(value_to_json).unwrap_or(serde_json::Value::Null),
+                value: c
+                    .value
+                    .as_ref()
+                    .map(value_to_json)
+                    .unwrap_or(serde_json::Value::Null),
             })
             .collect(),
         order_by: query
             .order_by
             .iter()
-            .map(|o| OrderRequest { field: o.field.clone(), direction: (!o.direction.is_empty()).then(|| o.direction.clone()) })
+            .map(|o| OrderRequest {
+                field: o.field.clone(),
+                direction: (!o.direction.is_empty()).then(|| o.direction.clone()),
+            })
             .collect(),
         limit: (query.limit > 0).then_some(u64::from(query.limit)),
         cursor: (!query.cursor.is_empty()).then(|| query.cursor.clone()),
@@ -35,14 +42,23 @@ pub fn query_request(query: &wire::Query) -> QueryRequest {
 /// The subscription's target, checked against the schema.
 pub fn target(registry: &Registry, subscribe: &wire::Subscribe) -> Result<Target, EngineError> {
     match &subscribe.target {
-        Some(subscribe::Target::Query(query)) => Ok(Target::Query(Query::compile(registry, &query_request(query))?)),
+        Some(subscribe::Target::Query(query)) => Ok(Target::Query(Query::compile(
+            registry,
+            &query_request(query),
+        )?)),
         Some(subscribe::Target::Get(get)) => {
             if registry.collection(&get.collection).is_none() {
                 return Err(EngineError::UnknownCollection(get.collection.clone()));
             }
-            Ok(Target::Get { collection: get.collection.clone(), id: get.id.clone(), visibility: None })
+            Ok(Target::Get {
+                collection: get.collection.clone(),
+                id: get.id.clone(),
+                visibility: None,
+            })
         }
-        None => Err(EngineError::BadRequest("subscribe needs a query or a get".into())),
+        None => Err(EngineError::BadRequest(
+            "subscribe needs a query or a get".into(),
+        )),
     }
 }
 
@@ -64,20 +80,35 @@ pub fn mutation_request(mutate: &wire::Mutate) -> Result<MutationRequest, Engine
                 Some(operation::Op::Upsert(w)) => Ok(OpRequest::Upsert(body(w))),
                 Some(operation::Op::Patch(w)) => Ok(OpRequest::Patch(body(w))),
                 Some(operation::Op::Delete(w)) => Ok(OpRequest::Delete(body(w))),
-                None => Err(EngineError::BadRequest(format!("ops[{i}]: an operation needs insert, upsert, patch or delete"))),
+                None => Err(EngineError::BadRequest(format!(
+                    "ops[{i}]: an operation needs insert, upsert, patch or delete"
+                ))),
             }
         })
         .collect::<Result<_, _>>()?;
-    Ok(MutationRequest { idempotency_key: (!mutate.idempotency_key.is_empty()).then(|| mutate.idempotency_key.clone()), ops })
+    Ok(MutationRequest {
+        idempotency_key: (!mutate.idempotency_key.is_empty())
+            .then(|| mutate.idempotency_key.clone()),
+        ops,
+    })
 }
 
 pub fn mutation_result(request_id: &str, outcome: &CommitOutcome) -> wire::ServerMessage {
-    server(wire::server_message::Message::MutationResult(wire::MutationResult {
-        request_id: request_id.to_owned(),
-        seq: outcome.seq.0,
-        results: outcome.results.iter().map(|r| wire::OpResult { id: r.id.clone(), version: r.version.0 }).collect(),
-        duplicate: outcome.duplicate,
-    }))
+    server(wire::server_message::Message::MutationResult(
+        wire::MutationResult {
+            request_id: request_id.to_owned(),
+            seq: outcome.seq.0,
+            results: outcome
+                .results
+                .iter()
+                .map(|r| wire::OpResult {
+                    id: r.id.clone(),
+                    version: r.version.0,
+                })
+                .collect(),
+            duplicate: outcome.duplicate,
+        },
+    ))
 }
 
 pub fn error(e: &EngineError, request_id: &str, subscription_id: &str) -> wire::ServerMessage {
@@ -88,7 +119,13 @@ pub fn error(e: &EngineError, request_id: &str, subscription_id: &str) -> wire::
     error_message(e.code(), &e.to_string(), request_id, subscription_id, path)
 }
 
-pub fn error_message(code: &str, message: &str, request_id: &str, subscription_id: &str, path: String) -> wire::ServerMessage {
+pub fn error_message(
+    code: &str,
+    message: &str,
+    request_id: &str,
+    subscription_id: &str,
+    path: String,
+) -> wire::ServerMessage {
     server(wire::server_message::Message::Error(wire::Error {
         code: code.to_owned(),
         message: message.to_owned(),
@@ -99,5 +136,7 @@ pub fn error_message(code: &str, message: &str, request_id: &str, subscription_i
 }
 
 pub fn server(message: wire::server_message::Message) -> wire::ServerMessage {
-    wire::ServerMessage { message: Some(message) }
+    wire::ServerMessage {
+        message: Some(message),
+    }
 }

@@ -8,10 +8,10 @@ pub mod transition;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
-use protosync_protocol::{Codec, BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL};
+use protosync_protocol::{BINARY_SUBPROTOCOL, Codec, JSON_SUBPROTOCOL};
 
 use crate::AppState;
 
@@ -80,7 +80,6 @@ pub struct SyncMetrics {
     pub transitions_sent: AtomicU64,
 }
 
-
 /// WebSocket close codes (docs/protocol.md).
 pub mod close_code {
     /// The first message was not a hello, or none came in time.
@@ -105,7 +104,9 @@ pub async fn upgrade(
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok());
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
     if !state.auth.origin_allowed(origin) {
         let error = crate::http::error::ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -129,9 +130,12 @@ pub async fn upgrade(
 
 /// Sleeps until `epoch_seconds` (forever when `None`).
 pub(crate) async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
-    let Some(at) = epoch_seconds else { return std::future::pending().await };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let Some(at) = epoch_seconds else {
+        return std::future::pending().await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let wait = std::time::Duration::from_secs(at).saturating_sub(now);
     tokio::time::sleep(wait).await
 }
-

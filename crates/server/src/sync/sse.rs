@@ -13,17 +13,17 @@ use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use protosync_engine::EngineError;
 use protosync_engine::live::session::ResetReason;
 use protosync_engine::live::subscription::Target;
-use protosync_engine::EngineError;
 use protosync_protocol::{Codec, Frame};
 use protosync_query::{Query, QueryRequest};
 use protosync_store::Seq;
 use serde::Deserialize;
 
 use super::{convert, transition};
-use crate::http::error::ApiError;
 use crate::AppState;
+use crate::http::error::ApiError;
 
 /// The subscription id SSE events carry.
 pub const SSE_SUBSCRIPTION_ID: &str = "main";
@@ -48,33 +48,63 @@ pub async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let engine = state.engine.clone();
     let identity = match &params.access_token {
-        Some(token) => state.auth.credential(token).await.map_err(crate::auth_error)?,
+        Some(token) => state
+            .auth
+            .credential(token)
+            .await
+            .map_err(crate::auth_error)?,
         None => state.identity(&headers, peer).await?,
     };
     let target = match (&params.query, &params.collection, &params.id) {
         (Some(text), None, None) => {
-            let request: QueryRequest = serde_json::from_str(text)
-                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("invalid query parameter: {e}")))?;
+            let request: QueryRequest = serde_json::from_str(text).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    format!("invalid query parameter: {e}"),
+                )
+            })?;
             Target::Query(Query::compile(engine.registry(), &request).map_err(EngineError::from)?)
         }
         (None, Some(collection), Some(id)) => {
             if engine.registry().collection(collection).is_none() {
                 return Err(EngineError::UnknownCollection(collection.clone()).into());
             }
-            Target::Get { collection: collection.clone(), id: id.clone(), visibility: None }
+            Target::Get {
+                collection: collection.clone(),
+                id: id.clone(),
+                visibility: None,
+            }
         }
-        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "pass either query=<JSON query> or collection=…&id=…")),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "pass either query=<JSON query> or collection=…&id=…",
+            ));
+        }
     };
-    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let last_event = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
     let (start, reason) = match last_event {
         None => (Seq::ZERO, ResetReason::NewSubscription),
         Some(text) => {
-            let claimed = text
-                .parse::<u64>()
-                .map(Seq)
-                .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Last-Event-ID must be a watermark sent by this server"))?;
+            let claimed = text.parse::<u64>().map(Seq).map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "Last-Event-ID must be a watermark sent by this server",
+                )
+            })?;
             let head = engine.store().head().await.map_err(EngineError::from)?;
-            let floor = engine.store().log_floor().await.map_err(EngineError::from)?;
+            let floor = engine
+                .store()
+                .log_floor()
+                .await
+                .map_err(EngineError::from)?;
             if claimed > head {
                 (Seq::ZERO, ResetReason::UnknownWatermark)
             } else if claimed < floor {
@@ -86,46 +116,62 @@ pub async fn subscribe(
     };
     let target = engine.restrict(&identity, &target)?;
     // A stream ends when its token expires; the client reconnects with a fresh one.
-    let expiry = identity.expires_at().map(|exp| exp + state.auth.leeway_seconds());
+    let expiry = identity
+        .expires_at()
+        .map(|exp| exp + state.auth.leeway_seconds());
     let mut session = engine.open_session(start);
-    session.subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason).await?;
+    session
+        .subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason)
+        .await?;
     let keep_alive = KeepAlive::new().interval(state.sync.heartbeat_interval);
     let closing = state.closing.clone();
-    let stream = futures::stream::unfold((session, closing, false), move |(mut session, mut closing, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            if session.has_news() {
-                let event = match session.advance(Seq::ZERO, false).await {
-                    Ok(Some(plan)) => transition_event(&plan),
-                    Ok(None) => continue,
-                    Err(e) => {
-                        let error = convert::error(&e, "", SSE_SUBSCRIPTION_ID);
-                        return Some((Ok(Event::default().event("error").data(json_of(&error))), (session, closing, true)));
-                    }
-                };
-                return Some((Ok(event), (session, closing, false)));
+    let stream = futures::stream::unfold(
+        (session, closing, false),
+        move |(mut session, mut closing, done)| async move {
+            if done {
+                return None;
             }
-            tokio::select! {
-                _ = session.news() => {}
-                _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
-                _ = super::sleep_until_epoch(expiry), if expiry.is_some() => {
-                    let expired = convert::error_message("TOKEN_EXPIRED", "the token expired; reconnect with a fresh one", "", SSE_SUBSCRIPTION_ID, String::new());
-                    return Some((Ok(Event::default().event("error").data(json_of(&expired))), (session, closing, true)));
+            loop {
+                if session.has_news() {
+                    let event = match session.advance(Seq::ZERO, false).await {
+                        Ok(Some(plan)) => transition_event(&plan),
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let error = convert::error(&e, "", SSE_SUBSCRIPTION_ID);
+                            return Some((
+                                Ok(Event::default().event("error").data(json_of(&error))),
+                                (session, closing, true),
+                            ));
+                        }
+                    };
+                    return Some((Ok(event), (session, closing, false)));
+                }
+                tokio::select! {
+                    _ = session.news() => {}
+                    _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
+                    _ = super::sleep_until_epoch(expiry), if expiry.is_some() => {
+                        let expired = convert::error_message("TOKEN_EXPIRED", "the token expired; reconnect with a fresh one", "", SSE_SUBSCRIPTION_ID, String::new());
+                        return Some((Ok(Event::default().event("error").data(json_of(&expired))), (session, closing, true)));
+                    }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(keep_alive))
 }
 
 fn transition_event(plan: &protosync_engine::live::session::TransitionPlan) -> Event {
-    let text = match transition::frames(plan, Codec::Json, usize::MAX).into_iter().next() {
+    let text = match transition::frames(plan, Codec::Json, usize::MAX)
+        .into_iter()
+        .next()
+    {
         Some(Frame::Text(text)) => text,
         _ => unreachable!("one JSON chunk"),
     };
-    Event::default().id(plan.to.to_string()).event("transition").data(text)
+    Event::default()
+        .id(plan.to.to_string())
+        .event("transition")
+        .data(text)
 }
 
 fn json_of(message: &protosync_protocol::wire::ServerMessage) -> String {
@@ -134,4 +180,3 @@ fn json_of(message: &protosync_protocol::wire::ServerMessage) -> String {
         Frame::Binary(_) => unreachable!("the JSON codec makes text"),
     }
 }
-

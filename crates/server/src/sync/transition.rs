@@ -12,10 +12,10 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use protosync_engine::live::session::{ResetReason, SubscriptionUpdate, TransitionPlan};
 use protosync_engine::live::LiveBody;
+use protosync_engine::live::session::{ResetReason, SubscriptionUpdate, TransitionPlan};
 use protosync_protocol::wire;
-use protosync_protocol::{json_to_struct, struct_to_json, Codec, Frame};
+use protosync_protocol::{Codec, Frame, json_to_struct, struct_to_json};
 use protosync_store::Seq;
 
 use super::convert::server;
@@ -29,8 +29,15 @@ pub const TRANSITION_CHUNK_BYTES: usize = 256 * 1024;
 pub fn frames(plan: &TransitionPlan, codec: Codec, chunk_bytes: usize) -> Vec<Frame> {
     let layout = layout(plan, chunk_bytes);
     match codec {
-        Codec::Json => layout.iter().enumerate().map(|(i, chunk)| Frame::Text(json_chunk(plan, chunk, i, layout.len()))).collect(),
-        Codec::Binary => messages(plan, &layout).iter().map(|m| codec.encode_server(m)).collect(),
+        Codec::Json => layout
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| Frame::Text(json_chunk(plan, chunk, i, layout.len())))
+            .collect(),
+        Codec::Binary => messages(plan, &layout)
+            .iter()
+            .map(|m| codec.encode_server(m))
+            .collect(),
     }
 }
 
@@ -54,13 +61,25 @@ fn layout(plan: &TransitionPlan, chunk_bytes: usize) -> Vec<Vec<Part>> {
     let mut chunks: Vec<Vec<Part>> = vec![Vec::new()];
     let mut size = 0usize;
     for (u, update) in plan.updates.iter().enumerate() {
-        let mut part = Part { update: u, upserts: 0..0, first: true };
+        let mut part = Part {
+            update: u,
+            upserts: 0..0,
+            first: true,
+        };
         for (d, doc) in update.diff.upserts.iter().enumerate() {
             let doc_size = body_json(&doc.body).len() + doc.id.len();
-            let chunk_has_content = !part.upserts.is_empty() || !chunks.last().is_some_and(Vec::is_empty);
+            let chunk_has_content =
+                !part.upserts.is_empty() || !chunks.last().is_some_and(Vec::is_empty);
             if size.saturating_add(doc_size) > chunk_bytes && chunk_has_content {
-                let next = Part { update: u, upserts: d..d, first: false };
-                chunks.last_mut().expect("never empty").push(std::mem::replace(&mut part, next));
+                let next = Part {
+                    update: u,
+                    upserts: d..d,
+                    first: false,
+                };
+                chunks
+                    .last_mut()
+                    .expect("never empty")
+                    .push(std::mem::replace(&mut part, next));
                 chunks.push(Vec::new());
                 size = 0;
             }
@@ -94,27 +113,42 @@ fn messages(plan: &TransitionPlan, layout: &[Vec<Part>]) -> Vec<wire::ServerMess
                     let update = &plan.updates[part.update];
                     let upserts = update.diff.upserts[part.upserts.clone()]
                         .iter()
-                        .map(|doc| wire::Document { id: doc.id.clone(), version: doc.version.0, seq: doc.seq.0, doc: Some(json_to_struct(&doc.body)) })
+                        .map(|doc| wire::Document {
+                            id: doc.id.clone(),
+                            version: doc.version.0,
+                            seq: doc.seq.0,
+                            doc: Some(json_to_struct(&doc.body)),
+                        })
                         .collect();
-                    let mut message = wire::SubscriptionUpdate { subscription_id: update.subscription_id.clone(), upserts, ..Default::default() };
+                    let mut message = wire::SubscriptionUpdate {
+                        subscription_id: update.subscription_id.clone(),
+                        upserts,
+                        ..Default::default()
+                    };
                     if part.first {
                         let (reason, floor) = reset_of(update);
                         message.reset = update.reset.is_some();
                         message.reset_reason = reason as i32;
                         message.log_floor = floor.0;
                         message.removes = update.diff.removes.clone();
-                        message.order = update.diff.order.clone().map(|ids| wire::ResultOrder { ids });
+                        message.order = update
+                            .diff
+                            .order
+                            .clone()
+                            .map(|ids| wire::ResultOrder { ids });
                     }
                     message
                 })
                 .collect();
-            server(wire::server_message::Message::Transition(wire::Transition {
-                from_watermark: plan.from.0,
-                to_watermark: plan.to.0,
-                updates,
-                chunk: i as u32,
-                chunks: layout.len() as u32,
-            }))
+            server(wire::server_message::Message::Transition(
+                wire::Transition {
+                    from_watermark: plan.from.0,
+                    to_watermark: plan.to.0,
+                    updates,
+                    chunk: i as u32,
+                    chunks: layout.len() as u32,
+                },
+            ))
         })
         .collect()
 }
@@ -122,7 +156,8 @@ fn messages(plan: &TransitionPlan, layout: &[Vec<Part>]) -> Vec<wire::ServerMess
 /// One chunk as proto3 JSON: default values are left out, 64-bit integers
 /// are strings, enums are names.
 fn json_chunk(plan: &TransitionPlan, chunk: &[Part], index: usize, count: usize) -> String {
-    let mut out = String::with_capacity(256 + chunk.iter().map(|p| p.upserts.len() * 128).sum::<usize>());
+    let mut out =
+        String::with_capacity(256 + chunk.iter().map(|p| p.upserts.len() * 128).sum::<usize>());
     out.push_str("{\"transition\":");
     let mut transition = Object::open(&mut out);
     transition.u64_string("fromWatermark", plan.from.0);
@@ -255,8 +290,8 @@ fn string_array(out: &mut String, items: &[String]) {
 mod tests {
     use std::sync::Arc;
 
-    use protosync_engine::live::subscription::ViewDiff;
     use protosync_engine::live::LiveDocument;
+    use protosync_engine::live::subscription::ViewDiff;
     use protosync_store::Version;
     use rand::{Rng, SeedableRng};
     use serde_json::json;
@@ -264,7 +299,12 @@ mod tests {
     use super::*;
 
     fn doc(id: &str, body: serde_json::Value) -> LiveDocument {
-        LiveDocument { id: id.into(), version: Version(3), seq: Seq(7), body: Arc::new(LiveBody::new(body)) }
+        LiveDocument {
+            id: id.into(),
+            version: Version(3),
+            seq: Seq(7),
+            body: Arc::new(LiveBody::new(body)),
+        }
     }
 
     #[test]
@@ -276,7 +316,9 @@ mod tests {
                 subscription_id: "big".into(),
                 reset: Some(ResetReason::NewSubscription),
                 diff: ViewDiff {
-                    upserts: (0..10).map(|i| doc(&format!("d{i}"), json!({"title": "x".repeat(100_000)}))).collect(),
+                    upserts: (0..10)
+                        .map(|i| doc(&format!("d{i}"), json!({"title": "x".repeat(100_000)})))
+                        .collect(),
                     removes: vec![],
                     order: Some((0..10).map(|i| format!("d{i}")).collect()),
                 },
@@ -286,10 +328,19 @@ mod tests {
         assert!(chunks.len() >= 4, "{} chunks", chunks.len());
         let mut ids = Vec::new();
         for (i, chunk) in chunks.iter().enumerate() {
-            let Some(wire::server_message::Message::Transition(t)) = &chunk.message else { panic!() };
-            assert_eq!((t.from_watermark, t.to_watermark, t.chunk, t.chunks), (2, 3, i as u32, chunks.len() as u32));
+            let Some(wire::server_message::Message::Transition(t)) = &chunk.message else {
+                panic!()
+            };
+            assert_eq!(
+                (t.from_watermark, t.to_watermark, t.chunk, t.chunks),
+                (2, 3, i as u32, chunks.len() as u32)
+            );
             assert!(prost::Message::encoded_len(t) < 2 * TRANSITION_CHUNK_BYTES);
-            ids.extend(t.updates.iter().flat_map(|u| u.upserts.iter().map(|d| d.id.clone())));
+            ids.extend(
+                t.updates
+                    .iter()
+                    .flat_map(|u| u.upserts.iter().map(|d| d.id.clone())),
+            );
         }
         assert_eq!(ids.len(), 10);
         assert_eq!(frames(&plan, Codec::Json, usize::MAX).len(), 1);
@@ -301,34 +352,82 @@ mod tests {
     fn json_frames_equal_the_codecs_proto3_json() {
         let seed = protosync_testkit::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let values = [json!(2), json!(2.5), json!(-7), json!("a \"quoted\"\n ü"), json!(true), json!(null), json!([1, "x", {"k": 1.0}]), json!({"n": {"m": 3}}), json!("")];
-        let reasons = [None, Some(ResetReason::NewSubscription), Some(ResetReason::WatermarkTooOld { floor: Seq(9) }), Some(ResetReason::NoHeldState), Some(ResetReason::UnknownWatermark)];
+        let values = [
+            json!(2),
+            json!(2.5),
+            json!(-7),
+            json!("a \"quoted\"\n ü"),
+            json!(true),
+            json!(null),
+            json!([1, "x", {"k": 1.0}]),
+            json!({"n": {"m": 3}}),
+            json!(""),
+        ];
+        let reasons = [
+            None,
+            Some(ResetReason::NewSubscription),
+            Some(ResetReason::WatermarkTooOld { floor: Seq(9) }),
+            Some(ResetReason::NoHeldState),
+            Some(ResetReason::UnknownWatermark),
+        ];
         for case in 0..300 {
             let updates = (0..rng.random_range(0..4))
                 .map(|u| {
                     let upserts = (0..rng.random_range(0..5))
                         .map(|d| {
-                            let body = (0..rng.random_range(0..4)).map(|f| (format!("f{f}"), values[rng.random_range(0..values.len())].clone())).collect();
+                            let body = (0..rng.random_range(0..4))
+                                .map(|f| {
+                                    (
+                                        format!("f{f}"),
+                                        values[rng.random_range(0..values.len())].clone(),
+                                    )
+                                })
+                                .collect();
                             doc(&format!("doc-{d}"), serde_json::Value::Object(body))
                         })
                         .collect();
-                    let ids = |rng: &mut rand::rngs::StdRng| (0..rng.random_range(0..3)).map(|i| format!("r{i}")).collect::<Vec<_>>();
+                    let ids = |rng: &mut rand::rngs::StdRng| {
+                        (0..rng.random_range(0..3))
+                            .map(|i| format!("r{i}"))
+                            .collect::<Vec<_>>()
+                    };
                     SubscriptionUpdate {
-                        subscription_id: if u == 0 && rng.random_bool(0.2) { String::new() } else { format!("s{u}") },
+                        subscription_id: if u == 0 && rng.random_bool(0.2) {
+                            String::new()
+                        } else {
+                            format!("s{u}")
+                        },
                         reset: reasons[rng.random_range(0..reasons.len())],
-                        diff: ViewDiff { upserts, removes: ids(&mut rng), order: rng.random_bool(0.5).then(|| ids(&mut rng)) },
+                        diff: ViewDiff {
+                            upserts,
+                            removes: ids(&mut rng),
+                            order: rng.random_bool(0.5).then(|| ids(&mut rng)),
+                        },
                     }
                 })
                 .collect();
-            let plan = TransitionPlan { from: Seq(rng.random_range(0..3)), to: Seq(rng.random_range(3..6)), updates };
+            let plan = TransitionPlan {
+                from: Seq(rng.random_range(0..3)),
+                to: Seq(rng.random_range(3..6)),
+                updates,
+            };
             let chunk_bytes = [usize::MAX, 40, 1][rng.random_range(0..3)];
             let direct = frames(&plan, Codec::Json, chunk_bytes);
             let generic = messages(&plan, &layout(&plan, chunk_bytes));
             assert_eq!(direct.len(), generic.len());
             for (direct, generic) in direct.iter().zip(&generic) {
-                let (Frame::Text(direct), Frame::Text(generic)) = (direct, Codec::Json.encode_server(generic)) else { panic!("text frames") };
-                let parsed: serde_json::Value = serde_json::from_str(direct).unwrap_or_else(|e| panic!("seed {seed} case {case}: {e}: {direct}"));
-                assert_eq!(parsed, serde_json::from_str::<serde_json::Value>(&generic).unwrap(), "seed {seed} case {case}:\n{direct}\n{generic}");
+                let (Frame::Text(direct), Frame::Text(generic)) =
+                    (direct, Codec::Json.encode_server(generic))
+                else {
+                    panic!("text frames")
+                };
+                let parsed: serde_json::Value = serde_json::from_str(direct)
+                    .unwrap_or_else(|e| panic!("seed {seed} case {case}: {e}: {direct}"));
+                assert_eq!(
+                    parsed,
+                    serde_json::from_str::<serde_json::Value>(&generic).unwrap(),
+                    "seed {seed} case {case}:\n{direct}\n{generic}"
+                );
             }
         }
     }

@@ -16,7 +16,7 @@ use protosync_server::{AppState, SyncConfig};
 use protosync_store::postgres::PostgresStore;
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{Seq, Store, StoreOptions, StoredDocument, Version};
-use protosync_testkit::{example_schema_dir, TestDatabase};
+use protosync_testkit::{TestDatabase, example_schema_dir};
 use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -38,7 +38,11 @@ impl Node {
         Node::start_with_auth(store, sync, protosync_auth::Authenticator::trusting()).await
     }
 
-    pub async fn start_with_auth(store: Arc<dyn Store>, sync: SyncConfig, auth: protosync_auth::Authenticator) -> Node {
+    pub async fn start_with_auth(
+        store: Arc<dyn Store>,
+        sync: SyncConfig,
+        auth: protosync_auth::Authenticator,
+    ) -> Node {
         let engine = Arc::new(Engine::start(registry(), store).await.unwrap());
         let state = AppState::new(engine, sync, auth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +51,12 @@ impl Node {
         tokio::spawn(protosync_server::serve(listener, state.clone(), async {
             let _ = stop.await;
         }));
-        Node { http: format!("http://{address}"), ws: format!("ws://{address}/v1/sync"), state, _shutdown: shutdown }
+        Node {
+            http: format!("http://{address}"),
+            ws: format!("ws://{address}/v1/sync"),
+            state,
+            _shutdown: shutdown,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -55,7 +64,12 @@ impl Node {
     }
 
     pub async fn mutate(&self, body: Value) -> Value {
-        let response = reqwest::Client::new().post(format!("{}/v1/mutate", self.http)).json(&body).send().await.unwrap();
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/mutate", self.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         response.json().await.unwrap()
     }
 }
@@ -78,20 +92,41 @@ impl Backing {
     /// A store on this data; each call is a separate "process".
     pub async fn store(&self) -> Arc<dyn Store> {
         match self {
-            Backing::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap()),
-            Backing::Postgres(db) => Arc::new(PostgresStore::connect(&db.url, 8, StoreOptions::default()).await.unwrap()),
+            Backing::Sqlite(dir) => Arc::new(
+                SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap(),
+            ),
+            Backing::Postgres(db) => Arc::new(
+                PostgresStore::connect(&db.url, 8, StoreOptions::default())
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 }
 
-pub fn query(collection: &str, filter: Vec<(&str, &str, Value)>, order: Vec<(&str, &str)>, limit: u32) -> wire::Query {
+pub fn query(
+    collection: &str,
+    filter: Vec<(&str, &str, Value)>,
+    order: Vec<(&str, &str)>,
+    limit: u32,
+) -> wire::Query {
     wire::Query {
         collection: collection.into(),
         filter: filter
             .into_iter()
-            .map(|(f, op, v)| wire::Condition { field: f.into(), op: op.into(), value: Some(protosync_protocol::json_to_value(&v)) })
+            .map(|(f, op, v)| wire::Condition {
+                field: f.into(),
+                op: op.into(),
+                value: Some(protosync_protocol::json_to_value(&v)),
+            })
             .collect(),
-        order_by: order.into_iter().map(|(f, d)| wire::Order { field: f.into(), direction: d.into() }).collect(),
+        order_by: order
+            .into_iter()
+            .map(|(f, d)| wire::Order {
+                field: f.into(),
+                direction: d.into(),
+            })
+            .collect(),
         limit,
         cursor: String::new(),
     }
@@ -119,7 +154,15 @@ impl Model {
                 for change in commit.changes {
                     let key = (change.collection, change.id.clone());
                     match change.body {
-                        Some(body) => current.insert(key, StoredDocument { id: change.id, version: change.version, seq: commit.seq, body }),
+                        Some(body) => current.insert(
+                            key,
+                            StoredDocument {
+                                id: change.id,
+                                version: change.version,
+                                seq: commit.seq,
+                                body,
+                            },
+                        ),
                         None => current.remove(&key),
                     };
                 }
@@ -127,7 +170,10 @@ impl Model {
                 states.insert(commit.seq.0, current.clone());
             }
         }
-        Model { registry: registry(), states }
+        Model {
+            registry: registry(),
+            states,
+        }
     }
 
     pub fn head(&self) -> u64 {
@@ -138,9 +184,10 @@ impl Model {
     pub fn result_at(&self, subscribe: &wire::Subscribe, seq: u64) -> Vec<(String, u64)> {
         let state = &self.states[&seq];
         match subscribe.target.as_ref().unwrap() {
-            wire::subscribe::Target::Get(get) => {
-                state.get(&(get.collection.clone(), get.id.clone())).map(|d| vec![(d.id.clone(), d.seq.0)]).unwrap_or_default()
-            }
+            wire::subscribe::Target::Get(get) => state
+                .get(&(get.collection.clone(), get.id.clone()))
+                .map(|d| vec![(d.id.clone(), d.seq.0)])
+                .unwrap_or_default(),
             wire::subscribe::Target::Query(q) => {
                 let request = QueryRequest {
                     collection: q.collection.clone(),
@@ -156,23 +203,40 @@ impl Model {
                     order_by: q
                         .order_by
                         .iter()
-                        .map(|o| protosync_query::query::OrderRequest { field: o.field.clone(), direction: Some(o.direction.clone()) })
+                        .map(|o| protosync_query::query::OrderRequest {
+                            field: o.field.clone(),
+                            direction: Some(o.direction.clone()),
+                        })
                         .collect(),
                     limit: Some(u64::from(q.limit)),
                     cursor: None,
                 };
                 let query = Query::compile(&self.registry, &request).unwrap();
-                let mut docs: Vec<&StoredDocument> =
-                    state.iter().filter(|((c, _), d)| *c == q.collection && query.matches(d)).map(|(_, d)| d).collect();
+                let mut docs: Vec<&StoredDocument> = state
+                    .iter()
+                    .filter(|((c, _), d)| *c == q.collection && query.matches(d))
+                    .map(|(_, d)| d)
+                    .collect();
                 docs.sort_by_key(|d| query.sort_key(d));
-                docs.into_iter().take(query.limit).map(|d| (d.id.clone(), d.seq.0)).collect()
+                docs.into_iter()
+                    .take(query.limit)
+                    .map(|d| (d.id.clone(), d.seq.0))
+                    .collect()
             }
         }
     }
 }
 
 pub fn shown(view: &protosync_client::View, subscription: &str) -> Vec<(String, u64)> {
-    view.subscriptions.get(subscription).map(|s| s.documents().iter().map(|d| (d.id.clone(), d.seq)).collect()).unwrap_or_default()
+    view.subscriptions
+        .get(subscription)
+        .map(|s| {
+            s.documents()
+                .iter()
+                .map(|d| (d.id.clone(), d.seq))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn unused(_: Version) {}
