@@ -116,6 +116,14 @@ pub async fn serve(
         close.send_replace(true);
     };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Nagle's algorithm holds a frame written while the previous one is
+    // unacknowledged until the peer's delayed ACK (~40 ms on Linux): a
+    // mutation's result and its read-your-writes transition are two frames.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await?;
