@@ -726,3 +726,36 @@ async fn a_mutations_second_frame_does_not_wait_for_a_delayed_ack() {
         "median gap between a mutation's two frames {gap:?}, median first frame {first:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_tell_an_idle_client_how_far_the_head_is() {
+    let backing = Backing::sqlite();
+    let node = Node::start(
+        backing.store().await,
+        SyncConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            ..SyncConfig::default()
+        },
+    )
+    .await;
+    let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
+    client.subscribe_get("one", "work_items", "unrelated");
+    next_transition(&mut events).await;
+    let written = node
+        .mutate(json!({"ops": [{"insert": {"collection": "work_items", "id": "other", "doc": {"ownerId": "bob"}}}]}))
+        .await;
+    let seq: u64 = written["seq"].as_str().unwrap().parse().unwrap();
+    let head = loop {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Heartbeat { head_seq } if head_seq > 0 => break head_seq,
+            _ => {}
+        }
+    };
+    assert_eq!(head, seq, "the heartbeat names the newest commit");
+    client.wait_for_watermark(head).await;
+    assert_eq!(client.view().watermark, head);
+}

@@ -505,7 +505,7 @@ impl Connection {
                         self.close(close_code::IDLE_TIMEOUT, "no message within the idle timeout").await;
                         return;
                     }
-                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms() }));
+                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms(), head_seq: self.state.engine.tail().0 }));
                     if self.outbound.try_reserve().is_ok() {
                         self.send(beat).await;
                     }
