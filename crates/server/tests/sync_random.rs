@@ -201,7 +201,7 @@ async fn run(backing: Backing, node_count: usize) {
                 ),
                 ClientEvent::Error(e) => panic!("seed {seed}: client {c}: {e:?}"),
                 ClientEvent::Heartbeat { head_seq } => assert!(
-                    head_seq <= head,
+                    *head_seq <= head,
                     "seed {seed}: client {c}: a heartbeat's head {head_seq} is past the last commit {head}"
                 ),
                 ClientEvent::Connected { welcome } => assert_eq!(
