@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use protosync_auth::Authenticator;
-use protosync_engine::Engine;
+use protosync_engine::{Engine, EngineOptions};
 use protosync_schema::Registry;
 use protosync_store::postgres::{DEFAULT_POOL_SIZE, PostgresStore};
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{Store, StoreOptions};
 
-use crate::config::{FileConfig, parse_duration};
+use crate::config::{FileConfig, parse_duration, parse_size};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 
@@ -65,6 +65,10 @@ pub struct ServeArgs {
     /// How long idempotency keys are remembered [default: 24h].
     #[arg(long, env = "PROTOSYNC_IDEMPOTENCY_RETENTION")]
     idempotency_retention: Option<String>,
+    /// Memory for recent commits kept for connections catching up, e.g.
+    /// 64MiB [default: 64MiB]; older commits are read from the database.
+    #[arg(long, env = "PROTOSYNC_COMMIT_BUFFER")]
+    commit_buffer: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "PROTOSYNC_LOG_FORMAT")]
     log_format: Option<String>,
@@ -106,6 +110,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         Arc::new(store),
         &args.listen.to_string(),
         Authenticator::trusting(),
+        EngineOptions::default(),
     )
     .await
 }
@@ -138,6 +143,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(text) = args.idempotency_retention.or(file.idempotency_retention) {
         options.idempotency_retention = parse_duration(&text).context("idempotency_retention")?;
     }
+    let mut engine_options = EngineOptions::default();
+    if let Some(text) = args.commit_buffer.or(file.commit_buffer) {
+        engine_options.commit_buffer_bytes = parse_size(&text).context("commit_buffer")?;
+    }
     let (registry, schema_source) = load_schema(Some(&schema))?;
     let store: Arc<dyn Store> = if let Some(path) = database.strip_prefix("sqlite:") {
         Arc::new(SqliteStore::open(Path::new(path), options)?)
@@ -166,7 +175,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let auth = Authenticator::new(auth).map_err(|e| anyhow!(e))?;
     tracing::info!(schema = %schema_source, "starting");
-    run(registry, store, &listen, auth).await
+    run(registry, store, &listen, auth, engine_options).await
 }
 
 pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
@@ -235,8 +244,9 @@ async fn run(
     store: Arc<dyn Store>,
     listen: &str,
     auth: Authenticator,
+    engine_options: EngineOptions,
 ) -> anyhow::Result<()> {
-    let engine = Arc::new(Engine::start(Arc::new(registry), store).await?);
+    let engine = Arc::new(Engine::start_with(Arc::new(registry), store, engine_options).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
