@@ -17,6 +17,12 @@ use crate::config::{FileConfig, parse_duration, parse_size};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
 
+/// Pages `dev` lets call it from a browser: any port on this machine, so a
+/// dev server (Vite, Next.js) works, while a site on the internet cannot
+/// drive the trusting dev server through the browser of whoever runs it.
+const DEV_ALLOWED_ORIGINS: [&str; 3] =
+    ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
+
 /// The example schema, built in so `protosync dev` needs no files.
 const EXAMPLE_SCHEMA: &[(&str, &str)] = &[
     (
@@ -88,6 +94,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  schema:    {schema_source}");
     println!("  data:      {} (SQLite)", path.display());
     println!("  auth:      none configured: every request is trusted (dev only; see docs/auth.md)");
+    println!(
+        "  origins:   {} (browser pages that may call it)",
+        DEV_ALLOWED_ORIGINS.join(", ")
+    );
     for collection in registry.collections() {
         if collection.rules.read.is_none() || collection.rules.write.is_none() {
             let missing: Vec<&str> = [
@@ -109,7 +119,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         registry,
         Arc::new(store),
         &args.listen.to_string(),
-        Authenticator::trusting(),
+        Authenticator::new(protosync_auth::AuthConfig {
+            trust_unauthenticated: true,
+            allowed_origins: DEV_ALLOWED_ORIGINS.map(String::from).to_vec(),
+            ..protosync_auth::AuthConfig::default()
+        })
+        .map_err(|e| anyhow!(e))?,
         EngineOptions::default(),
     )
     .await

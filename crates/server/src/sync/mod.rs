@@ -98,23 +98,13 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
 }
 
+/// Upgrades to a sync connection; the `Origin` was checked for every route
+/// (`http::cors`).
 pub async fn upgrade(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if !state.auth.origin_allowed(origin) {
-        let error = crate::http::error::ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "ORIGIN_NOT_ALLOWED",
-            format!("origin {:?} is not allowed", origin.unwrap_or_default()),
-        );
-        return axum::response::IntoResponse::into_response(error);
-    }
     let config = state.sync.clone();
     let upgrade = upgrade
         .protocols([BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL])
