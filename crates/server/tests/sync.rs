@@ -759,3 +759,110 @@ async fn heartbeats_tell_an_idle_client_how_far_the_head_is() {
     client.wait_for_watermark(head).await;
     assert_eq!(client.view().watermark, head);
 }
+
+/// A WebSocket written byte by byte, to send what no client library will.
+struct RawSocket(tokio::net::TcpStream);
+
+impl RawSocket {
+    async fn open(ws_url: &str) -> RawSocket {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = ws_url
+            .strip_prefix("ws://")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "GET /v1/sync HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        RawSocket(tcp)
+    }
+
+    /// One client frame: `first` is FIN/RSV/opcode, masked with a zero key.
+    async fn frame(&mut self, first: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        assert!(payload.len() < 126);
+        let mut bytes = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        bytes.extend_from_slice(payload);
+        self.0.write_all(&bytes).await.unwrap();
+    }
+
+    /// Reads server frames until a close; its code.
+    async fn close_code(&mut self) -> u16 {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            loop {
+                let first = self.0.read_u8().await.unwrap();
+                let len = match self.0.read_u8().await.unwrap() & 0x7f {
+                    126 => self.0.read_u16().await.unwrap() as usize,
+                    127 => self.0.read_u64().await.unwrap() as usize,
+                    n => n as usize,
+                };
+                let mut payload = vec![0; len];
+                self.0.read_exact(&mut payload).await.unwrap();
+                if first & 0x0f == 0x8 {
+                    return u16::from_be_bytes([payload[0], payload[1]]);
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("a close frame in time")
+    }
+}
+
+/// RFC 6455 section 7.4.1: invalid UTF-8 closes with 1007, other protocol
+/// violations with 1002, each with a close frame (not a dropped socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_protocol_violations_get_their_close_codes() {
+    let (node, _backing) = sqlite_node().await;
+    let hello = br#"{"hello": {"protocolVersion": 1}}"#;
+    let cases: [(&str, bool, u8, &[u8], u16); 5] = [
+        ("invalid UTF-8 before hello", false, 0x81, b"\xff\xfe", 1007),
+        (
+            "invalid UTF-8",
+            true,
+            0x81,
+            b"{\"ping\": {\"nonce\": \"\xc3\x28\"}}",
+            1007,
+        ),
+        ("an orphan continuation", true, 0x80, b"{}", 1002),
+        ("a reserved opcode", true, 0x83, b"{}", 1002),
+        ("a reserved bit", true, 0xc1, b"{}", 1002),
+    ];
+    for (name, after_hello, first, payload, code) in cases {
+        let mut socket = RawSocket::open(&node.ws).await;
+        if after_hello {
+            socket.frame(0x81, hello).await;
+        }
+        socket.frame(first, payload).await;
+        assert_eq!(socket.close_code().await, code, "{name}");
+    }
+    // The server keeps serving everyone else.
+    let (mut connection, _) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
+    connection
+        .send(client_message::Message::Ping(wire::Ping {
+            nonce: "after".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        connection.receive().await.unwrap(),
+        Received::Other(wire::ServerMessage {
+            message: Some(server_message::Message::Pong(_))
+        })
+    ));
+}

@@ -94,6 +94,11 @@ pub mod close_code {
     pub const UPGRADE_REQUIRED: u16 = 4010;
     /// A frame larger than the limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame that breaks RFC 6455 (an orphan continuation, a reserved
+    /// opcode, reserved bits set, an unmasked client frame…).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
 }
