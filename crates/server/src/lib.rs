@@ -5,6 +5,7 @@
 
 mod http;
 mod limiter;
+mod listener;
 pub mod sync;
 
 use std::future::Future;
@@ -119,11 +120,12 @@ pub async fn serve(
     // Nagle's algorithm holds a frame written while the previous one is
     // unacknowledged until the peer's delayed ACK (~40 ms on Linux): a
     // mutation's result and its read-your-writes transition are two frames.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-        }
-    });
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener::GatewayListener(listener), |socket| {
+            if let Err(e) = socket.get_ref().set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+            }
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await?;
@@ -146,6 +148,10 @@ pub async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await;
     Ok(())
 }
+
+/// The largest request head (request line and headers) hyper reads, in
+/// bytes: its default buffer limit.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// How long shutdown waits for live connections to close.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
