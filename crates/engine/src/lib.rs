@@ -16,7 +16,7 @@ pub mod mutation;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_query::{Page, Query, QueryRequest};
+use protosync_query::{CursorSeal, Page, Query, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::{CommitOutcome, ReadAt, Store, StoredDocument};
 
@@ -49,6 +49,7 @@ impl Default for EngineOptions {
 pub struct Engine {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
+    cursor_seal: CursorSeal,
     stream: Arc<CommitStream>,
     index: Arc<SubscriptionIndex>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -94,6 +95,7 @@ impl Engine {
             CommitStream::start(store.clone(), index.clone(), options.commit_buffer_bytes).await?;
         Ok(Engine {
             registry,
+            cursor_seal: CursorSeal::from_database_secret(&store.database_secret()),
             store,
             stream,
             index,
@@ -126,6 +128,11 @@ impl Engine {
         &self.registry
     }
 
+    /// Seals and opens the page cursors of this database's queries.
+    pub fn cursor_seal(&self) -> &CursorSeal {
+        &self.cursor_seal
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -145,7 +152,7 @@ impl Engine {
         identity: &Identity,
         request: &QueryRequest,
     ) -> Result<ReadAt<Page>, EngineError> {
-        let mut query = Query::compile(&self.registry, request)?;
+        let mut query = Query::compile(&self.registry, request, &self.cursor_seal)?;
         query.visibility = access::visibility(identity, &query.collection)?;
         Ok(self.store.query(&query).await?)
     }

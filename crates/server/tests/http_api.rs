@@ -164,6 +164,20 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
     }
     // important: w0 (p0), w2 (p2), w4 (p0), w6 (p2); by priority desc, ties by id desc
     assert_eq!(pages, vec![vec!["w6", "w2"], vec!["w4", "w0"]]);
+    // A cursor with one character changed is refused, never a different page.
+    let cursor = request["cursor"].as_str().unwrap().to_owned();
+    for at in 0..cursor.len() {
+        let mut edited = cursor.clone().into_bytes();
+        edited[at] = if edited[at] == b'A' { b'B' } else { b'A' };
+        let mut tampered = query.clone();
+        tampered["cursor"] = json!(String::from_utf8(edited).unwrap());
+        let (status, body) = s.post("/v1/query", tampered).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("INVALID_CURSOR")),
+            "character {at} of {cursor}: {body}"
+        );
+    }
 
     // patch with a stale expectedVersion
     let patch = |version: &str| json!({"ops": [{"patch": {"collection": "work_items", "id": "w3", "fields": {"priority": 9}, "expectedVersion": version}}]});

@@ -38,7 +38,8 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE protosync_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -89,7 +90,15 @@ CREATE TABLE protosync_idempotency (
     created_at_ms INTEGER NOT NULL
 );
 CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE protosync_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BLOB NOT NULL CHECK (length(secret) = 32)
+);
+INSERT INTO protosync_secret (id, secret) VALUES (1, randomblob(32));
+"#,
+];
 
 /// Where a mutation's answer goes.
 type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
@@ -105,6 +114,7 @@ enum Job {
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    secret: [u8; 32],
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     commits: watch::Receiver<Seq>,
@@ -127,6 +137,9 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         migrate(&mut conn)?;
         let head = read_head(&conn)?;
+        let secret = conn.query_row("SELECT secret FROM protosync_secret", [], |r| {
+            r.get::<_, [u8; 32]>(0)
+        })?;
         let (commits_tx, commits) = watch::channel(head);
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE_LEN);
         std::thread::Builder::new()
@@ -144,6 +157,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             jobs,
+            secret,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             commits,
@@ -309,6 +323,10 @@ impl Store for SqliteStore {
 
     fn commits(&self) -> watch::Receiver<Seq> {
         self.commits.clone()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.secret
     }
 }
 

@@ -400,7 +400,7 @@ impl Connection {
     ) {
         let id = subscribe.subscription_id.clone();
         let engine = &self.state.engine;
-        let target = convert::target(engine.registry(), &subscribe)
+        let target = convert::target(engine.registry(), engine.cursor_seal(), &subscribe)
             .and_then(|t| engine.restrict(&self.identity, &t));
         let result = match target {
             Ok(_) if id.is_empty() => Err(EngineError::BadRequest(
