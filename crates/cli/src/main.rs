@@ -1,6 +1,7 @@
 //! The `protosync` binary: a thin shell over the engine and gateway crates.
 
 mod config;
+mod memory;
 mod run;
 
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ enum SchemaCommand {
 }
 
 fn main() -> ExitCode {
+    memory::start_purging();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -269,7 +269,8 @@ async fn run(
     println!("  listening: http://{address}");
     tracing::info!(%address, "listening");
     let state =
-        protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth);
+        protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth)
+            .with_memory_probe(crate::memory::probe());
     protosync_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

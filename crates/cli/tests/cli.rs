@@ -140,6 +140,58 @@ async fn dev_lets_local_pages_call_it_and_refuses_other_sites() {
     }
 }
 
+/// `/metrics` reports the gateway's gauges and the allocator's figures.
+#[tokio::test]
+async fn metrics_report_the_gateway_and_the_allocator() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&[
+        "dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &listen_arg(),
+    ]);
+    node.post(
+        "/v1/mutate",
+        json!({"ops": [{"insert": {"collection": "run_summary", "id": "r1", "doc": {}}}]}),
+    )
+    .await;
+    let text = reqwest::get(format!("{}/metrics", node.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("protosync_connections"), 0);
+    assert!(value("protosync_allocator_allocated_bytes") > 0);
+    assert!(
+        value("protosync_allocator_resident_bytes")
+            >= value("protosync_allocator_allocated_bytes") / 2
+    );
+    // The tailer reads the commit soon after it is acknowledged.
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let text = reqwest::get(format!("{}/metrics", node.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("\nprotosync_head_seq 1\n") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn serve_reads_a_config_file() {
     let dir = tempfile::tempdir().unwrap();

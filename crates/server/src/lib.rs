@@ -3,7 +3,7 @@
 //! the engine and renders answers and errors; the live state of a connection
 //! lives in its engine session.
 
-mod http;
+pub(crate) mod http;
 mod limiter;
 mod listener;
 pub mod sync;
@@ -17,6 +17,7 @@ use protosync_auth::Authenticator;
 use protosync_engine::Engine;
 use tokio::net::TcpListener;
 
+pub use http::metrics::MemoryProbe;
 pub use sync::{SyncConfig, SyncMetrics};
 
 /// What every handler can reach.
@@ -31,6 +32,8 @@ pub struct AppState {
     /// close (1001) so the graceful shutdown can finish.
     pub closing: tokio::sync::watch::Receiver<bool>,
     close: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The allocator's figures for `/metrics`, when the binary has them.
+    memory: Option<MemoryProbe>,
 }
 
 impl FromRef<AppState> for Arc<Engine> {
@@ -53,7 +56,14 @@ impl AppState {
             metrics: Arc::new(SyncMetrics::default()),
             closing,
             close: Arc::new(close),
+            memory: None,
         }
+    }
+
+    /// Adds the allocator's figures to `/metrics`.
+    pub fn with_memory_probe(mut self, probe: MemoryProbe) -> AppState {
+        self.memory = Some(probe);
+        self
     }
 
     /// The identity of an HTTP request, from its Authorization header;

@@ -20,6 +20,7 @@ use protosync_store::{Seq, Store, StoreError};
 use tokio::sync::watch;
 
 use super::LiveCommit;
+use super::bodies::SharedBodies;
 use super::index::SubscriptionIndex;
 
 /// At most this many recent commits are kept in memory for connections
@@ -36,6 +37,7 @@ const TAIL_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 pub struct CommitStream {
     store: Arc<dyn Store>,
+    bodies: SharedBodies,
     buffer: RwLock<CommitBuffer>,
     tail: watch::Sender<Seq>,
 }
@@ -87,6 +89,7 @@ impl CommitStream {
         let (tail, _) = watch::channel(head);
         let stream = Arc::new(CommitStream {
             store,
+            bodies: SharedBodies::default(),
             buffer: RwLock::new(CommitBuffer {
                 commits: VecDeque::new(),
                 bytes: 0,
@@ -96,6 +99,11 @@ impl CommitStream {
         });
         let task = tokio::spawn(stream.clone().run(index, head));
         Ok((stream, task))
+    }
+
+    /// The document bodies the live path shares (commits and windows).
+    pub fn bodies(&self) -> &SharedBodies {
+        &self.bodies
     }
 
     /// The last seq the tailer has read and dispatched.
@@ -116,7 +124,7 @@ impl CommitStream {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
                         for record in batch {
-                            let commit = Arc::new(LiveCommit::from(record));
+                            let commit = Arc::new(LiveCommit::from_record(record, &self.bodies));
                             index.dispatch(&commit);
                             last = commit.seq;
                             self.remember(commit);
@@ -199,7 +207,7 @@ impl CommitStream {
                     return Ok(commits);
                 }
                 last = record.seq;
-                commits.push(Arc::new(LiveCommit::from(record)));
+                commits.push(Arc::new(LiveCommit::from_record(record, &self.bodies)));
             }
         }
         Ok(commits)

@@ -1,5 +1,7 @@
 //! Live queries: how commits reach subscribers.
 //!
+//! - [`bodies`]: one shared copy of each state of a document, however many
+//!   subscriptions hold it.
 //! - [`commit_stream`]: one tailer per process reads the store's change log in
 //!   seq order (the only way changes reach subscribers), keeps recent commits
 //!   in memory and publishes how far it has read.
@@ -13,6 +15,7 @@
 //!   watermark to watermark; each connection does this at its own pace,
 //!   coalescing whatever piled up, so a slow client delays no one else.
 
+pub mod bodies;
 pub mod commit_stream;
 pub mod index;
 pub mod session;
@@ -88,8 +91,14 @@ pub struct LiveDocument {
     pub body: Arc<LiveBody>,
 }
 
-impl From<protosync_store::CommitRecord> for LiveCommit {
-    fn from(record: protosync_store::CommitRecord) -> Self {
+impl LiveCommit {
+    /// The live form of a commit read from the log, its bodies shared
+    /// through `bodies`.
+    pub fn from_record(
+        record: protosync_store::CommitRecord,
+        bodies: &bodies::SharedBodies,
+    ) -> LiveCommit {
+        let seq = record.seq;
         let mut bytes = std::mem::size_of::<LiveCommit>();
         let changes = record
             .changes
@@ -98,19 +107,21 @@ impl From<protosync_store::CommitRecord> for LiveCommit {
                 bytes += std::mem::size_of::<LiveChange>()
                     + c.collection.len()
                     + c.id.len()
-                    + c.body
-                        .as_ref()
-                        .map_or(0, |b| std::mem::size_of::<LiveBody>() + value_bytes(b));
+                    + c.body.as_ref().map_or(0, |b| {
+                        // Twice the value: once sent, a body also keeps its
+                        // wire encoding, about as large as the value.
+                        std::mem::size_of::<LiveBody>() + 2 * value_bytes(b)
+                    });
                 LiveChange {
+                    body: c.body.map(|b| bodies.share(&c.collection, &c.id, seq, b)),
                     collection: c.collection,
                     id: c.id,
                     version: c.version,
-                    body: c.body.map(|b| Arc::new(LiveBody::new(b))),
                 }
             })
             .collect();
         LiveCommit {
-            seq: record.seq,
+            seq,
             changes,
             bytes,
         }
