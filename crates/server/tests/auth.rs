@@ -21,15 +21,22 @@ const PROJECTOR_KEY: &str = "psk_projector_limited_to_run_summary";
 struct Minted {
     jwks_v1: Value,
     jwks_v2: Value,
+    better_auth_jwks: Value,
     tokens: BTreeMap<String, String>,
+    /// When the tokens were minted, in seconds since the epoch: their
+    /// `iat`, and `exp` relative to it (docs in mint_tokens.py).
+    now: u64,
 }
 
-fn mint() -> Minted {
+/// Mints the tests' tokens; `better_auth_url` is the base URL of the
+/// Better Auth issuer the test serves.
+fn mint(better_auth_url: &str) -> Minted {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mint_tokens.py");
     let output = std::process::Command::new("python3")
         .arg(script)
         .arg(SECRET)
+        .arg(better_auth_url)
         .output()
         .expect("python3 runs (scripts/test installs PyJWT)");
     assert!(
@@ -41,7 +48,9 @@ fn mint() -> Minted {
     Minted {
         jwks_v1: json["jwks_v1"].clone(),
         jwks_v2: json["jwks_v2"].clone(),
+        better_auth_jwks: json["better_auth_jwks"].clone(),
         tokens: serde_json::from_value(json["tokens"].clone()).unwrap(),
+        now: json["now"].as_u64().unwrap(),
     }
 }
 
@@ -53,22 +62,29 @@ fn sha256(text: &str) -> String {
         .collect()
 }
 
-/// Serves a JWKS that the test can swap (key rotation).
-async fn jwks_server(jwks: Arc<Mutex<Value>>) -> String {
-    let app = axum::Router::new().route(
-        "/jwks.json",
+/// Serves the issuers' key sets, which the test can swap (key rotation):
+/// the idp's at `/jwks.json`, and Better Auth's where its jwt() plugin
+/// publishes it, `/api/auth/jwks`. Returns the base URL, which is also the
+/// Better Auth issuer's base URL.
+async fn issuer_server(jwks: Arc<Mutex<Value>>, better_auth_jwks: Arc<Mutex<Value>>) -> String {
+    let serve = |set: Arc<Mutex<Value>>| {
         axum::routing::get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks.lock().unwrap().clone()) }
-        }),
-    );
+            let set = set.clone();
+            async move { axum::Json(set.lock().unwrap().clone()) }
+        })
+    };
+    let app = axum::Router::new()
+        .route("/jwks.json", serve(jwks))
+        .route("/api/auth/jwks", serve(better_auth_jwks));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    base
 }
 
-fn config(jwks_url: &str) -> AuthConfig {
+/// The issuers of the tests, keys served from `base`; the Better Auth one
+/// configured as docs/auth.md's recipe says.
+fn config(base: &str) -> AuthConfig {
     let provider = |name: &str, issuer: &str, algorithms: &[&str]| ProviderConfig {
         name: name.into(),
         issuer: issuer.into(),
@@ -81,6 +97,8 @@ fn config(jwks_url: &str) -> AuthConfig {
         jwks_ttl_seconds: 600,
         jwks_min_refetch_seconds: 0,
         service_role: None,
+        required_claims: None,
+        max_token_age_seconds: None,
     };
     AuthConfig {
         providers: vec![
@@ -89,8 +107,15 @@ fn config(jwks_url: &str) -> AuthConfig {
                 ..provider("bridge", "https://bridge.test", &["HS256"])
             },
             ProviderConfig {
-                jwks_url: Some(jwks_url.into()),
+                jwks_url: Some(format!("{base}/jwks.json")),
                 ..provider("idp", "https://idp.test", &["RS256", "ES256", "EdDSA"])
+            },
+            // issuer: the base URL's origin, no trailing slash; audience:
+            // the base URL; EdDSA; the JWKS under /api/auth/jwks.
+            ProviderConfig {
+                audience: vec![base.into()],
+                jwks_url: Some(format!("{base}/api/auth/jwks")),
+                ..provider("better-auth", base, &["EdDSA"])
             },
         ],
         api_keys: vec![
@@ -114,6 +139,8 @@ struct Setup {
     node: Node,
     minted: Minted,
     jwks: Arc<Mutex<Value>>,
+    /// The issuers' base URL (and the Better Auth issuer).
+    base: String,
     _backing: Backing,
 }
 
@@ -122,19 +149,41 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(sync: SyncConfig, adjust: impl FnOnce(&mut AuthConfig)) -> Setup {
-    let minted = mint();
-    let jwks = Arc::new(Mutex::new(minted.jwks_v1.clone()));
-    let url = jwks_server(jwks.clone()).await;
-    let backing = Backing::sqlite();
-    let sync = SyncConfig {
+    setup_with_schema(support::registry(), sync, adjust).await
+}
+
+/// Serves the issuers' keys and mints tokens for them.
+async fn issuers() -> (Minted, Arc<Mutex<Value>>, String) {
+    let jwks = Arc::new(Mutex::new(Value::Null));
+    let better_auth_jwks = Arc::new(Mutex::new(Value::Null));
+    let base = issuer_server(jwks.clone(), better_auth_jwks.clone()).await;
+    let minted = mint(&base);
+    *jwks.lock().unwrap() = minted.jwks_v1.clone();
+    *better_auth_jwks.lock().unwrap() = minted.better_auth_jwks.clone();
+    (minted, jwks, base)
+}
+
+/// Tests' sync timers: heartbeats (and so revocation checks) every 200 ms.
+fn test_sync(sync: SyncConfig) -> SyncConfig {
+    SyncConfig {
         heartbeat_interval: Duration::from_millis(200),
         ..sync
-    };
-    let mut auth = config(&url);
+    }
+}
+
+async fn setup_with_schema(
+    registry: Arc<protosync_schema::Registry>,
+    sync: SyncConfig,
+    adjust: impl FnOnce(&mut AuthConfig),
+) -> Setup {
+    let (minted, jwks, base) = issuers().await;
+    let backing = Backing::sqlite();
+    let mut auth = config(&base);
     adjust(&mut auth);
-    let node = Node::start_with_auth(
+    let node = Node::start_with_schema(
+        registry,
         backing.store().await,
-        sync,
+        test_sync(sync),
         Authenticator::new(auth).unwrap(),
     )
     .await;
@@ -142,6 +191,7 @@ async fn setup_with(sync: SyncConfig, adjust: impl FnOnce(&mut AuthConfig)) -> S
         node,
         minted,
         jwks,
+        base,
         _backing: backing,
     }
 }
