@@ -62,10 +62,14 @@ impl AppState {
         headers: &axum::http::HeaderMap,
         peer: std::net::SocketAddr,
     ) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let identity = self.auth.bearer(header).await.map_err(auth_error)?;
+        // Every value, as bytes: an unreadable or repeated header is refused
+        // by the authenticator, never taken for "no credentials".
+        let values: Vec<&[u8]> = headers
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let identity = self.auth.authorization(&values).await.map_err(auth_error)?;
         if identity == protosync_auth::Identity::Anonymous {
             self.admit_anonymous(peer)?;
         }

@@ -637,3 +637,177 @@ async fn origins_anonymous_floods_and_mutation_bursts_are_limited_with_clear_cod
         "{results:?}"
     );
 }
+
+fn epoch_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A JSON WebSocket client written from docs/protocol.md alone, to see the
+/// server's messages exactly (the Rust client hides `authOk`).
+struct Socket(
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+impl Socket {
+    /// Connects and sends a hello with `token`.
+    async fn hello(node: &Node, token: &str) -> Socket {
+        let (stream, _) = tokio_tungstenite::connect_async(node.ws.as_str())
+            .await
+            .unwrap();
+        let mut socket = Socket(stream);
+        socket
+            .send(json!({"hello": {"protocolVersion": 1, "token": token}}))
+            .await;
+        socket
+    }
+
+    async fn send(&mut self, message: Value) {
+        use futures::SinkExt;
+        self.0
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                message.to_string().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The next message that is not a heartbeat, or the close code.
+    async fn next(&mut self) -> Result<Value, u16> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.0.next())
+                .await
+                .expect("a message in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if message.get("heartbeat").is_none() {
+                        return Ok(message);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err(1006),
+            }
+        }
+    }
+
+    /// Reads up to the next `error` message, skipping everything else.
+    async fn next_error(&mut self) -> Value {
+        loop {
+            let message = self.next().await.expect("an error before the close");
+            if let Some(error) = message.get("error") {
+                return error.clone();
+            }
+        }
+    }
+}
+
+/// The status of a WebSocket upgrade of `/v1/sync` sent with `header`
+/// (raw bytes: tungstenite will not send an unreadable one).
+async fn upgrade_status(node: &Node, header: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = node.http.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request = format!(
+        "GET /v1/sync HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
+    .into_bytes();
+    request.extend_from_slice(header);
+    request.extend_from_slice(b"\r\n\r\n");
+    tcp.write_all(&request).await.unwrap();
+    let mut answer = vec![0; 12];
+    tokio::time::timeout(WAIT, tcp.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let status_line = String::from_utf8_lossy(&answer);
+    status_line[9..12].parse().unwrap()
+}
+
+/// `GET /v1/subscribe` for one document, with optional query parameters
+/// and Authorization header; the response, still streaming.
+async fn sse(
+    node: &Node,
+    params: &[(&str, &str)],
+    authorization: Option<reqwest::header::HeaderValue>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .get(format!("{}/v1/subscribe", node.http))
+        .query(&[("collection", "work_items"), ("id", "w1")])
+        .query(params);
+    if let Some(value) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, value);
+    }
+    request.send().await.unwrap()
+}
+
+/// (status, error code) of an answer; a success has no code (and an SSE
+/// stream's body is not read: it does not end).
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        return (status, String::new());
+    }
+    let body: Value = response.json().await.unwrap();
+    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_credentials_are_refused_on_every_transport_never_taken_for_absent() {
+    use reqwest::header::{AUTHORIZATION, HeaderValue};
+    let unreadable: &[u8] = b"Bearer \xe9.\xfc.\xf6";
+    for trusting in [false, true] {
+        let s = setup_with(SyncConfig::default(), |auth| {
+            auth.trust_unauthenticated = trusting
+        })
+        .await;
+        let refused = (401, "UNAUTHENTICATED".to_owned());
+        // HTTP: one unreadable header, or two headers.
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/query", s.node.http))
+            .header(AUTHORIZATION, HeaderValue::from_bytes(unreadable).unwrap())
+            .json(&items_query())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(response).await, refused, "trusting {trusting}");
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/query", s.node.http))
+            .header(AUTHORIZATION, format!("Bearer {SERVICE_KEY}"))
+            .header(AUTHORIZATION, format!("Bearer {SERVICE_KEY}"))
+            .json(&items_query())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_code(response).await, refused, "trusting {trusting}");
+        // SSE.
+        let response = sse(
+            &s.node,
+            &[],
+            Some(HeaderValue::from_bytes(unreadable).unwrap()),
+        )
+        .await;
+        assert_eq!(error_code(response).await, refused, "trusting {trusting}");
+        // The WebSocket upgrade refuses it too, though it reads no credentials.
+        let mut header = b"Authorization: ".to_vec();
+        header.extend_from_slice(unreadable);
+        assert_eq!(upgrade_status(&s.node, &header).await, 401);
+        assert_eq!(
+            upgrade_status(&s.node, b"X-Nothing: here").await,
+            101,
+            "the raw upgrade is otherwise accepted"
+        );
+        // The socket's credential, Hello.token: refused, then close 4003.
+        let mut socket = Socket::hello(&s.node, "é.ü.ö").await;
+        let error = socket.next_error().await;
+        assert_eq!(error["code"], "TOKEN_INVALID", "trusting {trusting}");
+        assert_eq!(socket.next().await, Err(4003));
+    }
+}

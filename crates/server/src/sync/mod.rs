@@ -115,6 +115,15 @@ pub async fn upgrade(
         );
         return axum::response::IntoResponse::into_response(error);
     }
+    // The socket's credential is `Hello.token`; the upgrade's Authorization
+    // header is not read (proxies add their own). But one that is there and
+    // unreadable is refused as on HTTP, so garbage is never "no credentials".
+    for value in headers.get_all(axum::http::header::AUTHORIZATION) {
+        if let Err(e) = protosync_auth::authorization_header(&[value.as_bytes()]) {
+            let error = crate::http::error::ApiError::from(crate::auth_error(e));
+            return axum::response::IntoResponse::into_response(error);
+        }
+    }
     let config = state.sync.clone();
     let upgrade = upgrade
         .protocols([BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL])
