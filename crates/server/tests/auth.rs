@@ -811,3 +811,29 @@ async fn unreadable_credentials_are_refused_on_every_transport_never_taken_for_a
         assert_eq!(socket.next().await, Err(4003));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_access_token_takes_jwts_only_never_api_keys() {
+    use reqwest::header::HeaderValue;
+    let s = setup().await;
+    let ann = s.minted.tokens["hs_ann"].clone();
+    let response = sse(&s.node, &[("access_token", SERVICE_KEY)], None).await;
+    assert_eq!(
+        error_code(response).await,
+        (401, "TOKEN_INVALID".to_owned()),
+        "an API key in a URL is refused, even a valid one"
+    );
+    let response = sse(&s.node, &[("access_token", &ann)], None).await;
+    assert_eq!(response.status(), 200);
+    drop(response);
+    let header = HeaderValue::from_str(&format!("Bearer {SERVICE_KEY}")).unwrap();
+    let response = sse(&s.node, &[], Some(header.clone())).await;
+    assert_eq!(response.status(), 200, "API keys are fine in the header");
+    drop(response);
+    let response = sse(&s.node, &[("access_token", &ann)], Some(header)).await;
+    assert_eq!(
+        error_code(response).await,
+        (401, "UNAUTHENTICATED".to_owned()),
+        "credentials twice are ambiguous"
+    );
+}

@@ -36,7 +36,8 @@ pub struct Params {
     /// Or one document: collection and id.
     collection: Option<String>,
     id: Option<String>,
-    /// A token, for EventSource clients that cannot set headers.
+    /// A JWT, for EventSource clients that cannot set headers. Never an API
+    /// key: query strings end up in access logs and proxies.
     access_token: Option<String>,
 }
 
@@ -48,9 +49,16 @@ pub async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let engine = state.engine.clone();
     let identity = match &params.access_token {
+        Some(_) if headers.contains_key(axum::http::header::AUTHORIZATION) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "send credentials once: the Authorization header or access_token, not both",
+            ));
+        }
         Some(token) => state
             .auth
-            .credential(token)
+            .jwt_only(token)
             .await
             .map_err(crate::auth_error)?,
         None => state.identity(&headers, peer).await?,
