@@ -837,3 +837,85 @@ async fn sse_access_token_takes_jwts_only_never_api_keys() {
         "credentials twice are ambiguous"
     );
 }
+
+/// With a leeway of 30 s, a live connection still pauses at `exp`, and an
+/// SSE stream ends there; a token past its `exp` but within the leeway is
+/// accepted for one-shot requests and pauses a connection at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_connection_pauses_at_exp_exactly_not_after_the_leeway() {
+    const LEEWAY_SECONDS: u64 = 30;
+    let s = setup_with(SyncConfig::default(), |auth| {
+        auth.leeway_seconds = LEEWAY_SECONDS
+    })
+    .await;
+    let exp = s.minted.now + 3; // hs_short's, see mint_tokens.py
+    // Well before exp + leeway: the pause would come at exp + 30 s.
+    let in_time = Duration::from_secs(15);
+    let short = s.minted.tokens["hs_short"].clone();
+    let mut stream = sse(&s.node, &[("access_token", &short)], None).await;
+    assert_eq!(stream.status(), 200);
+    let sse_end = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("TOKEN_EXPIRED") {
+                return (epoch_seconds(), stream.chunk().await.unwrap().is_none());
+            }
+        }
+        panic!("the stream ended without TOKEN_EXPIRED: {text}");
+    });
+    let mut socket = Socket::hello(&s.node, &short).await;
+    assert!(socket.next().await.unwrap().get("welcome").is_some());
+    assert_eq!(
+        socket.next().await.unwrap()["authOk"]["expiresAt"],
+        exp.to_string()
+    );
+    socket
+        .send(json!({"subscribe": {"subscriptionId": "s", "query": {"collection": "work_items"}}}))
+        .await;
+    let error = tokio::time::timeout(in_time, socket.next_error())
+        .await
+        .expect("the pause comes at exp, not exp + leeway");
+    let paused_at = epoch_seconds();
+    assert_eq!(error["code"], "TOKEN_EXPIRED", "{error}");
+    assert!(paused_at >= exp, "paused at {paused_at}, before exp {exp}");
+    socket
+        .send(json!({"mutate": {"requestId": "m1", "ops": [{"upsert": {"collection": "work_items", "id": "x", "doc": {"ownerId": "ann"}}}]}}))
+        .await;
+    let refused = socket.next_error().await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["requestId"].as_str()),
+        (Some("TOKEN_EXPIRED"), Some("m1"))
+    );
+    let (ended_at, closed) = tokio::time::timeout(in_time, sse_end)
+        .await
+        .expect("the SSE stream ends at exp, not exp + leeway")
+        .unwrap();
+    assert!(ended_at >= exp && closed, "ended at {ended_at}, exp {exp}");
+
+    // Past exp, within the leeway: fine for one request, never live.
+    let lapsed = s.minted.tokens["hs_expired_within_leeway"].clone();
+    let (status, body) = http(&s.node, "/v1/query", Some(&lapsed), items_query()).await;
+    assert_eq!(status, 200, "{body}");
+    let mut socket = Socket::hello(&s.node, &lapsed).await;
+    let order: Vec<String> = [
+        socket.next().await.unwrap(),
+        socket.next().await.unwrap(),
+        socket.next().await.unwrap(),
+    ]
+    .iter()
+    .map(|m| {
+        let name = m.as_object().unwrap().keys().next().unwrap().clone();
+        match m.get("error") {
+            Some(e) => format!("error {}", e["code"].as_str().unwrap()),
+            None => name,
+        }
+    })
+    .collect();
+    assert_eq!(order, ["welcome", "authOk", "error TOKEN_EXPIRED"]);
+    let response = sse(&s.node, &[("access_token", &lapsed)], None).await;
+    assert_eq!(
+        error_code(response).await,
+        (401, "TOKEN_EXPIRED".to_owned())
+    );
+}

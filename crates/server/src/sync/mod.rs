@@ -137,6 +137,15 @@ pub async fn upgrade(
     upgrade.on_upgrade(move |socket| connection::run(socket, codec, state, peer))
 }
 
+/// Whether the moment `epoch_seconds` (a token's `exp`) has come: from then
+/// on the token is expired on live connections and streams.
+pub(crate) fn has_passed(epoch_seconds: u64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now >= std::time::Duration::from_secs(epoch_seconds)
+}
+
 /// Sleeps until `epoch_seconds` (forever when `None`).
 pub(crate) async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
     let Some(at) = epoch_seconds else {

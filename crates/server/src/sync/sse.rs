@@ -123,10 +123,19 @@ pub async fn subscribe(
         }
     };
     let target = engine.restrict(&identity, &target)?;
-    // A stream ends when its token expires; the client reconnects with a fresh one.
-    let expiry = identity
-        .expires_at()
-        .map(|exp| exp + state.auth.leeway_seconds());
+    // A stream ends when its token expires, at `exp` exactly: the leeway is
+    // for checking a token's claims, not for keeping it past its end. The
+    // client reconnects with a fresh one.
+    let expiry = identity.expires_at();
+    if expiry.is_some_and(super::has_passed) {
+        // Accepted within the leeway, but past its `exp`: a live stream
+        // would end before its first event.
+        return Err(crate::auth_error(protosync_auth::AuthError {
+            code: "TOKEN_EXPIRED",
+            message: "the token has expired".into(),
+        })
+        .into());
+    }
     let mut session = engine.open_session(start);
     session
         .subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason)
@@ -140,6 +149,9 @@ pub async fn subscribe(
                 return None;
             }
             loop {
+                if expiry.is_some_and(super::has_passed) {
+                    return Some((Ok(expired_event()), (session, closing, true)));
+                }
                 if session.has_news() {
                     let event = match session.advance(Seq::ZERO, false).await {
                         Ok(Some(plan)) => transition_event(&plan),
@@ -158,14 +170,24 @@ pub async fn subscribe(
                     _ = session.news() => {}
                     _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
                     _ = super::sleep_until_epoch(expiry), if expiry.is_some() => {
-                        let expired = convert::error_message("TOKEN_EXPIRED", "the token expired; reconnect with a fresh one", "", SSE_SUBSCRIPTION_ID, String::new());
-                        return Some((Ok(Event::default().event("error").data(json_of(&expired))), (session, closing, true)));
+                        return Some((Ok(expired_event()), (session, closing, true)));
                     }
                 }
             }
         },
     );
     Ok(Sse::new(stream).keep_alive(keep_alive))
+}
+
+fn expired_event() -> Event {
+    let expired = convert::error_message(
+        "TOKEN_EXPIRED",
+        "the token expired; reconnect with a fresh one",
+        "",
+        SSE_SUBSCRIPTION_ID,
+        String::new(),
+    );
+    Event::default().event("error").data(json_of(&expired))
 }
 
 fn transition_event(plan: &protosync_engine::live::session::TransitionPlan) -> Event {
