@@ -5,6 +5,7 @@
 
 mod http;
 mod limiter;
+pub mod revocations;
 pub mod sync;
 
 use std::future::Future;
@@ -113,6 +114,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Revocations from the store are loaded before the first request is
+    // accepted, so a restart never lets a revoked token through.
+    let revocations = revocations::follow(state.engine.store().clone(), state.auth.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let close = state.close.clone();
     let metrics = state.metrics.clone();
     let signal = async move {
@@ -140,6 +146,7 @@ pub async fn serve(
         }
     };
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await;
+    revocations.abort();
     Ok(())
 }
 

@@ -919,3 +919,115 @@ async fn a_live_connection_pauses_at_exp_exactly_not_after_the_leeway() {
         (401, "TOKEN_EXPIRED".to_owned())
     );
 }
+
+/// Revoked on node A, a token is refused by node B (another server on the
+/// same database) within the documented bound, and by a node started
+/// after both are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_every_node_on_the_database_and_survives_restarts() {
+    let mut backings = vec![Backing::sqlite()];
+    backings.extend(Backing::postgres().await);
+    for backing in backings {
+        let (minted, _jwks, base) = issuers().await;
+        let start = |store| {
+            Node::start_with_auth(
+                store,
+                test_sync(SyncConfig::default()),
+                Authenticator::new(config(&base)).unwrap(),
+            )
+        };
+        let a = start(backing.store().await).await;
+        let b = start(backing.store().await).await;
+        let token = minted.tokens["hs_revocable"].clone();
+        let mut live_on_b = Socket::hello(&b, &token).await;
+        assert!(live_on_b.next().await.unwrap().get("welcome").is_some());
+        assert!(live_on_b.next().await.unwrap().get("authOk").is_some());
+        let exp = minted.now + 600; // hs_revocable's, see mint_tokens.py
+        let (status, body) = http(
+            &a,
+            "/v1/auth/revoke",
+            Some(SERVICE_KEY),
+            json!({"jti": "revoke-me", "expiresAt": exp.to_string()}),
+        )
+        .await;
+        assert_eq!((status, &body), (200, &json!({"revoked": "revoke-me"})));
+        let revoked_at = std::time::Instant::now();
+        let refused = (401, Some("TOKEN_REVOKED"));
+        let (status, body) = http(&a, "/v1/query", Some(&token), items_query()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), refused, "at once on A");
+        // B: its next read of the store's revocations, then its next heartbeat.
+        let bound = protosync_server::revocations::REVOCATION_REFRESH_INTERVAL
+            + b.state.sync.heartbeat_interval;
+        // (Plus slack for a loaded machine: the store read itself takes time.)
+        let error = tokio::time::timeout(bound + Duration::from_secs(3), live_on_b.next_error())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "B did not pause the live connection within {bound:?}: {:?} after the revocation",
+                    revoked_at.elapsed()
+                )
+            });
+        assert_eq!(error["code"], "TOKEN_REVOKED", "{error}");
+        let (status, body) = http(&b, "/v1/query", Some(&token), items_query()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), refused, "on B");
+        // Kept until the token cannot be valid: exp + leeway (0 here), to the
+        // end of that second.
+        let stored = a
+            .store()
+            .revocations_after(protosync_store::RevocationSeq(0), 10)
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].keep_until_ms, Some((exp as i64 + 1) * 1000));
+        // A restart of the whole cluster remembers it before the first request.
+        drop((a, b, live_on_b));
+        let c = start(backing.store().await).await;
+        let (status, body) = http(&c, "/v1/query", Some(&token), items_query()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), refused, "after a restart");
+        let (status, _) = http(&c, "/v1/query", Some(&minted.tokens["hs_ann"]), items_query()).await;
+        assert_eq!(status, 200, "other tokens are unaffected");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_checks_its_body_and_takes_expires_at_as_number_or_string() {
+    let s = setup().await;
+    let revoke = |body: Value| http(&s.node, "/v1/auth/revoke", Some(SERVICE_KEY), body);
+    for bad in [
+        json!({"jti": ""}),
+        json!({"jti": "a\u{0}b"}),
+        json!({"jti": "x".repeat(protosync_store::MAX_JTI_BYTES + 1)}),
+        json!({"jti": "j", "expiresAt": "soon"}),
+        json!({"jti": "j", "expiresAt": -1}),
+        json!({"jti": "j", "extra": true}),
+    ] {
+        let (status, body) = revoke(bad.clone()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("BAD_REQUEST")),
+            "{bad}: {body}"
+        );
+    }
+    for good in [
+        json!({"jti": "n", "expiresAt": 1767225600}),
+        json!({"jti": "s", "expiresAt": "1767225600"}),
+        json!({"jti": "f"}),
+    ] {
+        let (status, body) = revoke(good.clone()).await;
+        assert_eq!(status, 200, "{good}: {body}");
+    }
+    let stored: Vec<(String, Option<i64>)> = s
+        .node
+        .store()
+        .revocations_after(protosync_store::RevocationSeq(0), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.jti, r.keep_until_ms))
+        .collect();
+    let until = Some(1_767_225_601_000);
+    assert_eq!(
+        stored,
+        [("n".into(), until), ("s".into(), until), ("f".into(), None)]
+    );
+}
