@@ -756,7 +756,10 @@ async fn error_code(response: reqwest::Response) -> (u16, String) {
         return (status, String::new());
     }
     let body: Value = response.json().await.unwrap();
-    (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+    (
+        status,
+        body["error"]["code"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -954,7 +957,11 @@ async fn a_revocation_reaches_every_node_on_the_database_and_survives_restarts()
         let revoked_at = std::time::Instant::now();
         let refused = (401, Some("TOKEN_REVOKED"));
         let (status, body) = http(&a, "/v1/query", Some(&token), items_query()).await;
-        assert_eq!((status, body["error"]["code"].as_str()), refused, "at once on A");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            refused,
+            "at once on A"
+        );
         // B: its next read of the store's revocations, then its next heartbeat.
         let bound = protosync_server::revocations::REVOCATION_REFRESH_INTERVAL
             + b.state.sync.heartbeat_interval;
@@ -983,8 +990,18 @@ async fn a_revocation_reaches_every_node_on_the_database_and_survives_restarts()
         drop((a, b, live_on_b));
         let c = start(backing.store().await).await;
         let (status, body) = http(&c, "/v1/query", Some(&token), items_query()).await;
-        assert_eq!((status, body["error"]["code"].as_str()), refused, "after a restart");
-        let (status, _) = http(&c, "/v1/query", Some(&minted.tokens["hs_ann"]), items_query()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            refused,
+            "after a restart"
+        );
+        let (status, _) = http(
+            &c,
+            "/v1/query",
+            Some(&minted.tokens["hs_ann"]),
+            items_query(),
+        )
+        .await;
         assert_eq!(status, 200, "other tokens are unaffected");
     }
 }
@@ -1030,4 +1047,181 @@ async fn revoke_checks_its_body_and_takes_expires_at_as_number_or_string() {
         stored,
         [("n".into(), until), ("s".into(), until), ("f".into(), None)]
     );
+}
+
+/// The notes schema: notes belong to a user of one issuer, and its rules
+/// compare the issuer as well as the subject (docs/auth.md, Rules).
+fn notes_schema() -> Arc<protosync_schema::Registry> {
+    const NOTES: &str = r#"syntax = "proto3";
+package test.notes.v1;
+import "protosync/v1/options.proto";
+message Note {
+  option (protosync.v1.collection) = {
+    name: "notes"
+    read: "auth != null && doc.owner_iss == auth.iss && doc.owner_id == auth.sub"
+    write: "auth != null && doc.owner_iss == auth.iss && doc.owner_id == auth.sub"
+  };
+  string owner_iss = 1;
+  string owner_id = 2;
+  string text = 3;
+}
+"#;
+    Arc::new(
+        protosync_schema::Registry::from_sources(&[("test/notes/v1/notes.proto", NOTES)]).unwrap(),
+    )
+}
+
+/// A Laravel-style bridge held to `jti` and a fresh `iat`, next to a Better
+/// Auth issuer that mints neither a `jti` nor an `nbf`; rules that tell the
+/// same `sub` of two issuers apart by `auth.iss`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_policy_is_per_provider_and_rules_can_scope_by_issuer() {
+    let s = setup_with_schema(notes_schema(), SyncConfig::default(), |auth| {
+        auth.required_claims = vec!["sub".into(), "jti".into()];
+        let better_auth = auth
+            .providers
+            .iter_mut()
+            .find(|p| p.name == "better-auth")
+            .unwrap();
+        better_auth.required_claims = Some(vec!["sub".into()]);
+        let bridge = auth
+            .providers
+            .iter_mut()
+            .find(|p| p.name == "bridge")
+            .unwrap();
+        bridge.max_token_age_seconds = Some(3600);
+    })
+    .await;
+    let notes = || json!({"collection": "notes"});
+    let code = |(status, body): (u16, Value)| {
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let t = &s.minted.tokens;
+    assert_eq!(
+        code(http(&s.node, "/v1/query", Some(&t["hs_no_jti"]), notes()).await),
+        (401, "TOKEN_MISSING_CLAIM".into()),
+        "the bridge must send a jti"
+    );
+    assert_eq!(
+        code(http(&s.node, "/v1/query", Some(&t["hs_old"]), notes()).await),
+        (401, "TOKEN_TOO_OLD".into()),
+        "the bridge's tokens must be fresh"
+    );
+    assert_eq!(
+        code(http(&s.node, "/v1/query", Some(&t["better_auth_ann"]), notes()).await),
+        (200, String::new()),
+        "Better Auth needs no jti"
+    );
+    // Two users with the same sub, "ann", one per issuer.
+    let (status, _) = http(&s.node, "/v1/mutate", Some(SERVICE_KEY), json!({"ops": [
+        {"upsert": {"collection": "notes", "id": "bridge-ann", "doc": {"ownerIss": "https://bridge.test", "ownerId": "ann"}}},
+        {"upsert": {"collection": "notes", "id": "better-auth-ann", "doc": {"ownerIss": s.base, "ownerId": "ann"}}},
+    ]}))
+    .await;
+    assert_eq!(status, 200);
+    let ids = |page: Value| -> Vec<String> {
+        page["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, page) = http(&s.node, "/v1/query", Some(&t["hs_ann"]), notes()).await;
+    assert_eq!(ids(page), ["bridge-ann"]);
+    let (_, page) = http(&s.node, "/v1/query", Some(&t["better_auth_ann"]), notes()).await;
+    assert_eq!(ids(page), ["better-auth-ann"]);
+    let (status, body) = http(
+        &s.node,
+        "/v1/mutate",
+        Some(&t["better_auth_ann"]),
+        json!({"ops": [
+            {"patch": {"collection": "notes", "id": "bridge-ann", "fields": {"text": "not yours"}}},
+        ]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{body}"
+    );
+}
+
+/// A token exactly as Better Auth's jwt() plugin mints it (EdDSA, a kid,
+/// `aud` a string, the user's fields, no nbf or jti) against the provider
+/// docs/auth.md's recipe configures, on HTTP and the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_better_auth_token_is_accepted_as_its_jwt_plugin_mints_it() {
+    let s = setup().await;
+    let token = s.minted.tokens["better_auth"].clone();
+    let user = "7dSGkR3mW1qVx9LpT0aZcB";
+    let (status, _) = http(
+        &s.node,
+        "/v1/mutate",
+        Some(SERVICE_KEY),
+        json!({"ops": [
+            {"upsert": {"collection": "work_items", "id": "mine", "doc": {"ownerId": user}}},
+            {"upsert": {"collection": "work_items", "id": "theirs", "doc": {"ownerId": "ann"}}},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, page) = http(&s.node, "/v1/query", Some(&token), items_query()).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["documents"][0]["id"], "mine");
+    assert_eq!(page["documents"].as_array().unwrap().len(), 1);
+    let mut socket = Socket::hello(&s.node, &token).await;
+    assert!(socket.next().await.unwrap().get("welcome").is_some());
+    assert_eq!(
+        socket.next().await.unwrap()["authOk"]["expiresAt"],
+        (s.minted.now + 15 * 60).to_string(),
+        "Better Auth's tokens last 15 minutes"
+    );
+    // A refresh with a fresh token from its token endpoint is an Authenticate.
+    socket
+        .send(json!({"authenticate": {"token": s.minted.tokens["better_auth"]}}))
+        .await;
+    assert!(socket.next().await.unwrap().get("authOk").is_some());
+}
+
+/// docs/auth.md and protocol.md: an API key is a credential on the socket
+/// too, limited to its collections and never expiring; an unknown one is
+/// UNAUTHENTICATED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_on_the_socket_are_services_limited_to_their_collections() {
+    let s = setup().await;
+    let mut socket = Socket::hello(&s.node, PROJECTOR_KEY).await;
+    assert!(socket.next().await.unwrap().get("welcome").is_some());
+    let auth_ok = socket.next().await.unwrap();
+    assert_eq!(
+        auth_ok,
+        json!({"authOk": {}}),
+        "expiresAt 0: it does not expire"
+    );
+    socket
+        .send(json!({"subscribe": {"subscriptionId": "items", "query": {"collection": "work_items"}}}))
+        .await;
+    let error = socket.next_error().await;
+    assert_eq!(
+        (error["code"].as_str(), error["subscriptionId"].as_str()),
+        (Some("PERMISSION_DENIED"), Some("items"))
+    );
+    socket
+        .send(json!({"authenticate": {"token": "not-a-key"}}))
+        .await;
+    assert_eq!(socket.next_error().await["code"], "UNAUTHENTICATED");
+    socket
+        .send(json!({"subscribe": {"subscriptionId": "runs", "query": {"collection": "run_summary"}}}))
+        .await;
+    let transition = socket.next().await.unwrap();
+    assert!(
+        transition.get("transition").is_some(),
+        "the connection kept its identity: {transition}"
+    );
+    let mut refused = Socket::hello(&s.node, "not-a-key").await;
+    assert_eq!(refused.next_error().await["code"], "UNAUTHENTICATED");
+    assert_eq!(refused.next().await, Err(4003));
 }
