@@ -229,7 +229,8 @@ impl Authenticator {
         self.verify_token(credential).await
     }
 
-    /// Seconds a token stays acceptable past its `exp` (clock skew).
+    /// Seconds a token stays acceptable past its `exp` (clock skew) when it
+    /// is presented. Live connections end at `exp` itself.
     pub fn leeway_seconds(&self) -> u64 {
         self.leeway_seconds
     }
