@@ -319,13 +319,17 @@ impl Authenticator {
             .contains_key(jti)
     }
 
-    /// Browser WebSockets must come from an allowed origin when a list is
-    /// configured. Non-browser clients send no Origin and pass.
+    /// Browser pages must come from an allowed origin when a list is
+    /// configured (on HTTP, SSE and the WebSocket). Non-browser clients send
+    /// no Origin and pass.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => true,
             Some(_) if self.allowed_origins.is_empty() => true,
-            Some(origin) => self.allowed_origins.iter().any(|o| o == origin || o == "*"),
+            Some(origin) => self
+                .allowed_origins
+                .iter()
+                .any(|allowed| origin_matches(allowed, origin)),
         }
     }
 }
@@ -360,12 +364,54 @@ fn readable_header(value: &[u8]) -> Option<&str> {
         .flatten()
 }
 
+/// `allowed` is `*`, an exact origin (`https://app.example.com`), or an
+/// origin with any port (`http://localhost:*`).
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    if allowed == "*" || allowed == origin {
+        return true;
+    }
+    let Some(prefix) = allowed.strip_suffix(":*") else {
+        return false;
+    };
+    origin
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn origins_match_exactly_or_with_any_port() {
+        use super::origin_matches;
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:5173"
+        ));
+        assert!(!origin_matches("http://localhost:*", "http://localhost"));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost.evil:80"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost:80x"
+        ));
+        assert!(origin_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://app.example.com",
+            "https://app.example.com.evil"
+        ));
+        assert!(origin_matches("*", "https://any.example"));
+    }
+
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 

@@ -111,6 +111,35 @@ async fn dev_runs_on_sqlite_with_the_example_schema_and_keeps_data_across_restar
     assert_eq!(doc["doc"]["status"], "RUN_STATUS_RUNNING");
 }
 
+/// `dev` trusts every request, so only pages on this machine may call it
+/// from a browser.
+#[tokio::test]
+async fn dev_lets_local_pages_call_it_and_refuses_other_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&[
+        "dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &listen_arg(),
+    ]);
+    let http = reqwest::Client::new();
+    for (origin, status) in [
+        ("http://localhost:5173", 204),
+        ("http://127.0.0.1:3000", 204),
+        ("https://evil.example", 403),
+    ] {
+        let response = http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/mutate", node.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{origin}");
+    }
+}
+
 #[tokio::test]
 async fn serve_reads_a_config_file() {
     let dir = tempfile::tempdir().unwrap();

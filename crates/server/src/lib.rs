@@ -5,6 +5,7 @@
 
 mod http;
 mod limiter;
+mod listener;
 pub mod revocations;
 pub mod sync;
 
@@ -126,6 +127,15 @@ pub async fn serve(
         close.send_replace(true);
     };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Nagle's algorithm holds a frame written while the previous one is
+    // unacknowledged until the peer's delayed ACK (~40 ms on Linux): a
+    // mutation's result and its read-your-writes transition are two frames.
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener::GatewayListener(listener), |socket| {
+            if let Err(e) = socket.get_ref().set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+            }
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await?;
@@ -149,6 +159,10 @@ pub async fn serve(
     revocations.abort();
     Ok(())
 }
+
+/// The largest request head (request line and headers) hyper reads, in
+/// bytes: its default buffer limit.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// How long shutdown waits for live connections to close.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -251,6 +251,11 @@ pub trait Store: Send + Sync + 'static {
     /// after local commits and, for shared stores, on wake-ups from other
     /// writers. It may lag or skip values; the log is the truth.
     fn commits(&self) -> watch::Receiver<Seq>;
+
+    /// 32 random bytes made when the database was created, the same for
+    /// every process on it: the root of keys that must agree across a
+    /// cluster (page cursors are sealed with one). Never sent to clients.
+    fn database_secret(&self) -> [u8; 32];
 }
 
 /// Why a `jti` cannot be stored, if it cannot (see [`Store::revoke`]).

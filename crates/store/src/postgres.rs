@@ -111,6 +111,16 @@ CREATE TABLE protosync_idempotency (
 CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
 "#,
     r#"
+CREATE TABLE protosync_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BYTEA NOT NULL CHECK (length(secret) = 32)
+);
+-- gen_random_uuid() draws from the server's strong random source: two of
+-- them make 32 bytes (244 random bits).
+INSERT INTO protosync_secret (id, secret)
+VALUES (1, decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
+"#,
+    r#"
 CREATE TABLE protosync_revocation_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq BIGINT NOT NULL
@@ -128,6 +138,7 @@ CREATE INDEX protosync_revocations_by_keep_until ON protosync_revocations (keep_
 
 pub struct PostgresStore {
     pool: Pool,
+    secret: [u8; 32],
     options: StoreOptions,
     commits: watch::Sender<Seq>,
     jobs: mpsc::Sender<(Mutation, Reply)>,
@@ -163,12 +174,21 @@ impl PostgresStore {
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
         migrate(&pool).await?;
         let head = read_head(&**pool.get().await?).await?;
+        let secret: Vec<u8> = pool
+            .get()
+            .await?
+            .query_one("SELECT secret FROM protosync_secret", &[])
+            .await?
+            .get(0);
+        let secret = <[u8; 32]>::try_from(secret)
+            .map_err(|_| StoreError::Internal("protosync_secret is not 32 bytes".into()))?;
         let (commits, _) = watch::channel(head);
         let listener = tokio::spawn(listen(config, commits.clone()));
         let (jobs, waiting) = mpsc::channel(COMMIT_QUEUE_LEN);
         let committer = tokio::spawn(commit_groups(pool.clone(), waiting, commits.clone()));
         Ok(PostgresStore {
             pool,
+            secret,
             options,
             commits,
             jobs,
@@ -489,6 +509,10 @@ impl Store for PostgresStore {
 
     fn commits(&self) -> watch::Receiver<Seq> {
         self.commits.subscribe()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.secret
     }
 }
 

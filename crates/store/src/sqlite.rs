@@ -92,6 +92,13 @@ CREATE TABLE protosync_idempotency (
 CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
 "#,
     r#"
+CREATE TABLE protosync_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BLOB NOT NULL CHECK (length(secret) = 32)
+);
+INSERT INTO protosync_secret (id, secret) VALUES (1, randomblob(32));
+"#,
+    r#"
 CREATE TABLE protosync_revocation_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL
@@ -126,6 +133,7 @@ enum Job {
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    secret: [u8; 32],
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     commits: watch::Receiver<Seq>,
@@ -148,6 +156,9 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         migrate(&mut conn)?;
         let head = read_head(&conn)?;
+        let secret = conn.query_row("SELECT secret FROM protosync_secret", [], |r| {
+            r.get::<_, [u8; 32]>(0)
+        })?;
         let (commits_tx, commits) = watch::channel(head);
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE_LEN);
         std::thread::Builder::new()
@@ -165,6 +176,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             jobs,
+            secret,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             commits,
@@ -365,6 +377,10 @@ impl Store for SqliteStore {
 
     fn commits(&self) -> watch::Receiver<Seq> {
         self.commits.clone()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.secret
     }
 }
 

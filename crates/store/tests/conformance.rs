@@ -123,7 +123,12 @@ impl Harness {
 
     fn query(&self, request: Value) -> Query {
         let request: QueryRequest = serde_json::from_value(request).unwrap();
-        Query::compile(&self.registry, &request).unwrap()
+        Query::compile(
+            &self.registry,
+            &request,
+            &protosync_query::CursorSeal::from_database_secret(&self.store.database_secret()),
+        )
+        .unwrap()
     }
 }
 
@@ -173,6 +178,7 @@ conformance!(
     revocations_from_two_store_instances_get_distinct_gap_free_seqs,
     revocations_past_their_keep_until_are_pruned,
     revocations_of_unstorable_jtis_are_refused,
+    the_database_secret_is_random_and_shared_by_every_process,
 );
 
 fn now_ms() -> i64 {
@@ -285,6 +291,22 @@ async fn revocations_of_unstorable_jtis_are_refused(h: Harness) {
     let longest = "x".repeat(MAX_JTI_BYTES);
     h.store.revoke(&longest, None).await.unwrap();
     assert_eq!(revocations(&h.store, 0).await.len(), 1);
+}
+
+async fn the_database_secret_is_random_and_shared_by_every_process(h: Harness) {
+    let secret = h.store.database_secret();
+    assert_ne!(secret, [0; 32]);
+    let again = h.open_again(StoreOptions::default()).await;
+    assert_eq!(again.database_secret(), secret, "the same after a reopen");
+    let other = match h.backing {
+        Backing::Sqlite(_) => Harness::sqlite(),
+        Backing::Postgres(_) => Harness::postgres().await.unwrap(),
+    };
+    assert_ne!(
+        other.store.database_secret(),
+        secret,
+        "another database has its own"
+    );
 }
 
 async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
@@ -1017,7 +1039,12 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
         .unwrap();
     h.store.sync_indexes(&v2).await.unwrap();
     let request: QueryRequest = serde_json::from_value(json!({"collection": "items", "filter": [{"field": "rank", "op": ">=", "value": 8}], "orderBy": [{"field": "rank"}]})).unwrap();
-    let query = Query::compile(&v2, &request).unwrap();
+    let query = Query::compile(
+        &v2,
+        &request,
+        &protosync_query::CursorSeal::from_database_secret(&h.store.database_secret()),
+    )
+    .unwrap();
     assert!(matches!(
         protosync_query::Plan::choose(&query),
         protosync_query::Plan::Index(_)

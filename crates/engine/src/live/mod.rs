@@ -28,6 +28,8 @@ use serde_json::Value;
 pub struct LiveCommit {
     pub seq: Seq,
     pub changes: Vec<LiveChange>,
+    /// Estimated size in memory, for the commit buffer's byte budget.
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -88,18 +90,45 @@ pub struct LiveDocument {
 
 impl From<protosync_store::CommitRecord> for LiveCommit {
     fn from(record: protosync_store::CommitRecord) -> Self {
-        LiveCommit {
-            seq: record.seq,
-            changes: record
-                .changes
-                .into_iter()
-                .map(|c| LiveChange {
+        let mut bytes = std::mem::size_of::<LiveCommit>();
+        let changes = record
+            .changes
+            .into_iter()
+            .map(|c| {
+                bytes += std::mem::size_of::<LiveChange>()
+                    + c.collection.len()
+                    + c.id.len()
+                    + c.body
+                        .as_ref()
+                        .map_or(0, |b| std::mem::size_of::<LiveBody>() + value_bytes(b));
+                LiveChange {
                     collection: c.collection,
                     id: c.id,
                     version: c.version,
                     body: c.body.map(|b| Arc::new(LiveBody::new(b))),
-                })
-                .collect(),
+                }
+            })
+            .collect();
+        LiveCommit {
+            seq: record.seq,
+            changes,
+            bytes,
         }
     }
+}
+
+/// An estimate of a JSON value's size in memory: its node plus what it owns
+/// (strings, entries, elements). Ignores allocator rounding and tree slack,
+/// which a budget can absorb.
+fn value_bytes(value: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_bytes).sum(),
+            Value::Object(entries) => entries
+                .iter()
+                .map(|(k, v)| std::mem::size_of::<String>() + k.len() + value_bytes(v))
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }

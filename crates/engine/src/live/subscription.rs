@@ -312,7 +312,12 @@ mod tests {
                 "orderBy": [{"field": "rank", "direction": if round % 2 == 0 { "asc" } else { "desc" }}], "limit": limit
             }))
             .unwrap();
-            let query = Query::compile(&registry, &request).unwrap();
+            let query = Query::compile(
+                &registry,
+                &request,
+                &protosync_query::CursorSeal::from_database_secret(&[0; 32]),
+            )
+            .unwrap();
             let mut model: std::collections::BTreeMap<String, StoredDocument> = Default::default();
             let truth = |model: &std::collections::BTreeMap<String, StoredDocument>, n: usize| {
                 let mut docs: Vec<StoredDocument> = model

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use protosync_engine::limits::MAX_REQUEST_BYTES;
+use protosync_engine::limits::{MAX_JSON_DEPTH, MAX_REQUEST_BYTES, json_too_deep};
 use protosync_engine::{Engine, Identity, MutationRequest};
 use protosync_query::QueryRequest;
 use protosync_store::StoredDocument;
@@ -20,7 +20,12 @@ use crate::AppState;
 type Answer = Result<Json<Value>, ApiError>;
 
 /// Parses a JSON body, answering in our error format instead of axum's.
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+/// JSON nested deeper than the limit is refused with `too_deep`'s code
+/// before any parser recurses into it.
+fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    too_deep: &'static str,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -36,6 +41,13 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
             )
         }
     })?;
+    if json_too_deep(&bytes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            too_deep,
+            format!("the request nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -52,7 +64,7 @@ pub async fn mutate(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let request: MutationRequest = parse(body)?;
+    let request: MutationRequest = parse(body, "INVALID_DOCUMENT")?;
     let outcome = state.engine.mutate(&identity, &request).await?;
     let results: Vec<Value> = outcome
         .results
@@ -73,7 +85,7 @@ pub async fn query(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let request: QueryRequest = parse(body)?;
+    let request: QueryRequest = parse(body, "INVALID_QUERY")?;
     let read = state.engine.query(&identity, &request).await?;
     let documents: Vec<Value> = read
         .value
@@ -167,7 +179,7 @@ pub async fn revoke(
         #[serde(default)]
         expires_at: Option<EpochSeconds>,
     }
-    let request: Revoke = parse(body)?;
+    let request: Revoke = parse(body, "BAD_REQUEST")?;
     let expires_at = match request.expires_at {
         None => None,
         Some(EpochSeconds::Number(seconds)) => Some(seconds),

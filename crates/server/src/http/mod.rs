@@ -1,5 +1,6 @@
 //! HTTP routes (docs/http-api.md).
 
+mod cors;
 pub(crate) mod error;
 mod handlers;
 
@@ -26,5 +27,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(handlers::unknown_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::origins,
+        ))
         .with_state(state)
 }

@@ -127,24 +127,15 @@ enum Received {
     /// the error reaches whoever waits on them.
     Undecodable(DecodeError, String, String),
     Closed,
-    TooBig,
+    /// The client broke the WebSocket protocol: close with this code.
+    Violation(u16, &'static str),
 }
 
 async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Received {
     loop {
         let frame = match incoming.next().await {
             None => return Received::Closed,
-            Some(Err(e)) => {
-                let text = e.to_string();
-                return if text.contains("too long")
-                    || text.contains("too big")
-                    || text.contains("Space limit")
-                {
-                    Received::TooBig
-                } else {
-                    Received::Closed
-                };
-            }
+            Some(Err(e)) => return violation(e),
             Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
             Some(Ok(Message::Close(_))) => return Received::Closed,
@@ -160,6 +151,24 @@ async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Receive
                 Received::Undecodable(e, request_id, subscription_id)
             }
         };
+    }
+}
+
+/// What a read error means for the close (RFC 6455 section 7.4.1).
+fn violation(error: axum::Error) -> Received {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(_)) => {
+            Received::Violation(close_code::MESSAGE_TOO_BIG, "frame too large")
+        }
+        Ok(Error::Utf8(_)) => Received::Violation(
+            close_code::INVALID_PAYLOAD,
+            "a text frame is not valid UTF-8",
+        ),
+        Ok(Error::Protocol(_)) => {
+            Received::Violation(close_code::PROTOCOL_ERROR, "WebSocket protocol violation")
+        }
+        _ => Received::Closed,
     }
 }
 
@@ -203,13 +212,8 @@ async fn receive_hello(
             Some(hello)
         }
         Ok(Received::Closed) => None,
-        Ok(Received::TooBig) => {
-            enqueue(
-                outbound,
-                state,
-                refuse(close_code::MESSAGE_TOO_BIG, "frame too large"),
-            )
-            .await;
+        Ok(Received::Violation(code, reason)) => {
+            enqueue(outbound, state, refuse(code, reason)).await;
             None
         }
         Ok(_) => {
@@ -396,7 +400,7 @@ impl Connection {
     ) {
         let id = subscribe.subscription_id.clone();
         let engine = &self.state.engine;
-        let target = convert::target(engine.registry(), &subscribe)
+        let target = convert::target(engine.registry(), engine.cursor_seal(), &subscribe)
             .and_then(|t| engine.restrict(&self.identity, &t));
         let result = match target {
             Ok(_) if id.is_empty() => Err(EngineError::BadRequest(
@@ -472,8 +476,8 @@ impl Connection {
                         Received::Undecodable(e, request_id, subscription_id) => {
                             self.send(error_message("BAD_FRAME", &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }
-                        Received::TooBig => {
-                            self.close(close_code::MESSAGE_TOO_BIG, "frame too large").await;
+                        Received::Violation(code, reason) => {
+                            self.close(code, reason).await;
                             return;
                         }
                         Received::Closed => return,
@@ -505,7 +509,7 @@ impl Connection {
                         self.close(close_code::IDLE_TIMEOUT, "no message within the idle timeout").await;
                         return;
                     }
-                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms() }));
+                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms(), head_seq: self.state.engine.tail().0 }));
                     if self.outbound.try_reserve().is_ok() {
                         self.send(beat).await;
                     }

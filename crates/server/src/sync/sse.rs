@@ -72,7 +72,10 @@ pub async fn subscribe(
                     format!("invalid query parameter: {e}"),
                 )
             })?;
-            Target::Query(Query::compile(engine.registry(), &request).map_err(EngineError::from)?)
+            Target::Query(
+                Query::compile(engine.registry(), &request, engine.cursor_seal())
+                    .map_err(EngineError::from)?,
+            )
         }
         (None, Some(collection), Some(id)) => {
             if engine.registry().collection(collection).is_none() {

@@ -220,7 +220,12 @@ impl Model {
                     limit: Some(u64::from(q.limit)),
                     cursor: None,
                 };
-                let query = Query::compile(&self.registry, &request).unwrap();
+                let query = Query::compile(
+                    &self.registry,
+                    &request,
+                    &protosync_query::CursorSeal::from_database_secret(&[0; 32]),
+                )
+                .unwrap();
                 let mut docs: Vec<&StoredDocument> = state
                     .iter()
                     .filter(|((c, _), d)| *c == q.collection && query.matches(d))
