@@ -81,15 +81,18 @@ impl Identity {
     }
 
     /// Who this is, for binding idempotency keys to their caller.
+    /// A user is their issuer and subject together: `sub` is unique only
+    /// within its issuer, and two providers' "ann" are different callers.
     pub fn principal(&self) -> String {
         match self {
             Identity::Anonymous => String::new(),
+            // JSON, so no issuer or subject can be spelled to look like another pair.
             Identity::User { claims, .. } => format!(
                 "user:{}",
-                claims
-                    .get("sub")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
+                serde_json::json!([
+                    claims.get("iss").and_then(Value::as_str),
+                    claims.get("sub").and_then(Value::as_str)
+                ])
             ),
             Identity::Service { name, .. } => format!("service:{name}"),
         }
@@ -663,6 +666,22 @@ mod tests {
             user.claims()["iss"],
             "https://relaxed.test",
             "rules can tell issuers apart"
+        );
+        let same_sub = auth
+            .verify_token(&token(json!({"jti": "j"})))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                same_sub.claims()["sub"].clone(),
+                user.claims()["sub"].clone()
+            ),
+            (json!("ann"), json!("ann"))
+        );
+        assert_ne!(
+            same_sub.principal(),
+            user.principal(),
+            "one sub at two issuers is two callers (idempotency keys are bound to them)"
         );
     }
 

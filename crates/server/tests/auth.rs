@@ -1148,6 +1148,19 @@ async fn claim_policy_is_per_provider_and_rules_can_scope_by_issuer() {
         (403, Some("PERMISSION_DENIED")),
         "{body}"
     );
+    // Idempotency keys are bound to the caller, and the caller is issuer
+    // and sub: the other "ann" cannot replay the first one's request.
+    let request = json!({"idempotencyKey": "k-1", "ops": [
+        {"patch": {"collection": "notes", "id": "bridge-ann", "fields": {"text": "mine"}}},
+    ]});
+    let (status, body) = http(&s.node, "/v1/mutate", Some(&t["hs_ann"]), request.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&s.node, "/v1/mutate", Some(&t["better_auth_ann"]), request).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("IDEMPOTENCY_KEY_REUSED")),
+        "{body}"
+    );
 }
 
 /// A token exactly as Better Auth's jwt() plugin mints it (EdDSA, a kid,
