@@ -88,6 +88,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn claim_policy_parses_in_auth_and_per_provider() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [auth]
+            required_claims = ["sub", "jti"]
+            max_token_age_seconds = 3600
+
+            [[auth.providers]]
+            name = "laravel"
+            issuer = "https://app.example.com"
+            audience = ["protosync"]
+            algorithms = ["HS256"]
+            secret = "a shared secret of at least 32 bytes"
+
+            [[auth.providers]]
+            name = "better-auth"
+            issuer = "https://auth.example.com"
+            audience = ["https://auth.example.com"]
+            algorithms = ["EdDSA"]
+            jwks_url = "https://auth.example.com/api/auth/jwks"
+            required_claims = ["sub"]
+            max_token_age_seconds = 900
+            "#,
+        )
+        .unwrap();
+        let auth = file.auth.unwrap();
+        assert_eq!(auth.required_claims, ["sub", "jti"]);
+        let [laravel, better_auth] = &auth.providers[..] else {
+            panic!("two providers")
+        };
+        assert_eq!(
+            (&laravel.required_claims, laravel.max_token_age_seconds),
+            (&None, None),
+            "a file without per-provider keys keeps [auth]'s for every provider"
+        );
+        assert_eq!(
+            (
+                &better_auth.required_claims,
+                better_auth.max_token_age_seconds
+            ),
+            (&Some(vec!["sub".to_owned()]), Some(900))
+        );
+        protosync_auth::Authenticator::new(auth).unwrap();
+    }
+
+    #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));

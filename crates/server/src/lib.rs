@@ -6,6 +6,7 @@
 pub(crate) mod http;
 mod limiter;
 mod listener;
+pub mod revocations;
 pub mod sync;
 
 use std::future::Future;
@@ -73,10 +74,14 @@ impl AppState {
         headers: &axum::http::HeaderMap,
         peer: std::net::SocketAddr,
     ) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let identity = self.auth.bearer(header).await.map_err(auth_error)?;
+        // Every value, as bytes: an unreadable or repeated header is refused
+        // by the authenticator, never taken for "no credentials".
+        let values: Vec<&[u8]> = headers
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let identity = self.auth.authorization(&values).await.map_err(auth_error)?;
         if identity == protosync_auth::Identity::Anonymous {
             self.admit_anonymous(peer)?;
         }
@@ -120,6 +125,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Revocations from the store are loaded before the first request is
+    // accepted, so a restart never lets a revoked token through.
+    let revocations = revocations::follow(state.engine.store().clone(), state.auth.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let close = state.close.clone();
     let metrics = state.metrics.clone();
     let signal = async move {
@@ -156,6 +166,7 @@ pub async fn serve(
         }
     };
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await;
+    revocations.abort();
     Ok(())
 }
 

@@ -131,8 +131,12 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
     })))
 }
 
-/// `{"jti": "…"}`: refuse this token from now on, on this node, including on
-/// live connections (which lose it within a heartbeat). Services only.
+/// `{"jti": "…", "expiresAt": …}`: refuse this token from now on, on every
+/// node of the database (crate::revocations), including on live
+/// connections (which lose it within a heartbeat). Services with access to
+/// every collection only. Recorded in the store before it is answered: a
+/// revocation that could not be stored is an error, never a silent
+/// this-process-only one.
 pub async fn revoke(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -157,14 +161,47 @@ pub async fn revoke(
             "only a service with access to every collection may revoke tokens",
         ));
     }
+    /// Seconds since the epoch, as a JSON number or a decimal string (the
+    /// proto3 JSON forms of a uint64).
     #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
+    #[serde(untagged)]
+    enum EpochSeconds {
+        Number(u64),
+        Text(String),
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct Revoke {
         jti: String,
+        /// The token's `exp`: once it (plus the leeway) has passed, the
+        /// token cannot be valid and the revocation may be pruned. Absent:
+        /// kept for good.
+        #[serde(default)]
+        expires_at: Option<EpochSeconds>,
     }
     let request: Revoke = parse(body, "BAD_REQUEST")?;
-    state.auth.revoke(&request.jti);
-    Ok(Json(json!({"revoked": request.jti})))
+    let expires_at = match request.expires_at {
+        None => None,
+        Some(EpochSeconds::Number(seconds)) => Some(seconds),
+        Some(EpochSeconds::Text(text)) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("expiresAt must be seconds since the epoch, got {text:?}"),
+            )
+        })?),
+    };
+    let keep_until_ms = expires_at.map(|exp| state.auth.revocation_needed_until_ms(exp));
+    let stored = state
+        .engine
+        .store()
+        .revoke(&request.jti, keep_until_ms)
+        .await
+        .map_err(protosync_engine::EngineError::from)?;
+    state
+        .auth
+        .remember_revocation(&stored.jti, stored.keep_until_ms);
+    Ok(Json(json!({"revoked": stored.jti})))
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {

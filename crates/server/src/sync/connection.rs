@@ -422,12 +422,14 @@ impl Connection {
         let mut keepalive = false;
         let mut closing = self.state.closing.clone();
         loop {
-            let leeway = self.state.auth.leeway_seconds();
-            let expiry = self
-                .identity
-                .expires_at()
-                .filter(|_| self.paused.is_none())
-                .map(|exp| exp + leeway);
+            // At `exp` exactly: the leeway is for checking a token's claims
+            // when it is presented, not for keeping it past its end. A token
+            // accepted within the leeway after its `exp` pauses at once.
+            let expiry = self.identity.expires_at().filter(|_| self.paused.is_none());
+            if expiry.is_some_and(super::has_passed) {
+                self.pause_expired().await;
+                continue;
+            }
             let wants = self.paused.is_none()
                 && (session.has_news() || self.min_target > session.watermark() || keepalive);
             if wants && self.outbound.capacity() > 0 {
@@ -497,9 +499,7 @@ impl Connection {
                         return;
                     }
                 }
-                _ = sleep_until_epoch(expiry), if expiry.is_some() => {
-                    self.pause("TOKEN_EXPIRED", "the token expired; live updates resume after an authenticate with a fresh token").await;
-                }
+                _ = sleep_until_epoch(expiry), if expiry.is_some() => self.pause_expired().await,
                 _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
                     self.close(close_code::GOING_AWAY, "the server is shutting down").await;
                     return;
@@ -589,6 +589,12 @@ impl Connection {
                 }
             }
             client_message::Message::Mutate(mutate) => {
+                // Read before the expiry timer may have fired: never a write at or after `exp`.
+                if self.paused.is_none()
+                    && self.identity.expires_at().is_some_and(super::has_passed)
+                {
+                    self.pause_expired().await;
+                }
                 if let Some(code) = self.paused {
                     self.send(error_message(
                         code,
@@ -661,6 +667,14 @@ impl Connection {
 }
 
 impl Connection {
+    async fn pause_expired(&mut self) {
+        self.pause(
+            "TOKEN_EXPIRED",
+            "the token expired; live updates resume after an authenticate with a fresh token",
+        )
+        .await;
+    }
+
     async fn pause(&mut self, code: &'static str, message: &str) {
         self.paused = Some(code);
         self.send(error_message(code, message, "", "", String::new()))

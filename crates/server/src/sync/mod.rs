@@ -108,8 +108,18 @@ pub mod close_code {
 pub async fn upgrade(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // The socket's credential is `Hello.token`; the upgrade's Authorization
+    // header is not read (proxies add their own). But one that is there and
+    // unreadable is refused as on HTTP, so garbage is never "no credentials".
+    for value in headers.get_all(axum::http::header::AUTHORIZATION) {
+        if let Err(e) = protosync_auth::authorization_header(&[value.as_bytes()]) {
+            let error = crate::http::error::ApiError::from(crate::auth_error(e));
+            return axum::response::IntoResponse::into_response(error);
+        }
+    }
     let config = state.sync.clone();
     let upgrade = upgrade
         .protocols([BINARY_SUBPROTOCOL, JSON_SUBPROTOCOL])
@@ -121,6 +131,15 @@ pub async fn upgrade(
         _ => Codec::Json,
     };
     upgrade.on_upgrade(move |socket| connection::run(socket, codec, state, peer))
+}
+
+/// Whether the moment `epoch_seconds` (a token's `exp`) has come: from then
+/// on the token is expired on live connections and streams.
+pub(crate) fn has_passed(epoch_seconds: u64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now >= std::time::Duration::from_secs(epoch_seconds)
 }
 
 /// Sleeps until `epoch_seconds` (forever when `None`).

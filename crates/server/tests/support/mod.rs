@@ -43,7 +43,16 @@ impl Node {
         sync: SyncConfig,
         auth: protosync_auth::Authenticator,
     ) -> Node {
-        let engine = Arc::new(Engine::start(registry(), store).await.unwrap());
+        Node::start_with_schema(registry(), store, sync, auth).await
+    }
+
+    pub async fn start_with_schema(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        sync: SyncConfig,
+        auth: protosync_auth::Authenticator,
+    ) -> Node {
+        let engine = Arc::new(Engine::start(registry, store).await.unwrap());
         let state = AppState::new(engine, sync, auth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
