@@ -108,15 +108,17 @@ async fn write_frames(
 
 async fn enqueue(outbound: &mpsc::Sender<Outbound>, state: &AppState, item: Outbound) -> bool {
     state.metrics.queued_frames.fetch_add(1, Ordering::Relaxed);
-    let queued = (state.sync.outbound_queue_frames - outbound.capacity() + 1) as u64;
-    state
-        .metrics
-        .peak_queued_frames_per_connection
-        .fetch_max(queued, Ordering::Relaxed);
     if outbound.send(item).await.is_err() {
         state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
         return false;
     }
+    // Read after the send: before it, a frame waiting for room would count
+    // as queued although the channel holds at most its capacity.
+    let queued = (state.sync.outbound_queue_frames - outbound.capacity()) as u64;
+    state
+        .metrics
+        .peak_queued_frames_per_connection
+        .fetch_max(queued, Ordering::Relaxed);
     true
 }
 
