@@ -5,8 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protosync_core::Seq;
 use protosync_store::postgres::PostgresStore;
-use protosync_store::{Seq, Store, StoreOptions};
+use protosync_store::{Store, StoreOptions};
 use protosync_testkit::{TestDatabase, example_schema_dir};
 use serde_json::{Value, json};
 

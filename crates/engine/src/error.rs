@@ -1,6 +1,7 @@
+use protosync_core::Version;
 use protosync_query::QueryError;
 use protosync_schema::DocumentError;
-use protosync_store::{Rejection, StoreError, Version};
+use protosync_store::{Rejection, StoreError};
 
 /// Every error a client can see, each with a stable code (docs/http-api.md).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -16,9 +16,10 @@ pub mod mutation;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protosync_core::StoredDocument;
 use protosync_query::{CursorSeal, Page, Query, QueryRequest};
 use protosync_schema::Registry;
-use protosync_store::{CommitOutcome, ReadAt, Store, StoredDocument};
+use protosync_store::{CommitOutcome, ReadAt, Store};
 
 pub use error::EngineError;
 use live::commit_stream::CommitStream;
@@ -104,7 +105,7 @@ impl Engine {
     }
 
     /// A live session for one connection, starting at `watermark`.
-    pub fn open_session(&self, watermark: protosync_store::Seq) -> Session {
+    pub fn open_session(&self, watermark: protosync_core::Seq) -> Session {
         Session::new(
             self.store.clone(),
             self.stream.clone(),
@@ -114,7 +115,7 @@ impl Engine {
     }
 
     /// The commit stream's tail: the newest seq live sessions can reach.
-    pub fn tail(&self) -> protosync_store::Seq {
+    pub fn tail(&self) -> protosync_core::Seq {
         self.stream.tail_now()
     }
 
@@ -197,7 +198,7 @@ impl Engine {
     }
 
     /// Ready when the store answers.
-    pub async fn ready(&self) -> Result<protosync_store::Seq, EngineError> {
+    pub async fn ready(&self) -> Result<protosync_core::Seq, EngineError> {
         Ok(self.store.head().await?)
     }
 }
@@ -205,7 +206,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protosync_store::Seq;
+    use protosync_core::Seq;
     use protosync_store::sqlite::SqliteStore;
 
     /// Large commits keep the buffer within its byte budget; the commits it

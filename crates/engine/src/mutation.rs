@@ -1,7 +1,8 @@
 //! Mutation requests: parsing, limits, validation, idempotency hashing.
 
+use protosync_core::Version;
 use protosync_schema::Registry;
-use protosync_store::{IdempotencyKey, Mutation, Version, WriteKind, WriteOp};
+use protosync_store::{IdempotencyKey, Mutation, WriteKind, WriteOp};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

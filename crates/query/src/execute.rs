@@ -6,9 +6,9 @@
 
 use std::collections::BinaryHeap;
 
-use crate::document::StoredDocument;
 use crate::plan::Plan;
 use crate::query::Query;
+use protosync_core::StoredDocument;
 
 /// Rows fetched per batch: large enough to amortize a round trip, small
 /// enough that an ordered scan with a small limit does little extra work.

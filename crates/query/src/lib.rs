@@ -11,14 +11,12 @@
 //! - [`execute`]: the scan loop every store drives with its own rows.
 
 pub mod cursor;
-pub mod document;
 pub mod execute;
 pub mod key;
 pub mod plan;
 pub mod query;
 
 pub use cursor::CursorSeal;
-pub use document::{Seq, StoredDocument, Version};
 pub use execute::{Execution, Page, ScanRequest, ScanRow};
 pub use plan::Plan;
 pub use query::{

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cursor::CursorSeal;
-use crate::document::StoredDocument;
 use crate::key::{KeyValue, encode_id};
+use protosync_core::StoredDocument;
 
 /// Page size when a query names none.
 pub const DEFAULT_QUERY_LIMIT: usize = 100;

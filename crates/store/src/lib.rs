@@ -38,7 +38,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 pub use error::{Rejection, StoreError};
-pub use protosync_query::{Seq, StoredDocument, Version};
+pub(crate) use protosync_core::{Seq, StoredDocument, Version};
 
 /// A document's canonical JSON, in bytes, at most. Checked on every write,
 /// including the result of a patch: documents travel whole to every

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use protosync_core::{Seq, Version};
 use protosync_query::{Query, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::postgres::PostgresStore;
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{
-    IdempotencyKey, MAX_JTI_BYTES, Mutation, Rejection, RevocationSeq, Seq, Store, StoreError,
-    StoreOptions, Version, WriteKind, WriteOp,
+    IdempotencyKey, MAX_JTI_BYTES, Mutation, Rejection, RevocationSeq, Store, StoreError,
+    StoreOptions, WriteKind, WriteOp,
 };
 use protosync_testkit::{TestDatabase, example_schema_dir};
 use rand::{Rng, SeedableRng};

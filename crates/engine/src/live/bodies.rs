@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use protosync_store::Seq;
+use protosync_core::Seq;
 use serde_json::Value;
 
 use super::LiveBody;

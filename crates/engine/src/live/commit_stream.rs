@@ -16,7 +16,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use protosync_store::{Seq, Store, StoreError};
+use protosync_core::Seq;
+use protosync_store::{Store, StoreError};
 use tokio::sync::watch;
 
 use super::LiveCommit;

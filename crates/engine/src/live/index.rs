@@ -304,9 +304,9 @@ fn remove_from<K>(
 mod tests {
     use std::sync::Arc;
 
+    use protosync_core::{Seq, Version};
     use protosync_query::key::KeyValue;
     use protosync_schema::{FieldPath, Registry};
-    use protosync_store::{Seq, Version};
     use serde_json::json;
 
     use super::*;

@@ -23,7 +23,7 @@ pub mod subscription;
 
 use std::sync::{Arc, OnceLock};
 
-use protosync_store::{Seq, Version};
+use protosync_core::{Seq, Version};
 use serde_json::Value;
 
 /// A commit as the live path holds it: bodies shared by every subscriber.

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_store::{Seq, Store, StoreError, StoredDocument};
+use protosync_core::{Seq, StoredDocument};
+use protosync_store::{Store, StoreError};
 
 use super::LiveDocument;
 use super::commit_stream::CommitStream;

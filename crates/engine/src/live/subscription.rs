@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
+use protosync_core::Seq;
 use protosync_query::Query;
-use protosync_store::Seq;
 
 use super::index::Filing;
 use super::{LiveChange, LiveDocument};
@@ -277,10 +277,10 @@ impl ViewDiff {
 mod tests {
     use super::*;
     use crate::live::LiveBody;
+    use protosync_core::StoredDocument;
+    use protosync_core::Version;
     use protosync_query::QueryRequest;
     use protosync_schema::Registry;
-    use protosync_store::StoredDocument;
-    use protosync_store::Version;
     use rand::{Rng, SeedableRng};
     use serde_json::json;
     use std::sync::Arc;

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use protosync_core::StoredDocument;
 use protosync_engine::limits::{MAX_JSON_DEPTH, MAX_REQUEST_BYTES, json_too_deep};
 use protosync_engine::{Engine, Identity, MutationRequest};
 use protosync_query::QueryRequest;
-use protosync_store::StoredDocument;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 

@@ -7,11 +7,12 @@ use std::time::Instant;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{FuturesUnordered, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
+use protosync_core::Seq;
 use protosync_engine::live::session::ResetReason;
 use protosync_engine::{EngineError, Identity, Session};
 use protosync_protocol::wire::{self, client_message, server_message};
 use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use protosync_store::{CommitOutcome, Seq};
+use protosync_store::CommitOutcome;
 use tokio::sync::mpsc;
 
 use super::convert::{self, error, error_message, server};

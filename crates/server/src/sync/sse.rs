@@ -13,12 +13,12 @@ use axum::extract::{Query as QueryParams, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use protosync_core::Seq;
 use protosync_engine::EngineError;
 use protosync_engine::live::session::ResetReason;
 use protosync_engine::live::subscription::Target;
 use protosync_protocol::{Codec, Frame};
 use protosync_query::{Query, QueryRequest};
-use protosync_store::Seq;
 use serde::Deserialize;
 
 use super::{convert, transition};

@@ -12,11 +12,11 @@
 use std::fmt::Write as _;
 use std::ops::Range;
 
+use protosync_core::Seq;
 use protosync_engine::live::LiveBody;
 use protosync_engine::live::session::{ResetReason, SubscriptionUpdate, TransitionPlan};
 use protosync_protocol::wire;
 use protosync_protocol::{Codec, Frame, json_to_struct, struct_to_json};
-use protosync_store::Seq;
 
 use super::convert::server;
 
@@ -293,9 +293,9 @@ fn string_array(out: &mut String, items: &[String]) {
 mod tests {
     use std::sync::Arc;
 
+    use protosync_core::Version;
     use protosync_engine::live::LiveDocument;
     use protosync_engine::live::subscription::ViewDiff;
-    use protosync_store::Version;
     use rand::{Rng, SeedableRng};
     use serde_json::json;
 

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protosync_client::wire;
+use protosync_core::{Seq, StoredDocument, Version};
 use protosync_engine::Engine;
 use protosync_query::{Query, QueryRequest};
 use protosync_schema::Registry;
 use protosync_server::{AppState, SyncConfig};
 use protosync_store::postgres::PostgresStore;
 use protosync_store::sqlite::SqliteStore;
-use protosync_store::{Seq, Store, StoreOptions, StoredDocument, Version};
+use protosync_store::{Store, StoreOptions};
 use protosync_testkit::{TestDatabase, example_schema_dir};
 use serde_json::Value;
 
