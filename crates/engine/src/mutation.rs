@@ -49,15 +49,10 @@ pub struct OpBody {
 fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
+        Some(value) => protosync_core::proto3_json::integer(&value)
+            .and_then(|n| u64::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom("expected a non-negative integer")),
-        Some(Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom("expected a non-negative integer")),
-        Some(_) => Err(serde::de::Error::custom("expected a non-negative integer")),
     }
 }
 

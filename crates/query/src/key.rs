@@ -56,12 +56,12 @@ impl KeyValue {
         Ok(match ty {
             FieldType::Bool => KeyValue::Bool(value.as_bool().ok_or_else(|| wrong("a boolean"))?),
             FieldType::Int => KeyValue::Int(
-                integer(value)
+                protosync_core::proto3_json::integer(value)
                     .and_then(|n| i64::try_from(n).ok())
                     .ok_or_else(|| wrong("a signed 64-bit integer"))?,
             ),
             FieldType::UInt => KeyValue::UInt(
-                integer(value)
+                protosync_core::proto3_json::integer(value)
                     .and_then(|n| u64::try_from(n).ok())
                     .ok_or_else(|| wrong("an unsigned 64-bit integer"))?,
             ),
@@ -207,22 +207,6 @@ impl KeyValue {
     /// Compares two values of one field type in key order.
     pub fn compare(&self, other: &KeyValue) -> Ordering {
         self.encoded().cmp(&other.encoded())
-    }
-}
-
-fn integer(value: &Value) -> Option<i128> {
-    match value {
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e38)
-                    .map(|f| f as i128)
-            }),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
     }
 }
 

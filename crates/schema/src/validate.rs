@@ -404,19 +404,7 @@ fn check_integer(
     max: i128,
     kind: &Kind,
 ) -> Result<(), DocumentError> {
-    let parsed: Option<i128> = match value {
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e38)
-                    .map(|f| f as i128)
-            }),
-        Value::String(s) => s.parse::<i128>().ok(),
-        _ => None,
-    };
+    let parsed = protosync_core::proto3_json::integer(value);
     match parsed {
         Some(n) if (min..=max).contains(&n) => Ok(()),
         Some(n) => Err(DocumentError::at(
