@@ -2,6 +2,7 @@
 //! its TTL or a token names an unknown `kid` — the latter at most once per
 //! `min_refetch`, so bad tokens cannot make us hammer the issuer.
 
+use protosync_core::ErrorCode;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -78,7 +79,7 @@ impl JwksCache {
             }
         }
         Err(AuthError::new(
-            "TOKEN_UNKNOWN_KEY",
+            ErrorCode::TokenUnknownKey,
             format!(
                 "no key {} in the issuer's JWKS",
                 kid.map_or("for this algorithm".to_owned(), |k| format!("{k:?}"))

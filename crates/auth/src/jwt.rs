@@ -1,5 +1,6 @@
 //! One token issuer: its keys, its algorithms, its checks.
 
+use protosync_core::ErrorCode;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -121,11 +122,12 @@ impl Provider {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| AuthError::new("TOKEN_INVALID", format!("malformed token: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            AuthError::new(ErrorCode::TokenInvalid, format!("malformed token: {e}"))
+        })?;
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthError::new(
-                "TOKEN_INVALID",
+                ErrorCode::TokenInvalid,
                 format!(
                     "algorithm {:?} is not allowed for provider {:?}",
                     header.alg, self.name
@@ -148,7 +150,7 @@ impl Provider {
         for claim in &self.required_claims {
             if claims.get(claim).is_none_or(Value::is_null) {
                 return Err(AuthError::new(
-                    "TOKEN_MISSING_CLAIM",
+                    ErrorCode::TokenMissingClaim,
                     format!("the token has no `{claim}` claim"),
                 ));
             }
@@ -159,11 +161,11 @@ impl Provider {
             .unwrap_or(0);
         if let Some(max_age) = self.max_token_age {
             let issued = claims.get("iat").and_then(Value::as_u64).ok_or_else(|| {
-                AuthError::new("TOKEN_MISSING_CLAIM", "the token has no `iat` claim")
+                AuthError::new(ErrorCode::TokenMissingClaim, "the token has no `iat` claim")
             })?;
             if now.saturating_sub(issued) > max_age + self.leeway {
                 return Err(AuthError::new(
-                    "TOKEN_TOO_OLD",
+                    ErrorCode::TokenTooOld,
                     format!("the token was issued more than {max_age} s ago"),
                 ));
             }
@@ -193,26 +195,33 @@ impl Provider {
 
 fn refusal(kind: &ErrorKind) -> AuthError {
     match kind {
-        ErrorKind::ExpiredSignature => AuthError::new("TOKEN_EXPIRED", "the token has expired"),
-        ErrorKind::ImmatureSignature => {
-            AuthError::new("TOKEN_NOT_YET_VALID", "the token is not valid yet (nbf)")
+        ErrorKind::ExpiredSignature => {
+            AuthError::new(ErrorCode::TokenExpired, "the token has expired")
         }
-        ErrorKind::InvalidIssuer => {
-            AuthError::new("TOKEN_INVALID_ISSUER", "the token's issuer is not accepted")
-        }
+        ErrorKind::ImmatureSignature => AuthError::new(
+            ErrorCode::TokenNotYetValid,
+            "the token is not valid yet (nbf)",
+        ),
+        ErrorKind::InvalidIssuer => AuthError::new(
+            ErrorCode::TokenInvalidIssuer,
+            "the token's issuer is not accepted",
+        ),
         ErrorKind::InvalidAudience => AuthError::new(
-            "TOKEN_INVALID_AUDIENCE",
+            ErrorCode::TokenInvalidAudience,
             "the token is not for this audience",
         ),
         ErrorKind::InvalidSignature => AuthError::new(
-            "TOKEN_INVALID_SIGNATURE",
+            ErrorCode::TokenInvalidSignature,
             "the token's signature does not verify",
         ),
         ErrorKind::MissingRequiredClaim(claim) => AuthError::new(
-            "TOKEN_MISSING_CLAIM",
+            ErrorCode::TokenMissingClaim,
             format!("the token has no `{claim}` claim"),
         ),
-        other => AuthError::new("TOKEN_INVALID", format!("the token was refused: {other:?}")),
+        other => AuthError::new(
+            ErrorCode::TokenInvalid,
+            format!("the token was refused: {other:?}"),
+        ),
     }
 }
 
@@ -220,10 +229,10 @@ fn refusal(kind: &ErrorKind) -> AuthError {
 pub(crate) fn unverified_issuer(token: &str) -> Result<String, AuthError> {
     let claims: Value = jsonwebtoken::dangerous::insecure_decode(token)
         .map(|data: jsonwebtoken::TokenData<Value>| data.claims)
-        .map_err(|e| AuthError::new("TOKEN_INVALID", format!("malformed token: {e}")))?;
+        .map_err(|e| AuthError::new(ErrorCode::TokenInvalid, format!("malformed token: {e}")))?;
     claims
         .get("iss")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| AuthError::new("TOKEN_INVALID_ISSUER", "the token has no issuer"))
+        .ok_or_else(|| AuthError::new(ErrorCode::TokenInvalidIssuer, "the token has no issuer"))
 }

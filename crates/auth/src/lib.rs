@@ -21,6 +21,8 @@
 //! The result is an [`Identity`]; what an identity may read and write is
 //! decided by the collections' rules, in the engine.
 
+use protosync_core::ErrorCode;
+
 mod config;
 mod jwks;
 mod jwt;
@@ -103,12 +105,12 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct AuthError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl AuthError {
-    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> AuthError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> AuthError {
         AuthError {
             code,
             message: message.into(),
@@ -203,7 +205,7 @@ impl Authenticator {
         let (scheme, credential) = header.split_once(' ').unwrap_or((header, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
             return Err(AuthError::new(
-                "UNAUTHENTICATED",
+                ErrorCode::Unauthenticated,
                 "the Authorization header must be `Bearer <token or api key>`",
             ));
         }
@@ -225,7 +227,7 @@ impl Authenticator {
     pub async fn jwt_only(&self, credential: &str) -> Result<Identity, AuthError> {
         if credential.split('.').count() != 3 {
             return Err(AuthError::new(
-                "TOKEN_INVALID",
+                ErrorCode::TokenInvalid,
                 "only a JWT is accepted here; send API keys in the Authorization header",
             ));
         }
@@ -246,7 +248,7 @@ impl Authenticator {
             .find(|p| p.issuer() == issuer)
             .ok_or_else(|| {
                 AuthError::new(
-                    "TOKEN_INVALID_ISSUER",
+                    ErrorCode::TokenInvalidIssuer,
                     format!("no provider is configured for issuer {issuer:?}"),
                 )
             })?;
@@ -255,7 +257,7 @@ impl Authenticator {
             && self.is_revoked(jti)
         {
             return Err(AuthError::new(
-                "TOKEN_REVOKED",
+                ErrorCode::TokenRevoked,
                 format!("token {jti:?} was revoked"),
             ));
         }
@@ -276,7 +278,7 @@ impl Authenticator {
                 jti: None,
                 expires_at: None,
             })
-            .ok_or_else(|| AuthError::new("UNAUTHENTICATED", "unknown API key"))
+            .ok_or_else(|| AuthError::new(ErrorCode::Unauthenticated, "unknown API key"))
     }
 
     /// Refuses tokens with this `jti` from now on, in this process, for good.
@@ -345,13 +347,11 @@ pub fn authorization_header<'a>(values: &[&'a [u8]]) -> Result<Option<&'a str>, 
     match values {
         [] => Ok(None),
         [value] => readable_header(value).map(Some).ok_or_else(|| {
-            AuthError::new(
-                "UNAUTHENTICATED",
+            AuthError::new(ErrorCode::Unauthenticated,
                 "the Authorization header is not readable: it must be visible ASCII, `Bearer <token or api key>`",
             )
         }),
-        _ => Err(AuthError::new(
-            "UNAUTHENTICATED",
+        _ => Err(AuthError::new(ErrorCode::Unauthenticated,
             "more than one Authorization header: send exactly one",
         )),
     }
@@ -477,7 +477,8 @@ mod tests {
             c.max_token_age_seconds = Some(60);
             c.leeway_seconds = 0;
         });
-        let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
+        let code =
+            |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code.as_str());
         assert_eq!(
             code(strict.verify_token(&token(json!({}))).await),
             "TOKEN_MISSING_CLAIM"
@@ -540,7 +541,8 @@ mod tests {
             ))
             .await
             .unwrap_err()
-            .code,
+            .code
+            .as_str(),
             "TOKEN_REVOKED"
         );
         let user = auth.verify_token(&token(json!({}))).await.unwrap();
@@ -557,7 +559,8 @@ mod tests {
 
     #[tokio::test]
     async fn unreadable_authorization_headers_are_refused_never_taken_for_absent() {
-        let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
+        let code =
+            |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code.as_str());
         for auth in [authenticator(|_| {}), Authenticator::trusting()] {
             for unreadable in [
                 &b"Bearer \xe9.\xfc.\xf6"[..],
@@ -594,7 +597,7 @@ mod tests {
     async fn jwt_only_refuses_api_keys_without_looking_them_up() {
         let auth = authenticator(|_| {});
         assert_eq!(
-            auth.jwt_only("key-1").await.unwrap_err().code,
+            auth.jwt_only("key-1").await.unwrap_err().code.as_str(),
             "TOKEN_INVALID"
         );
         assert!(auth.credential("key-1").await.is_ok());
@@ -636,7 +639,8 @@ mod tests {
             )
             .unwrap()
         };
-        let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
+        let code =
+            |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code.as_str());
         let ten_minutes_ago = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use protosync_core::ErrorCode;
 use protosync_protocol::Codec;
 use protosync_protocol::wire::{self, client_message, server_message};
 use rand::Rng;
@@ -521,7 +522,7 @@ async fn serve(
                             } else {
                                 // The server refused the subscription (it keeps the
                                 // first one of a duplicate id).
-                                if !error.subscription_id.is_empty() && error.code != "DUPLICATE_SUBSCRIPTION" {
+                                if !error.subscription_id.is_empty() && error.code != ErrorCode::DuplicateSubscription.as_str() {
                                     state.subscriptions.remove(&error.subscription_id);
                                     state.view.drop_subscription(&error.subscription_id);
                                 }

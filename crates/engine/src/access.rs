@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use protosync_auth::Identity;
+use protosync_core::ErrorCode;
 use protosync_query::Visibility;
 use protosync_schema::Collection;
 use protosync_store::{Authorize, WriteOp};
@@ -23,7 +24,7 @@ fn service_may_use(identity: &Identity, collection: &str) -> Result<(), EngineEr
             collections: Some(allowed),
             ..
         } if !allowed.iter().any(|c| c == collection || c == "*") => Err(EngineError::Forbidden {
-            code: "PERMISSION_DENIED",
+            code: ErrorCode::PermissionDenied,
             message: format!("service {name:?} may not use collection {collection:?}"),
         }),
         _ => Ok(()),

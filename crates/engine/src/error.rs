@@ -1,3 +1,4 @@
+use protosync_core::ErrorCode;
 use protosync_core::Version;
 use protosync_query::QueryError;
 use protosync_schema::DocumentError;
@@ -44,7 +45,7 @@ pub enum EngineError {
     /// The caller is not allowed at all (no or bad credentials, a service
     /// key for another collection, a blocked origin…), with its own code.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     #[error("{0}")]
     LimitExceeded(String),
     #[error("idempotency key {0:?} was already used for a different request")]
@@ -65,24 +66,24 @@ pub enum EngineError {
 
 impl EngineError {
     /// The stable, machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            EngineError::BadRequest(_) => "BAD_REQUEST",
-            EngineError::UnknownCollection(_) => "UNKNOWN_COLLECTION",
-            EngineError::InvalidDocument { .. } => "INVALID_DOCUMENT",
-            EngineError::NotFound { .. } => "NOT_FOUND",
-            EngineError::AlreadyExists { .. } => "ALREADY_EXISTS",
-            EngineError::VersionConflict { .. } => "VERSION_CONFLICT",
-            EngineError::PermissionDenied { .. } => "PERMISSION_DENIED",
-            EngineError::Forbidden { code, .. } => code,
-            EngineError::LimitExceeded(_) => "LIMIT_EXCEEDED",
-            EngineError::IdempotencyKeyReused(_) => "IDEMPOTENCY_KEY_REUSED",
-            EngineError::InvalidQuery(_) => "INVALID_QUERY",
-            EngineError::InvalidCursor(_) => "INVALID_CURSOR",
-            EngineError::DuplicateSubscription(_) => "DUPLICATE_SUBSCRIPTION",
-            EngineError::UnknownSubscription(_) => "UNKNOWN_SUBSCRIPTION",
-            EngineError::Unavailable(_) => "UNAVAILABLE",
-            EngineError::Internal(_) => "INTERNAL",
+            EngineError::BadRequest(_) => ErrorCode::BadRequest,
+            EngineError::UnknownCollection(_) => ErrorCode::UnknownCollection,
+            EngineError::InvalidDocument { .. } => ErrorCode::InvalidDocument,
+            EngineError::NotFound { .. } => ErrorCode::NotFound,
+            EngineError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            EngineError::VersionConflict { .. } => ErrorCode::VersionConflict,
+            EngineError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            EngineError::Forbidden { code, .. } => *code,
+            EngineError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            EngineError::IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
+            EngineError::InvalidQuery(_) => ErrorCode::InvalidQuery,
+            EngineError::InvalidCursor(_) => ErrorCode::InvalidCursor,
+            EngineError::DuplicateSubscription(_) => ErrorCode::DuplicateSubscription,
+            EngineError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
+            EngineError::Unavailable(_) => ErrorCode::Unavailable,
+            EngineError::Internal(_) => ErrorCode::Internal,
         }
     }
 }

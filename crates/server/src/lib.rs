@@ -9,6 +9,7 @@ mod listener;
 pub mod revocations;
 pub mod sync;
 
+use protosync_core::ErrorCode;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -96,7 +97,7 @@ impl AppState {
             Ok(())
         } else {
             Err(protosync_engine::EngineError::Forbidden {
-                code: "RATE_LIMITED",
+                code: ErrorCode::RateLimited,
                 message: format!(
                     "more than {} anonymous requests per minute from {}",
                     self.sync.anonymous_requests_per_minute,

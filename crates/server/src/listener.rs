@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::serve::Listener;
+use protosync_core::ErrorCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -52,22 +53,23 @@ pub struct JsonErrorBodies<S> {
 /// The answer to write instead of `head`, when `head` is one of hyper's
 /// automatic error answers: a whole response head, no body.
 fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
+    // The status line is hyper's (414 and 431 say more than the code's 413).
     let (status, code, message) = if head.starts_with(b"HTTP/1.1 400 ") {
         (
             "400 Bad Request",
-            "BAD_REQUEST",
+            ErrorCode::BadRequest,
             "the request is not valid HTTP/1.1".to_owned(),
         )
     } else if head.starts_with(b"HTTP/1.1 414 ") {
         (
             "414 URI Too Long",
-            "LIMIT_EXCEEDED",
+            ErrorCode::LimitExceeded,
             "the request path is longer than 65534 bytes".to_owned(),
         )
     } else if head.starts_with(b"HTTP/1.1 431 ") {
         (
             "431 Request Header Fields Too Large",
-            "LIMIT_EXCEEDED",
+            ErrorCode::LimitExceeded,
             format!(
                 "the request's headers are larger than {} bytes",
                 crate::MAX_REQUEST_HEAD_BYTES
@@ -84,7 +86,8 @@ fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
     if !bodiless {
         return None;
     }
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let body =
+        serde_json::json!({"error": {"code": code.as_str(), "message": message}}).to_string();
     Some(
         format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

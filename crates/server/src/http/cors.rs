@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use protosync_core::ErrorCode;
 
 use super::error::ApiError;
 use crate::AppState;
@@ -30,8 +31,7 @@ pub async fn origins(State(state): State<AppState>, request: Request, next: Next
         .is_ok_and(|origin| state.auth.origin_allowed(Some(origin)));
     if !allowed {
         return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ORIGIN_NOT_ALLOWED",
+            ErrorCode::OriginNotAllowed,
             format!(
                 "origin {:?} is not allowed",
                 String::from_utf8_lossy(origin.as_bytes())

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
+use protosync_core::ErrorCode;
 use std::net::SocketAddr;
 
 use axum::Json;
@@ -24,37 +25,26 @@ type Answer = Result<Json<Value>, ApiError>;
 /// before any parser recurses into it.
 fn parse<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
-    too_deep: &'static str,
+    too_deep: ErrorCode,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "LIMIT_EXCEEDED",
+                ErrorCode::LimitExceeded,
                 format!("the request body is larger than {MAX_REQUEST_BYTES} bytes"),
             )
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                rejection.body_text(),
-            )
+            ApiError::new(ErrorCode::BadRequest, rejection.body_text())
         }
     })?;
     if json_too_deep(&bytes) {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
             too_deep,
             format!("the request nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            format!("invalid request body: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid request body: {e}")))
 }
 
 pub async fn mutate(
@@ -64,7 +54,7 @@ pub async fn mutate(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let request: MutationRequest = parse(body, "INVALID_DOCUMENT")?;
+    let request: MutationRequest = parse(body, ErrorCode::InvalidDocument)?;
     let outcome = state.engine.mutate(&identity, &request).await?;
     let results: Vec<Value> = outcome
         .results
@@ -85,7 +75,7 @@ pub async fn query(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let request: QueryRequest = parse(body, "INVALID_QUERY")?;
+    let request: QueryRequest = parse(body, ErrorCode::InvalidQuery)?;
     let read = state.engine.query(&identity, &request).await?;
     let documents: Vec<Value> = read
         .value
@@ -108,7 +98,7 @@ pub async fn get_document(
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
     let Path((collection, id)) =
-        path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+        path.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
     let read = state.engine.get(&identity, &collection, &id).await?;
     let StoredDocument {
         id, version, body, ..
@@ -156,8 +146,7 @@ pub async fn revoke(
     };
     if !everything {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "PERMISSION_DENIED",
+            ErrorCode::PermissionDenied,
             "only a service with access to every collection may revoke tokens",
         ));
     }
@@ -179,14 +168,13 @@ pub async fn revoke(
         #[serde(default)]
         expires_at: Option<EpochSeconds>,
     }
-    let request: Revoke = parse(body, "BAD_REQUEST")?;
+    let request: Revoke = parse(body, ErrorCode::BadRequest)?;
     let expires_at = match request.expires_at {
         None => None,
         Some(EpochSeconds::Number(seconds)) => Some(seconds),
         Some(EpochSeconds::Text(text)) => Some(text.parse::<u64>().map_err(|_| {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
+                ErrorCode::BadRequest,
                 format!("expiresAt must be seconds since the epoch, got {text:?}"),
             )
         })?),
@@ -206,16 +194,14 @@ pub async fn revoke(
 
 pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "NOT_FOUND",
+        ErrorCode::NotFound,
         format!("no route for {method} {}", uri.path()),
     )
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
+        ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
 }

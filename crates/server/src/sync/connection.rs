@@ -1,6 +1,7 @@
 //! One sync connection: hello, then a loop that reads client messages,
 //! runs mutations, and sends transitions when there is news and room.
 
+use protosync_core::ErrorCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -196,7 +197,7 @@ async fn receive_hello(
                     outbound,
                     state,
                     Outbound::Message(Box::new(error_message(
-                        "UPGRADE_REQUIRED",
+                        ErrorCode::UpgradeRequired,
                         &message,
                         "",
                         "",
@@ -253,7 +254,7 @@ struct Connection {
     identity: Identity,
     /// Why live updates are paused (the token expired or was revoked) until
     /// a fresh token arrives.
-    paused: Option<&'static str>,
+    paused: Option<ErrorCode>,
     budget: MutationBudget,
     peer: std::net::SocketAddr,
 }
@@ -477,7 +478,7 @@ impl Connection {
                     match received {
                         Received::Message(message) => Box::pin(self.handle(&mut session, &mut mutations, message)).await,
                         Received::Undecodable(e, request_id, subscription_id) => {
-                            self.send(error_message("BAD_FRAME", &e.to_string(), &request_id, &subscription_id, String::new())).await;
+                            self.send(error_message(ErrorCode::BadFrame, &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }
                         Received::Violation(code, reason) => {
                             self.close(code, reason).await;
@@ -519,7 +520,7 @@ impl Connection {
                     // Move an idle client's watermark on, so a resume stays cheap.
                     keepalive = self.state.engine.tail() > session.watermark();
                     if self.paused.is_none() && self.identity.jti().is_some_and(|jti| self.state.auth.is_revoked(jti)) {
-                        self.pause("TOKEN_REVOKED", "the token was revoked; live updates resume after an authenticate with a fresh token").await;
+                        self.pause(ErrorCode::TokenRevoked, "the token was revoked; live updates resume after an authenticate with a fresh token").await;
                     }
                 }
             }
@@ -534,7 +535,7 @@ impl Connection {
     ) {
         let Some(message) = message.message else {
             self.send(error_message(
-                "BAD_FRAME",
+                ErrorCode::BadFrame,
                 "empty message",
                 "",
                 "",
@@ -546,7 +547,7 @@ impl Connection {
         match message {
             client_message::Message::Hello(_) => {
                 self.send(error_message(
-                    "UNEXPECTED_HELLO",
+                    ErrorCode::UnexpectedHello,
                     "hello is only the first message of a connection",
                     "",
                     "",
@@ -615,7 +616,7 @@ impl Connection {
                         self.state.sync.max_mutations_per_second
                     );
                     self.send(error_message(
-                        "RATE_LIMITED",
+                        ErrorCode::RateLimited,
                         &message,
                         &mutate.request_id,
                         "",
@@ -672,13 +673,13 @@ impl Connection {
 impl Connection {
     async fn pause_expired(&mut self) {
         self.pause(
-            "TOKEN_EXPIRED",
+            ErrorCode::TokenExpired,
             "the token expired; live updates resume after an authenticate with a fresh token",
         )
         .await;
     }
 
-    async fn pause(&mut self, code: &'static str, message: &str) {
+    async fn pause(&mut self, code: ErrorCode, message: &str) {
         self.paused = Some(code);
         self.send(error_message(code, message, "", "", String::new()))
             .await;

@@ -1,5 +1,6 @@
 //! Between wire messages and engine requests and results.
 
+use protosync_core::ErrorCode;
 use protosync_engine::live::subscription::Target;
 use protosync_engine::mutation::{OpBody, OpRequest};
 use protosync_engine::{EngineError, MutationRequest};
@@ -126,14 +127,14 @@ pub fn error(e: &EngineError, request_id: &str, subscription_id: &str) -> wire::
 }
 
 pub fn error_message(
-    code: &str,
+    code: ErrorCode,
     message: &str,
     request_id: &str,
     subscription_id: &str,
     path: String,
 ) -> wire::ServerMessage {
     server(wire::server_message::Message::Error(wire::Error {
-        code: code.to_owned(),
+        code: code.as_str().to_owned(),
         message: message.to_owned(),
         request_id: request_id.to_owned(),
         subscription_id: subscription_id.to_owned(),

@@ -7,10 +7,11 @@
 //! continues the chain from the client's watermark. WebSocket clients resume
 //! with a diff instead.
 
+use protosync_core::ErrorCode;
 use std::convert::Infallible;
 
 use axum::extract::{Query as QueryParams, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use protosync_core::Seq;
@@ -51,8 +52,7 @@ pub async fn subscribe(
     let identity = match &params.access_token {
         Some(_) if headers.contains_key(axum::http::header::AUTHORIZATION) => {
             return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
+                ErrorCode::Unauthenticated,
                 "send credentials once: the Authorization header or access_token, not both",
             ));
         }
@@ -67,8 +67,7 @@ pub async fn subscribe(
         (Some(text), None, None) => {
             let request: QueryRequest = serde_json::from_str(text).map_err(|e| {
                 ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
+                    ErrorCode::BadRequest,
                     format!("invalid query parameter: {e}"),
                 )
             })?;
@@ -89,8 +88,7 @@ pub async fn subscribe(
         }
         _ => {
             return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
+                ErrorCode::BadRequest,
                 "pass either query=<JSON query> or collection=…&id=…",
             ));
         }
@@ -105,8 +103,7 @@ pub async fn subscribe(
         Some(text) => {
             let claimed = text.parse::<u64>().map(Seq).map_err(|_| {
                 ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
+                    ErrorCode::BadRequest,
                     "Last-Event-ID must be a watermark sent by this server",
                 )
             })?;
@@ -134,7 +131,7 @@ pub async fn subscribe(
         // Accepted within the leeway, but past its `exp`: a live stream
         // would end before its first event.
         return Err(crate::auth_error(protosync_auth::AuthError {
-            code: "TOKEN_EXPIRED",
+            code: ErrorCode::TokenExpired,
             message: "the token has expired".into(),
         })
         .into());
@@ -184,7 +181,7 @@ pub async fn subscribe(
 
 fn expired_event() -> Event {
     let expired = convert::error_message(
-        "TOKEN_EXPIRED",
+        ErrorCode::TokenExpired,
         "the token expired; reconnect with a fresh one",
         "",
         SSE_SUBSCRIPTION_ID,
