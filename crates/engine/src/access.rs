@@ -9,13 +9,13 @@ use std::sync::Arc;
 
 use protosync_auth::Identity;
 use protosync_core::ErrorCode;
-use protosync_query::Visibility;
-use protosync_schema::Collection;
+use protosync_query::{Query, QueryRequest, ReadScope};
+use protosync_schema::{Collection, Registry};
 use protosync_store::{Authorize, WriteOp};
 use serde_json::Value;
 
 use crate::EngineError;
-use crate::live::subscription::Target;
+use crate::live::subscription::{Target, TargetRequest};
 
 fn service_may_use(identity: &Identity, collection: &str) -> Result<(), EngineError> {
     match identity {
@@ -31,23 +31,37 @@ fn service_may_use(identity: &Identity, collection: &str) -> Result<(), EngineEr
     }
 }
 
-/// Which documents of `collection` the identity may read (`None`: all).
-pub fn visibility(
+/// Which documents of `collection` the identity may read.
+pub fn read_scope(
     identity: &Identity,
     collection: &Arc<Collection>,
-) -> Result<Option<Visibility>, EngineError> {
+) -> Result<ReadScope, EngineError> {
     if let Identity::Service { .. } = identity {
         service_may_use(identity, &collection.name)?;
-        return Ok(None);
+        return Ok(ReadScope::Everything);
     }
     let auth = identity.claims();
     let collection = collection.clone();
-    Ok(Some(Visibility(Arc::new(
+    Ok(ReadScope::Rule(Arc::new(
         move |doc: &Value| match &collection.rules.read {
             None => false,
             Some(rule) => rule.allows(&auth, &collection.with_proto_names(doc), &Value::Null),
         },
-    ))))
+    )))
+}
+
+/// `request` compiled for `identity`: its read scope is part of it.
+pub fn query(
+    identity: &Identity,
+    registry: &Registry,
+    seal: &protosync_query::CursorSeal,
+    request: &QueryRequest,
+) -> Result<Query, EngineError> {
+    let collection = registry
+        .collection(&request.collection)
+        .ok_or_else(|| EngineError::UnknownCollection(request.collection.clone()))?;
+    let scope = read_scope(identity, collection)?;
+    Ok(Query::compile(registry, request, seal, scope)?)
 }
 
 /// The write check for a mutation by `identity` (`None`: allow all).
@@ -72,16 +86,38 @@ pub fn write_check(identity: &Identity, ops: &[WriteOp]) -> Result<Option<Author
     ))))
 }
 
-/// The same target, seen by `identity`.
-pub fn restrict(
+/// What `identity` may watch of `request`.
+pub fn target(
+    identity: &Identity,
+    registry: &Registry,
+    seal: &protosync_query::CursorSeal,
+    request: &TargetRequest,
+) -> Result<Target, EngineError> {
+    Ok(match request {
+        TargetRequest::Query(request) => Target::Query(query(identity, registry, seal, request)?),
+        TargetRequest::Get { collection, id } => {
+            let schema = registry
+                .collection(collection)
+                .ok_or_else(|| EngineError::UnknownCollection(collection.clone()))?;
+            Target::Get {
+                collection: collection.clone(),
+                id: id.clone(),
+                scope: read_scope(identity, schema)?,
+            }
+        }
+    })
+}
+
+/// The same target, seen by another identity (a refreshed or switched token).
+pub fn rescope(
     identity: &Identity,
     target: &Target,
-    registry: &protosync_schema::Registry,
+    registry: &Registry,
 ) -> Result<Target, EngineError> {
     Ok(match target {
         Target::Query(query) => {
             let mut query = query.clone();
-            query.visibility = visibility(identity, &query.collection)?;
+            query.scope = read_scope(identity, &query.collection)?;
             Target::Query(query)
         }
         Target::Get { collection, id, .. } => {
@@ -91,7 +127,7 @@ pub fn restrict(
             Target::Get {
                 collection: collection.clone(),
                 id: id.clone(),
-                visibility: visibility(identity, schema)?,
+                scope: read_scope(identity, schema)?,
             }
         }
     })

@@ -16,20 +16,34 @@ pub mod mutation;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_core::StoredDocument;
-use protosync_query::{CursorSeal, Page, Query, QueryRequest};
+use protosync_core::{Seq, StoredDocument};
+use protosync_query::{CursorSeal, Page, QueryRequest};
 use protosync_schema::Registry;
-use protosync_store::{CommitOutcome, ReadAt, Store};
+use protosync_store::{CommitOutcome, ReadAt, Revocation, RevocationSeq, Store};
 
 pub use error::EngineError;
 use live::commit_stream::CommitStream;
 use live::index::SubscriptionIndex;
-pub use live::session::Session;
+pub use live::session::{ResetReason, Session};
+pub use live::subscription::{Target, TargetRequest};
 pub use mutation::MutationRequest;
 pub use protosync_auth::Identity;
 
 /// How often the change log and idempotency records are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where a live view that resumes from a claimed watermark starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// The watermark the view starts at: the claimed one, or 0 when the
+    /// claim is ahead of this database.
+    pub watermark: Seq,
+    /// The oldest watermark a resume can start from without a reset.
+    pub floor: Seq,
+    /// `Some` when the client's held state cannot be diffed: everything it
+    /// holds is replaced.
+    pub reset: Option<ResetReason>,
+}
 
 /// Settings of the engine's live path.
 #[derive(Debug, Clone)]
@@ -134,10 +148,6 @@ impl Engine {
         &self.cursor_seal
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     pub async fn mutate(
         &self,
         identity: &Identity,
@@ -153,8 +163,7 @@ impl Engine {
         identity: &Identity,
         request: &QueryRequest,
     ) -> Result<ReadAt<Page>, EngineError> {
-        let mut query = Query::compile(&self.registry, request, &self.cursor_seal)?;
-        query.visibility = access::visibility(identity, &query.collection)?;
+        let query = access::query(identity, &self.registry, &self.cursor_seal, request)?;
         Ok(self.store.query(&query).await?)
     }
 
@@ -170,12 +179,9 @@ impl Engine {
             .registry
             .collection(collection)
             .ok_or_else(|| EngineError::UnknownCollection(collection.to_owned()))?;
-        let visibility = access::visibility(identity, schema)?;
+        let scope = access::read_scope(identity, schema)?;
         let read = self.store.get(collection, id).await?;
-        match read
-            .value
-            .filter(|doc| visibility.as_ref().is_none_or(|v| (v.0)(&doc.body)))
-        {
+        match read.value.filter(|doc| scope.sees(&doc.body)) {
             Some(doc) => Ok(ReadAt {
                 seq: read.seq,
                 value: doc,
@@ -188,13 +194,57 @@ impl Engine {
         }
     }
 
-    /// `target` as `identity` may see it.
-    pub fn restrict(
+    /// What `identity` may watch of `request`: the only way to make a
+    /// subscription's target, so none exists without its reader's rules.
+    pub fn target(
         &self,
         identity: &Identity,
-        target: &live::subscription::Target,
-    ) -> Result<live::subscription::Target, EngineError> {
-        access::restrict(identity, target, &self.registry)
+        request: &TargetRequest,
+    ) -> Result<Target, EngineError> {
+        access::target(identity, &self.registry, &self.cursor_seal, request)
+    }
+
+    /// `target` as another identity may see it (a refreshed or switched
+    /// token on a live connection).
+    pub fn rescope(&self, identity: &Identity, target: &Target) -> Result<Target, EngineError> {
+        access::rescope(identity, target, &self.registry)
+    }
+
+    /// Where a live view resuming from `claimed` starts (see [`ResumePoint`]).
+    pub async fn resume_point(&self, claimed: Seq) -> Result<ResumePoint, EngineError> {
+        let floor = self.store.log_floor().await?;
+        let head = self.store.head().await?;
+        let (watermark, reset) = if claimed > head {
+            // Not a seq of this database (another one, or restored from backup).
+            (Seq::ZERO, Some(ResetReason::UnknownWatermark))
+        } else if claimed < floor {
+            (claimed, Some(ResetReason::WatermarkTooOld { floor }))
+        } else {
+            (claimed, None)
+        };
+        Ok(ResumePoint {
+            watermark,
+            floor,
+            reset,
+        })
+    }
+
+    /// Records a revocation of `jti` in the store, for every process on it.
+    pub async fn revoke(
+        &self,
+        jti: &str,
+        keep_until_ms: Option<i64>,
+    ) -> Result<Revocation, EngineError> {
+        Ok(self.store.revoke(jti, keep_until_ms).await?)
+    }
+
+    /// Up to `max` revocations recorded after `after`, in order.
+    pub async fn revocations_after(
+        &self,
+        after: RevocationSeq,
+        max: usize,
+    ) -> Result<Vec<Revocation>, EngineError> {
+        Ok(self.store.revocations_after(after, max).await?)
     }
 
     /// Ready when the store answers.
@@ -206,7 +256,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protosync_core::Seq;
     use protosync_store::sqlite::SqliteStore;
 
     /// Large commits keep the buffer within its byte budget; the commits it

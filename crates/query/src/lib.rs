@@ -19,6 +19,4 @@ pub mod query;
 pub use cursor::CursorSeal;
 pub use execute::{Execution, Page, ScanRequest, ScanRow};
 pub use plan::Plan;
-pub use query::{
-    Condition, Direction, Op, OrderField, Query, QueryError, QueryRequest, Visibility,
-};
+pub use query::{Condition, Direction, Op, OrderField, Query, QueryError, QueryRequest, ReadScope};

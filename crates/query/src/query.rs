@@ -130,15 +130,35 @@ pub struct OrderField {
     pub direction: Direction,
 }
 
-/// Which documents a reader may see: the collection's read rule bound to
-/// one identity. Part of the query so every path that reads — stores,
-/// live subscriptions — filters the same way.
+/// Which documents a reader may see. Every read is built with one and
+/// there is no default, so a read that forgot its rules does not compile:
+/// part of the query so every path that reads (stores, live subscriptions)
+/// filters the same way.
 #[derive(Clone)]
-pub struct Visibility(pub Arc<dyn Fn(&Value) -> bool + Send + Sync>);
+pub enum ReadScope {
+    /// Every document: a trusted service, already checked against the
+    /// collections it may use.
+    Everything,
+    /// The documents the collection's read rule lets one reader see.
+    Rule(Arc<dyn Fn(&Value) -> bool + Send + Sync>),
+}
 
-impl std::fmt::Debug for Visibility {
+impl ReadScope {
+    /// Whether a reader with this scope sees a document with `body`.
+    pub fn sees(&self, body: &Value) -> bool {
+        match self {
+            ReadScope::Everything => true,
+            ReadScope::Rule(rule) => rule(body),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Visibility(..)")
+        match self {
+            ReadScope::Everything => f.write_str("Everything"),
+            ReadScope::Rule(_) => f.write_str("Rule(..)"),
+        }
     }
 }
 
@@ -151,17 +171,19 @@ pub struct Query {
     pub limit: usize,
     /// The sort key of the last document of the previous page.
     pub after: Option<Vec<u8>>,
-    /// `None` sees everything (trusted services).
-    pub visibility: Option<Visibility>,
+    /// What the reader may see of the collection.
+    pub scope: ReadScope,
     /// Seals the cursors this query hands out and opens the one it got.
     pub seal: CursorSeal,
 }
 
 impl Query {
+    /// Checks `request` against the schema, for a reader who sees `scope`.
     pub fn compile(
         registry: &Registry,
         request: &QueryRequest,
         seal: &CursorSeal,
+        scope: ReadScope,
     ) -> Result<Query, QueryError> {
         let collection = registry
             .collection(&request.collection)
@@ -243,7 +265,7 @@ impl Query {
             order,
             limit,
             after: None,
-            visibility: None,
+            scope,
             seal: seal.clone(),
         };
         if let Some(cursor) = &request.cursor {
@@ -257,8 +279,7 @@ impl Query {
     }
 
     pub fn matches_body(&self, body: &Value) -> bool {
-        self.filter.iter().all(|c| c.matches(body))
-            && self.visibility.as_ref().is_none_or(|v| (v.0)(body))
+        self.filter.iter().all(|c| c.matches(body)) && self.scope.sees(body)
     }
 
     /// Ties are broken by id, in the direction of the last order field.

@@ -128,7 +128,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Revocations from the store are loaded before the first request is
     // accepted, so a restart never lets a revoked token through.
-    let revocations = revocations::follow(state.engine.store().clone(), state.auth.clone())
+    let revocations = revocations::follow(state.engine.clone(), state.auth.clone())
         .await
         .map_err(std::io::Error::other)?;
     let close = state.close.clone();

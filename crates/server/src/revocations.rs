@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protosync_auth::Authenticator;
-use protosync_store::{RevocationSeq, Store, StoreError};
+use protosync_engine::{Engine, EngineError};
+use protosync_store::RevocationSeq;
 
 /// How often each process reads revocations recorded by other processes:
 /// the bound on how long another node of a cluster may still accept a token
@@ -28,18 +29,18 @@ const REVOCATION_BATCH: usize = 1_000;
 /// in the background; the returned task runs until aborted. Fails when the
 /// first load does: serving without it would accept revoked tokens.
 pub async fn follow(
-    store: Arc<dyn Store>,
+    engine: Arc<Engine>,
     auth: Arc<Authenticator>,
-) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+) -> Result<tokio::task::JoinHandle<()>, EngineError> {
     let mut after = RevocationSeq::default();
-    catch_up(&*store, &auth, &mut after).await?;
+    catch_up(&engine, &auth, &mut after).await?;
     Ok(tokio::spawn(async move {
         let mut every = tokio::time::interval(REVOCATION_REFRESH_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         every.tick().await;
         loop {
             every.tick().await;
-            if let Err(e) = catch_up(&*store, &auth, &mut after).await {
+            if let Err(e) = catch_up(&engine, &auth, &mut after).await {
                 // The revocations already known stay in force; the next tick retries.
                 tracing::warn!(error = %e, "reading token revocations from the store failed");
             }
@@ -49,12 +50,12 @@ pub async fn follow(
 
 /// Reads the revocations after `after` into `auth` and moves `after` on.
 async fn catch_up(
-    store: &dyn Store,
+    engine: &Engine,
     auth: &Authenticator,
     after: &mut RevocationSeq,
-) -> Result<(), StoreError> {
+) -> Result<(), EngineError> {
     loop {
-        let batch = store.revocations_after(*after, REVOCATION_BATCH).await?;
+        let batch = engine.revocations_after(*after, REVOCATION_BATCH).await?;
         for revocation in &batch {
             auth.remember_revocation(&revocation.jti, revocation.keep_until_ms);
             *after = revocation.seq;

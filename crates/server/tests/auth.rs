@@ -197,7 +197,7 @@ async fn setup_with_schema(
 }
 
 async fn http(node: &Node, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
+    let mut request = support::http_client()
         .post(format!("{}{path}", node.http))
         .json(&body);
     if let Some(bearer) = bearer {
@@ -287,7 +287,7 @@ async fn rules_filter_reads_and_a_denied_write_changes_nothing() {
         .collect();
     assert_eq!(ids, ["a1"], "ann sees only her own item");
     // A get of bob's item by ann is NOT_FOUND, exactly like a missing one.
-    let response = reqwest::Client::new()
+    let response = support::http_client()
         .get(format!("{}/v1/collections/work_items/docs/b1", s.node.http))
         .bearer_auth(ann)
         .send()
@@ -738,7 +738,7 @@ async fn sse(
     params: &[(&str, &str)],
     authorization: Option<reqwest::header::HeaderValue>,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
+    let mut request = support::http_client()
         .get(format!("{}/v1/subscribe", node.http))
         .query(&[("collection", "work_items"), ("id", "w1")])
         .query(params);
@@ -773,7 +773,7 @@ async fn unreadable_credentials_are_refused_on_every_transport_never_taken_for_a
         .await;
         let refused = (401, "UNAUTHENTICATED".to_owned());
         // HTTP: one unreadable header, or two headers.
-        let response = reqwest::Client::new()
+        let response = support::http_client()
             .post(format!("{}/v1/query", s.node.http))
             .header(AUTHORIZATION, HeaderValue::from_bytes(unreadable).unwrap())
             .json(&items_query())
@@ -781,7 +781,7 @@ async fn unreadable_credentials_are_refused_on_every_transport_never_taken_for_a
             .await
             .unwrap();
         assert_eq!(error_code(response).await, refused, "trusting {trusting}");
-        let response = reqwest::Client::new()
+        let response = support::http_client()
             .post(format!("{}/v1/query", s.node.http))
             .header(AUTHORIZATION, format!("Bearer {SERVICE_KEY}"))
             .header(AUTHORIZATION, format!("Bearer {SERVICE_KEY}"))

@@ -24,7 +24,7 @@ async fn node(allowed_origins: &[&str]) -> (Node, Backing) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_allowed_page_gets_a_preflight_and_cors_headers() {
     let (node, _backing) = node(&["http://localhost:*"]).await;
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let preflight = http
         .request(reqwest::Method::OPTIONS, format!("{}/v1/mutate", node.http))
         .header("origin", "http://localhost:5173")
@@ -74,7 +74,7 @@ async fn an_allowed_page_gets_a_preflight_and_cors_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_from_another_origin_is_refused_and_writes_nothing() {
     let (node, _backing) = node(&["http://localhost:*"]).await;
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let response = http
         .post(format!("{}/v1/mutate", node.http))
         .header("origin", "https://evil.example")
@@ -129,7 +129,7 @@ async fn a_page_from_another_origin_is_refused_and_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_list_any_origin_may_call() {
     let (node, _backing) = node(&[]).await;
-    let response = reqwest::Client::new()
+    let response = support::http_client()
         .request(reqwest::Method::OPTIONS, format!("{}/v1/mutate", node.http))
         .header("origin", "https://app.example.com")
         .header("access-control-request-method", "POST")

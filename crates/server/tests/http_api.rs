@@ -35,7 +35,10 @@ impl Server {
         }));
         Server {
             base,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap(),
             _shutdown: shutdown,
             _keep: keep,
         }

@@ -496,7 +496,7 @@ async fn server_sent_events_stream_transitions_and_resume_from_last_event_id() {
     node.mutate(json!({"ops": [{"upsert": {"collection": "work_items", "id": "a", "doc": {"ownerId": "ann", "priority": 1}}}]})).await;
     let url = format!("{}/v1/subscribe", node.http);
     let query = json!({"collection": "work_items", "filter": [{"field": "ownerId", "op": "==", "value": "ann"}]}).to_string();
-    let http = reqwest::Client::new();
+    let http = support::http_client();
     let response = http
         .get(&url)
         .query(&[("query", &query)])

@@ -128,6 +128,7 @@ impl Harness {
             &self.registry,
             &request,
             &protosync_query::CursorSeal::from_database_secret(&self.store.database_secret()),
+            protosync_query::ReadScope::Everything,
         )
         .unwrap()
     }
@@ -1044,6 +1045,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
         &v2,
         &request,
         &protosync_query::CursorSeal::from_database_secret(&h.store.database_secret()),
+        protosync_query::ReadScope::Everything,
     )
     .unwrap();
     assert!(matches!(

@@ -503,12 +503,10 @@ async fn read(
         Target::Get {
             collection,
             id: doc_id,
-            visibility,
+            scope,
         } => {
             let read = store.get(collection, doc_id).await?;
-            let visible = read
-                .value
-                .filter(|d| visibility.as_ref().is_none_or(|v| (v.0)(&d.body)));
+            let visible = read.value.filter(|d| scope.sees(&d.body));
             let documents = live(visible.into_iter().collect());
             Ok(LiveSubscription::new(id, target, read.seq, documents, true))
         }

@@ -20,15 +20,26 @@ use protosync_query::Op;
 /// without a store read.
 pub const WINDOW_SLACK: usize = 16;
 
-/// What a subscription watches.
+/// What a client asks a subscription to watch, before its access is known
+/// (the engine turns it into a [`Target`] for one identity).
+#[derive(Debug, Clone)]
+pub enum TargetRequest {
+    /// A query held open.
+    Query(protosync_query::QueryRequest),
+    /// One document by id.
+    Get { collection: String, id: String },
+}
+
+/// What a subscription watches, as one reader may see it.
 #[derive(Debug, Clone)]
 pub enum Target {
+    /// A query, its read scope included.
     Query(Query),
-    /// One document, if the reader may see it (`None`: no restriction).
+    /// One document, if the reader may see it.
     Get {
         collection: String,
         id: String,
-        visibility: Option<protosync_query::Visibility>,
+        scope: protosync_query::ReadScope,
     },
 }
 
@@ -153,9 +164,7 @@ impl LiveSubscription {
                 let key = q.sort_key_of(&change.id, body);
                 q.is_after_cursor(&key).then_some(key)
             }
-            Target::Get { id, visibility, .. } => {
-                (*id == change.id && visibility.as_ref().is_none_or(|v| (v.0)(body))).then(Vec::new)
-            }
+            Target::Get { id, scope, .. } => (*id == change.id && scope.sees(body)).then(Vec::new),
         }
     }
 
@@ -310,6 +319,7 @@ mod tests {
                 &registry,
                 &request,
                 &protosync_query::CursorSeal::from_database_secret(&[0; 32]),
+                protosync_query::ReadScope::Everything,
             )
             .unwrap();
             let mut model: std::collections::BTreeMap<String, StoredDocument> = Default::default();

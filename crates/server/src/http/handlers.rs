@@ -180,12 +180,7 @@ pub async fn revoke(
         })?),
     };
     let keep_until_ms = expires_at.map(|exp| state.auth.revocation_needed_until_ms(exp));
-    let stored = state
-        .engine
-        .store()
-        .revoke(&request.jti, keep_until_ms)
-        .await
-        .map_err(protosync_engine::EngineError::from)?;
+    let stored = state.engine.revoke(&request.jti, keep_until_ms).await?;
     state
         .auth
         .remember_revocation(&stored.jti, stored.keep_until_ms);

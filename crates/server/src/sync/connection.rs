@@ -324,7 +324,6 @@ impl Connection {
                 }
             }
         }
-        let store = engine.store().clone();
         if self.identity == Identity::Anonymous
             && let Err(e) = self.state.admit_anonymous(self.peer)
         {
@@ -332,17 +331,17 @@ impl Connection {
             self.close(close_code::GOING_AWAY, "rate limited").await;
             return;
         }
-        let floor = store.log_floor().await.unwrap_or(Seq::ZERO);
-        let head = store.head().await.unwrap_or(Seq::ZERO);
         let resume = hello.resume.unwrap_or_default();
-        let claimed = Seq(resume.watermark);
-        let (start, reset) = if claimed > head {
-            (Seq::ZERO, Some(ResetReason::UnknownWatermark))
-        } else if claimed < floor {
-            (claimed, Some(ResetReason::WatermarkTooOld { floor }))
-        } else {
-            (claimed, None)
+        let point = match engine.resume_point(Seq(resume.watermark)).await {
+            Ok(point) => point,
+            Err(e) => {
+                self.send(error(&e, "", "")).await;
+                self.close(close_code::GOING_AWAY, "the database cannot be read")
+                    .await;
+                return;
+            }
         };
+        let (start, floor, reset) = (point.watermark, point.floor, point.reset);
         let mut session = engine.open_session(start);
         let session_id = if resume.session_id.is_empty() {
             format!("{:032x}", rand::random::<u128>())
@@ -404,8 +403,8 @@ impl Connection {
     ) {
         let id = subscribe.subscription_id.clone();
         let engine = &self.state.engine;
-        let target = convert::target(engine.registry(), engine.cursor_seal(), &subscribe)
-            .and_then(|t| engine.restrict(&self.identity, &t));
+        let target = convert::target_request(&subscribe)
+            .and_then(|request| engine.target(&self.identity, &request));
         let result = match target {
             Ok(_) if id.is_empty() => Err(EngineError::BadRequest(
                 "subscriptionId must not be empty".into(),
@@ -560,7 +559,7 @@ impl Connection {
                     Ok(identity) => {
                         let engine = self.state.engine.clone();
                         if let Err(e) = session
-                            .retarget(|target| engine.restrict(&identity, target))
+                            .retarget(|target| engine.rescope(&identity, target))
                             .await
                         {
                             self.send(error(&e, "", "")).await;

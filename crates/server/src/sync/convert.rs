@@ -1,15 +1,12 @@
 //! Between wire messages and engine requests and results.
 
 use protosync_core::ErrorCode;
-use protosync_engine::live::subscription::Target;
 use protosync_engine::mutation::{OpBody, OpRequest};
-use protosync_engine::{EngineError, MutationRequest};
+use protosync_engine::{EngineError, MutationRequest, TargetRequest};
 use protosync_protocol::wire::{self, operation, subscribe};
 use protosync_protocol::{struct_to_json, value_to_json};
-use protosync_query::CursorSeal;
+use protosync_query::QueryRequest;
 use protosync_query::query::{ConditionRequest, OrderRequest};
-use protosync_query::{Query, QueryRequest};
-use protosync_schema::Registry;
 use protosync_store::CommitOutcome;
 
 pub fn query_request(query: &wire::Query) -> QueryRequest {
@@ -41,28 +38,15 @@ pub fn query_request(query: &wire::Query) -> QueryRequest {
     }
 }
 
-/// The subscription's target, checked against the schema.
-pub fn target(
-    registry: &Registry,
-    seal: &CursorSeal,
-    subscribe: &wire::Subscribe,
-) -> Result<Target, EngineError> {
+/// What the client asks the subscription to watch (the engine decides what
+/// its identity may see of it).
+pub fn target_request(subscribe: &wire::Subscribe) -> Result<TargetRequest, EngineError> {
     match &subscribe.target {
-        Some(subscribe::Target::Query(query)) => Ok(Target::Query(Query::compile(
-            registry,
-            &query_request(query),
-            seal,
-        )?)),
-        Some(subscribe::Target::Get(get)) => {
-            if registry.collection(&get.collection).is_none() {
-                return Err(EngineError::UnknownCollection(get.collection.clone()));
-            }
-            Ok(Target::Get {
-                collection: get.collection.clone(),
-                id: get.id.clone(),
-                visibility: None,
-            })
-        }
+        Some(subscribe::Target::Query(query)) => Ok(TargetRequest::Query(query_request(query))),
+        Some(subscribe::Target::Get(get)) => Ok(TargetRequest::Get {
+            collection: get.collection.clone(),
+            id: get.id.clone(),
+        }),
         None => Err(EngineError::BadRequest(
             "subscribe needs a query or a get".into(),
         )),

@@ -15,11 +15,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use protosync_core::Seq;
-use protosync_engine::EngineError;
+use protosync_engine::TargetRequest;
 use protosync_engine::live::session::ResetReason;
-use protosync_engine::live::subscription::Target;
 use protosync_protocol::{Codec, Frame};
-use protosync_query::{Query, QueryRequest};
 use serde::Deserialize;
 
 use super::{convert, transition};
@@ -63,29 +61,19 @@ pub async fn subscribe(
             .map_err(crate::auth_error)?,
         None => state.identity(&headers, peer).await?,
     };
-    let target = match (&params.query, &params.collection, &params.id) {
+    let request = match (&params.query, &params.collection, &params.id) {
         (Some(text), None, None) => {
-            let request: QueryRequest = serde_json::from_str(text).map_err(|e| {
+            TargetRequest::Query(serde_json::from_str(text).map_err(|e| {
                 ApiError::new(
                     ErrorCode::BadRequest,
                     format!("invalid query parameter: {e}"),
                 )
-            })?;
-            Target::Query(
-                Query::compile(engine.registry(), &request, engine.cursor_seal())
-                    .map_err(EngineError::from)?,
-            )
+            })?)
         }
-        (None, Some(collection), Some(id)) => {
-            if engine.registry().collection(collection).is_none() {
-                return Err(EngineError::UnknownCollection(collection.clone()).into());
-            }
-            Target::Get {
-                collection: collection.clone(),
-                id: id.clone(),
-                visibility: None,
-            }
-        }
+        (None, Some(collection), Some(id)) => TargetRequest::Get {
+            collection: collection.clone(),
+            id: id.clone(),
+        },
         _ => {
             return Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -93,6 +81,7 @@ pub async fn subscribe(
             ));
         }
     };
+    let target = engine.target(&identity, &request)?;
     let last_event = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -107,22 +96,15 @@ pub async fn subscribe(
                     "Last-Event-ID must be a watermark sent by this server",
                 )
             })?;
-            let head = engine.store().head().await.map_err(EngineError::from)?;
-            let floor = engine
-                .store()
-                .log_floor()
-                .await
-                .map_err(EngineError::from)?;
-            if claimed > head {
-                (Seq::ZERO, ResetReason::UnknownWatermark)
-            } else if claimed < floor {
-                (claimed, ResetReason::WatermarkTooOld { floor })
-            } else {
-                (claimed, ResetReason::NoHeldState)
-            }
+            let point = engine.resume_point(claimed).await?;
+            // An EventSource cannot say what it holds: a resume it may make
+            // is still a reset, with this reason.
+            (
+                point.watermark,
+                point.reset.unwrap_or(ResetReason::NoHeldState),
+            )
         }
     };
-    let target = engine.restrict(&identity, &target)?;
     // A stream ends when its token expires, at `exp` exactly: the leeway is
     // for checking a token's claims, not for keeping it past its end. The
     // client reconnects with a fresh one.

@@ -22,6 +22,15 @@ use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// An HTTP client whose requests fail after [`WAIT`] instead of hanging a
+/// test run.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(WAIT)
+        .build()
+        .expect("a client with a timeout builds")
+}
+
 pub fn registry() -> Arc<Registry> {
     Arc::new(Registry::load_dir(&example_schema_dir()).unwrap())
 }
@@ -31,6 +40,9 @@ pub struct Node {
     pub http: String,
     pub ws: String,
     pub state: AppState,
+    /// The node's store, for checks against the change log (the engine
+    /// hands it to no one).
+    store: Arc<dyn Store>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -53,7 +65,7 @@ impl Node {
         sync: SyncConfig,
         auth: protosync_auth::Authenticator,
     ) -> Node {
-        let engine = Arc::new(Engine::start(registry, store).await.unwrap());
+        let engine = Arc::new(Engine::start(registry, store.clone()).await.unwrap());
         let state = AppState::new(engine, sync, auth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -65,16 +77,17 @@ impl Node {
             http: format!("http://{address}"),
             ws: format!("ws://{address}/v1/sync"),
             state,
+            store,
             _shutdown: shutdown,
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
-        self.state.engine.store()
+        &self.store
     }
 
     pub async fn mutate(&self, body: Value) -> Value {
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(format!("{}/v1/mutate", self.http))
             .json(&body)
             .send()
@@ -225,6 +238,7 @@ impl Model {
                     &self.registry,
                     &request,
                     &protosync_query::CursorSeal::from_database_secret(&[0; 32]),
+                    protosync_query::ReadScope::Everything,
                 )
                 .unwrap();
                 let mut docs: Vec<&StoredDocument> = state
