@@ -19,12 +19,15 @@
 //! function of the stored documents and the operations; the stores only read
 //! and write rows. Query semantics live in `protosync_query`.
 
+mod change_log;
 pub mod commit;
 mod error;
 mod group;
 mod idempotency;
 mod indexes;
+mod migrations;
 pub mod postgres;
+mod retention;
 pub mod sqlite;
 
 use std::sync::Arc;
