@@ -157,7 +157,7 @@ pub fn plan_commit(
         }
         doc.touched = true;
     }
-    let results = mutation
+    let results: Vec<OpResult> = mutation
         .ops
         .iter()
         .map(|op| {
@@ -199,5 +199,21 @@ pub fn plan_commit(
             added_index_keys: new.iter().filter(|k| !old.contains(k)).cloned().collect(),
         });
     }
+    // Invariant: one result per op (callers zip them); each document is
+    // written once, with the next version of the one stored (1 when none
+    // was): the versioning rule of docs/http-api.md, which `plan_group`
+    // chains later commits on. A delete is written only for a document that
+    // was stored, so the change log never announces the removal of
+    // something no reader could have seen.
+    debug_assert_eq!(results.len(), mutation.ops.len());
+    debug_assert!(writes.iter().enumerate().all(|(i, write)| {
+        let key = (write.collection.clone(), write.id.clone());
+        let before = stored.get(&key);
+        let once = !writes[..i]
+            .iter()
+            .any(|w| w.collection == write.collection && w.id == write.id);
+        let next = Version(before.map_or(1, |d| d.version.0 + 1));
+        once && write.version == next && (write.body.is_some() || before.is_some())
+    }));
     Ok(CommitPlan { writes, results })
 }

@@ -118,7 +118,10 @@ pub(crate) fn plan_group<'m>(
                 continue;
             }
         };
-        let seq = Seq(next.0 + 1);
+        // Accepted mutations take head+1, head+2, … in order; a rejected
+        // one, or one answered from an idempotency record, takes none (see
+        // the check after the loop).
+        let seq = next.next();
         let outcome = CommitOutcome {
             seq,
             results: plan.results,
@@ -198,5 +201,43 @@ pub(crate) fn plan_group<'m>(
         writes.index_touched.push((collection, index, entry));
     }
     writes.head = (next != head).then_some(next);
+    assert_gap_free(head, &answers, &writes);
     (answers, writes)
+}
+
+/// Invariant: the group's commits are head+1 … its new head with no gap
+/// and no seq twice; each accepted mutation is answered with its own, in
+/// order; every change and idempotency row belongs to one of them. The
+/// stores move the head to `writes.head` and write these rows as they are,
+/// so a gap here would be a gap in the durable log that every reader
+/// follows. Checked in every build: it costs a pass over the group next to
+/// a database transaction, and it runs before anything is written.
+fn assert_gap_free(head: Seq, answers: &[Result<CommitOutcome, StoreError>], writes: &GroupWrites) {
+    let taken = || writes.commits.iter().map(|(seq, _)| *seq);
+    assert!(
+        taken()
+            .zip(1..)
+            .all(|(seq, offset)| seq == Seq(head.0 + offset)),
+        "a group after seq {head} took seqs {:?}",
+        taken().collect::<Vec<_>>()
+    );
+    let newest = writes.commits.last().map(|(seq, _)| *seq);
+    assert_eq!(writes.head, newest, "the head after a group");
+    let answered = answers
+        .iter()
+        .filter_map(|answer| answer.as_ref().ok())
+        .filter(|outcome| !outcome.duplicate)
+        .map(|outcome| outcome.seq);
+    assert!(
+        answered.eq(taken()),
+        "a group's answers disagree with its commits"
+    );
+    let last = writes.head.unwrap_or(head);
+    let belongs = |seq: Seq| head < seq && seq <= last;
+    assert!(
+        writes.changes.iter().all(|change| belongs(change.0))
+            && writes.changes.is_sorted_by_key(|change| change.0)
+            && writes.idempotency.iter().all(|record| belongs(record.2)),
+        "a group wrote a change or an idempotency record outside its commits {head}..={last}"
+    );
 }
