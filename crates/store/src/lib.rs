@@ -22,6 +22,8 @@
 mod change_log;
 pub mod commit;
 mod error;
+#[cfg(test)]
+mod fixtures;
 mod group;
 mod idempotency;
 mod indexes;
