@@ -18,6 +18,14 @@
 //! What a commit does to documents is decided once, in [`commit`], as a pure
 //! function of the stored documents and the operations; the stores only read
 //! and write rows. Query semantics live in `protosync_query`.
+//!
+//! Everything else the two stores agree on is written once too, in a module
+//! named for it and free of database calls: `group` (deciding a group
+//! commit), `change_log` (putting a log read back together), `migrations`
+//! (which ones a database needs), `retention` (where a prune cuts),
+//! `indexes` (which declared indexes to build) and `idempotency`. Each
+//! backend is a folder with one file per job: connections, migrations, the
+//! committer, reads, wake-ups, index builds, pruning and revocations.
 
 mod change_log;
 pub mod commit;

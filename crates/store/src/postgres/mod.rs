@@ -5,7 +5,7 @@
 //! commits: the next transaction reads the head only after this one is
 //! visible. A bare sequence would not give this (commits could become
 //! visible out of order). One task per process commits waiting mutations in
-//! groups, one transaction each ([`crate::group`]): one lock, one fsync and
+//! groups, one transaction each (`crate::group`): one lock, one fsync and
 //! four round trips for the whole group, which is what lets Postgres take
 //! thousands of commits a second through one counter row.
 //!

@@ -2,7 +2,7 @@
 //!
 //! One writer thread owns the only writable connection and group-commits:
 //! it takes every mutation that is waiting and commits them in one
-//! transaction, each with its own seq and outcome ([`crate::group`]), and
+//! transaction, each with its own seq and outcome (`crate::group`), and
 //! answers them all after that transaction commits. Reads run on the
 //! blocking pool with read-only connections, each in one transaction, so a
 //! query sees one snapshot.
