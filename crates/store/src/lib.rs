@@ -287,6 +287,12 @@ pub fn invalid_jti(jti: &str) -> Option<String> {
     }
 }
 
+/// Fails with [`StoreError::InvalidJti`] for a `jti` no store can keep:
+/// both stores refuse the same ones, before touching the database.
+pub(crate) fn refuse_invalid_jti(jti: &str) -> Result<(), StoreError> {
+    invalid_jti(jti).map_or(Ok(()), |problem| Err(StoreError::InvalidJti(problem)))
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

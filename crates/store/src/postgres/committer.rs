@@ -2,7 +2,8 @@
 //! off the queue, gathers them into groups, has each group committed in
 //! one transaction (`group_commit`) and answers every mutation only after
 //! that transaction is durable. It never reads or writes a row itself and
-//! never answers a mutation before its group's COMMIT has returned.
+//! never tells a mutation it committed before its group's COMMIT has
+//! returned.
 
 use std::time::Duration;
 

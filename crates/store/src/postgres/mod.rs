@@ -46,7 +46,7 @@ use tokio_postgres::NoTls;
 
 use crate::{
     CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
-    StoreError, StoreOptions, StoredDocument, invalid_jti,
+    StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -177,9 +177,7 @@ impl Store for PostgresStore {
         jti: &str,
         keep_until_ms: Option<i64>,
     ) -> Result<Revocation, StoreError> {
-        if let Some(problem) = invalid_jti(jti) {
-            return Err(StoreError::InvalidJti(problem));
-        }
+        refuse_invalid_jti(jti)?;
         revocations::revoke(&self.pool, jti, keep_until_ms).await
     }
 

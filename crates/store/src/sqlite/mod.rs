@@ -40,7 +40,7 @@ use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
     CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
-    StoreError, StoreOptions, StoredDocument, invalid_jti,
+    StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`]. Its
@@ -152,9 +152,7 @@ impl Store for SqliteStore {
         jti: &str,
         keep_until_ms: Option<i64>,
     ) -> Result<Revocation, StoreError> {
-        if let Some(problem) = invalid_jti(jti) {
-            return Err(StoreError::InvalidJti(problem));
-        }
+        refuse_invalid_jti(jti)?;
         let jti = jti.to_owned();
         self.send(|tx| Job::Revoke(jti, keep_until_ms, tx)).await
     }

@@ -2,8 +2,9 @@
 //! jobs off its queue in batches, commits every run of waiting mutations as
 //! one group (`group_commit`), runs the other writes (index builds,
 //! pruning, revocations) between them in queue order, and moves the commits
-//! watch once a group is durable. It answers a mutation only after its
-//! group's transaction has committed, and never blocks on anything async.
+//! watch once a group is durable. It reports a mutation committed only
+//! after its group's transaction has committed. It runs on its own OS
+//! thread, so its blocking SQLite calls never stall the async runtime.
 
 use std::sync::Arc;
 
