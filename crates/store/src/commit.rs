@@ -157,7 +157,7 @@ pub fn plan_commit(
         }
         doc.touched = true;
     }
-    let results = mutation
+    let results: Vec<OpResult> = mutation
         .ops
         .iter()
         .map(|op| {
@@ -199,5 +199,259 @@ pub fn plan_commit(
             added_index_keys: new.iter().filter(|k| !old.contains(k)).cloned().collect(),
         });
     }
+    // Invariant: one result per op (callers zip them); each document is
+    // written once, with the next version of the one stored (1 when none
+    // was): the versioning rule of docs/http-api.md, which `plan_group`
+    // chains later commits on. A delete is written only for a document that
+    // was stored, so the change log never announces the removal of
+    // something no reader could have seen.
+    debug_assert_eq!(results.len(), mutation.ops.len());
+    debug_assert!(writes.iter().enumerate().all(|(i, write)| {
+        let key = (write.collection.clone(), write.id.clone());
+        let before = stored.get(&key);
+        let once = !writes[..i]
+            .iter()
+            .any(|w| w.collection == write.collection && w.id == write.id);
+        let next = Version(before.map_or(1, |d| d.version.0 + 1));
+        once && write.version == next && (write.body.is_some() || before.is_some())
+    }));
     Ok(CommitPlan { writes, results })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::fixtures::{
+        by_key, delete, expecting, index_entry, insert, mutation, note, patch, stored_note, upsert,
+    };
+    use crate::{Authorize, WriteOp};
+
+    fn rejection(result: Result<CommitPlan, StoreError>) -> (usize, Rejection) {
+        match result {
+            Err(StoreError::Rejected { op, rejection, .. }) => (op, rejection),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn versions(plan: &CommitPlan) -> Vec<u64> {
+        plan.results.iter().map(|r| r.version.0).collect()
+    }
+
+    #[test]
+    fn ops_on_one_document_apply_in_order_and_give_it_one_new_version() {
+        let plan = plan_commit(
+            &mutation(vec![
+                insert("n1", note("ann", "draft", 1)),
+                patch("n1", json!({ "text": "edited" })),
+                patch("n1", json!({ "rank": 2 })),
+            ]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(plan.writes.len(), 1, "one write per document");
+        assert_eq!(plan.writes[0].version, Version(1));
+        assert_eq!(plan.writes[0].body, Some(note("ann", "edited", 2)));
+        assert_eq!(
+            versions(&plan),
+            [1, 1, 1],
+            "every op sees the one new version"
+        );
+    }
+
+    #[test]
+    fn a_stored_document_gets_the_next_version_and_expected_version_sees_earlier_ops() {
+        let stored = by_key(vec![stored_note("n1", 3, 7, note("ann", "v3", 1))]);
+        let accepted = plan_commit(
+            &mutation(vec![
+                expecting(3, upsert("n1", note("ann", "v4", 1))),
+                // The upsert above already gave n1 the version this commit
+                // writes: a later op of the mutation expects that one.
+                expecting(4, patch("n1", json!({ "text": "v4 again" }))),
+            ]),
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(accepted.writes[0].version, Version(4));
+        assert_eq!(versions(&accepted), [4, 4]);
+
+        let conflict = plan_commit(
+            &mutation(vec![
+                upsert("n1", note("ann", "v4", 1)),
+                expecting(3, patch("n1", json!({ "text": "stale" }))),
+            ]),
+            &stored,
+        );
+        assert_eq!(
+            rejection(conflict),
+            (
+                1,
+                Rejection::VersionConflict {
+                    expected: Version(3),
+                    actual: Some(Version(4)),
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn delete_then_insert_of_one_id_writes_the_new_body_once_at_the_next_version() {
+        let old = note("ann", "old", 1);
+        let stored = by_key(vec![stored_note("n1", 2, 5, old.clone())]);
+        let new = note("bob", "new", 9);
+        let plan = plan_commit(
+            &mutation(vec![delete("n1"), insert("n1", new.clone())]),
+            &stored,
+        )
+        .unwrap();
+        assert_eq!(plan.writes.len(), 1);
+        let write = &plan.writes[0];
+        assert_eq!(write.version, Version(3));
+        assert_eq!(write.body, Some(new.clone()));
+        assert_eq!(write.removed_index_keys, [index_entry("n1", &old)]);
+        assert_eq!(write.added_index_keys, [index_entry("n1", &new)]);
+    }
+
+    #[test]
+    fn a_document_created_and_deleted_in_one_mutation_writes_nothing() {
+        let plan = plan_commit(
+            &mutation(vec![insert("n1", note("ann", "brief", 1)), delete("n1")]),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert!(plan.writes.is_empty(), "{:?}", plan.writes);
+        assert_eq!(plan.results.len(), 2);
+    }
+
+    #[test]
+    fn a_delete_reports_the_deleted_version_and_drops_the_index_entry() {
+        let body = note("ann", "gone", 1);
+        let stored = by_key(vec![stored_note("n1", 4, 9, body.clone())]);
+        let plan = plan_commit(&mutation(vec![delete("n1")]), &stored).unwrap();
+        assert_eq!(versions(&plan), [4], "the version that was deleted");
+        let write = &plan.writes[0];
+        assert_eq!((write.version, &write.body), (Version(5), &None));
+        assert_eq!(write.removed_index_keys, [index_entry("n1", &body)]);
+        assert!(write.added_index_keys.is_empty());
+    }
+
+    #[test]
+    fn index_entries_change_only_when_an_indexed_field_does() {
+        let body = note("ann", "text", 1);
+        let stored = by_key(vec![stored_note("n1", 1, 1, body.clone())]);
+        let unindexed = plan_commit(
+            &mutation(vec![patch("n1", json!({ "text": "other" }))]),
+            &stored,
+        )
+        .unwrap();
+        assert!(unindexed.writes[0].removed_index_keys.is_empty());
+        assert!(unindexed.writes[0].added_index_keys.is_empty());
+
+        let reranked =
+            plan_commit(&mutation(vec![patch("n1", json!({ "rank": 5 }))]), &stored).unwrap();
+        assert_eq!(
+            reranked.writes[0].removed_index_keys,
+            [index_entry("n1", &body)]
+        );
+        assert_eq!(
+            reranked.writes[0].added_index_keys,
+            [index_entry("n1", &note("ann", "text", 5))]
+        );
+    }
+
+    #[test]
+    fn each_kind_of_op_is_rejected_where_it_cannot_apply() {
+        let stored = by_key(vec![stored_note("n1", 1, 1, note("ann", "here", 1))]);
+        let cases: Vec<(WriteOp, Rejection)> = vec![
+            (
+                insert("n1", note("ann", "again", 1)),
+                Rejection::AlreadyExists,
+            ),
+            (patch("n2", json!({ "text": "x" })), Rejection::NotFound),
+            (delete("n2"), Rejection::NotFound),
+            (
+                expecting(1, upsert("n2", note("ann", "x", 1))),
+                Rejection::VersionConflict {
+                    expected: Version(1),
+                    actual: None,
+                },
+            ),
+        ];
+        for (op, expected) in cases {
+            // An accepted op first: the rejection names the op that failed
+            // and the whole mutation is refused.
+            let result = plan_commit(
+                &mutation(vec![upsert("n3", note("ann", "fine", 1)), op.clone()]),
+                &stored,
+            );
+            assert_eq!(rejection(result), (1, expected), "{op:?}");
+        }
+    }
+
+    #[test]
+    fn a_document_over_the_size_limit_is_rejected() {
+        let big = note("ann", &"x".repeat(MAX_DOCUMENT_BYTES), 1);
+        let result = plan_commit(&mutation(vec![insert("n1", big)]), &HashMap::new());
+        assert!(matches!(
+            rejection(result),
+            (
+                0,
+                Rejection::DocumentTooLarge {
+                    limit: MAX_DOCUMENT_BYTES,
+                    ..
+                }
+            )
+        ));
+    }
+
+    #[test]
+    fn the_write_check_sees_prev_and_next_and_runs_before_any_precondition() {
+        let stored_body = note("ann", "mine", 1);
+        let stored = by_key(vec![stored_note("n1", 1, 1, stored_body.clone())]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let check = {
+            let seen = seen.clone();
+            Authorize(Arc::new(move |index, _op: &WriteOp, prev, next| {
+                seen.lock()
+                    .unwrap()
+                    .push((index, prev.cloned(), next.cloned()));
+                next.and_then(|n| n.get("owner")) != Some(&json!("eve"))
+            }))
+        };
+        let allowed = Mutation {
+            authorize: Some(check.clone()),
+            ..mutation(vec![patch("n1", json!({ "text": "ours" }))])
+        };
+        plan_commit(&allowed, &stored).unwrap();
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [(0, Some(stored_body), Some(note("ann", "ours", 1)))]
+        );
+
+        // Denied with a wrong expected version and on an id that exists: the
+        // caller learns neither, only that it may not write.
+        let denied = Mutation {
+            authorize: Some(check),
+            ..mutation(vec![expecting(9, insert("n1", note("eve", "theirs", 1)))])
+        };
+        assert_eq!(
+            rejection(plan_commit(&denied, &stored)),
+            (0, Rejection::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn the_documents_to_read_are_each_listed_once_in_first_touched_order() {
+        let keys = keys_to_read(&mutation(vec![
+            delete("b"),
+            delete("a"),
+            delete("b"),
+            delete("c"),
+        ]));
+        let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["b", "a", "c"]);
+    }
 }

@@ -18,13 +18,26 @@
 //! What a commit does to documents is decided once, in [`commit`], as a pure
 //! function of the stored documents and the operations; the stores only read
 //! and write rows. Query semantics live in `protosync_query`.
+//!
+//! Everything else the two stores agree on is written once too, in a module
+//! named for it and free of database calls: `group` (deciding a group
+//! commit), `change_log` (putting a log read back together), `migrations`
+//! (which ones a database needs), `retention` (where a prune cuts),
+//! `indexes` (which declared indexes to build) and `idempotency`. Each
+//! backend is a folder with one file per job: connections, migrations, the
+//! committer, reads, wake-ups, index builds, pruning and revocations.
 
+mod change_log;
 pub mod commit;
 mod error;
+#[cfg(test)]
+mod fixtures;
 mod group;
 mod idempotency;
 mod indexes;
+mod migrations;
 pub mod postgres;
+mod retention;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -272,6 +285,12 @@ pub fn invalid_jti(jti: &str) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Fails with [`StoreError::InvalidJti`] for a `jti` no store can keep:
+/// both stores refuse the same ones, before touching the database.
+pub(crate) fn refuse_invalid_jti(jti: &str) -> Result<(), StoreError> {
+    invalid_jti(jti).map_or(Ok(()), |problem| Err(StoreError::InvalidJti(problem)))
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -1,0 +1,199 @@
+//! The production store: Postgres, shareable by several engine processes.
+//!
+//! Seq order is commit order because every commit transaction starts by
+//! locking the one counter row (`protosync_head`) and holds it until it
+//! commits: the next transaction reads the head only after this one is
+//! visible. A bare sequence would not give this (commits could become
+//! visible out of order). One task per process commits waiting mutations in
+//! groups, one transaction each (`crate::group`): one lock, one fsync and
+//! four round trips for the whole group, which is what lets Postgres take
+//! thousands of commits a second through one counter row.
+//!
+//! Other processes learn of commits through `NOTIFY protosync_commits`, sent
+//! inside the commit. The notification is only a doorbell: payloads can be
+//! lost while the listener reconnects, so the listener also re-reads the head
+//! after every reconnect and on a slow timer, and readers always go to the log.
+//!
+//! This file holds the store type and its [`Store`] impl, which only hands
+//! each call to the module that does that job:
+//!
+//! - `migrations`: the schema and bringing a database up to it;
+//! - `committer`: the task that gathers waiting mutations into groups and
+//!   answers them; `group_commit`: one group's transaction;
+//! - `reads`: snapshot reads (documents, queries, the change log, the head);
+//! - `wakeups`: the commits watch, NOTIFY and the listener;
+//! - `indexes`, `retention`, `revocations`: building declared indexes,
+//!   pruning, and the revocation log.
+
+mod committer;
+mod group_commit;
+mod indexes;
+mod migrations;
+mod reads;
+mod retention;
+mod revocations;
+mod wakeups;
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use protosync_query::{Page, Query};
+use protosync_schema::{Collection, Registry};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::NoTls;
+
+use crate::{
+    CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
+    StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
+};
+
+/// Connections in the pool: reads, and the one that commits.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// A [`Store`] on a Postgres database, opened with
+/// [`PostgresStore::connect`]. Its background tasks (the committer and the
+/// commit listener) stop when it is dropped.
+pub struct PostgresStore {
+    pool: Pool,
+    secret: [u8; 32],
+    options: StoreOptions,
+    commits: watch::Sender<Seq>,
+    jobs: mpsc::Sender<committer::Job>,
+    background: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.background.iter().for_each(|task| task.abort());
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`), migrates the
+    /// database and starts listening for other processes' commits.
+    pub async fn connect(
+        url: &str,
+        pool_size: usize,
+        options: StoreOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
+        migrations::migrate(&pool).await?;
+        let head = reads::read_head(&**pool.get().await?).await?;
+        let secret: Vec<u8> = pool
+            .get()
+            .await?
+            .query_one("SELECT secret FROM protosync_secret", &[])
+            .await?
+            .get(0);
+        let secret = <[u8; 32]>::try_from(secret)
+            .map_err(|_| StoreError::Internal("protosync_secret is not 32 bytes".into()))?;
+        let (commits, _) = watch::channel(head);
+        let listener = tokio::spawn(wakeups::listen(config, commits.clone()));
+        let (jobs, waiting) = mpsc::channel(committer::COMMIT_QUEUE_LEN);
+        let committer = tokio::spawn(committer::commit_groups(
+            pool.clone(),
+            waiting,
+            commits.clone(),
+        ));
+        Ok(PostgresStore {
+            pool,
+            secret,
+            options,
+            commits,
+            jobs,
+            background: [listener, committer],
+        })
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the Postgres committer has stopped".into())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn sync_indexes(&self, registry: &Registry) -> Result<(), StoreError> {
+        let collections: Vec<Arc<Collection>> = registry.collections().cloned().collect();
+        indexes::sync_indexes(&self.pool, &collections).await
+    }
+
+    async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send((mutation, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
+        reads::get(&self.pool, collection, id).await
+    }
+
+    async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {
+        reads::query(&self.pool, query).await
+    }
+
+    async fn read_log(
+        &self,
+        after: Seq,
+        max_commits: usize,
+    ) -> Result<Vec<CommitRecord>, StoreError> {
+        reads::read_log(&self.pool, after, max_commits).await
+    }
+
+    async fn head(&self) -> Result<Seq, StoreError> {
+        reads::read_head(&**self.pool.get().await?).await
+    }
+
+    async fn log_floor(&self) -> Result<Seq, StoreError> {
+        reads::read_floor(&**self.pool.get().await?).await
+    }
+
+    async fn prune(&self) -> Result<Seq, StoreError> {
+        retention::prune(&self.pool, &self.options).await
+    }
+
+    async fn revoke(
+        &self,
+        jti: &str,
+        keep_until_ms: Option<i64>,
+    ) -> Result<Revocation, StoreError> {
+        refuse_invalid_jti(jti)?;
+        revocations::revoke(&self.pool, jti, keep_until_ms).await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: RevocationSeq,
+        max: usize,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        revocations::revocations_after(&self.pool, after, max).await
+    }
+
+    fn commits(&self) -> watch::Receiver<Seq> {
+        self.commits.subscribe()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.secret
+    }
+}

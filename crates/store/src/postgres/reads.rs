@@ -1,0 +1,181 @@
+//! Reads, each in one read-only snapshot so that what it returns is the
+//! state at the seq it reports: single documents, query pages, the change
+//! log, the head and the log floor; and the decoding of document rows.
+//! Nothing here writes or takes a lock that a commit waits on.
+
+use deadpool_postgres::{Pool, Transaction};
+use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
+use tokio_postgres::{GenericClient, IsolationLevel, Row};
+
+use crate::change_log::{LogAssembly, check_reaches};
+use crate::{Change, CommitRecord, ReadAt, Seq, StoreError, StoredDocument, Version};
+
+/// Starts a read-only transaction that sees one snapshot throughout.
+async fn snapshot(client: &mut deadpool_postgres::Client) -> Result<Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+pub(super) async fn read_head(client: &impl GenericClient) -> Result<Seq, StoreError> {
+    Ok(Seq(client
+        .query_one("SELECT seq FROM protosync_head", &[])
+        .await?
+        .get::<_, i64>(0) as u64))
+}
+
+/// The oldest seq a log read may start after.
+pub(super) async fn read_floor(client: &impl GenericClient) -> Result<Seq, StoreError> {
+    Ok(Seq(client
+        .query_one("SELECT log_floor FROM protosync_head", &[])
+        .await?
+        .get::<_, i64>(0) as u64))
+}
+
+/// The document in columns `first..first + 4` of `row`: id, version, seq,
+/// body.
+pub(super) fn document_at(row: &Row, first: usize) -> StoredDocument {
+    StoredDocument {
+        id: row.get(first),
+        version: Version(row.get::<_, i64>(first + 1) as u64),
+        seq: Seq(row.get::<_, i64>(first + 2) as u64),
+        body: row.get(first + 3),
+    }
+}
+
+pub(super) async fn get(
+    pool: &Pool,
+    collection: &str,
+    id: &str,
+) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = snapshot(&mut client).await?;
+    let seq = read_head(&*tx).await?;
+    let row = tx
+        .query_opt("SELECT id, version, seq, body FROM protosync_documents WHERE collection = $1 AND id = $2", &[&collection, &id])
+        .await?;
+    tx.commit().await?;
+    Ok(ReadAt {
+        seq,
+        value: row.map(|r| document_at(&r, 0)),
+    })
+}
+
+pub(super) async fn query(pool: &Pool, query: &Query) -> Result<ReadAt<Page>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = snapshot(&mut client).await?;
+    let seq = read_head(&*tx).await?;
+    let mut execution = Execution::new(query);
+    while let Some(request) = execution.next_request() {
+        let rows = scan(&tx, &query.collection.name, request).await?;
+        execution.accept(rows);
+    }
+    tx.commit().await?;
+    Ok(ReadAt {
+        seq,
+        value: execution.finish(),
+    })
+}
+
+async fn scan(
+    tx: &Transaction<'_>,
+    collection: &str,
+    request: &ScanRequest,
+) -> Result<Vec<ScanRow>, StoreError> {
+    let rows = match request {
+        ScanRequest::Index {
+            index,
+            lower,
+            upper,
+            reverse,
+            limit,
+        } => {
+            let sql = format!(
+                "SELECT d.id, d.version, d.seq, d.body, e.key FROM protosync_index_entries e
+                 JOIN protosync_documents d ON d.collection = e.collection AND d.id = e.doc_id
+                 WHERE e.collection = $1 AND e.index_name = $2 AND e.key >= $3 {} ORDER BY e.key {} LIMIT $5",
+                if upper.is_some() { "AND e.key < $4" } else { "AND $4::bytea IS NULL" },
+                if *reverse { "DESC" } else { "ASC" }
+            );
+            let statement = tx.prepare_cached(&sql).await?;
+            tx.query(
+                &statement,
+                &[&collection, index, lower, upper, &(*limit as i64)],
+            )
+            .await?
+        }
+        ScanRequest::Collection { after_id, limit } => {
+            let statement = tx
+                .prepare_cached("SELECT id, version, seq, body FROM protosync_documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3")
+                .await?;
+            tx.query(
+                &statement,
+                &[
+                    &collection,
+                    &after_id.as_deref().unwrap_or(""),
+                    &(*limit as i64),
+                ],
+            )
+            .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| ScanRow {
+            index_key: (r.len() > 4).then(|| r.get(4)),
+            doc: document_at(r, 0),
+        })
+        .collect())
+}
+
+/// Up to `max_commits` commits after `after`, with their changes; the rows
+/// are put together by [`LogAssembly`].
+pub(super) async fn read_log(
+    pool: &Pool,
+    after: Seq,
+    max_commits: usize,
+) -> Result<Vec<CommitRecord>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = snapshot(&mut client).await?;
+    check_reaches(after, read_floor(&*tx).await?)?;
+    let after_param = after.0 as i64;
+    let commits = tx
+        .query(
+            "SELECT seq, committed_at_ms FROM protosync_commits WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&after_param, &(max_commits as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| CommitRecord {
+            seq: Seq(r.get::<_, i64>(0) as u64),
+            committed_at_ms: r.get(1),
+            changes: Vec::new(),
+        })
+        .collect();
+    let mut log = LogAssembly::new(after, commits);
+    let Some(last) = log.last() else {
+        return Ok(log.finish());
+    };
+    let rows = tx
+        .query(
+            "SELECT seq, collection, id, version, body FROM protosync_changes WHERE seq > $1 AND seq <= $2 ORDER BY seq, ord",
+            &[&after_param, &(last.0 as i64)],
+        )
+        .await?;
+    tx.commit().await?;
+    for row in rows {
+        log.push(
+            Seq(row.get::<_, i64>(0) as u64),
+            Change {
+                collection: row.get(1),
+                id: row.get(2),
+                version: Version(row.get::<_, i64>(3) as u64),
+                body: row.get(4),
+            },
+        );
+    }
+    Ok(log.finish())
+}

@@ -1,0 +1,41 @@
+//! Pruning on SQLite, on the writer thread: drops change-log entries and
+//! idempotency records older than their retention and revocations past
+//! their `keep_until_ms`, and raises the log floor, in one transaction.
+//! Where the cutoffs lie is decided in [`crate::retention`]. It never
+//! lowers the floor and never drops a commit above it.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::reads::read_floor;
+use crate::retention::Cutoffs;
+use crate::{Seq, StoreError, StoreOptions};
+
+/// Prunes and returns the new log floor.
+pub(super) fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq, StoreError> {
+    let cutoffs = Cutoffs::now(options);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let newest_expired: Option<i64> = tx.query_row(
+        "SELECT MAX(seq) FROM protosync_commits WHERE committed_at_ms < ?1",
+        [cutoffs.change_log_ms],
+        |r| r.get(0),
+    )?;
+    if let Some(floor) = newest_expired {
+        tx.execute("DELETE FROM protosync_changes WHERE seq <= ?1", [floor])?;
+        tx.execute("DELETE FROM protosync_commits WHERE seq <= ?1", [floor])?;
+        tx.execute(
+            "UPDATE protosync_head SET log_floor = MAX(log_floor, ?1)",
+            [floor],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM protosync_idempotency WHERE created_at_ms < ?1",
+        [cutoffs.idempotency_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM protosync_revocations WHERE keep_until_ms < ?1",
+        [cutoffs.now_ms],
+    )?;
+    let floor = read_floor(&tx)?;
+    tx.commit()?;
+    Ok(floor)
+}
