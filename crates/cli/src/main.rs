@@ -1,5 +1,6 @@
 //! The `protosync` binary: a thin shell over the engine and gateway crates.
 
+mod codegen;
 mod config;
 mod run;
 
@@ -29,6 +30,11 @@ enum Command {
     Schema {
         #[command(subcommand)]
         command: SchemaCommand,
+    },
+    /// Generate typed client code from a schema.
+    Codegen {
+        #[command(subcommand)]
+        command: codegen::CodegenCommand,
     },
 }
 
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
             Command::Schema {
                 command: SchemaCommand::Check { schema },
             } => run::schema_check(schema.as_deref()),
+            Command::Codegen { command } => codegen::run(command),
         }
     });
     match result {
