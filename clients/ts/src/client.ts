@@ -78,6 +78,8 @@ export interface ClientOptions {
   readonly schemaFingerprint?: string;
   /** Errors that belong to no call: refused tokens, refused subscriptions, protocol violations. */
   readonly onError?: (error: ProtosyncError) => void;
+  /** Called with every message the client sends (for logging and tests). */
+  readonly onSend?: (message: ClientMessage) => void;
 }
 
 /** What a watched query shows. Objects are replaced, never mutated, so `===` tells a change. */
@@ -234,6 +236,7 @@ export class ProtosyncClient {
   #authReady: Promise<void> | null = null;
   #paused = false;
   #persistScheduled = false;
+  #watermarkWaiters: { readonly seq: bigint; readonly resolve: () => void }[] = [];
   readonly #ready: Promise<void>;
 
   /** Connects to `url` (`http://127.0.0.1:4000` or `ws://…/v1/sync`). */
@@ -260,6 +263,19 @@ export class ProtosyncClient {
   /** The seq the whole view is consistent at, as a decimal string. */
   get watermark(): string {
     return String(this.#view.watermark);
+  }
+
+  /**
+   * Resolves once the view includes commit `seq` (for example one made over
+   * the HTTP API), so everything written up to it shows in every query.
+   * The watermark moves with changes to watched queries, with this client's
+   * own mutations, and otherwise with the server's keepalive (at most one
+   * heartbeat interval, 15 s, behind).
+   */
+  whenWatermark(seq: string): Promise<void> {
+    const target = u64(seq);
+    if (this.#view.watermark >= target) return Promise.resolve();
+    return new Promise((resolve) => this.#watermarkWaiters.push({ seq: target, resolve }));
   }
 
   #dispatch(event: ConnectionEvent): void {
@@ -574,6 +590,7 @@ export class ProtosyncClient {
     const socket = this.#socket;
     if (socket === null || socket.readyState !== WS_OPEN) return;
     socket.send(JSON.stringify(message));
+    this.#options.onSend?.(message);
   }
 
   #sendHello(): void {
@@ -712,6 +729,10 @@ export class ProtosyncClient {
       done.some((p) => p.optimistic !== undefined),
     );
     for (const pending of done) this.#finish(pending, { result: pending.result as WireMutationResult });
+    const watermark = this.#view.watermark;
+    const reached = this.#watermarkWaiters.filter((w) => w.seq <= watermark);
+    this.#watermarkWaiters = this.#watermarkWaiters.filter((w) => w.seq > watermark);
+    for (const waiter of reached) waiter.resolve();
     this.#schedulePersist();
   }
 
@@ -906,18 +927,25 @@ export class ProtosyncClient {
     const subscriptions = new Map<string, SubscriptionView>();
     for (const saved of state.subscriptions) {
       const collection = "query" in saved.target ? saved.target.query.collection : saved.target.get.collection;
-      const entry = this.#newEntry(saved.key, saved.target, collection);
+      // The app may have started watching before the load finished.
+      const entry = this.#entries.get(saved.key) ?? this.#newEntry(saved.key, saved.target, collection);
       subscriptions.set(entry.subscriptionId, {
         docs: new Map(saved.documents.map((d) => [d.id, d])),
         order: saved.documents.map((d) => d.id),
       });
-      entry.graceTimer = setTimeout(() => this.#dropEntry(entry), this.#options.unsubscribeGraceMs ?? UNSUBSCRIBE_GRACE_MS);
+      if (entry.refs === 0) {
+        entry.graceTimer = setTimeout(() => this.#dropEntry(entry), this.#options.unsubscribeGraceMs ?? UNSUBSCRIBE_GRACE_MS);
+      }
     }
     this.#view = { watermark: u64(state.watermark), subscriptions };
     this.#sessionId = state.sessionId;
+    const restored = new Set<Entry>();
     for (const entry of this.#entries.values()) {
-      entry.base = entry.state = { status: "ready", value: this.#resultOf(entry) };
+      if (!subscriptions.has(entry.subscriptionId)) continue;
+      entry.base = { status: "ready", value: this.#resultOf(entry) };
+      restored.add(entry);
     }
+    this.#recompute(restored, false);
     for (const saved of state.pendingMutations) {
       this.#nextRequest += 1;
       const requestId = `m${String(this.#nextRequest).padStart(12, "0")}`;
