@@ -783,7 +783,10 @@ export class ProtosyncClient {
       this.#reportError(problem);
       return;
     }
-    if (PAUSE_CODES.has(code)) {
+    if (!this.#isOpen()) {
+      // Before the welcome: the hello was refused; the close that follows
+      // (4003 for a token) decides what happens next.
+    } else if (PAUSE_CODES.has(code)) {
       this.#paused = true;
       void this.#refreshToken(true);
     } else if (code.startsWith("TOKEN_")) {
