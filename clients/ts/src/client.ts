@@ -559,7 +559,7 @@ export class ProtosyncClient {
     if (generation !== this.#generation || this.#isClosed()) return;
     let socket: WebSocketLike;
     try {
-      socket = new Socket(this.url, JSON_SUBPROTOCOL);
+      socket = new Socket(this.url, JSON_SUBPROTOCOL) as WebSocketLike;
     } catch (e) {
       this.#lost(`cannot open a WebSocket: ${String(e)}`, 0);
       return;

@@ -16,8 +16,11 @@ export interface WebSocketLike {
   onerror: ((event: unknown) => void) | null;
 }
 
-/** A WebSocket constructor: `new (url, protocols)`. */
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+/**
+ * A WHATWG-compatible WebSocket class: the platform's `WebSocket`, or the
+ * `ws` package's. Its instances are used through {@link WebSocketLike}.
+ */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => object;
 
 /** `readyState` of an open socket. */
 export const WS_OPEN = 1;
