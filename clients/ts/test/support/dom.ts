@@ -10,3 +10,8 @@ export const nodeFetch: typeof fetch = globalThis.fetch;
 
 GlobalRegistrator.register();
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
+
+/** Closes the DOM (and its timers); call in the test file's `after`. */
+export async function closeDom(): Promise<void> {
+  await GlobalRegistrator.unregister();
+}
