@@ -5,7 +5,7 @@ import { nodeFetch } from "./support/dom.js";
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { act, StrictMode, type ReactNode } from "react";
+import { act, StrictMode, type ReactNode, version as reactVersion } from "react";
 import { createRoot, type Root } from "react-dom/client";
 
 import { type AnyQuery, ProtosyncClient, type ResultOf } from "protosync";
@@ -33,6 +33,12 @@ before(async () => {
 after(async () => {
   for (const c of clients) c.close();
   await server.stop();
+});
+
+test("runs on the React version under test", () => {
+  // scripts/run-tests.mjs runs this file again against React 18.
+  const expected = process.env.PROTOSYNC_EXPECT_REACT ?? "19";
+  assert.ok(reactVersion.startsWith(`${expected}.`), `React ${reactVersion}, expected ${expected}`);
 });
 
 interface Sent {

@@ -12,8 +12,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** The repository root (build-test/support → clients/ts → repo). */
-export const REPO = resolve(here, "../../../..");
+/** The repository root (build-test/support → clients/ts → repo), unless PROTOSYNC_REPO says. */
+export const REPO = process.env.PROTOSYNC_REPO ?? resolve(here, "../../../..");
 export const BINARY = process.env.PROTOSYNC_BIN ?? join(REPO, "target/debug/protosync");
 export const EXAMPLE_SCHEMA = join(REPO, "examples/schema");
 
