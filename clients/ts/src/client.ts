@@ -488,12 +488,14 @@ export class ProtosyncClient {
 
   /** Stops authenticating; the connection is re-made without a token. */
   clearAuth(): void {
+    const hadToken = this.#token !== null || this.#helloToken !== null;
     this.#fetchToken = null;
     this.#onAuthChange = undefined;
     this.#token = null;
     this.#authReady = null;
     clearTimeout(this.#refreshTimer);
-    if (this.#socket !== null) this.#lost("auth cleared", 0);
+    // A connection cannot drop its identity: make a new one, without a token.
+    if (hadToken && this.#socket !== null) this.#lost("auth cleared", 0);
   }
 
   async #refreshToken(forceRefresh: boolean): Promise<void> {
@@ -777,6 +779,7 @@ export class ProtosyncClient {
         // The server holds no subscription under this id any more.
         this.#bySubscription.delete(entry.subscriptionId);
         this.#forgetView(entry.subscriptionId);
+        entry.sentOn = -1;
         entry.base = { status: "error", error: problem };
         this.#recompute(new Set([entry]), false);
       }
@@ -826,6 +829,8 @@ export class ProtosyncClient {
     this.#chunks = [];
     this.#inflight = 0;
     this.#welcome = null;
+    // A pause belongs to a connection; the next hello carries the newest token.
+    this.#paused = false;
     clearInterval(this.#pingTimer);
     clearTimeout(this.#livenessTimer);
     clearTimeout(this.#connectTimer);

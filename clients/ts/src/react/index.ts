@@ -54,11 +54,20 @@ export interface ProtosyncProviderProps {
 /** Makes `client` available to the hooks below it. */
 export function ProtosyncProvider(props: ProtosyncProviderProps): ReactNode {
   const { client, fetchToken, onAuthChange } = props;
+  // The latest callbacks, so an inline `fetchToken` does not re-authenticate on every render.
+  const latestFetch = useRef(fetchToken);
+  const latestChange = useRef(onAuthChange);
+  latestFetch.current = fetchToken;
+  latestChange.current = onAuthChange;
+  const withAuth = fetchToken !== undefined;
   useEffect(() => {
-    if (fetchToken === undefined) return;
-    client.setAuth(fetchToken, onAuthChange);
+    if (!withAuth) return;
+    client.setAuth(
+      (options) => latestFetch.current?.(options) ?? Promise.resolve(null),
+      (isAuthenticated) => latestChange.current?.(isAuthenticated),
+    );
     return () => client.clearAuth();
-  }, [client, fetchToken, onAuthChange]);
+  }, [client, withAuth]);
   return createElement(ClientContext.Provider, { value: client }, props.children);
 }
 
