@@ -54,8 +54,9 @@ test("ProtosyncProvider authenticates with fetchToken once, however often it re-
   const root = createRoot(container);
   await act(async () => root.render(app()));
   const q = api.workItems.filter("ownerId", "in", ["ann", "bob"]);
-  await until(client, q, (d) => d.length === 1, "ann's document (rules hide bob's)");
-  await act(async () => {});
+  await act(async () => {
+    await until(client, q, (d) => d.length === 1, "ann's document (rules hide bob's)");
+  });
   assert.equal(container.textContent, "ann's");
   const authenticated = client.stats.authenticatesSent;
   for (let i = 2; i < 6; i += 1) await act(async () => root.render(app()));

@@ -74,8 +74,10 @@ async function render(c: ProtosyncClient, node: ReactNode): Promise<{ root: Root
 
 /** Waits until the client's state for `query` satisfies `predicate`, then lets React render it. */
 async function settle<Q extends AnyQuery>(c: ProtosyncClient, query: Q, predicate: (v: ResultOf<Q>) => boolean, what: string): Promise<void> {
-  await until(c, query, predicate, what);
-  await act(async () => {});
+  // Inside act, so the renders the socket's updates cause are flushed by it.
+  await act(async () => {
+    await until(c, query, predicate, what);
+  });
 }
 
 function Items(props: { ownerId: string }): ReactNode {
@@ -126,9 +128,11 @@ test("two hooks fed by one transition render together (no torn state)", async ()
     return null;
   }
   const { root } = await render(c, <Both />);
-  for (let i = 1; i <= 5; i += 1) {
-    await c.mutate(api.workItems.patch("t1", { title: `v${i}` }));
-  }
+  await act(async () => {
+    for (let i = 1; i <= 5; i += 1) {
+      await c.mutate(api.workItems.patch("t1", { title: `v${i}` }));
+    }
+  });
   await settle(c, api.workItems.get("t1"), (d) => d?.doc.title === "v5", "the last write");
   const loaded = renders.filter(([a, b]) => a !== undefined && b !== undefined);
   assert.ok(loaded.length >= 2);
