@@ -50,6 +50,26 @@ pub enum CodegenError {
         /// The second collection's name.
         second: String,
     },
+    /// A collection's camelCase name is a JavaScript reserved word or a name the file exports.
+    #[error(
+        "collection {collection:?} becomes `{key}`, which is reserved in the generated file; rename the collection"
+    )]
+    CollectionKeyReserved {
+        /// The collection's name in the schema.
+        collection: String,
+        /// The camelCase key.
+        key: String,
+    },
+    /// Two generated names are the same (a message `WorkItemsTypes` and the types of `work_items`).
+    #[error("the generated name `{name}` is both {first} and {second}; rename one of them")]
+    NameClash {
+        /// The TypeScript name.
+        name: String,
+        /// What first had it.
+        first: String,
+        /// What had it again.
+        second: String,
+    },
     /// An index's method name would shadow a method every collection has.
     #[error(
         "collection {collection:?}: index {index:?} becomes `{method}`, which is a built-in method; rename the index"

@@ -85,3 +85,57 @@ fn an_index_named_like_a_builtin_method_is_refused() {
     let err = protosync_codegen::typescript(&registry).unwrap_err();
     assert!(err.to_string().contains("built-in method"), "{err}");
 }
+
+#[test]
+fn a_collection_named_like_a_reserved_word_or_an_export_is_refused() {
+    for name in ["delete", "api", "schema_fingerprint"] {
+        let source = format!(
+            r#"syntax = "proto3";
+               package a;
+               import "protosync/v1/options.proto";
+               message A {{ option (protosync.v1.collection) = {{ name: "{name}" }}; string x = 1; }}"#
+        );
+        let registry = Registry::from_sources(&[("a.proto", &source)]).unwrap();
+        let err = protosync_codegen::typescript(&registry).unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn runtime_imports_are_aliased_when_a_message_takes_their_name() {
+    let registry = Registry::from_sources(&[(
+        "a.proto",
+        r#"syntax = "proto3";
+           package a;
+           import "google/protobuf/struct.proto";
+           import "protosync/v1/options.proto";
+           message Query { string text = 1; google.protobuf.Struct extra = 2; }
+           message Search {
+             option (protosync.v1.collection) = { name: "searches" indexes: { name: "by_text" fields: ["query.text"] } };
+             Query query = 1;
+           }"#,
+    )])
+    .unwrap();
+    let text = protosync_codegen::typescript(&registry).unwrap();
+    assert!(
+        text.contains("import { collection, type JsonObject, type Query as $Query }"),
+        "{text}"
+    );
+    assert!(text.contains("export interface Query {"), "{text}");
+    assert!(text.contains("): $Query<SearchesTypes> =>"), "{text}");
+}
+
+#[test]
+fn a_message_named_like_a_generated_type_is_refused() {
+    let registry = Registry::from_sources(&[(
+        "a.proto",
+        r#"syntax = "proto3";
+           package a;
+           import "protosync/v1/options.proto";
+           message ThingsTypes { string x = 1; }
+           message Thing { option (protosync.v1.collection) = { name: "things" }; ThingsTypes t = 1; }"#,
+    )])
+    .unwrap();
+    let err = protosync_codegen::typescript(&registry).unwrap_err();
+    assert!(err.to_string().contains("ThingsTypes"), "{err}");
+}

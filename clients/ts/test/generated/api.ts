@@ -217,7 +217,7 @@ export interface CodexWorkerSummaryTypes {
   serverIds: false;
 }
 
-const codexWorkerSummaryCollection = collection<CodexWorkerSummaryTypes>({
+const $codexWorkerSummary = collection<CodexWorkerSummaryTypes>({
   name: "codex_worker_summary",
   message: "example.runtime.v1.CodexWorkerSummary",
   idField: "workerId",
@@ -228,12 +228,12 @@ const codexWorkerSummaryCollection = collection<CodexWorkerSummaryTypes>({
 
 /** The `codex_worker_summary` collection (`example.runtime.v1.CodexWorkerSummary`): queries, gets and writes. */
 export const codexWorkerSummary = {
-  ...codexWorkerSummaryCollection,
+  ...$codexWorkerSummary,
   /** Index `by_status` (status, heartbeatAt): equality on a leading prefix of its fields; order and limit as usual. */
   byStatus: (eq:
     | { "status": CodexWorkerSummary_WorkerStatus }
     | { "status": CodexWorkerSummary_WorkerStatus; "heartbeatAt": string }
-  ): Query<CodexWorkerSummaryTypes> => codexWorkerSummaryCollection.where(eq),
+  ): Query<CodexWorkerSummaryTypes> => $codexWorkerSummary.where(eq),
 };
 
 /** Fields of `feedback_entries` that filters and orders can name, by JSON path, with the value a filter takes. */
@@ -255,7 +255,7 @@ export interface FeedbackEntriesTypes {
   serverIds: false;
 }
 
-const feedbackEntriesCollection = collection<FeedbackEntriesTypes>({
+const $feedbackEntries = collection<FeedbackEntriesTypes>({
   name: "feedback_entries",
   message: "example.inbox.v1.FeedbackEntry",
   idField: null,
@@ -266,12 +266,12 @@ const feedbackEntriesCollection = collection<FeedbackEntriesTypes>({
 
 /** The `feedback_entries` collection (`example.inbox.v1.FeedbackEntry`): queries, gets and writes. */
 export const feedbackEntries = {
-  ...feedbackEntriesCollection,
+  ...$feedbackEntries,
   /** Index `by_work_item` (workItemId, createdAt): equality on a leading prefix of its fields; order and limit as usual. */
   byWorkItem: (eq:
     | { "workItemId": string }
     | { "workItemId": string; "createdAt": string }
-  ): Query<FeedbackEntriesTypes> => feedbackEntriesCollection.where(eq),
+  ): Query<FeedbackEntriesTypes> => $feedbackEntries.where(eq),
 };
 
 /** Fields of `proposed_actions` that filters and orders can name, by JSON path, with the value a filter takes. */
@@ -295,7 +295,7 @@ export interface ProposedActionsTypes {
   serverIds: false;
 }
 
-const proposedActionsCollection = collection<ProposedActionsTypes>({
+const $proposedActions = collection<ProposedActionsTypes>({
   name: "proposed_actions",
   message: "example.inbox.v1.ProposedAction",
   idField: null,
@@ -307,17 +307,17 @@ const proposedActionsCollection = collection<ProposedActionsTypes>({
 
 /** The `proposed_actions` collection (`example.inbox.v1.ProposedAction`): queries, gets and writes. */
 export const proposedActions = {
-  ...proposedActionsCollection,
+  ...$proposedActions,
   /** Index `by_work_item` (workItemId): equality on a leading prefix of its fields; order and limit as usual. */
   byWorkItem: (eq:
     | { "workItemId": string }
-  ): Query<ProposedActionsTypes> => proposedActionsCollection.where(eq),
+  ): Query<ProposedActionsTypes> => $proposedActions.where(eq),
   /** Index `by_owner_status` (ownerId, status, updatedAt): equality on a leading prefix of its fields; order and limit as usual. */
   byOwnerStatus: (eq:
     | { "ownerId": string }
     | { "ownerId": string; "status": ProposedAction_Status }
     | { "ownerId": string; "status": ProposedAction_Status; "updatedAt": string }
-  ): Query<ProposedActionsTypes> => proposedActionsCollection.where(eq),
+  ): Query<ProposedActionsTypes> => $proposedActions.where(eq),
 };
 
 /** Fields of `run_summary` that filters and orders can name, by JSON path, with the value a filter takes. */
@@ -342,7 +342,7 @@ export interface RunSummaryTypes {
   serverIds: false;
 }
 
-const runSummaryCollection = collection<RunSummaryTypes>({
+const $runSummary = collection<RunSummaryTypes>({
   name: "run_summary",
   message: "example.runtime.v1.RunSummary",
   idField: "runId",
@@ -354,17 +354,17 @@ const runSummaryCollection = collection<RunSummaryTypes>({
 
 /** The `run_summary` collection (`example.runtime.v1.RunSummary`): queries, gets and writes. */
 export const runSummary = {
-  ...runSummaryCollection,
+  ...$runSummary,
   /** Index `by_status_updated` (status, updatedAt): equality on a leading prefix of its fields; order and limit as usual. */
   byStatusUpdated: (eq:
     | { "status": RunStatus }
     | { "status": RunStatus; "updatedAt": string }
-  ): Query<RunSummaryTypes> => runSummaryCollection.where(eq),
+  ): Query<RunSummaryTypes> => $runSummary.where(eq),
   /** Index `by_owner_updated` (ownerId, updatedAt): equality on a leading prefix of its fields; order and limit as usual. */
   byOwnerUpdated: (eq:
     | { "ownerId": string }
     | { "ownerId": string; "updatedAt": string }
-  ): Query<RunSummaryTypes> => runSummaryCollection.where(eq),
+  ): Query<RunSummaryTypes> => $runSummary.where(eq),
 };
 
 /** Fields of `work_items` that filters and orders can name, by JSON path, with the value a filter takes. */
@@ -389,7 +389,7 @@ export interface WorkItemsTypes {
   serverIds: false;
 }
 
-const workItemsCollection = collection<WorkItemsTypes>({
+const $workItems = collection<WorkItemsTypes>({
   name: "work_items",
   message: "example.inbox.v1.WorkItem",
   idField: null,
@@ -401,18 +401,18 @@ const workItemsCollection = collection<WorkItemsTypes>({
 
 /** The `work_items` collection (`example.inbox.v1.WorkItem`): queries, gets and writes. */
 export const workItems = {
-  ...workItemsCollection,
+  ...$workItems,
   /** Index `by_owner_feed` (ownerId, important, priority): equality on a leading prefix of its fields; order and limit as usual. */
   byOwnerFeed: (eq:
     | { "ownerId": string }
     | { "ownerId": string; "important": boolean }
     | { "ownerId": string; "important": boolean; "priority": number }
-  ): Query<WorkItemsTypes> => workItemsCollection.where(eq),
+  ): Query<WorkItemsTypes> => $workItems.where(eq),
   /** Index `by_owner_received` (ownerId, receivedAt): equality on a leading prefix of its fields; order and limit as usual. */
   byOwnerReceived: (eq:
     | { "ownerId": string }
     | { "ownerId": string; "receivedAt": string }
-  ): Query<WorkItemsTypes> => workItemsCollection.where(eq),
+  ): Query<WorkItemsTypes> => $workItems.where(eq),
 };
 
 /** Every collection of the schema, by camelCase name. */

@@ -133,7 +133,7 @@ export interface EmptiesTypes {
   serverIds: false;
 }
 
-const emptiesCollection = collection<EmptiesTypes>({
+const $empties = collection<EmptiesTypes>({
   name: "empties",
   message: "kitchen.v1.Empty",
   idField: null,
@@ -142,7 +142,7 @@ const emptiesCollection = collection<EmptiesTypes>({
 
 /** The `empties` collection (`kitchen.v1.Empty`): queries, gets and writes. */
 export const empties = {
-  ...emptiesCollection,
+  ...$empties,
 };
 
 /** Fields of `everything` that filters and orders can name, by JSON path, with the value a filter takes. */
@@ -181,7 +181,7 @@ export interface EverythingTypes {
   serverIds: false;
 }
 
-const everythingCollection = collection<EverythingTypes>({
+const $everything = collection<EverythingTypes>({
   name: "everything",
   message: "kitchen.v1.Everything",
   idField: null,
@@ -193,16 +193,16 @@ const everythingCollection = collection<EverythingTypes>({
 
 /** The `everything` collection (`kitchen.v1.Everything`): queries, gets and writes. */
 export const everything = {
-  ...everythingCollection,
+  ...$everything,
   /** Index `by_color_count` (color, count64): equality on a leading prefix of its fields; order and limit as usual. */
   byColorCount: (eq:
     | { "color": Color }
     | { "color": Color; "count64": string | number }
-  ): Query<EverythingTypes> => everythingCollection.where(eq),
+  ): Query<EverythingTypes> => $everything.where(eq),
   /** Index `by_nested` (inner.label): equality on a leading prefix of its fields; order and limit as usual. */
   byNested: (eq:
     | { "inner.label": string }
-  ): Query<EverythingTypes> => everythingCollection.where(eq),
+  ): Query<EverythingTypes> => $everything.where(eq),
 };
 
 /** Every collection of the schema, by camelCase name. */
