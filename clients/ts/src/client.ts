@@ -132,6 +132,8 @@ export interface ClientStats {
   unsubscribesSent: number;
   mutationsSent: number;
   transitionsApplied: number;
+  /** Transitions that came in more than one chunk. */
+  chunkedTransitions: number;
   authenticatesSent: number;
 }
 
@@ -205,6 +207,7 @@ export class ProtosyncClient {
     unsubscribesSent: 0,
     mutationsSent: 0,
     transitionsApplied: 0,
+    chunkedTransitions: 0,
     authenticatesSent: 0,
   };
 
@@ -696,6 +699,7 @@ export class ProtosyncClient {
       updates: this.#chunks.flatMap((c) => c.updates ?? []),
     };
     this.#chunks = [];
+    this.stats.chunkedTransitions += 1;
     this.#onTransition(whole);
   }
 

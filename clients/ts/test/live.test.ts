@@ -299,6 +299,27 @@ describe("mutations", () => {
   });
 });
 
+describe("large results", () => {
+  test("a transition split into chunks is assembled before anything shows", async () => {
+    const big = owner();
+    const c = client();
+    // 6 × 100 kB: more than one 256 KiB chunk.
+    const body = "x".repeat(100_000);
+    await c.mutate(Array.from({ length: 6 }, (_, i) => api.workItems.insert(`${big}-${i}`, { ownerId: big, snippet: body, priority: i })));
+    const seen: number[] = [];
+    const q = api.workItems.where({ ownerId: big }).orderBy("priority");
+    const stop = c.watch(q, () => {
+      const s = c.getQueryState(q);
+      if (s.status === "ready") seen.push(s.value.length);
+    });
+    const docs = await until(c, q, (d) => d.length === 6, "all six documents");
+    assert.ok(docs.every((d) => d.doc.snippet.length === 100_000));
+    assert.deepEqual(seen, [6], "one change, with everything: never a partial result");
+    assert.ok(c.stats.chunkedTransitions >= 1, "the server split it into chunks");
+    stop();
+  });
+});
+
 describe("pagination", () => {
   test("loadMore grows the window and every page stays live", async () => {
     const ann = owner();
