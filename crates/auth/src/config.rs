@@ -12,10 +12,12 @@ pub struct AuthConfig {
     /// Clock leeway for exp / nbf, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
-    /// Claims every token must carry (e.g. "sub", "jti").
+    /// Claims every token must carry (e.g. "sub", "jti"): the default for
+    /// providers that do not set their own.
     #[serde(default)]
     pub required_claims: Vec<String>,
-    /// Tokens issued (iat) longer ago than this are refused.
+    /// Tokens issued (iat) longer ago than this are refused: the default for
+    /// providers that do not set their own.
     #[serde(default)]
     pub max_token_age_seconds: Option<u64>,
     /// `jti`s refused from start-up on (more can be revoked at run time).
@@ -66,6 +68,15 @@ pub struct ProviderConfig {
     /// Tokens whose `role` claim equals this are trusted services.
     #[serde(default)]
     pub service_role: Option<String>,
+    /// Claims this provider's tokens must carry, instead of `[auth]`'s
+    /// `required_claims` (absent: those apply). Issuers differ: a bridge
+    /// that mints a `jti` can be held to it while one that never does is not.
+    #[serde(default)]
+    pub required_claims: Option<Vec<String>>,
+    /// This provider's maximum token age, instead of `[auth]`'s
+    /// `max_token_age_seconds` (absent: that one applies).
+    #[serde(default)]
+    pub max_token_age_seconds: Option<u64>,
 }
 
 fn default_jwks_ttl() -> u64 {

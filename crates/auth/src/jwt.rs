@@ -107,8 +107,11 @@ impl Provider {
             algorithms,
             keys,
             leeway: auth.leeway_seconds,
-            required_claims: auth.required_claims.clone(),
-            max_token_age: auth.max_token_age_seconds,
+            required_claims: config
+                .required_claims
+                .clone()
+                .unwrap_or_else(|| auth.required_claims.clone()),
+            max_token_age: config.max_token_age_seconds.or(auth.max_token_age_seconds),
             service_role: config.service_role.clone(),
         })
     }

@@ -9,6 +9,14 @@
 //!   token age and a revocation list of `jti`s.
 //! - Trusted services present an API key (configured as its SHA-256) or a
 //!   token carrying the provider's service role.
+//! - Credentials that are present but unreadable (an `Authorization`
+//!   header that is not visible ASCII, or sent twice) are refused, never
+//!   taken for absent: absent means anonymous, or a trusted service under
+//!   `trust_unauthenticated`.
+//!
+//! Revocations live here as a set of `jti`s; keeping them in the store and
+//! in step across processes is the gateway's job (it feeds them in with
+//! [`Authenticator::remember_revocation`]).
 //!
 //! The result is an [`Identity`]; what an identity may read and write is
 //! decided by the collections' rules, in the engine.
@@ -17,7 +25,7 @@ mod config;
 mod jwks;
 mod jwt;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use serde_json::Value;
@@ -73,15 +81,18 @@ impl Identity {
     }
 
     /// Who this is, for binding idempotency keys to their caller.
+    /// A user is their issuer and subject together: `sub` is unique only
+    /// within its issuer, and two providers' "ann" are different callers.
     pub fn principal(&self) -> String {
         match self {
             Identity::Anonymous => String::new(),
+            // JSON, so no issuer or subject can be spelled to look like another pair.
             Identity::User { claims, .. } => format!(
                 "user:{}",
-                claims
-                    .get("sub")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
+                serde_json::json!([
+                    claims.get("iss").and_then(Value::as_str),
+                    claims.get("sub").and_then(Value::as_str)
+                ])
             ),
             Identity::Service { name, .. } => format!("service:{name}"),
         }
@@ -109,7 +120,9 @@ pub struct Authenticator {
     providers: Vec<Provider>,
     api_keys: Vec<ApiKeyConfig>,
     allowed_origins: Vec<String>,
-    revoked: RwLock<HashSet<String>>,
+    /// Revoked `jti` → until when (milliseconds since the epoch) the entry
+    /// is needed; `None`: for good.
+    revoked: RwLock<HashMap<String, Option<i64>>>,
     /// Requests without credentials act as a service with full access.
     /// Only for `protosync dev` and tests; never in production.
     trust_unauthenticated: bool,
@@ -135,7 +148,13 @@ impl Authenticator {
             providers,
             api_keys: config.api_keys.clone(),
             allowed_origins: config.allowed_origins.clone(),
-            revoked: RwLock::new(config.revoked_jtis.iter().cloned().collect()),
+            revoked: RwLock::new(
+                config
+                    .revoked_jtis
+                    .iter()
+                    .map(|jti| (jti.clone(), None))
+                    .collect(),
+            ),
             trust_unauthenticated: config.trust_unauthenticated,
             leeway_seconds: config.leeway_seconds,
         })
@@ -164,8 +183,19 @@ impl Authenticator {
         }
     }
 
+    /// Verifies the `Authorization` header(s) of an HTTP request, given as
+    /// raw bytes, every value in order. None: the request has no
+    /// credentials. A value that is not visible ASCII, or more than one
+    /// value, is refused with `UNAUTHENTICATED`: credentials that are there
+    /// but cannot be read are never taken for absent.
+    pub async fn authorization(&self, values: &[&[u8]]) -> Result<Identity, AuthError> {
+        self.bearer(authorization_header(values)?).await
+    }
+
     /// Verifies an `Authorization` header value: `Bearer <jwt>` or
-    /// `Bearer <api key>`.
+    /// `Bearer <api key>`. The scheme is case-insensitive and may be
+    /// followed by several spaces (RFC 7235); whitespace around the
+    /// credential is ignored.
     pub async fn bearer(&self, header: Option<&str>) -> Result<Identity, AuthError> {
         let Some(header) = header else {
             return Ok(self.unauthenticated());
@@ -189,7 +219,21 @@ impl Authenticator {
         }
     }
 
-    /// Seconds a token stays acceptable past its `exp` (clock skew).
+    /// Verifies a JWT and nothing else: where a credential may end up in
+    /// logs (a URL's query string), an API key must never be accepted, so
+    /// it is refused without being looked up.
+    pub async fn jwt_only(&self, credential: &str) -> Result<Identity, AuthError> {
+        if credential.split('.').count() != 3 {
+            return Err(AuthError::new(
+                "TOKEN_INVALID",
+                "only a JWT is accepted here; send API keys in the Authorization header",
+            ));
+        }
+        self.verify_token(credential).await
+    }
+
+    /// Seconds a token stays acceptable past its `exp` (clock skew) when it
+    /// is presented. Live connections end at `exp` itself.
     pub fn leeway_seconds(&self) -> u64 {
         self.leeway_seconds
     }
@@ -235,29 +279,107 @@ impl Authenticator {
             .ok_or_else(|| AuthError::new("UNAUTHENTICATED", "unknown API key"))
     }
 
+    /// Refuses tokens with this `jti` from now on, in this process, for good.
     pub fn revoke(&self, jti: &str) {
+        self.remember_revocation(jti, None);
+    }
+
+    /// Refuses tokens with this `jti` from now on, in this process, until
+    /// `keep_until_ms` (milliseconds since the epoch; `None`: for good). The
+    /// entry may be dropped after that: no token with this `jti` can be
+    /// valid any more. Told the same `jti` twice, it keeps the later time.
+    pub fn remember_revocation(&self, jti: &str, keep_until_ms: Option<i64>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        let entry = revoked.entry(jti.to_owned()).or_insert(keep_until_ms);
+        *entry = match (*entry, keep_until_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+
+    /// Drops revocations whose tokens can no longer be valid at `now_ms`
+    /// (milliseconds since the epoch), so the set does not grow for ever.
+    pub fn forget_expired_revocations(&self, now_ms: i64) {
         self.revoked
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(jti.to_owned());
+            .retain(|_, keep_until| keep_until.is_none_or(|until| until >= now_ms));
+    }
+
+    /// Until when a revocation of a token that expires at `exp` (seconds
+    /// since the epoch) is needed, in milliseconds since the epoch: such a
+    /// token is accepted through the whole second `exp + leeway_seconds`,
+    /// and never after.
+    pub fn revocation_needed_until_ms(&self, exp: u64) -> i64 {
+        let last_second = exp.saturating_add(self.leeway_seconds);
+        i64::try_from(last_second.saturating_add(1).saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
         self.revoked
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(jti)
+            .contains_key(jti)
     }
 
-    /// Browser WebSockets must come from an allowed origin when a list is
-    /// configured. Non-browser clients send no Origin and pass.
+    /// Browser pages must come from an allowed origin when a list is
+    /// configured (on HTTP, SSE and the WebSocket). Non-browser clients send
+    /// no Origin and pass.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {
             None => true,
             Some(_) if self.allowed_origins.is_empty() => true,
-            Some(origin) => self.allowed_origins.iter().any(|o| o == origin || o == "*"),
+            Some(origin) => self
+                .allowed_origins
+                .iter()
+                .any(|allowed| origin_matches(allowed, origin)),
         }
     }
+}
+
+/// The one `Authorization` header of a request as text, given every value
+/// it came with as raw bytes: `None` when there is none. More than one, or
+/// one that is not visible ASCII, is `UNAUTHENTICATED`: credentials that are
+/// there but cannot be read must never be taken for absent.
+pub fn authorization_header<'a>(values: &[&'a [u8]]) -> Result<Option<&'a str>, AuthError> {
+    match values {
+        [] => Ok(None),
+        [value] => readable_header(value).map(Some).ok_or_else(|| {
+            AuthError::new(
+                "UNAUTHENTICATED",
+                "the Authorization header is not readable: it must be visible ASCII, `Bearer <token or api key>`",
+            )
+        }),
+        _ => Err(AuthError::new(
+            "UNAUTHENTICATED",
+            "more than one Authorization header: send exactly one",
+        )),
+    }
+}
+
+/// The header as text if it is what HTTP allows a field value to be and
+/// `http::HeaderValue::to_str` accepts: visible ASCII, spaces and tabs.
+fn readable_header(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// `allowed` is `*`, an exact origin (`https://app.example.com`), or an
+/// origin with any port (`http://localhost:*`).
+fn origin_matches(allowed: &str, origin: &str) -> bool {
+    if allowed == "*" || allowed == origin {
+        return true;
+    }
+    let Some(prefix) = allowed.strip_suffix(":*") else {
+        return false;
+    };
+    origin
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -266,6 +388,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn origins_match_exactly_or_with_any_port() {
+        use super::origin_matches;
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:5173"
+        ));
+        assert!(!origin_matches("http://localhost:*", "http://localhost"));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost.evil:80"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost:80x"
+        ));
+        assert!(origin_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://app.example.com",
+            "https://app.example.com.evil"
+        ));
+        assert!(origin_matches("*", "https://any.example"));
+    }
+
     use jsonwebtoken::{EncodingKey, Header, encode};
     use serde_json::json;
 
@@ -287,6 +436,8 @@ mod tests {
                 jwks_ttl_seconds: 600,
                 jwks_min_refetch_seconds: 10,
                 service_role: Some("service".into()),
+                required_claims: None,
+                max_token_age_seconds: None,
             }],
             api_keys: vec![ApiKeyConfig {
                 name: "runtime".into(),
@@ -404,6 +555,152 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn unreadable_authorization_headers_are_refused_never_taken_for_absent() {
+        let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
+        for auth in [authenticator(|_| {}), Authenticator::trusting()] {
+            for unreadable in [
+                &b"Bearer \xe9.\xfc.\xf6"[..],
+                "Bearer é.ü.ö".as_bytes(),
+                b"Bearer \x00abc",
+                b"Bearer key-1\x7f",
+            ] {
+                assert_eq!(
+                    code(auth.authorization(&[unreadable]).await),
+                    "UNAUTHENTICATED",
+                    "{unreadable:?}"
+                );
+            }
+            assert_eq!(
+                code(
+                    auth.authorization(&[b"Bearer key-1", b"Bearer key-1"])
+                        .await
+                ),
+                "UNAUTHENTICATED",
+                "two headers are ambiguous"
+            );
+        }
+        let auth = authenticator(|_| {});
+        assert_eq!(auth.authorization(&[]).await.unwrap(), Identity::Anonymous);
+        assert_eq!(code(auth.authorization(&[b"Bearer key-1"]).await), "OK");
+        assert_eq!(
+            code(auth.authorization(&[b"bearer  \tkey-1 "]).await),
+            "OK",
+            "the scheme is case-insensitive; whitespace around the credential is ignored"
+        );
+    }
+
+    #[tokio::test]
+    async fn jwt_only_refuses_api_keys_without_looking_them_up() {
+        let auth = authenticator(|_| {});
+        assert_eq!(
+            auth.jwt_only("key-1").await.unwrap_err().code,
+            "TOKEN_INVALID"
+        );
+        assert!(auth.credential("key-1").await.is_ok());
+        assert!(auth.jwt_only(&token(json!({}))).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn claim_policy_is_per_provider_with_the_auth_section_as_default() {
+        const OTHER_SECRET: &str = "another-shared-secret-long-enough!!!!";
+        let auth = authenticator(|c| {
+            // The default: every provider requires a jti and fresh tokens…
+            c.required_claims = vec!["sub".into(), "jti".into()];
+            c.max_token_age_seconds = Some(60);
+            c.leeway_seconds = 0;
+            // …except this one, which never mints a jti and may be older.
+            let mut relaxed = c.providers[0].clone();
+            relaxed.name = "relaxed".into();
+            relaxed.issuer = "https://relaxed.test".into();
+            relaxed.secret = Some(OTHER_SECRET.into());
+            relaxed.required_claims = Some(vec!["sub".into()]);
+            relaxed.max_token_age_seconds = Some(3600);
+            c.providers.push(relaxed);
+        });
+        let relaxed = |claims: serde_json::Value| {
+            let mut claims = claims;
+            claims["iss"] = json!("https://relaxed.test");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let mut full = json!({"aud": "protosync", "exp": now + 600, "iat": now, "sub": "ann"});
+            full.as_object_mut()
+                .unwrap()
+                .extend(claims.as_object().unwrap().clone());
+            encode(
+                &Header::default(),
+                &full,
+                &EncodingKey::from_secret(OTHER_SECRET.as_bytes()),
+            )
+            .unwrap()
+        };
+        let code = |r: Result<Identity, AuthError>| r.map(|_| "OK").unwrap_or_else(|e| e.code);
+        let ten_minutes_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 600;
+        assert_eq!(
+            code(auth.verify_token(&token(json!({}))).await),
+            "TOKEN_MISSING_CLAIM"
+        );
+        assert_eq!(
+            code(
+                auth.verify_token(&token(json!({"jti": "j", "iat": ten_minutes_ago})))
+                    .await
+            ),
+            "TOKEN_TOO_OLD"
+        );
+        assert_eq!(code(auth.verify_token(&relaxed(json!({}))).await), "OK");
+        assert_eq!(
+            code(
+                auth.verify_token(&relaxed(json!({"iat": ten_minutes_ago})))
+                    .await
+            ),
+            "OK"
+        );
+        let user = auth.verify_token(&relaxed(json!({}))).await.unwrap();
+        assert_eq!(
+            user.claims()["iss"],
+            "https://relaxed.test",
+            "rules can tell issuers apart"
+        );
+        let same_sub = auth
+            .verify_token(&token(json!({"jti": "j"})))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                same_sub.claims()["sub"].clone(),
+                user.claims()["sub"].clone()
+            ),
+            (json!("ann"), json!("ann"))
+        );
+        assert_ne!(
+            same_sub.principal(),
+            user.principal(),
+            "one sub at two issuers is two callers (idempotency keys are bound to them)"
+        );
+    }
+
+    #[test]
+    fn revocations_are_kept_until_their_tokens_cannot_be_valid() {
+        let auth = authenticator(|c| c.revoked_jtis = vec!["from-config".into()]);
+        auth.remember_revocation("short", Some(100));
+        auth.remember_revocation("long", Some(100));
+        auth.remember_revocation("long", Some(300));
+        auth.remember_revocation("for-good", Some(100));
+        auth.remember_revocation("for-good", None);
+        auth.forget_expired_revocations(200);
+        let kept: Vec<bool> = ["short", "long", "for-good", "from-config"]
+            .iter()
+            .map(|jti| auth.is_revoked(jti))
+            .collect();
+        assert_eq!(kept, [false, true, true, true]);
+    }
+
     #[test]
     fn misconfigured_providers_are_refused_at_start() {
         let bad = |adjust: fn(&mut ProviderConfig)| {
@@ -420,6 +717,8 @@ mod tests {
                 jwks_ttl_seconds: 1,
                 jwks_min_refetch_seconds: 1,
                 service_role: None,
+                required_claims: None,
+                max_token_age_seconds: None,
             };
             adjust(&mut p);
             config.providers.push(p);

@@ -13,6 +13,8 @@
 //!   reading.
 //! - `resume`: reconnecting after K writes, against a fresh subscribe.
 //! - `idle`: server memory per idle connection.
+//! - `own-writes`: a client's wait for its own write (result, then the
+//!   read-your-writes transition).
 //! - `all`: everything at the sizes, then `report`.
 //! - `report`: `summary.md` and the fan-out plot from the result files.
 //!
@@ -23,6 +25,7 @@ mod baseline;
 mod clients;
 mod fanout;
 mod idle;
+mod own_writes;
 mod plot;
 mod progress;
 mod report;
@@ -119,6 +122,12 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// A client's wait for its own mutation: the result and the
+    /// read-your-writes transition.
+    OwnWrites {
+        #[arg(long, default_value_t = 1_000)]
+        mutations: usize,
+    },
     /// Every scenario at the sizes, then `report`.
     All {
         /// Where the fan-out plot goes.
@@ -148,6 +157,7 @@ enum Run {
     SlowConsumer(fanout::Plan),
     Resume(resume::Plan),
     Idle(idle::Plan),
+    OwnWrites(own_writes::Plan),
 }
 
 impl Run {
@@ -164,6 +174,7 @@ impl Run {
             Run::SlowConsumer(p) => format!("slow-consumer-{}-{}", p.store.name(), p.subscribers),
             Run::Resume(p) => format!("resume-{}-k{}", p.store.name(), p.changes),
             Run::Idle(p) => format!("idle-{}-{}", p.store.name(), p.connections),
+            Run::OwnWrites(p) => format!("own-writes-{}", p.store.name()),
         }
     }
 
@@ -180,6 +191,7 @@ impl Run {
             Run::SlowConsumer(plan) => slow_consumer::run(plan).await,
             Run::Resume(plan) => resume::run(plan).await,
             Run::Idle(plan) => idle::run(plan).await,
+            Run::OwnWrites(plan) => own_writes::run(plan).await,
         }
     }
 }
@@ -255,6 +267,11 @@ fn everything(store: StoreKind, codec: Codec, idle_connections: usize) -> Vec<Ru
         store,
         codec,
         connections: idle_connections,
+    }));
+    runs.push(Run::OwnWrites(own_writes::Plan {
+        store,
+        codec,
+        mutations: 1_000,
     }));
     runs
 }
@@ -357,6 +374,11 @@ fn main() -> anyhow::Result<()> {
                 store,
                 codec,
                 connections,
+            })],
+            Scenario::OwnWrites { mutations } => vec![Run::OwnWrites(own_writes::Plan {
+                store,
+                codec,
+                mutations,
             })],
             Scenario::All {
                 plot,

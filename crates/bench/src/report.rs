@@ -342,6 +342,33 @@ fn summary_markdown(results: &[Value]) -> String {
             })
             .collect(),
     );
+    table(
+        &mut out,
+        "Own writes: a client's wait for its mutation, ms",
+        &[
+            "store",
+            "mutations",
+            "result p50",
+            "result p99",
+            "visible p50",
+            "visible p99",
+            "visible max",
+        ],
+        of(results, "own-writes")
+            .iter()
+            .map(|r| {
+                vec![
+                    fmt(&r["store"], 0),
+                    fmt(&r["mutations"], 0),
+                    fmt(&r["result_ms"]["p50"], 2),
+                    fmt(&r["result_ms"]["p99"], 2),
+                    fmt(&r["visible_ms"]["p50"], 2),
+                    fmt(&r["visible_ms"]["p99"], 2),
+                    fmt(&r["visible_ms"]["max"], 2),
+                ]
+            })
+            .collect(),
+    );
     out
 }
 

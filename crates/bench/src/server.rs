@@ -248,7 +248,12 @@ impl Meter {
 }
 
 /// The `protosync` binary built into the same target directory as this one.
+/// The `protosync` next to this binary, or the one `PROTOSYNC_BENCH_SERVER`
+/// names (to measure another build side by side).
 fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PROTOSYNC_BENCH_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
     let exe = std::env::current_exe()?;
     let binary = exe.with_file_name("protosync");
     if !binary.exists() {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::stamp::Receipt;
 
 /// (p50, p95, p99, max) of `samples` in ms, nearest-rank; sorts them.
-fn percentiles(samples: &mut [f64]) -> Value {
+pub fn percentiles(samples: &mut [f64]) -> Value {
     samples.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| {
         samples

@@ -17,6 +17,7 @@ pub struct FileConfig {
     pub pool_size: Option<usize>,
     pub change_log_retention: Option<String>,
     pub idempotency_retention: Option<String>,
+    pub commit_buffer: Option<String>,
     pub log_format: Option<String>,
     /// `[auth]`: token providers, API keys, hardening (docs/auth.md).
     pub auth: Option<protosync_auth::AuthConfig>,
@@ -61,9 +62,76 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
         .ok_or_else(|| anyhow::anyhow!("duration {text:?} is too long"))
 }
 
+/// Parses sizes like `512KiB`, `64MiB`, `1GiB` or a plain number of bytes.
+pub fn parse_size(text: &str) -> anyhow::Result<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let Ok(n) = number.parse::<usize>() else {
+        bail!("invalid size {text:?}: expected a number and a unit, e.g. 64MiB")
+    };
+    let unit_bytes: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => bail!("invalid size {text:?}: the unit must be B, KiB, MiB or GiB"),
+    };
+    n.checked_mul(unit_bytes)
+        .ok_or_else(|| anyhow::anyhow!("size {text:?} is too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claim_policy_parses_in_auth_and_per_provider() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [auth]
+            required_claims = ["sub", "jti"]
+            max_token_age_seconds = 3600
+
+            [[auth.providers]]
+            name = "laravel"
+            issuer = "https://app.example.com"
+            audience = ["protosync"]
+            algorithms = ["HS256"]
+            secret = "a shared secret of at least 32 bytes"
+
+            [[auth.providers]]
+            name = "better-auth"
+            issuer = "https://auth.example.com"
+            audience = ["https://auth.example.com"]
+            algorithms = ["EdDSA"]
+            jwks_url = "https://auth.example.com/api/auth/jwks"
+            required_claims = ["sub"]
+            max_token_age_seconds = 900
+            "#,
+        )
+        .unwrap();
+        let auth = file.auth.unwrap();
+        assert_eq!(auth.required_claims, ["sub", "jti"]);
+        let [laravel, better_auth] = &auth.providers[..] else {
+            panic!("two providers")
+        };
+        assert_eq!(
+            (&laravel.required_claims, laravel.max_token_age_seconds),
+            (&None, None),
+            "a file without per-provider keys keeps [auth]'s for every provider"
+        );
+        assert_eq!(
+            (
+                &better_auth.required_claims,
+                better_auth.max_token_age_seconds
+            ),
+            (&Some(vec!["sub".to_owned()]), Some(900))
+        );
+        protosync_auth::Authenticator::new(auth).unwrap();
+    }
 
     #[test]
     fn durations_parse_with_units() {
@@ -71,5 +139,13 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("64MB").is_err());
+        assert!(parse_size("MiB").is_err());
     }
 }

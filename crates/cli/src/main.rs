@@ -2,6 +2,7 @@
 
 mod codegen;
 mod config;
+mod memory;
 mod run;
 
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ enum SchemaCommand {
 }
 
 fn main() -> ExitCode {
+    memory::start_purging();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,15 +7,21 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use protosync_auth::Authenticator;
-use protosync_engine::Engine;
+use protosync_engine::{Engine, EngineOptions};
 use protosync_schema::Registry;
 use protosync_store::postgres::{DEFAULT_POOL_SIZE, PostgresStore};
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{Store, StoreOptions};
 
-use crate::config::{FileConfig, parse_duration};
+use crate::config::{FileConfig, parse_duration, parse_size};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:4000";
+
+/// Pages `dev` lets call it from a browser: any port on this machine, so a
+/// dev server (Vite, Next.js) works, while a site on the internet cannot
+/// drive the trusting dev server through the browser of whoever runs it.
+const DEV_ALLOWED_ORIGINS: [&str; 3] =
+    ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"];
 
 /// The example schema, built in so `protosync dev` needs no files.
 const EXAMPLE_SCHEMA: &[(&str, &str)] = &[
@@ -65,6 +71,10 @@ pub struct ServeArgs {
     /// How long idempotency keys are remembered [default: 24h].
     #[arg(long, env = "PROTOSYNC_IDEMPOTENCY_RETENTION")]
     idempotency_retention: Option<String>,
+    /// Memory for recent commits kept for connections catching up, e.g.
+    /// 64MiB [default: 64MiB]; older commits are read from the database.
+    #[arg(long, env = "PROTOSYNC_COMMIT_BUFFER")]
+    commit_buffer: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "PROTOSYNC_LOG_FORMAT")]
     log_format: Option<String>,
@@ -84,6 +94,10 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("  schema:    {schema_source}");
     println!("  data:      {} (SQLite)", path.display());
     println!("  auth:      none configured: every request is trusted (dev only; see docs/auth.md)");
+    println!(
+        "  origins:   {} (browser pages that may call it)",
+        DEV_ALLOWED_ORIGINS.join(", ")
+    );
     for collection in registry.collections() {
         if collection.rules.read.is_none() || collection.rules.write.is_none() {
             let missing: Vec<&str> = [
@@ -105,7 +119,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         registry,
         Arc::new(store),
         &args.listen.to_string(),
-        Authenticator::trusting(),
+        Authenticator::new(protosync_auth::AuthConfig {
+            trust_unauthenticated: true,
+            allowed_origins: DEV_ALLOWED_ORIGINS.map(String::from).to_vec(),
+            ..protosync_auth::AuthConfig::default()
+        })
+        .map_err(|e| anyhow!(e))?,
+        EngineOptions::default(),
     )
     .await
 }
@@ -138,6 +158,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(text) = args.idempotency_retention.or(file.idempotency_retention) {
         options.idempotency_retention = parse_duration(&text).context("idempotency_retention")?;
     }
+    let mut engine_options = EngineOptions::default();
+    if let Some(text) = args.commit_buffer.or(file.commit_buffer) {
+        engine_options.commit_buffer_bytes = parse_size(&text).context("commit_buffer")?;
+    }
     let (registry, schema_source) = load_schema(Some(&schema))?;
     let store: Arc<dyn Store> = if let Some(path) = database.strip_prefix("sqlite:") {
         Arc::new(SqliteStore::open(Path::new(path), options)?)
@@ -166,7 +190,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let auth = Authenticator::new(auth).map_err(|e| anyhow!(e))?;
     tracing::info!(schema = %schema_source, "starting");
-    run(registry, store, &listen, auth).await
+    run(registry, store, &listen, auth, engine_options).await
 }
 
 pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
@@ -235,8 +259,9 @@ async fn run(
     store: Arc<dyn Store>,
     listen: &str,
     auth: Authenticator,
+    engine_options: EngineOptions,
 ) -> anyhow::Result<()> {
-    let engine = Arc::new(Engine::start(Arc::new(registry), store).await?);
+    let engine = Arc::new(Engine::start_with(Arc::new(registry), store, engine_options).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -244,7 +269,8 @@ async fn run(
     println!("  listening: http://{address}");
     tracing::info!(%address, "listening");
     let state =
-        protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth);
+        protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth)
+            .with_memory_probe(crate::memory::probe());
     protosync_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

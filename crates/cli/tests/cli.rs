@@ -111,6 +111,87 @@ async fn dev_runs_on_sqlite_with_the_example_schema_and_keeps_data_across_restar
     assert_eq!(doc["doc"]["status"], "RUN_STATUS_RUNNING");
 }
 
+/// `dev` trusts every request, so only pages on this machine may call it
+/// from a browser.
+#[tokio::test]
+async fn dev_lets_local_pages_call_it_and_refuses_other_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&[
+        "dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &listen_arg(),
+    ]);
+    let http = reqwest::Client::new();
+    for (origin, status) in [
+        ("http://localhost:5173", 204),
+        ("http://127.0.0.1:3000", 204),
+        ("https://evil.example", 403),
+    ] {
+        let response = http
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/mutate", node.base))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{origin}");
+    }
+}
+
+/// `/metrics` reports the gateway's gauges and the allocator's figures.
+#[tokio::test]
+async fn metrics_report_the_gateway_and_the_allocator() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&[
+        "dev",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        &listen_arg(),
+    ]);
+    node.post(
+        "/v1/mutate",
+        json!({"ops": [{"insert": {"collection": "run_summary", "id": "r1", "doc": {}}}]}),
+    )
+    .await;
+    let text = reqwest::get(format!("{}/metrics", node.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("protosync_connections"), 0);
+    assert!(value("protosync_allocator_allocated_bytes") > 0);
+    assert!(
+        value("protosync_allocator_resident_bytes")
+            >= value("protosync_allocator_allocated_bytes") / 2
+    );
+    // The tailer reads the commit soon after it is acknowledged.
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    loop {
+        let text = reqwest::get(format!("{}/metrics", node.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("\nprotosync_head_seq 1\n") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
 async fn serve_reads_a_config_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,6 +54,11 @@ pub enum ClientEvent {
     },
     /// An error the server reported (not for a mutation, which gets it back).
     Error(wire::Error),
+    /// The server's heartbeat: `head_seq` is the newest commit it has read,
+    /// so `head_seq - view.watermark` is how far behind the view is.
+    Heartbeat {
+        head_seq: u64,
+    },
     Disconnected {
         reason: String,
     },
@@ -490,6 +495,9 @@ async fn serve(
                         }
                     }
                     Received::Other(message) => match message.message {
+                        Some(server_message::Message::Heartbeat(beat)) => {
+                            let _ = events.send(ClientEvent::Heartbeat { head_seq: beat.head_seq });
+                        }
                         Some(server_message::Message::MutationResult(result)) => {
                             let mut state = lock();
                             let visible = result.seq <= state.view.watermark;

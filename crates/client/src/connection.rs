@@ -128,10 +128,11 @@ impl Connection {
         }
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES);
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-                .await
-                .map_err(|e| ConnectionError::Connect(e.to_string()))?;
+        // Nagle off (`true`): a frame written behind an unacknowledged one
+        // would otherwise wait for the server's delayed ACK.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(|e| ConnectionError::Connect(e.to_string()))?;
         Ok(Connection {
             socket,
             codec,

@@ -139,6 +139,7 @@ impl From<StoreError> for EngineError {
             StoreError::LogTruncated { floor } => {
                 EngineError::Internal(format!("change log truncated at {floor}"))
             }
+            StoreError::InvalidJti(m) => EngineError::BadRequest(format!("invalid jti: {m}")),
             StoreError::Unavailable(m) => EngineError::Unavailable(m),
             StoreError::Internal(m) => EngineError::Internal(m),
         }

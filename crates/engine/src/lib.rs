@@ -16,7 +16,7 @@ pub mod mutation;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_query::{Page, Query, QueryRequest};
+use protosync_query::{CursorSeal, Page, Query, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::{CommitOutcome, ReadAt, Store, StoredDocument};
 
@@ -30,9 +30,26 @@ pub use protosync_auth::Identity;
 /// How often the change log and idempotency records are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Settings of the engine's live path.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Budget of the in-memory buffer of recent commits, in bytes; commits
+    /// beyond it are read from the store's log when a connection needs them.
+    pub commit_buffer_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            commit_buffer_bytes: live::commit_stream::DEFAULT_COMMIT_BUFFER_BYTES,
+        }
+    }
+}
+
 pub struct Engine {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
+    cursor_seal: CursorSeal,
     stream: Arc<CommitStream>,
     index: Arc<SubscriptionIndex>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -51,6 +68,15 @@ impl Engine {
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
     ) -> Result<Engine, EngineError> {
+        Engine::start_with(registry, store, EngineOptions::default()).await
+    }
+
+    /// [`Engine::start`] with explicit options.
+    pub async fn start_with(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        options: EngineOptions,
+    ) -> Result<Engine, EngineError> {
         store.sync_indexes(&registry).await?;
         let pruner = tokio::spawn({
             let store = store.clone();
@@ -65,9 +91,11 @@ impl Engine {
             }
         });
         let index = Arc::new(SubscriptionIndex::default());
-        let (stream, tailer) = CommitStream::start(store.clone(), index.clone()).await?;
+        let (stream, tailer) =
+            CommitStream::start(store.clone(), index.clone(), options.commit_buffer_bytes).await?;
         Ok(Engine {
             registry,
+            cursor_seal: CursorSeal::from_database_secret(&store.database_secret()),
             store,
             stream,
             index,
@@ -90,8 +118,19 @@ impl Engine {
         self.stream.tail_now()
     }
 
+    /// The commit buffer's estimated bytes and commit count (for metrics
+    /// and for tests of its budget).
+    pub fn commit_buffer(&self) -> (usize, usize) {
+        self.stream.buffered()
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Seals and opens the page cursors of this database's queries.
+    pub fn cursor_seal(&self) -> &CursorSeal {
+        &self.cursor_seal
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -113,7 +152,7 @@ impl Engine {
         identity: &Identity,
         request: &QueryRequest,
     ) -> Result<ReadAt<Page>, EngineError> {
-        let mut query = Query::compile(&self.registry, request)?;
+        let mut query = Query::compile(&self.registry, request, &self.cursor_seal)?;
         query.visibility = access::visibility(identity, &query.collection)?;
         Ok(self.store.query(&query).await?)
     }
@@ -160,5 +199,64 @@ impl Engine {
     /// Ready when the store answers.
     pub async fn ready(&self) -> Result<protosync_store::Seq, EngineError> {
         Ok(self.store.head().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protosync_store::Seq;
+    use protosync_store::sqlite::SqliteStore;
+
+    /// Large commits keep the buffer within its byte budget; the commits it
+    /// evicted are still there for a connection that needs them, from the log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_commit_buffer_stays_within_its_byte_budget() {
+        const BUDGET: usize = 1024 * 1024;
+        const COMMITS: usize = 30;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("data.db"), Default::default()).unwrap();
+        let registry = Registry::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schema"),
+        )
+        .unwrap();
+        let engine = Engine::start_with(
+            Arc::new(registry),
+            Arc::new(store),
+            EngineOptions {
+                commit_buffer_bytes: BUDGET,
+            },
+        )
+        .await
+        .unwrap();
+        let service = Identity::Service {
+            name: "test".into(),
+            collections: None,
+            jti: None,
+            expires_at: None,
+        };
+        let mut tail = engine.stream.tail();
+        for i in 0..COMMITS {
+            let request: MutationRequest = serde_json::from_value(serde_json::json!({"ops": [
+                {"upsert": {"collection": "work_items", "id": format!("w{i}"),
+                            "doc": {"title": "x".repeat(200 * 1024)}}}]}))
+            .unwrap();
+            let seq = engine.mutate(&service, &request).await.unwrap().seq;
+            tail.wait_for(|t| *t >= seq).await.unwrap();
+            let (bytes, _) = engine.commit_buffer();
+            assert!(bytes <= BUDGET, "after commit {i}: {bytes} bytes buffered");
+        }
+        let (_, buffered) = engine.commit_buffer();
+        assert!(
+            (1..COMMITS).contains(&buffered),
+            "{buffered} commits buffered: the oldest were evicted, the newest kept"
+        );
+        let all = engine
+            .stream
+            .commits(Seq::ZERO, engine.tail())
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = all.iter().map(|c| c.seq.0).collect();
+        assert_eq!(seqs, (1..=COMMITS as u64).collect::<Vec<_>>());
     }
 }

@@ -111,6 +111,9 @@ impl KeyValue {
                 let text = value
                     .as_str()
                     .ok_or_else(|| wrong("an RFC 3339 timestamp"))?;
+                if let Some(error) = protosync_schema::timestamp_form_error(text) {
+                    return Err(error);
+                }
                 let t = prost_types::Timestamp::from_str(text)
                     .map_err(|_| wrong("an RFC 3339 timestamp"))?;
                 KeyValue::Instant {

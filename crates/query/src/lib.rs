@@ -6,15 +6,18 @@
 //!   and cursors all go through it, so an index scan and an in-memory
 //!   evaluation can never disagree.
 //! - [`query`]: a compiled query (filter, order, limit, cursor) and its parsing.
+//! - [`cursor`]: page cursors, sealed with a key the database's processes share.
 //! - [`plan`]: choosing an index or a collection scan for a query.
 //! - [`execute`]: the scan loop every store drives with its own rows.
 
+pub mod cursor;
 pub mod document;
 pub mod execute;
 pub mod key;
 pub mod plan;
 pub mod query;
 
+pub use cursor::CursorSeal;
 pub use document::{Seq, StoredDocument, Version};
 pub use execute::{Execution, Page, ScanRequest, ScanRow};
 pub use plan::Plan;

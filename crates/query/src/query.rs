@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use protosync_schema::{Collection, FieldPath, Registry};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cursor::CursorSeal;
 use crate::document::StoredDocument;
 use crate::key::{KeyValue, encode_id};
 
@@ -153,10 +153,16 @@ pub struct Query {
     pub after: Option<Vec<u8>>,
     /// `None` sees everything (trusted services).
     pub visibility: Option<Visibility>,
+    /// Seals the cursors this query hands out and opens the one it got.
+    pub seal: CursorSeal,
 }
 
 impl Query {
-    pub fn compile(registry: &Registry, request: &QueryRequest) -> Result<Query, QueryError> {
+    pub fn compile(
+        registry: &Registry,
+        request: &QueryRequest,
+        seal: &CursorSeal,
+    ) -> Result<Query, QueryError> {
         let collection = registry
             .collection(&request.collection)
             .ok_or_else(|| QueryError::UnknownCollection(request.collection.clone()))?
@@ -238,9 +244,10 @@ impl Query {
             limit,
             after: None,
             visibility: None,
+            seal: seal.clone(),
         };
         if let Some(cursor) = &request.cursor {
-            query.after = Some(query.decode_cursor(cursor)?);
+            query.after = Some(query.seal.open(query.order_fingerprint(), cursor)?);
         }
         Ok(query)
     }
@@ -284,32 +291,7 @@ impl Query {
 
     /// The opaque cursor that continues after the document with `sort_key`.
     pub fn cursor_after(&self, sort_key: &[u8]) -> String {
-        let mut bytes = vec![CURSOR_FORMAT];
-        bytes.extend_from_slice(&self.order_fingerprint().to_be_bytes());
-        bytes.extend_from_slice(sort_key);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    }
-
-    fn decode_cursor(&self, cursor: &str) -> Result<Vec<u8>, QueryError> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(cursor)
-            .map_err(|_| {
-                QueryError::InvalidCursor("not a cursor returned by this server".into())
-            })?;
-        match bytes.split_first() {
-            Some((&CURSOR_FORMAT, rest)) if rest.len() > 8 => {
-                let (fingerprint, key) = rest.split_at(8);
-                if fingerprint != self.order_fingerprint().to_be_bytes() {
-                    return Err(QueryError::InvalidCursor(
-                        "the cursor belongs to a query with another collection or order".into(),
-                    ));
-                }
-                Ok(key.to_vec())
-            }
-            _ => Err(QueryError::InvalidCursor(
-                "not a cursor returned by this server".into(),
-            )),
-        }
+        self.seal.seal(self.order_fingerprint(), sort_key)
     }
 
     /// FNV-1a of the collection and order: a cursor only fits the order that made it.
@@ -323,5 +305,3 @@ impl Query {
         })
     }
 }
-
-const CURSOR_FORMAT: u8 = 1;

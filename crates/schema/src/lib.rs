@@ -12,6 +12,7 @@ mod error;
 mod options;
 mod registry;
 mod rules;
+mod timestamp;
 mod validate;
 
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
@@ -19,4 +20,5 @@ pub use error::{DocumentError, SchemaError};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
 pub use rules::Rule;
+pub use timestamp::timestamp_form_error;
 pub use validate::{Document, PatchFields};

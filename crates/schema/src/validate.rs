@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::collection::{Collection, find_field, is_well_known, kind_name};
 use crate::error::DocumentError;
+use crate::timestamp::timestamp_form_error;
 
 /// A canonical document body (proto3 JSON object).
 pub type Document = Value;
@@ -210,6 +211,11 @@ fn check_message(
         ));
     }
     if is_well_known(message) {
+        if message.full_name() == "google.protobuf.Timestamp"
+            && let Some(error) = value.as_str().and_then(timestamp_form_error)
+        {
+            return Err(DocumentError::at(path, error));
+        }
         // Timestamp, Duration, Struct, wrappers…: their JSON forms are special;
         // prost-reflect knows them.
         return DynamicMessage::deserialize(message.clone(), value)

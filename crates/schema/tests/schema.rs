@@ -205,6 +205,18 @@ fn invalid_documents_name_the_field() {
         ),
         (items, json!({"receivedAt": "yesterday"}), "receivedAt", ""),
         (
+            items,
+            json!({"receivedAt": "2026-01-05T09:30:00.1234567891Z"}),
+            "receivedAt",
+            "at most 9 fractional digits",
+        ),
+        (
+            items,
+            json!({"receivedAt": "2026-01-05t09:30:00z"}),
+            "receivedAt",
+            "upper-case `T` and `Z`",
+        ),
+        (
             runs,
             json!({"eventCount": "99999999999999999999"}),
             "eventCount",

@@ -3,8 +3,10 @@
 //! the engine and renders answers and errors; the live state of a connection
 //! lives in its engine session.
 
-mod http;
+pub(crate) mod http;
 mod limiter;
+mod listener;
+pub mod revocations;
 pub mod sync;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use protosync_auth::Authenticator;
 use protosync_engine::Engine;
 use tokio::net::TcpListener;
 
+pub use http::metrics::MemoryProbe;
 pub use sync::{SyncConfig, SyncMetrics};
 
 /// What every handler can reach.
@@ -30,6 +33,8 @@ pub struct AppState {
     /// close (1001) so the graceful shutdown can finish.
     pub closing: tokio::sync::watch::Receiver<bool>,
     close: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The allocator's figures for `/metrics`, when the binary has them.
+    memory: Option<MemoryProbe>,
 }
 
 impl FromRef<AppState> for Arc<Engine> {
@@ -52,7 +57,14 @@ impl AppState {
             metrics: Arc::new(SyncMetrics::default()),
             closing,
             close: Arc::new(close),
+            memory: None,
         }
+    }
+
+    /// Adds the allocator's figures to `/metrics`.
+    pub fn with_memory_probe(mut self, probe: MemoryProbe) -> AppState {
+        self.memory = Some(probe);
+        self
     }
 
     /// The identity of an HTTP request, from its Authorization header;
@@ -62,10 +74,14 @@ impl AppState {
         headers: &axum::http::HeaderMap,
         peer: std::net::SocketAddr,
     ) -> Result<protosync_auth::Identity, protosync_engine::EngineError> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let identity = self.auth.bearer(header).await.map_err(auth_error)?;
+        // Every value, as bytes: an unreadable or repeated header is refused
+        // by the authenticator, never taken for "no credentials".
+        let values: Vec<&[u8]> = headers
+            .get_all(axum::http::header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        let identity = self.auth.authorization(&values).await.map_err(auth_error)?;
         if identity == protosync_auth::Identity::Anonymous {
             self.admit_anonymous(peer)?;
         }
@@ -109,6 +125,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Revocations from the store are loaded before the first request is
+    // accepted, so a restart never lets a revoked token through.
+    let revocations = revocations::follow(state.engine.store().clone(), state.auth.clone())
+        .await
+        .map_err(std::io::Error::other)?;
     let close = state.close.clone();
     let metrics = state.metrics.clone();
     let signal = async move {
@@ -116,6 +137,15 @@ pub async fn serve(
         close.send_replace(true);
     };
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Nagle's algorithm holds a frame written while the previous one is
+    // unacknowledged until the peer's delayed ACK (~40 ms on Linux): a
+    // mutation's result and its read-your-writes transition are two frames.
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener::GatewayListener(listener), |socket| {
+            if let Err(e) = socket.get_ref().set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+            }
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(signal)
         .await?;
@@ -136,8 +166,13 @@ pub async fn serve(
         }
     };
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await;
+    revocations.abort();
     Ok(())
 }
+
+/// The largest request head (request line and headers) hyper reads, in
+/// bytes: its default buffer limit.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 8192 + 4096 * 100;
 
 /// How long shutdown waits for live connections to close.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -164,6 +164,20 @@ async fn the_documented_scenario_works_end_to_end(s: Server) {
     }
     // important: w0 (p0), w2 (p2), w4 (p0), w6 (p2); by priority desc, ties by id desc
     assert_eq!(pages, vec![vec!["w6", "w2"], vec!["w4", "w0"]]);
+    // A cursor with one character changed is refused, never a different page.
+    let cursor = request["cursor"].as_str().unwrap().to_owned();
+    for at in 0..cursor.len() {
+        let mut edited = cursor.clone().into_bytes();
+        edited[at] = if edited[at] == b'A' { b'B' } else { b'A' };
+        let mut tampered = query.clone();
+        tampered["cursor"] = json!(String::from_utf8(edited).unwrap());
+        let (status, body) = s.post("/v1/query", tampered).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("INVALID_CURSOR")),
+            "character {at} of {cursor}: {body}"
+        );
+    }
 
     // patch with a stale expectedVersion
     let patch = |version: &str| json!({"ops": [{"patch": {"collection": "work_items", "id": "w3", "fields": {"priority": 9}, "expectedVersion": version}}]});
@@ -273,8 +287,13 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving(s: Server) {
         ("/v1/query", br#"{"collection": "work_items", "cursor": "garbage!"}"#.to_vec(), StatusCode::BAD_REQUEST, "INVALID_CURSOR", "not a cursor"),
         ("/v1/query", br#"{"collection": "nope"}"#.to_vec(), StatusCode::NOT_FOUND, "UNKNOWN_COLLECTION", "nope"),
     ];
+    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let cases = cases.into_iter().chain([
+        ("/v1/mutate", format!(r#"{{"ops": [{{"insert": {{"collection": "work_items", "id": "x", "doc": {{"labels": {}}}}}}}]}}"#, deep(10_000)).into_bytes(), StatusCode::BAD_REQUEST, "INVALID_DOCUMENT", "deeper than 100 levels"),
+        ("/v1/query", format!(r#"{{"collection": "work_items", "filter": [{{"field": "priority", "op": "in", "value": {}}}]}}"#, deep(10_000)).into_bytes(), StatusCode::BAD_REQUEST, "INVALID_QUERY", "deeper than 100 levels"),
+    ]);
     for (path, body, status, code, message) in cases {
-        let text = String::from_utf8_lossy(&body).into_owned();
+        let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
         let (got_status, got) = s.post_raw(path, body).await;
         assert_eq!(got_status, status, "{text} => {got}");
         assert_eq!(got["error"]["code"], code, "{text} => {got}");
@@ -334,4 +353,54 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving(s: Server) {
         (status, health["status"].as_str()),
         (StatusCode::OK, Some("ok"))
     );
+}
+
+/// hyper answers requests it cannot parse before any handler runs; those
+/// answers carry the same JSON error shape as every other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_too_large_to_parse_get_json_errors() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::sqlite().await;
+    let address = s.base.strip_prefix("http://").unwrap().to_owned();
+    let long_path = format!("/v1/collections/work_items/docs/{}", "x".repeat(100_000));
+    let big_header = "x".repeat(1024 * 1024);
+    let requests = [
+        (
+            format!("GET {long_path} HTTP/1.1\r\nhost: x\r\n\r\n"),
+            414,
+            "LIMIT_EXCEEDED",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {big_header}\r\n\r\n"),
+            431,
+            "LIMIT_EXCEEDED",
+        ),
+        (
+            "GET /he\x01llo HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
+            400,
+            "BAD_REQUEST",
+        ),
+    ];
+    for (request, status, code) in requests {
+        let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+        // The server may answer and close before it has read everything.
+        let _ = tcp.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {answer}"));
+        assert_eq!(body["error"]["code"], code, "{answer}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let (status, _) = s.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "the server keeps serving");
 }

@@ -657,3 +657,212 @@ async fn a_resume_older_than_the_change_log_gets_a_reset_with_the_floor() {
     assert_eq!(update.log_floor, floor.0);
     assert_eq!(update.order.as_ref().unwrap().ids, ["a", "b0", "b1", "b2"]);
 }
+
+/// Two frames answer a mutation: its result and the read-your-writes
+/// transition. With Nagle's algorithm on, the second waits for the client's
+/// delayed ACK of the first (~40 ms on Linux) however fast the server is.
+/// Measured as a ratio in one run, not against a wall clock: the second
+/// frame must follow the first within a small multiple of the time the
+/// first one took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutations_second_frame_does_not_wait_for_a_delayed_ack() {
+    const ROUNDS: usize = 40;
+    let (node, _backing) = sqlite_node().await;
+    let (mut connection, _) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
+    connection
+        .send(client_message::Message::Subscribe(wire::Subscribe {
+            subscription_id: "all".into(),
+            target: Some(wire::subscribe::Target::Query(query(
+                "work_items",
+                vec![],
+                vec![],
+                1,
+            ))),
+            held: vec![],
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        connection.receive().await.unwrap(),
+        Received::Transition(_)
+    ));
+    let (mut first, mut gap) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let sent = std::time::Instant::now();
+        connection
+            .send(client_message::Message::Mutate(wire::Mutate {
+                request_id: format!("r{round}"),
+                ops: vec![item("w", "ann", round as i32)],
+                ..Default::default()
+            }))
+            .await
+            .unwrap();
+        let (mut result, mut transition) = (None, None);
+        while result.is_none() || transition.is_none() {
+            let received = tokio::time::timeout(WAIT, connection.receive())
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            let at = sent.elapsed();
+            match received {
+                Received::Transition(_) => transition = Some(at),
+                Received::Other(wire::ServerMessage {
+                    message: Some(server_message::Message::MutationResult(_)),
+                }) => result = Some(at),
+                _ => {}
+            }
+        }
+        let (a, b) = (result.unwrap(), transition.unwrap());
+        first.push(a.min(b));
+        gap.push(a.max(b) - a.min(b));
+    }
+    first.sort();
+    gap.sort();
+    let (first, gap) = (first[ROUNDS / 2], gap[ROUNDS / 2]);
+    assert!(
+        gap <= first * 4 + Duration::from_millis(2),
+        "median gap between a mutation's two frames {gap:?}, median first frame {first:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_tell_an_idle_client_how_far_the_head_is() {
+    let backing = Backing::sqlite();
+    let node = Node::start(
+        backing.store().await,
+        SyncConfig {
+            heartbeat_interval: Duration::from_millis(100),
+            ..SyncConfig::default()
+        },
+    )
+    .await;
+    let (client, mut events) = Client::start(ClientConfig::new(&node.ws));
+    client.subscribe_get("one", "work_items", "unrelated");
+    next_transition(&mut events).await;
+    let written = node
+        .mutate(json!({"ops": [{"insert": {"collection": "work_items", "id": "other", "doc": {"ownerId": "bob"}}}]}))
+        .await;
+    let seq: u64 = written["seq"].as_str().unwrap().parse().unwrap();
+    let head = loop {
+        match tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            ClientEvent::Heartbeat { head_seq } if head_seq > 0 => break head_seq,
+            _ => {}
+        }
+    };
+    assert_eq!(head, seq, "the heartbeat names the newest commit");
+    client.wait_for_watermark(head).await;
+    assert_eq!(client.view().watermark, head);
+}
+
+/// A WebSocket written byte by byte, to send what no client library will.
+struct RawSocket(tokio::net::TcpStream);
+
+impl RawSocket {
+    async fn open(ws_url: &str) -> RawSocket {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = ws_url
+            .strip_prefix("ws://")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!(
+            "GET /v1/sync HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        RawSocket(tcp)
+    }
+
+    /// One client frame: `first` is FIN/RSV/opcode, masked with a zero key.
+    async fn frame(&mut self, first: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        assert!(payload.len() < 126);
+        let mut bytes = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        bytes.extend_from_slice(payload);
+        self.0.write_all(&bytes).await.unwrap();
+    }
+
+    /// Reads server frames until a close; its code.
+    async fn close_code(&mut self) -> u16 {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            loop {
+                let first = self.0.read_u8().await.unwrap();
+                let len = match self.0.read_u8().await.unwrap() & 0x7f {
+                    126 => self.0.read_u16().await.unwrap() as usize,
+                    127 => self.0.read_u64().await.unwrap() as usize,
+                    n => n as usize,
+                };
+                let mut payload = vec![0; len];
+                self.0.read_exact(&mut payload).await.unwrap();
+                if first & 0x0f == 0x8 {
+                    return u16::from_be_bytes([payload[0], payload[1]]);
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("a close frame in time")
+    }
+}
+
+/// RFC 6455 section 7.4.1: invalid UTF-8 closes with 1007, other protocol
+/// violations with 1002, each with a close frame (not a dropped socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_protocol_violations_get_their_close_codes() {
+    let (node, _backing) = sqlite_node().await;
+    let hello = br#"{"hello": {"protocolVersion": 1}}"#;
+    let cases: [(&str, bool, u8, &[u8], u16); 5] = [
+        ("invalid UTF-8 before hello", false, 0x81, b"\xff\xfe", 1007),
+        (
+            "invalid UTF-8",
+            true,
+            0x81,
+            b"{\"ping\": {\"nonce\": \"\xc3\x28\"}}",
+            1007,
+        ),
+        ("an orphan continuation", true, 0x80, b"{}", 1002),
+        ("a reserved opcode", true, 0x83, b"{}", 1002),
+        ("a reserved bit", true, 0xc1, b"{}", 1002),
+    ];
+    for (name, after_hello, first, payload, code) in cases {
+        let mut socket = RawSocket::open(&node.ws).await;
+        if after_hello {
+            socket.frame(0x81, hello).await;
+        }
+        socket.frame(first, payload).await;
+        assert_eq!(socket.close_code().await, code, "{name}");
+    }
+    // The server keeps serving everyone else.
+    let (mut connection, _) = Connection::connect(&node.ws, Codec::Json, None)
+        .await
+        .unwrap();
+    connection
+        .send(client_message::Message::Ping(wire::Ping {
+            nonce: "after".into(),
+        }))
+        .await
+        .unwrap();
+    assert!(matches!(
+        connection.receive().await.unwrap(),
+        Received::Other(wire::ServerMessage {
+            message: Some(server_message::Message::Pong(_))
+        })
+    ));
+}

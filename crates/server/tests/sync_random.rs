@@ -200,6 +200,10 @@ async fn run(backing: Backing, node_count: usize) {
                     "seed {seed}: client {c}: {reason}"
                 ),
                 ClientEvent::Error(e) => panic!("seed {seed}: client {c}: {e:?}"),
+                ClientEvent::Heartbeat { head_seq } => assert!(
+                    *head_seq <= head,
+                    "seed {seed}: client {c}: a heartbeat's head {head_seq} is past the last commit {head}"
+                ),
                 ClientEvent::Connected { welcome } => assert_eq!(
                     welcome.watermark, watermark,
                     "seed {seed}: client {c}: resume not accepted"

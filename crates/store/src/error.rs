@@ -17,6 +17,9 @@ pub enum StoreError {
     /// A log read asked for commits the retention window no longer keeps.
     #[error("the change log starts after seq {floor}")]
     LogTruncated { floor: Seq },
+    /// A revocation names a `jti` no store can keep (see `Store::revoke`).
+    #[error("invalid jti: {0}")]
+    InvalidJti(String),
     /// The database cannot be reached or refused the operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -11,6 +11,10 @@
 //! that sees seq N has seen every commit below N. Both serialize the
 //! assignment of seqs through one counter row updated inside the commit.
 //!
+//! Token revocations are kept here too, in their own small log (see
+//! [`Revocation`]), so every process on one database refuses a revoked token
+//! and a restart does not forget it.
+//!
 //! What a commit does to documents is decided once, in [`commit`], as a pure
 //! function of the stored documents and the operations; the stores only read
 //! and write rows. Query semantics live in `protosync_query`.
@@ -139,6 +143,29 @@ pub struct CommitRecord {
     pub changes: Vec<Change>,
 }
 
+/// A position in the revocation log: every [`Store::revoke`] gets the next
+/// one. Like [`Seq`], they become visible in order, so a reader that has
+/// read up to N has seen every revocation up to N.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RevocationSeq(pub u64);
+
+/// A revoked token id, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub seq: RevocationSeq,
+    /// The token's `jti` claim.
+    pub jti: String,
+    pub revoked_at_ms: i64,
+    /// After this (milliseconds since the epoch) no token with this `jti`
+    /// can be valid any more, and [`Store::prune`] drops the entry. `None`:
+    /// kept for good.
+    pub keep_until_ms: Option<i64>,
+}
+
+/// The longest `jti` a revocation may name, in bytes: ids are UUIDs or
+/// similar; this only stops a caller from storing megabytes.
+pub const MAX_JTI_BYTES: usize = 256;
+
 /// Settings every store honours.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -199,13 +226,52 @@ pub trait Store: Send + Sync + 'static {
     async fn log_floor(&self) -> Result<Seq, StoreError>;
 
     /// Drops change-log entries and idempotency records older than their
-    /// retention; returns the new log floor.
+    /// retention, and revocations past their `keep_until_ms`; returns the
+    /// new log floor.
     async fn prune(&self) -> Result<Seq, StoreError>;
+
+    /// Records that tokens with this `jti` are refused, until
+    /// `keep_until_ms` (`None`: for good), and gives the revocation the next
+    /// [`RevocationSeq`]. Revoking a `jti` again moves it to the end of the
+    /// log and keeps the later of the two times (`None` wins). A `jti` that
+    /// is empty, longer than [`MAX_JTI_BYTES`] or holds U+0000 (which
+    /// Postgres text cannot hold) is refused on every store.
+    async fn revoke(&self, jti: &str, keep_until_ms: Option<i64>)
+    -> Result<Revocation, StoreError>;
+
+    /// Up to `max` revocations recorded after `after`, in order. Pruned ones
+    /// are gone; their tokens can no longer be valid.
+    async fn revocations_after(
+        &self,
+        after: RevocationSeq,
+        max: usize,
+    ) -> Result<Vec<Revocation>, StoreError>;
 
     /// A watch on the latest seq this process knows to be committed: it moves
     /// after local commits and, for shared stores, on wake-ups from other
     /// writers. It may lag or skip values; the log is the truth.
     fn commits(&self) -> watch::Receiver<Seq>;
+
+    /// 32 random bytes made when the database was created, the same for
+    /// every process on it: the root of keys that must agree across a
+    /// cluster (page cursors are sealed with one). Never sent to clients.
+    fn database_secret(&self) -> [u8; 32];
+}
+
+/// Why a `jti` cannot be stored, if it cannot (see [`Store::revoke`]).
+pub fn invalid_jti(jti: &str) -> Option<String> {
+    if jti.is_empty() {
+        Some("the jti is empty".into())
+    } else if jti.len() > MAX_JTI_BYTES {
+        Some(format!(
+            "the jti is {} bytes; the limit is {MAX_JTI_BYTES}",
+            jti.len()
+        ))
+    } else if jti.contains('\0') {
+        Some("the jti holds U+0000".into())
+    } else {
+        None
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -31,8 +31,8 @@ use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls};
 use crate::group::{GroupAnswers, GroupKeys, GroupReads, GroupWrites, plan_group};
 use crate::indexes::IndexChanges;
 use crate::{
-    Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions,
-    StoredDocument, Version, now_ms,
+    Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
+    StoreError, StoreOptions, StoredDocument, Version, invalid_jti, now_ms,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -57,7 +57,8 @@ const GROUP_LINGER: Duration = Duration::from_millis(1);
 /// Where a mutation's answer goes.
 type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE protosync_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq BIGINT NOT NULL,
@@ -108,10 +109,36 @@ CREATE TABLE protosync_idempotency (
     created_at_ms BIGINT NOT NULL
 );
 CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE protosync_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BYTEA NOT NULL CHECK (length(secret) = 32)
+);
+-- gen_random_uuid() draws from the server's strong random source: two of
+-- them make 32 bytes (244 random bits).
+INSERT INTO protosync_secret (id, secret)
+VALUES (1, decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex'));
+"#,
+    r#"
+CREATE TABLE protosync_revocation_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq BIGINT NOT NULL
+);
+INSERT INTO protosync_revocation_head (id, seq) VALUES (1, 0);
+CREATE TABLE protosync_revocations (
+    jti TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL UNIQUE,
+    revoked_at_ms BIGINT NOT NULL,
+    keep_until_ms BIGINT
+);
+CREATE INDEX protosync_revocations_by_keep_until ON protosync_revocations (keep_until_ms);
+"#,
+];
 
 pub struct PostgresStore {
     pool: Pool,
+    secret: [u8; 32],
     options: StoreOptions,
     commits: watch::Sender<Seq>,
     jobs: mpsc::Sender<(Mutation, Reply)>,
@@ -147,12 +174,21 @@ impl PostgresStore {
             .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
         migrate(&pool).await?;
         let head = read_head(&**pool.get().await?).await?;
+        let secret: Vec<u8> = pool
+            .get()
+            .await?
+            .query_one("SELECT secret FROM protosync_secret", &[])
+            .await?
+            .get(0);
+        let secret = <[u8; 32]>::try_from(secret)
+            .map_err(|_| StoreError::Internal("protosync_secret is not 32 bytes".into()))?;
         let (commits, _) = watch::channel(head);
         let listener = tokio::spawn(listen(config, commits.clone()));
         let (jobs, waiting) = mpsc::channel(COMMIT_QUEUE_LEN);
         let committer = tokio::spawn(commit_groups(pool.clone(), waiting, commits.clone()));
         Ok(PostgresStore {
             pool,
+            secret,
             options,
             commits,
             jobs,
@@ -392,6 +428,11 @@ impl Store for PostgresStore {
             &[&idempotency_cutoff],
         )
         .await?;
+        tx.execute(
+            "DELETE FROM protosync_revocations WHERE keep_until_ms < $1",
+            &[&now],
+        )
+        .await?;
         let floor: i64 = tx
             .query_one("SELECT log_floor FROM protosync_head", &[])
             .await?
@@ -400,8 +441,78 @@ impl Store for PostgresStore {
         Ok(Seq(floor as u64))
     }
 
+    async fn revoke(
+        &self,
+        jti: &str,
+        keep_until_ms: Option<i64>,
+    ) -> Result<Revocation, StoreError> {
+        if let Some(problem) = invalid_jti(jti) {
+            return Err(StoreError::InvalidJti(problem));
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // The counter row stays locked until this commits, so the next
+        // revocation (from any process) takes the next seq only once this
+        // one is visible: seq order is visibility order, and a reader that
+        // follows the log by seq misses nothing. Revocations are rare; the
+        // lock costs nothing that matters.
+        let seq: i64 = tx
+            .query_one(
+                "UPDATE protosync_revocation_head SET seq = seq + 1 RETURNING seq",
+                &[],
+            )
+            .await?
+            .get(0);
+        // Revoked again: the entry moves to the end of the log and keeps the
+        // later time, where NULL (for good) wins (GREATEST would drop NULLs).
+        let row = tx
+            .query_one(
+                "INSERT INTO protosync_revocations (jti, seq, revoked_at_ms, keep_until_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (jti) DO UPDATE SET seq = EXCLUDED.seq, keep_until_ms = CASE
+                     WHEN protosync_revocations.keep_until_ms IS NULL OR EXCLUDED.keep_until_ms IS NULL THEN NULL
+                     ELSE GREATEST(protosync_revocations.keep_until_ms, EXCLUDED.keep_until_ms) END
+                 RETURNING revoked_at_ms, keep_until_ms",
+                &[&jti, &seq, &now_ms(), &keep_until_ms],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Revocation {
+            seq: RevocationSeq(seq as u64),
+            jti: jti.to_owned(),
+            revoked_at_ms: row.get(0),
+            keep_until_ms: row.get(1),
+        })
+    }
+
+    async fn revocations_after(
+        &self,
+        after: RevocationSeq,
+        max: usize,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT seq, jti, revoked_at_ms, keep_until_ms FROM protosync_revocations WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after.0 as i64), &(max as i64)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Revocation {
+                seq: RevocationSeq(r.get::<_, i64>(0) as u64),
+                jti: r.get(1),
+                revoked_at_ms: r.get(2),
+                keep_until_ms: r.get(3),
+            })
+            .collect())
+    }
+
     fn commits(&self) -> watch::Receiver<Seq> {
         self.commits.subscribe()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.secret
     }
 }
 

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::group::{GroupAnswers, GroupKeys, GroupReads, GroupWrites, plan_group};
 use crate::indexes::IndexChanges;
 use crate::{
-    Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Seq, Store, StoreError, StoreOptions,
-    StoredDocument, Version, now_ms,
+    Change, CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
+    StoreError, StoreOptions, StoredDocument, Version, invalid_jti, now_ms,
 };
 
 /// Mutations waiting for the writer thread; senders wait when it is full,
@@ -38,7 +38,8 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE protosync_head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL,
@@ -89,7 +90,29 @@ CREATE TABLE protosync_idempotency (
     created_at_ms INTEGER NOT NULL
 );
 CREATE INDEX protosync_idempotency_by_time ON protosync_idempotency (created_at_ms);
-"#];
+"#,
+    r#"
+CREATE TABLE protosync_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BLOB NOT NULL CHECK (length(secret) = 32)
+);
+INSERT INTO protosync_secret (id, secret) VALUES (1, randomblob(32));
+"#,
+    r#"
+CREATE TABLE protosync_revocation_head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+INSERT INTO protosync_revocation_head (id, seq) VALUES (1, 0);
+CREATE TABLE protosync_revocations (
+    jti TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    revoked_at_ms INTEGER NOT NULL,
+    keep_until_ms INTEGER
+);
+CREATE INDEX protosync_revocations_by_keep_until ON protosync_revocations (keep_until_ms);
+"#,
+];
 
 /// Where a mutation's answer goes.
 type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
@@ -101,10 +124,16 @@ enum Job {
         oneshot::Sender<Result<(), StoreError>>,
     ),
     Prune(oneshot::Sender<Result<Seq, StoreError>>),
+    Revoke(
+        String,
+        Option<i64>,
+        oneshot::Sender<Result<Revocation, StoreError>>,
+    ),
 }
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    secret: [u8; 32],
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     commits: watch::Receiver<Seq>,
@@ -127,6 +156,9 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         migrate(&mut conn)?;
         let head = read_head(&conn)?;
+        let secret = conn.query_row("SELECT secret FROM protosync_secret", [], |r| {
+            r.get::<_, [u8; 32]>(0)
+        })?;
         let (commits_tx, commits) = watch::channel(head);
         let (jobs, rx) = mpsc::channel(WRITE_QUEUE_LEN);
         std::thread::Builder::new()
@@ -144,6 +176,7 @@ impl SqliteStore {
             })?;
         Ok(SqliteStore {
             jobs,
+            secret,
             readers: Arc::new(Mutex::new(Vec::new())),
             path: path.to_owned(),
             commits,
@@ -307,8 +340,47 @@ impl Store for SqliteStore {
         self.send(Job::Prune).await
     }
 
+    async fn revoke(
+        &self,
+        jti: &str,
+        keep_until_ms: Option<i64>,
+    ) -> Result<Revocation, StoreError> {
+        if let Some(problem) = invalid_jti(jti) {
+            return Err(StoreError::InvalidJti(problem));
+        }
+        let jti = jti.to_owned();
+        self.send(|tx| Job::Revoke(jti, keep_until_ms, tx)).await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: RevocationSeq,
+        max: usize,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        self.read(move |tx| {
+            tx.prepare_cached(
+                "SELECT seq, jti, revoked_at_ms, keep_until_ms FROM protosync_revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![after.0 as i64, max as i64], |r| {
+                Ok(Revocation {
+                    seq: RevocationSeq(r.get::<_, i64>(0)? as u64),
+                    jti: r.get(1)?,
+                    revoked_at_ms: r.get(2)?,
+                    keep_until_ms: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)
+        })
+        .await
+    }
+
     fn commits(&self) -> watch::Receiver<Seq> {
         self.commits.clone()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.secret
     }
 }
 
@@ -373,6 +445,9 @@ impl Writer {
             }
             Job::Prune(reply) => {
                 let _ = reply.send(prune(&mut self.conn, &self.options));
+            }
+            Job::Revoke(jti, keep_until_ms, reply) => {
+                let _ = reply.send(revoke(&mut self.conn, &jti, keep_until_ms));
             }
             Job::Commit(..) => unreachable!("commits are grouped"),
         }
@@ -622,9 +697,48 @@ fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq, StoreErro
         "DELETE FROM protosync_idempotency WHERE created_at_ms < ?1",
         [idempotency_cutoff],
     )?;
+    tx.execute(
+        "DELETE FROM protosync_revocations WHERE keep_until_ms < ?1",
+        [now],
+    )?;
     let floor: i64 = tx.query_row("SELECT log_floor FROM protosync_head", [], |r| r.get(0))?;
     tx.commit()?;
     Ok(Seq(floor as u64))
+}
+
+/// One revocation in its own transaction; the writer thread is the only
+/// writer, so revocation seqs are assigned and become visible in order.
+fn revoke(
+    conn: &mut Connection,
+    jti: &str,
+    keep_until_ms: Option<i64>,
+) -> Result<Revocation, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let seq: i64 = tx.query_row(
+        "UPDATE protosync_revocation_head SET seq = seq + 1 RETURNING seq",
+        [],
+        |r| r.get(0),
+    )?;
+    // Revoked again: the entry moves to the end of the log (so every reader
+    // sees the new time) and keeps the later time, where NULL (for good) wins.
+    let revocation = tx.query_row(
+        "INSERT INTO protosync_revocations (jti, seq, revoked_at_ms, keep_until_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (jti) DO UPDATE SET seq = excluded.seq, keep_until_ms = CASE
+             WHEN protosync_revocations.keep_until_ms IS NULL OR excluded.keep_until_ms IS NULL THEN NULL
+             ELSE MAX(protosync_revocations.keep_until_ms, excluded.keep_until_ms) END
+         RETURNING revoked_at_ms, keep_until_ms",
+        params![jti, seq, now_ms(), keep_until_ms],
+        |r| {
+            Ok(Revocation {
+                seq: RevocationSeq(seq as u64),
+                jti: jti.to_owned(),
+                revoked_at_ms: r.get(0)?,
+                keep_until_ms: r.get(1)?,
+            })
+        },
+    )?;
+    tx.commit()?;
+    Ok(revocation)
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

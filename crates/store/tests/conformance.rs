@@ -8,8 +8,8 @@ use protosync_schema::Registry;
 use protosync_store::postgres::PostgresStore;
 use protosync_store::sqlite::SqliteStore;
 use protosync_store::{
-    IdempotencyKey, Mutation, Rejection, Seq, Store, StoreError, StoreOptions, Version, WriteKind,
-    WriteOp,
+    IdempotencyKey, MAX_JTI_BYTES, Mutation, Rejection, RevocationSeq, Seq, Store, StoreError,
+    StoreOptions, Version, WriteKind, WriteOp,
 };
 use protosync_testkit::{TestDatabase, example_schema_dir};
 use rand::{Rng, SeedableRng};
@@ -123,7 +123,12 @@ impl Harness {
 
     fn query(&self, request: Value) -> Query {
         let request: QueryRequest = serde_json::from_value(request).unwrap();
-        Query::compile(&self.registry, &request).unwrap()
+        Query::compile(
+            &self.registry,
+            &request,
+            &protosync_query::CursorSeal::from_database_secret(&self.store.database_secret()),
+        )
+        .unwrap()
     }
 }
 
@@ -169,7 +174,140 @@ conformance!(
     a_denied_op_rejects_the_mutation_and_writes_nothing,
     concurrent_mutations_of_the_same_documents_agree_with_their_change_log,
     a_mutation_the_database_cannot_store_fails_alone,
+    revocations_are_read_in_order_and_survive_reopening,
+    revocations_from_two_store_instances_get_distinct_gap_free_seqs,
+    revocations_past_their_keep_until_are_pruned,
+    revocations_of_unstorable_jtis_are_refused,
+    the_database_secret_is_random_and_shared_by_every_process,
 );
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// (jti, seq, keep_until_ms) of every revocation after `after`.
+async fn revocations(store: &Arc<dyn Store>, after: u64) -> Vec<(String, u64, Option<i64>)> {
+    store
+        .revocations_after(RevocationSeq(after), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.jti, r.seq.0, r.keep_until_ms))
+        .collect()
+}
+
+async fn revocations_are_read_in_order_and_survive_reopening(h: Harness) {
+    let later = now_ms() + 3_600_000;
+    let a = h.store.revoke("a", None).await.unwrap();
+    let b = h.store.revoke("b", Some(later)).await.unwrap();
+    assert_eq!(
+        (a.seq, b.seq, b.keep_until_ms),
+        (RevocationSeq(1), RevocationSeq(2), Some(later))
+    );
+    assert_eq!(
+        revocations(&h.store, 1).await,
+        [("b".to_owned(), 2, Some(later))]
+    );
+    // Revoked again: moved to the end of the log; the later time wins, and
+    // "for good" beats any time.
+    h.store.revoke("a", Some(later)).await.unwrap();
+    h.store.revoke("b", Some(later + 1)).await.unwrap();
+    h.store.revoke("b", Some(later - 1)).await.unwrap();
+    let expected = [
+        ("a".to_owned(), 3, None),
+        ("b".to_owned(), 5, Some(later + 1)),
+    ];
+    assert_eq!(revocations(&h.store, 0).await, expected);
+    let reopened = h.open_again(StoreOptions::default()).await;
+    assert_eq!(revocations(&reopened, 0).await, expected);
+    let c = reopened.revoke("c", None).await.unwrap();
+    assert_eq!(c.seq, RevocationSeq(6), "seqs continue after a restart");
+    assert_eq!(
+        revocations(&h.store, 5).await,
+        [("c".to_owned(), 6, None)],
+        "another process's revocation is visible"
+    );
+}
+
+async fn revocations_from_two_store_instances_get_distinct_gap_free_seqs(h: Harness) {
+    let other = h.open_again(StoreOptions::default()).await;
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                h.store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move { store.revoke(&format!("jti-{i}"), None).await.unwrap() })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let seqs: Vec<u64> = revocations(&h.store, 0)
+        .await
+        .into_iter()
+        .map(|(_, seq, _)| seq)
+        .collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+}
+
+async fn revocations_past_their_keep_until_are_pruned(h: Harness) {
+    let now = now_ms();
+    h.store.revoke("expired", Some(now - 1_000)).await.unwrap();
+    h.store
+        .revoke("fresh", Some(now + 3_600_000))
+        .await
+        .unwrap();
+    h.store.revoke("for-good", None).await.unwrap();
+    h.store.prune().await.unwrap();
+    let kept: Vec<String> = revocations(&h.store, 0)
+        .await
+        .into_iter()
+        .map(|(jti, _, _)| jti)
+        .collect();
+    assert_eq!(kept, ["fresh", "for-good"]);
+    let next = h.store.revoke("next", None).await.unwrap();
+    assert_eq!(next.seq, RevocationSeq(4), "pruning never reuses seqs");
+}
+
+async fn revocations_of_unstorable_jtis_are_refused(h: Harness) {
+    for jti in [
+        "".to_owned(),
+        "a\0b".to_owned(),
+        "x".repeat(MAX_JTI_BYTES + 1),
+    ] {
+        assert!(
+            matches!(
+                h.store.revoke(&jti, None).await,
+                Err(StoreError::InvalidJti(_))
+            ),
+            "{jti:?}"
+        );
+    }
+    let longest = "x".repeat(MAX_JTI_BYTES);
+    h.store.revoke(&longest, None).await.unwrap();
+    assert_eq!(revocations(&h.store, 0).await.len(), 1);
+}
+
+async fn the_database_secret_is_random_and_shared_by_every_process(h: Harness) {
+    let secret = h.store.database_secret();
+    assert_ne!(secret, [0; 32]);
+    let again = h.open_again(StoreOptions::default()).await;
+    assert_eq!(again.database_secret(), secret, "the same after a reopen");
+    let other = match h.backing {
+        Backing::Sqlite(_) => Harness::sqlite(),
+        Backing::Postgres(_) => Harness::postgres().await.unwrap(),
+    };
+    assert_ne!(
+        other.store.database_secret(),
+        secret,
+        "another database has its own"
+    );
+}
 
 async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
     h.commit(vec![h.insert(
@@ -901,7 +1039,12 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
         .unwrap();
     h.store.sync_indexes(&v2).await.unwrap();
     let request: QueryRequest = serde_json::from_value(json!({"collection": "items", "filter": [{"field": "rank", "op": ">=", "value": 8}], "orderBy": [{"field": "rank"}]})).unwrap();
-    let query = Query::compile(&v2, &request).unwrap();
+    let query = Query::compile(
+        &v2,
+        &request,
+        &protosync_query::CursorSeal::from_database_secret(&h.store.database_secret()),
+    )
+    .unwrap();
     assert!(matches!(
         protosync_query::Plan::choose(&query),
         protosync_query::Plan::Index(_)

@@ -7,6 +7,10 @@
 //! rings the affected connections, then publishes its new tail; connections
 //! read the commits themselves, from the in-memory buffer or, when they fall
 //! further behind than it reaches, from the store.
+//!
+//! The buffer is bounded by bytes (its commits' estimated size in memory),
+//! not only by count: a few commits of large documents must not hold a
+//! process's memory hostage. It evicts oldest first and never has a gap.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -16,11 +20,16 @@ use protosync_store::{Seq, Store, StoreError};
 use tokio::sync::watch;
 
 use super::LiveCommit;
+use super::bodies::SharedBodies;
 use super::index::SubscriptionIndex;
 
-/// Recent commits kept in memory for connections catching up. Older ones are
-/// read from the store's log.
+/// At most this many recent commits are kept in memory for connections
+/// catching up, whatever their size. Older ones are read from the store's log.
 pub const COMMIT_BUFFER_COMMITS: usize = 16_384;
+/// Default budget of the in-memory commit buffer, in bytes (estimated size
+/// of the buffered commits in memory): room for the last 16k commits of
+/// ~4 KiB documents, and a ceiling a busy node's memory can count on.
+pub const DEFAULT_COMMIT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// Commits read from the log per round trip.
 const TAIL_BATCH_COMMITS: usize = 1_000;
 /// Wait before retrying when the store cannot be read.
@@ -28,25 +37,73 @@ const TAIL_RETRY_DELAY: Duration = Duration::from_millis(200);
 
 pub struct CommitStream {
     store: Arc<dyn Store>,
-    buffer: RwLock<VecDeque<Arc<LiveCommit>>>,
+    bodies: SharedBodies,
+    buffer: RwLock<CommitBuffer>,
     tail: watch::Sender<Seq>,
 }
 
+/// Recent commits, contiguous in seq, within a byte budget.
+struct CommitBuffer {
+    commits: VecDeque<Arc<LiveCommit>>,
+    bytes: usize,
+    budget_bytes: usize,
+}
+
+impl CommitBuffer {
+    fn push(&mut self, commit: Arc<LiveCommit>) {
+        // Invariant: the buffer has no gap, so a seq's position is its
+        // offset from the first one (`commits` relies on it).
+        debug_assert!(
+            self.commits
+                .back()
+                .is_none_or(|last| last.seq.next() == commit.seq),
+            "commit {} pushed after {:?}",
+            commit.seq,
+            self.commits.back().map(|c| c.seq)
+        );
+        self.bytes += commit.bytes;
+        self.commits.push_back(commit);
+        while self.bytes > self.budget_bytes || self.commits.len() > COMMIT_BUFFER_COMMITS {
+            let Some(oldest) = self.commits.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.bytes;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.commits.clear();
+        self.bytes = 0;
+    }
+}
+
 impl CommitStream {
-    /// Starts tailing from the store's current head.
+    /// Starts tailing from the store's current head, buffering recent
+    /// commits within `buffer_bytes`.
     pub async fn start(
         store: Arc<dyn Store>,
         index: Arc<SubscriptionIndex>,
+        buffer_bytes: usize,
     ) -> Result<(Arc<CommitStream>, tokio::task::JoinHandle<()>), StoreError> {
         let head = store.head().await?;
         let (tail, _) = watch::channel(head);
         let stream = Arc::new(CommitStream {
             store,
-            buffer: RwLock::new(VecDeque::new()),
+            bodies: SharedBodies::default(),
+            buffer: RwLock::new(CommitBuffer {
+                commits: VecDeque::new(),
+                bytes: 0,
+                budget_bytes: buffer_bytes,
+            }),
             tail,
         });
         let task = tokio::spawn(stream.clone().run(index, head));
         Ok((stream, task))
+    }
+
+    /// The document bodies the live path shares (commits and windows).
+    pub fn bodies(&self) -> &SharedBodies {
+        &self.bodies
     }
 
     /// The last seq the tailer has read and dispatched.
@@ -67,7 +124,7 @@ impl CommitStream {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
                         for record in batch {
-                            let commit = Arc::new(LiveCommit::from(record));
+                            let commit = Arc::new(LiveCommit::from_record(record, &self.bodies));
                             index.dispatch(&commit);
                             last = commit.seq;
                             self.remember(commit);
@@ -102,11 +159,16 @@ impl CommitStream {
     }
 
     fn remember(&self, commit: Arc<LiveCommit>) {
-        let mut buffer = self.buffer.write().unwrap_or_else(|p| p.into_inner());
-        if buffer.len() == COMMIT_BUFFER_COMMITS {
-            buffer.pop_front();
-        }
-        buffer.push_back(commit);
+        self.buffer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(commit);
+    }
+
+    /// The estimated bytes and the number of commits buffered now.
+    pub fn buffered(&self) -> (usize, usize) {
+        let buffer = self.buffer.read().unwrap_or_else(|p| p.into_inner());
+        (buffer.bytes, buffer.commits.len())
     }
 
     /// The commits in `(after, upto]`, in seq order. `upto` must not be past
@@ -116,7 +178,11 @@ impl CommitStream {
             return Ok(Vec::new());
         }
         {
-            let buffer = self.buffer.read().unwrap_or_else(|p| p.into_inner());
+            let buffer = &self
+                .buffer
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .commits;
             if let Some(first) = buffer.front()
                 && first.seq <= after.next()
             {
@@ -141,7 +207,7 @@ impl CommitStream {
                     return Ok(commits);
                 }
                 last = record.seq;
-                commits.push(Arc::new(LiveCommit::from(record)));
+                commits.push(Arc::new(LiveCommit::from_record(record, &self.bodies)));
             }
         }
         Ok(commits)

@@ -354,6 +354,7 @@ mod tests {
         index.dispatch(&LiveCommit {
             seq: Seq(7),
             changes: vec![change("w1", "user7"), change("moved", "nobody")],
+            bytes: 0,
         });
         let rung: Vec<usize> = doorbells
             .iter()

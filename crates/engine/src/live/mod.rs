@@ -1,5 +1,7 @@
 //! Live queries: how commits reach subscribers.
 //!
+//! - [`bodies`]: one shared copy of each state of a document, however many
+//!   subscriptions hold it.
 //! - [`commit_stream`]: one tailer per process reads the store's change log in
 //!   seq order (the only way changes reach subscribers), keeps recent commits
 //!   in memory and publishes how far it has read.
@@ -13,6 +15,7 @@
 //!   watermark to watermark; each connection does this at its own pace,
 //!   coalescing whatever piled up, so a slow client delays no one else.
 
+pub mod bodies;
 pub mod commit_stream;
 pub mod index;
 pub mod session;
@@ -28,6 +31,8 @@ use serde_json::Value;
 pub struct LiveCommit {
     pub seq: Seq,
     pub changes: Vec<LiveChange>,
+    /// Estimated size in memory, for the commit buffer's byte budget.
+    pub bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -86,20 +91,55 @@ pub struct LiveDocument {
     pub body: Arc<LiveBody>,
 }
 
-impl From<protosync_store::CommitRecord> for LiveCommit {
-    fn from(record: protosync_store::CommitRecord) -> Self {
-        LiveCommit {
-            seq: record.seq,
-            changes: record
-                .changes
-                .into_iter()
-                .map(|c| LiveChange {
+impl LiveCommit {
+    /// The live form of a commit read from the log, its bodies shared
+    /// through `bodies`.
+    pub fn from_record(
+        record: protosync_store::CommitRecord,
+        bodies: &bodies::SharedBodies,
+    ) -> LiveCommit {
+        let seq = record.seq;
+        let mut bytes = std::mem::size_of::<LiveCommit>();
+        let changes = record
+            .changes
+            .into_iter()
+            .map(|c| {
+                bytes += std::mem::size_of::<LiveChange>()
+                    + c.collection.len()
+                    + c.id.len()
+                    + c.body.as_ref().map_or(0, |b| {
+                        // Twice the value: once sent, a body also keeps its
+                        // wire encoding, about as large as the value.
+                        std::mem::size_of::<LiveBody>() + 2 * value_bytes(b)
+                    });
+                LiveChange {
+                    body: c.body.map(|b| bodies.share(&c.collection, &c.id, seq, b)),
                     collection: c.collection,
                     id: c.id,
                     version: c.version,
-                    body: c.body.map(|b| Arc::new(LiveBody::new(b))),
-                })
-                .collect(),
+                }
+            })
+            .collect();
+        LiveCommit {
+            seq,
+            changes,
+            bytes,
         }
     }
+}
+
+/// An estimate of a JSON value's size in memory: its node plus what it owns
+/// (strings, entries, elements). Ignores allocator rounding and tree slack,
+/// which a budget can absorb.
+fn value_bytes(value: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match value {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(value_bytes).sum(),
+            Value::Object(entries) => entries
+                .iter()
+                .map(|(k, v)| std::mem::size_of::<String>() + k.len() + value_bytes(v))
+                .sum(),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
 }

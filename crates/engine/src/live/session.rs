@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_store::{Seq, Store, StoreError};
+use protosync_store::{Seq, Store, StoreError, StoredDocument};
 
+use super::LiveDocument;
 use super::commit_stream::CommitStream;
 use super::index::{ConnectionId, Doorbell, Filing, SubscriptionIndex, SubscriptionKey};
 use super::subscription::{LiveSubscription, Target, ViewDiff};
@@ -170,7 +171,7 @@ impl Session {
         // File first, read second: a commit after the read is then either
         // rung or (if before filing) inside the range rung below.
         self.index.file(key, &filing);
-        let subscription = match read(&self.store, id.clone(), target).await {
+        let subscription = match read(&self.store, &self.stream, id.clone(), target).await {
             Ok(subscription) => subscription,
             Err(e) => {
                 self.index.unfile(key, &filing, Vec::new());
@@ -221,7 +222,10 @@ impl Session {
         let mut fresh = Vec::with_capacity(self.slots.len());
         for (id, slot) in &self.slots {
             let target = retarget(&slot.subscription.target)?;
-            fresh.push((id.clone(), read(&self.store, id.clone(), target).await?));
+            fresh.push((
+                id.clone(),
+                read(&self.store, &self.stream, id.clone(), target).await?,
+            ));
         }
         for (id, subscription) in fresh {
             let slot = self.slots.get_mut(&id).expect("read above");
@@ -295,7 +299,13 @@ impl Session {
             rounds += 1;
             for id in short {
                 let slot = self.slots.get_mut(&id).expect("listed above");
-                let fresh = read(&self.store, id.clone(), slot.subscription.target.clone()).await?;
+                let fresh = read(
+                    &self.store,
+                    &self.stream,
+                    id.clone(),
+                    slot.subscription.target.clone(),
+                )
+                .await?;
                 target = target.max(fresh.at);
                 let before = slot.subscription.held_ids();
                 slot.subscription = fresh;
@@ -368,8 +378,13 @@ impl Session {
                 for id in ids {
                     let slot = self.slots.get_mut(&id).expect("listed above");
                     let before = slot.subscription.held_ids();
-                    slot.subscription =
-                        read(&self.store, id, slot.subscription.target.clone()).await?;
+                    slot.subscription = read(
+                        &self.store,
+                        &self.stream,
+                        id,
+                        slot.subscription.target.clone(),
+                    )
+                    .await?;
                     let (gained, lost) = difference(&before, &slot.subscription.held_ids());
                     let (key, filing) = ((self.connection, slot.number), slot.filing.clone());
                     newest = newest.max(slot.subscription.at);
@@ -453,23 +468,35 @@ fn difference(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>)
     )
 }
 
-/// Reads a subscription's view from the store.
+/// Reads a subscription's view from the store, its bodies shared with
+/// every other holder of the same document states.
 async fn read(
     store: &Arc<dyn Store>,
+    stream: &CommitStream,
     id: String,
     target: Target,
 ) -> Result<LiveSubscription, StoreError> {
+    let live = |documents: Vec<StoredDocument>| -> Vec<LiveDocument> {
+        documents
+            .into_iter()
+            .map(|d| LiveDocument {
+                body: stream
+                    .bodies()
+                    .share(target.collection(), &d.id, d.seq, d.body),
+                id: d.id,
+                version: d.version,
+                seq: d.seq,
+            })
+            .collect()
+    };
     match &target {
         Target::Query(_) => {
             let window = target.window_query().expect("query targets have a window");
             let read = store.query(&window).await?;
             let complete = read.value.next_cursor.is_none();
+            let documents = live(read.value.documents);
             Ok(LiveSubscription::new(
-                id,
-                target,
-                read.seq,
-                read.value.documents,
-                complete,
+                id, target, read.seq, documents, complete,
             ))
         }
         Target::Get {
@@ -481,13 +508,8 @@ async fn read(
             let visible = read
                 .value
                 .filter(|d| visibility.as_ref().is_none_or(|v| (v.0)(&d.body)));
-            Ok(LiveSubscription::new(
-                id,
-                target,
-                read.seq,
-                visible.into_iter().collect(),
-                true,
-            ))
+            let documents = live(visible.into_iter().collect());
+            Ok(LiveSubscription::new(id, target, read.seq, documents, true))
         }
     }
 }

@@ -8,13 +8,12 @@
 //! refetched from the store.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use protosync_query::Query;
-use protosync_store::{Seq, StoredDocument};
+use protosync_store::Seq;
 
 use super::index::Filing;
-use super::{LiveBody, LiveChange, LiveDocument};
+use super::{LiveChange, LiveDocument};
 use protosync_query::Op;
 
 /// Extra documents kept beyond a window's limit, so most removals refill
@@ -105,7 +104,7 @@ impl LiveSubscription {
         id: String,
         target: Target,
         at: Seq,
-        documents: Vec<StoredDocument>,
+        documents: Vec<LiveDocument>,
         complete: bool,
     ) -> LiveSubscription {
         let mut subscription = LiveSubscription {
@@ -121,20 +120,12 @@ impl LiveSubscription {
     }
 
     /// Replaces the view with a fresh read at `at`.
-    pub fn refill(&mut self, at: Seq, documents: Vec<StoredDocument>, complete: bool) {
+    pub fn refill(&mut self, at: Seq, documents: Vec<LiveDocument>, complete: bool) {
         self.entries = documents
             .into_iter()
-            .map(|d| {
-                let key = self.key_of(&d.id, &d.body);
-                Entry {
-                    key,
-                    doc: LiveDocument {
-                        id: d.id,
-                        version: d.version,
-                        seq: d.seq,
-                        body: Arc::new(LiveBody::new(d.body)),
-                    },
-                }
+            .map(|doc| Entry {
+                key: self.key_of(&doc.id, &doc.body),
+                doc,
             })
             .collect();
         self.complete = complete;
@@ -285,11 +276,14 @@ impl ViewDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::LiveBody;
     use protosync_query::QueryRequest;
     use protosync_schema::Registry;
+    use protosync_store::StoredDocument;
     use protosync_store::Version;
     use rand::{Rng, SeedableRng};
     use serde_json::json;
+    use std::sync::Arc;
 
     /// Random changes against a brute-force model: after each commit the
     /// visible part equals the true first `limit` results, refilling from
@@ -312,7 +306,12 @@ mod tests {
                 "orderBy": [{"field": "rank", "direction": if round % 2 == 0 { "asc" } else { "desc" }}], "limit": limit
             }))
             .unwrap();
-            let query = Query::compile(&registry, &request).unwrap();
+            let query = Query::compile(
+                &registry,
+                &request,
+                &protosync_query::CursorSeal::from_database_secret(&[0; 32]),
+            )
+            .unwrap();
             let mut model: std::collections::BTreeMap<String, StoredDocument> = Default::default();
             let truth = |model: &std::collections::BTreeMap<String, StoredDocument>, n: usize| {
                 let mut docs: Vec<StoredDocument> = model
@@ -358,6 +357,15 @@ mod tests {
                 sub.apply(Seq(seq), &change);
                 if sub.needs_refill() {
                     let (docs, complete) = truth(&model, capacity);
+                    let docs = docs
+                        .into_iter()
+                        .map(|d| LiveDocument {
+                            id: d.id,
+                            version: d.version,
+                            seq: d.seq,
+                            body: Arc::new(LiveBody::new(d.body)),
+                        })
+                        .collect();
                     sub.refill(Seq(seq), docs, complete);
                 }
                 let expected: Vec<String> = truth(&model, limit as usize)

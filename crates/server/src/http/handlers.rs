@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use protosync_engine::limits::MAX_REQUEST_BYTES;
+use protosync_engine::limits::{MAX_JSON_DEPTH, MAX_REQUEST_BYTES, json_too_deep};
 use protosync_engine::{Engine, Identity, MutationRequest};
 use protosync_query::QueryRequest;
 use protosync_store::StoredDocument;
@@ -20,7 +20,12 @@ use crate::AppState;
 type Answer = Result<Json<Value>, ApiError>;
 
 /// Parses a JSON body, answering in our error format instead of axum's.
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+/// JSON nested deeper than the limit is refused with `too_deep`'s code
+/// before any parser recurses into it.
+fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    too_deep: &'static str,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -36,6 +41,13 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
             )
         }
     })?;
+    if json_too_deep(&bytes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            too_deep,
+            format!("the request nests arrays and objects deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -52,7 +64,7 @@ pub async fn mutate(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let request: MutationRequest = parse(body)?;
+    let request: MutationRequest = parse(body, "INVALID_DOCUMENT")?;
     let outcome = state.engine.mutate(&identity, &request).await?;
     let results: Vec<Value> = outcome
         .results
@@ -73,7 +85,7 @@ pub async fn query(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
-    let request: QueryRequest = parse(body)?;
+    let request: QueryRequest = parse(body, "INVALID_QUERY")?;
     let read = state.engine.query(&identity, &request).await?;
     let documents: Vec<Value> = read
         .value
@@ -119,8 +131,12 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
     })))
 }
 
-/// `{"jti": "…"}`: refuse this token from now on, on this node, including on
-/// live connections (which lose it within a heartbeat). Services only.
+/// `{"jti": "…", "expiresAt": …}`: refuse this token from now on, on every
+/// node of the database (crate::revocations), including on live
+/// connections (which lose it within a heartbeat). Services with access to
+/// every collection only. Recorded in the store before it is answered: a
+/// revocation that could not be stored is an error, never a silent
+/// this-process-only one.
 pub async fn revoke(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -145,14 +161,47 @@ pub async fn revoke(
             "only a service with access to every collection may revoke tokens",
         ));
     }
+    /// Seconds since the epoch, as a JSON number or a decimal string (the
+    /// proto3 JSON forms of a uint64).
     #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
+    #[serde(untagged)]
+    enum EpochSeconds {
+        Number(u64),
+        Text(String),
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct Revoke {
         jti: String,
+        /// The token's `exp`: once it (plus the leeway) has passed, the
+        /// token cannot be valid and the revocation may be pruned. Absent:
+        /// kept for good.
+        #[serde(default)]
+        expires_at: Option<EpochSeconds>,
     }
-    let request: Revoke = parse(body)?;
-    state.auth.revoke(&request.jti);
-    Ok(Json(json!({"revoked": request.jti})))
+    let request: Revoke = parse(body, "BAD_REQUEST")?;
+    let expires_at = match request.expires_at {
+        None => None,
+        Some(EpochSeconds::Number(seconds)) => Some(seconds),
+        Some(EpochSeconds::Text(text)) => Some(text.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("expiresAt must be seconds since the epoch, got {text:?}"),
+            )
+        })?),
+    };
+    let keep_until_ms = expires_at.map(|exp| state.auth.revocation_needed_until_ms(exp));
+    let stored = state
+        .engine
+        .store()
+        .revoke(&request.jti, keep_until_ms)
+        .await
+        .map_err(protosync_engine::EngineError::from)?;
+    state
+        .auth
+        .remember_revocation(&stored.jti, stored.keep_until_ms);
+    Ok(Json(json!({"revoked": stored.jti})))
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {

@@ -1,7 +1,9 @@
 //! HTTP routes (docs/http-api.md).
 
+mod cors;
 pub(crate) mod error;
 mod handlers;
+pub(crate) mod metrics;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,8 +25,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/subscribe", get(crate::sync::sse::subscribe))
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(handlers::unknown_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::origins,
+        ))
         .with_state(state)
 }

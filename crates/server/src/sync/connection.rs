@@ -108,15 +108,17 @@ async fn write_frames(
 
 async fn enqueue(outbound: &mpsc::Sender<Outbound>, state: &AppState, item: Outbound) -> bool {
     state.metrics.queued_frames.fetch_add(1, Ordering::Relaxed);
-    let queued = (state.sync.outbound_queue_frames - outbound.capacity() + 1) as u64;
-    state
-        .metrics
-        .peak_queued_frames_per_connection
-        .fetch_max(queued, Ordering::Relaxed);
     if outbound.send(item).await.is_err() {
         state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
         return false;
     }
+    // Read after the send: before it, a frame waiting for room would count
+    // as queued although the channel holds at most its capacity.
+    let queued = (state.sync.outbound_queue_frames - outbound.capacity()) as u64;
+    state
+        .metrics
+        .peak_queued_frames_per_connection
+        .fetch_max(queued, Ordering::Relaxed);
     true
 }
 
@@ -127,24 +129,15 @@ enum Received {
     /// the error reaches whoever waits on them.
     Undecodable(DecodeError, String, String),
     Closed,
-    TooBig,
+    /// The client broke the WebSocket protocol: close with this code.
+    Violation(u16, &'static str),
 }
 
 async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Received {
     loop {
         let frame = match incoming.next().await {
             None => return Received::Closed,
-            Some(Err(e)) => {
-                let text = e.to_string();
-                return if text.contains("too long")
-                    || text.contains("too big")
-                    || text.contains("Space limit")
-                {
-                    Received::TooBig
-                } else {
-                    Received::Closed
-                };
-            }
+            Some(Err(e)) => return violation(e),
             Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
             Some(Ok(Message::Close(_))) => return Received::Closed,
@@ -160,6 +153,24 @@ async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Receive
                 Received::Undecodable(e, request_id, subscription_id)
             }
         };
+    }
+}
+
+/// What a read error means for the close (RFC 6455 section 7.4.1).
+fn violation(error: axum::Error) -> Received {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(_)) => {
+            Received::Violation(close_code::MESSAGE_TOO_BIG, "frame too large")
+        }
+        Ok(Error::Utf8(_)) => Received::Violation(
+            close_code::INVALID_PAYLOAD,
+            "a text frame is not valid UTF-8",
+        ),
+        Ok(Error::Protocol(_)) => {
+            Received::Violation(close_code::PROTOCOL_ERROR, "WebSocket protocol violation")
+        }
+        _ => Received::Closed,
     }
 }
 
@@ -203,13 +214,8 @@ async fn receive_hello(
             Some(hello)
         }
         Ok(Received::Closed) => None,
-        Ok(Received::TooBig) => {
-            enqueue(
-                outbound,
-                state,
-                refuse(close_code::MESSAGE_TOO_BIG, "frame too large"),
-            )
-            .await;
+        Ok(Received::Violation(code, reason)) => {
+            enqueue(outbound, state, refuse(code, reason)).await;
             None
         }
         Ok(_) => {
@@ -396,7 +402,7 @@ impl Connection {
     ) {
         let id = subscribe.subscription_id.clone();
         let engine = &self.state.engine;
-        let target = convert::target(engine.registry(), &subscribe)
+        let target = convert::target(engine.registry(), engine.cursor_seal(), &subscribe)
             .and_then(|t| engine.restrict(&self.identity, &t));
         let result = match target {
             Ok(_) if id.is_empty() => Err(EngineError::BadRequest(
@@ -418,12 +424,14 @@ impl Connection {
         let mut keepalive = false;
         let mut closing = self.state.closing.clone();
         loop {
-            let leeway = self.state.auth.leeway_seconds();
-            let expiry = self
-                .identity
-                .expires_at()
-                .filter(|_| self.paused.is_none())
-                .map(|exp| exp + leeway);
+            // At `exp` exactly: the leeway is for checking a token's claims
+            // when it is presented, not for keeping it past its end. A token
+            // accepted within the leeway after its `exp` pauses at once.
+            let expiry = self.identity.expires_at().filter(|_| self.paused.is_none());
+            if expiry.is_some_and(super::has_passed) {
+                self.pause_expired().await;
+                continue;
+            }
             let wants = self.paused.is_none()
                 && (session.has_news() || self.min_target > session.watermark() || keepalive);
             if wants && self.outbound.capacity() > 0 {
@@ -470,8 +478,8 @@ impl Connection {
                         Received::Undecodable(e, request_id, subscription_id) => {
                             self.send(error_message("BAD_FRAME", &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }
-                        Received::TooBig => {
-                            self.close(close_code::MESSAGE_TOO_BIG, "frame too large").await;
+                        Received::Violation(code, reason) => {
+                            self.close(code, reason).await;
                             return;
                         }
                         Received::Closed => return,
@@ -493,9 +501,7 @@ impl Connection {
                         return;
                     }
                 }
-                _ = sleep_until_epoch(expiry), if expiry.is_some() => {
-                    self.pause("TOKEN_EXPIRED", "the token expired; live updates resume after an authenticate with a fresh token").await;
-                }
+                _ = sleep_until_epoch(expiry), if expiry.is_some() => self.pause_expired().await,
                 _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
                     self.close(close_code::GOING_AWAY, "the server is shutting down").await;
                     return;
@@ -505,7 +511,7 @@ impl Connection {
                         self.close(close_code::IDLE_TIMEOUT, "no message within the idle timeout").await;
                         return;
                     }
-                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms() }));
+                    let beat = server(server_message::Message::Heartbeat(wire::Heartbeat { server_time_ms: now_ms(), head_seq: self.state.engine.tail().0 }));
                     if self.outbound.try_reserve().is_ok() {
                         self.send(beat).await;
                     }
@@ -585,6 +591,12 @@ impl Connection {
                 }
             }
             client_message::Message::Mutate(mutate) => {
+                // Read before the expiry timer may have fired: never a write at or after `exp`.
+                if self.paused.is_none()
+                    && self.identity.expires_at().is_some_and(super::has_passed)
+                {
+                    self.pause_expired().await;
+                }
                 if let Some(code) = self.paused {
                     self.send(error_message(
                         code,
@@ -657,6 +669,14 @@ impl Connection {
 }
 
 impl Connection {
+    async fn pause_expired(&mut self) {
+        self.pause(
+            "TOKEN_EXPIRED",
+            "the token expired; live updates resume after an authenticate with a fresh token",
+        )
+        .await;
+    }
+
     async fn pause(&mut self, code: &'static str, message: &str) {
         self.paused = Some(code);
         self.send(error_message(code, message, "", "", String::new()))

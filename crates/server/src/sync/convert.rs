@@ -5,6 +5,7 @@ use protosync_engine::mutation::{OpBody, OpRequest};
 use protosync_engine::{EngineError, MutationRequest};
 use protosync_protocol::wire::{self, operation, subscribe};
 use protosync_protocol::{struct_to_json, value_to_json};
+use protosync_query::CursorSeal;
 use protosync_query::query::{ConditionRequest, OrderRequest};
 use protosync_query::{Query, QueryRequest};
 use protosync_schema::Registry;
@@ -40,11 +41,16 @@ pub fn query_request(query: &wire::Query) -> QueryRequest {
 }
 
 /// The subscription's target, checked against the schema.
-pub fn target(registry: &Registry, subscribe: &wire::Subscribe) -> Result<Target, EngineError> {
+pub fn target(
+    registry: &Registry,
+    seal: &CursorSeal,
+    subscribe: &wire::Subscribe,
+) -> Result<Target, EngineError> {
     match &subscribe.target {
         Some(subscribe::Target::Query(query)) => Ok(Target::Query(Query::compile(
             registry,
             &query_request(query),
+            seal,
         )?)),
         Some(subscribe::Target::Get(get)) => {
             if registry.collection(&get.collection).is_none() {

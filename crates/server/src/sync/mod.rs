@@ -94,26 +94,31 @@ pub mod close_code {
     pub const UPGRADE_REQUIRED: u16 = 4010;
     /// A frame larger than the limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A frame that breaks RFC 6455 (an orphan continuation, a reserved
+    /// opcode, reserved bits set, an unmasked client frame…).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
 }
 
+/// Upgrades to a sync connection; the `Origin` was checked for every route
+/// (`http::cors`).
 pub async fn upgrade(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let origin = headers
-        .get(axum::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    if !state.auth.origin_allowed(origin) {
-        let error = crate::http::error::ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "ORIGIN_NOT_ALLOWED",
-            format!("origin {:?} is not allowed", origin.unwrap_or_default()),
-        );
-        return axum::response::IntoResponse::into_response(error);
+    // The socket's credential is `Hello.token`; the upgrade's Authorization
+    // header is not read (proxies add their own). But one that is there and
+    // unreadable is refused as on HTTP, so garbage is never "no credentials".
+    for value in headers.get_all(axum::http::header::AUTHORIZATION) {
+        if let Err(e) = protosync_auth::authorization_header(&[value.as_bytes()]) {
+            let error = crate::http::error::ApiError::from(crate::auth_error(e));
+            return axum::response::IntoResponse::into_response(error);
+        }
     }
     let config = state.sync.clone();
     let upgrade = upgrade
@@ -126,6 +131,15 @@ pub async fn upgrade(
         _ => Codec::Json,
     };
     upgrade.on_upgrade(move |socket| connection::run(socket, codec, state, peer))
+}
+
+/// Whether the moment `epoch_seconds` (a token's `exp`) has come: from then
+/// on the token is expired on live connections and streams.
+pub(crate) fn has_passed(epoch_seconds: u64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    now >= std::time::Duration::from_secs(epoch_seconds)
 }
 
 /// Sleeps until `epoch_seconds` (forever when `None`).

@@ -36,7 +36,8 @@ pub struct Params {
     /// Or one document: collection and id.
     collection: Option<String>,
     id: Option<String>,
-    /// A token, for EventSource clients that cannot set headers.
+    /// A JWT, for EventSource clients that cannot set headers. Never an API
+    /// key: query strings end up in access logs and proxies.
     access_token: Option<String>,
 }
 
@@ -48,9 +49,16 @@ pub async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let engine = state.engine.clone();
     let identity = match &params.access_token {
+        Some(_) if headers.contains_key(axum::http::header::AUTHORIZATION) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "send credentials once: the Authorization header or access_token, not both",
+            ));
+        }
         Some(token) => state
             .auth
-            .credential(token)
+            .jwt_only(token)
             .await
             .map_err(crate::auth_error)?,
         None => state.identity(&headers, peer).await?,
@@ -64,7 +72,10 @@ pub async fn subscribe(
                     format!("invalid query parameter: {e}"),
                 )
             })?;
-            Target::Query(Query::compile(engine.registry(), &request).map_err(EngineError::from)?)
+            Target::Query(
+                Query::compile(engine.registry(), &request, engine.cursor_seal())
+                    .map_err(EngineError::from)?,
+            )
         }
         (None, Some(collection), Some(id)) => {
             if engine.registry().collection(collection).is_none() {
@@ -115,10 +126,19 @@ pub async fn subscribe(
         }
     };
     let target = engine.restrict(&identity, &target)?;
-    // A stream ends when its token expires; the client reconnects with a fresh one.
-    let expiry = identity
-        .expires_at()
-        .map(|exp| exp + state.auth.leeway_seconds());
+    // A stream ends when its token expires, at `exp` exactly: the leeway is
+    // for checking a token's claims, not for keeping it past its end. The
+    // client reconnects with a fresh one.
+    let expiry = identity.expires_at();
+    if expiry.is_some_and(super::has_passed) {
+        // Accepted within the leeway, but past its `exp`: a live stream
+        // would end before its first event.
+        return Err(crate::auth_error(protosync_auth::AuthError {
+            code: "TOKEN_EXPIRED",
+            message: "the token has expired".into(),
+        })
+        .into());
+    }
     let mut session = engine.open_session(start);
     session
         .subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason)
@@ -132,6 +152,9 @@ pub async fn subscribe(
                 return None;
             }
             loop {
+                if expiry.is_some_and(super::has_passed) {
+                    return Some((Ok(expired_event()), (session, closing, true)));
+                }
                 if session.has_news() {
                     let event = match session.advance(Seq::ZERO, false).await {
                         Ok(Some(plan)) => transition_event(&plan),
@@ -150,14 +173,24 @@ pub async fn subscribe(
                     _ = session.news() => {}
                     _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
                     _ = super::sleep_until_epoch(expiry), if expiry.is_some() => {
-                        let expired = convert::error_message("TOKEN_EXPIRED", "the token expired; reconnect with a fresh one", "", SSE_SUBSCRIPTION_ID, String::new());
-                        return Some((Ok(Event::default().event("error").data(json_of(&expired))), (session, closing, true)));
+                        return Some((Ok(expired_event()), (session, closing, true)));
                     }
                 }
             }
         },
     );
     Ok(Sse::new(stream).keep_alive(keep_alive))
+}
+
+fn expired_event() -> Event {
+    let expired = convert::error_message(
+        "TOKEN_EXPIRED",
+        "the token expired; reconnect with a fresh one",
+        "",
+        SSE_SUBSCRIPTION_ID,
+        String::new(),
+    );
+    Event::default().event("error").data(json_of(&expired))
 }
 
 fn transition_event(plan: &protosync_engine::live::session::TransitionPlan) -> Event {

@@ -22,8 +22,11 @@ use super::convert::server;
 
 /// A transition is split into frames of about this many bytes of document
 /// bodies. A single document larger than this still travels whole, in a
-/// chunk of its own.
-pub const TRANSITION_CHUNK_BYTES: usize = 256 * 1024;
+/// chunk of its own. Kept small because a connection's WebSocket write
+/// buffer keeps the size of the largest frame it ever wrote, for the life
+/// of the connection: at 256 KiB, 2,000 connections that once got a large
+/// first result held ~500 MiB between them.
+pub const TRANSITION_CHUNK_BYTES: usize = 64 * 1024;
 
 /// The frames of one transition, in order.
 pub fn frames(plan: &TransitionPlan, codec: Codec, chunk_bytes: usize) -> Vec<Frame> {

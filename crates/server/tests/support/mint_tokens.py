@@ -1,6 +1,11 @@
 """Mints the tokens the auth tests verify, with PyJWT: an implementation
-independent of protosync. Prints one JSON object: JWKS documents and tokens."""
-import base64, hashlib, hmac, json, sys, time
+independent of protosync. Prints one JSON object: JWKS documents, tokens and
+the time they were minted at.
+
+Arguments: the HS256 secret, then the base URL of the Better Auth issuer the
+test serves (its JWKS is at <base URL>/api/auth/jwks)."""
+import base64, hashlib, hmac, json, sys, time, uuid
+from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -8,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 SECRET = sys.argv[1]
+BETTER_AUTH_URL = sys.argv[2]
 now = int(time.time())
 HS_ISS, IDP_ISS, AUD = "https://bridge.test", "https://idp.test", "protosync"
 
@@ -48,6 +54,34 @@ def tampered():
     body = claims(sub="bob")
     return header + "." + b64(json.dumps(body).encode()) + "." + signature
 
+# Better Auth's jwt() plugin: EdDSA (Ed25519) keys in a JWKS whose entries
+# carry crv, x, kty and kid only; tokens whose header is alg and kid (no typ),
+# whose payload is the session's user (id, name, email, emailVerified, image,
+# createdAt, updatedAt) plus iat, exp (15 minutes), iss (the base URL's
+# origin), aud (the base URL, a string) and sub (the user id). No nbf, no jti.
+better_auth_key = ed25519.Ed25519PrivateKey.generate()
+better_auth_kid = str(uuid.uuid4())
+_okp = json.loads(OKPAlgorithm.to_jwk(better_auth_key.public_key()))
+better_auth_jwks = {"keys": [{"crv": _okp["crv"], "x": _okp["x"], "kty": "OKP", "kid": better_auth_kid}]}
+_origin = "{0.scheme}://{0.netloc}".format(urlsplit(BETTER_AUTH_URL))
+
+def better_auth(user_id, name, email, issued=now):
+    payload = {
+        "id": user_id,
+        "name": name,
+        "email": email,
+        "emailVerified": True,
+        "image": None,
+        "createdAt": "2026-01-05T09:12:44.281Z",
+        "updatedAt": "2026-01-05T09:12:44.281Z",
+        "iat": issued,
+        "exp": issued + 15 * 60,
+        "iss": _origin,
+        "aud": BETTER_AUTH_URL,
+        "sub": user_id,
+    }
+    return jwt.encode(payload, better_auth_key, algorithm="EdDSA", headers={"kid": better_auth_kid, "typ": None})
+
 tokens = {
     "hs_ann": hs(claims()),
     "hs_ann_again": hs(claims(refreshed=True)),
@@ -67,5 +101,12 @@ tokens = {
     "hs_rs_confusion": forge_hs_with_public_key(),
     "tampered": tampered(),
     "unknown_kid": jwt.encode(claims(iss=IDP_ISS), rsa2, algorithm="RS256", headers={"kid": "nobody"}),
+    # exp passed 5 s ago: accepted within a leeway, but never live.
+    "hs_expired_within_leeway": hs(claims(exp=now - 5, jti="lapsed")),
+    "hs_no_jti": hs({k: v for k, v in claims().items() if k != "jti"}),
+    "hs_old": hs(claims(iat=now - 7200)),
+    "better_auth": better_auth("7dSGkR3mW1qVx9LpT0aZcB", "Ann Example", "ann@example.com"),
+    # Another issuer's user with the same sub as the bridge's "ann".
+    "better_auth_ann": better_auth("ann", "Ann Other", "ann@other.example"),
 }
-print(json.dumps({"jwks_v1": jwks_v1, "jwks_v2": jwks_v2, "tokens": tokens}))
+print(json.dumps({"jwks_v1": jwks_v1, "jwks_v2": jwks_v2, "better_auth_jwks": better_auth_jwks, "tokens": tokens, "now": now}))

@@ -43,7 +43,16 @@ impl Node {
         sync: SyncConfig,
         auth: protosync_auth::Authenticator,
     ) -> Node {
-        let engine = Arc::new(Engine::start(registry(), store).await.unwrap());
+        Node::start_with_schema(registry(), store, sync, auth).await
+    }
+
+    pub async fn start_with_schema(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        sync: SyncConfig,
+        auth: protosync_auth::Authenticator,
+    ) -> Node {
+        let engine = Arc::new(Engine::start(registry, store).await.unwrap());
         let state = AppState::new(engine, sync, auth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -211,7 +220,12 @@ impl Model {
                     limit: Some(u64::from(q.limit)),
                     cursor: None,
                 };
-                let query = Query::compile(&self.registry, &request).unwrap();
+                let query = Query::compile(
+                    &self.registry,
+                    &request,
+                    &protosync_query::CursorSeal::from_database_secret(&[0; 32]),
+                )
+                .unwrap();
                 let mut docs: Vec<&StoredDocument> = state
                     .iter()
                     .filter(|((c, _), d)| *c == q.collection && query.matches(d))
