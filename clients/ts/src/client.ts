@@ -240,6 +240,7 @@ export class ProtosyncClient {
   #paused = false;
   #persistScheduled = false;
   #watermarkWaiters: { readonly seq: bigint; readonly resolve: () => void }[] = [];
+  #headSeq: string | undefined;
   readonly #ready: Promise<void>;
 
   /** Connects to `url` (`http://127.0.0.1:4000` or `ws://…/v1/sync`). */
@@ -266,6 +267,15 @@ export class ProtosyncClient {
   /** The seq the whole view is consistent at, as a decimal string. */
   get watermark(): string {
     return String(this.#view.watermark);
+  }
+
+  /**
+   * The newest seq the server had read at its last heartbeat (servers that
+   * send `Heartbeat.headSeq`), or `undefined` before one. The view is
+   * `headSeq - watermark` commits behind the head as of that heartbeat.
+   */
+  get headSeq(): string | undefined {
+    return this.#headSeq;
   }
 
   /**
@@ -640,7 +650,8 @@ export class ProtosyncClient {
     else if (message.mutationResult !== undefined) this.#onMutationResult(message.mutationResult);
     else if (message.error !== undefined) this.#onError(message.error);
     else if (message.authOk !== undefined) this.#onAuthOk(message.authOk.expiresAt);
-    // heartbeat, pong and members this client does not know: liveness only.
+    else if (message.heartbeat !== undefined) this.#headSeq = message.heartbeat.headSeq ?? this.#headSeq;
+    // pong and members this client does not know: liveness only.
   }
 
   #onWelcome(welcome: WireWelcome): void {

@@ -183,7 +183,7 @@ export interface ServerMessage {
   transition?: WireTransition;
   mutationResult?: WireMutationResult;
   error?: WireError;
-  heartbeat?: { serverTimeMs?: string };
+  heartbeat?: { serverTimeMs?: string; headSeq?: string };
   pong?: { nonce?: string };
   authOk?: { expiresAt?: string };
 }
