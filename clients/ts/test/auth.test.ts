@@ -156,3 +156,17 @@ test("fetchQuery and mutate use the HTTP API with an API key or a user's token",
   );
   assert.ok(conflict instanceof ProtosyncError && conflict.code === "VERSION_CONFLICT" && conflict.status === 409);
 });
+
+test("a service's API key on the socket sees what the rules would hide from a user", async () => {
+  await service().mutate([
+    api.workItems.upsert("key-ann", { ownerId: "ann" }),
+    api.workItems.upsert("key-bob", { ownerId: "bob" }),
+  ]);
+  const asService = client();
+  const authenticated: boolean[] = [];
+  asService.setAuth(async () => SERVICE_KEY, (ok) => authenticated.push(ok));
+  const both = api.workItems.filter("ownerId", "in", ["ann", "bob"]).filter("priority", "==", 0);
+  const docs = await until(asService, both, (d) => d.some((x) => x.id === "key-bob") && d.some((x) => x.id === "key-ann"), "both owners' documents");
+  assert.ok(docs.length >= 2);
+  assert.deepEqual(authenticated, [true]);
+});
