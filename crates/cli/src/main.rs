@@ -1,5 +1,6 @@
 //! The `protosync` binary: a thin shell over the engine and gateway crates.
 
+mod codegen;
 mod config;
 mod memory;
 mod run;
@@ -30,6 +31,11 @@ enum Command {
     Schema {
         #[command(subcommand)]
         command: SchemaCommand,
+    },
+    /// Generate typed client code from a schema.
+    Codegen {
+        #[command(subcommand)]
+        command: codegen::CodegenCommand,
     },
 }
 
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
             Command::Schema {
                 command: SchemaCommand::Check { schema },
             } => run::schema_check(schema.as_deref()),
+            Command::Codegen { command } => codegen::run(command),
         }
     });
     match result {
