@@ -11,7 +11,7 @@ use protosync_auth::Identity;
 use protosync_core::ErrorCode;
 use protosync_query::{Query, QueryRequest, ReadScope};
 use protosync_schema::{Collection, Registry};
-use protosync_store::{Authorize, WriteOp};
+use protosync_store::{Authorize, WriteAccess, WriteOp};
 use serde_json::Value;
 
 use crate::EngineError;
@@ -64,16 +64,16 @@ pub fn query(
     Ok(Query::compile(registry, request, seal, scope)?)
 }
 
-/// The write check for a mutation by `identity` (`None`: allow all).
-pub fn write_check(identity: &Identity, ops: &[WriteOp]) -> Result<Option<Authorize>, EngineError> {
+/// What a mutation of `ops` by `identity` may write.
+pub fn write_access(identity: &Identity, ops: &[WriteOp]) -> Result<WriteAccess, EngineError> {
     if let Identity::Service { .. } = identity {
         for op in ops {
             service_may_use(identity, &op.collection.name)?;
         }
-        return Ok(None);
+        return Ok(WriteAccess::Trusted);
     }
     let auth = identity.claims();
-    Ok(Some(Authorize(Arc::new(
+    Ok(WriteAccess::Checked(Authorize(Arc::new(
         move |_, op: &WriteOp, prev: Option<&Value>, next: Option<&Value>| {
             let Some(rule) = &op.collection.rules.write else {
                 return false;

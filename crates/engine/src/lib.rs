@@ -153,8 +153,7 @@ impl Engine {
         identity: &Identity,
         request: &MutationRequest,
     ) -> Result<CommitOutcome, EngineError> {
-        let mut mutation = mutation::prepare(&self.registry, request, &identity.principal())?;
-        mutation.authorize = access::write_check(identity, &mutation.ops)?;
+        let mutation = mutation::prepare(&self.registry, request, identity)?;
         Ok(self.store.commit(mutation).await?)
     }
 
@@ -180,8 +179,8 @@ impl Engine {
             .collection(collection)
             .ok_or_else(|| EngineError::UnknownCollection(collection.to_owned()))?;
         let scope = access::read_scope(identity, schema)?;
-        let read = self.store.get(collection, id).await?;
-        match read.value.filter(|doc| scope.sees(&doc.body)) {
+        let read = self.store.get(collection, id, &scope).await?;
+        match read.value {
             Some(doc) => Ok(ReadAt {
                 seq: read.seq,
                 value: doc,

@@ -1,5 +1,6 @@
 //! Mutation requests: parsing, limits, validation, idempotency hashing.
 
+use protosync_auth::Identity;
 use protosync_core::Version;
 use protosync_schema::Registry;
 use protosync_store::{IdempotencyKey, Mutation, WriteKind, WriteOp};
@@ -57,12 +58,13 @@ fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 }
 
 /// Validates `request` against the schema and the limits.
-/// `principal` binds the idempotency key to its caller: another caller
-/// reusing the key gets IDEMPOTENCY_KEY_REUSED, not the recorded answer.
+/// The mutation carries `identity`'s write access, and its idempotency key
+/// is bound to it: another caller reusing the key gets
+/// IDEMPOTENCY_KEY_REUSED, not the recorded answer.
 pub fn prepare(
     registry: &Registry,
     request: &MutationRequest,
-    principal: &str,
+    identity: &Identity,
 ) -> Result<Mutation, EngineError> {
     if request.ops.is_empty() {
         return Err(EngineError::BadRequest(
@@ -98,12 +100,13 @@ pub fn prepare(
         .collect::<Result<_, _>>()?;
     let idempotency = idempotency.map(|key| IdempotencyKey {
         key,
-        request_hash: request_hash(principal, &ops),
+        request_hash: request_hash(&identity.principal(), &ops),
     });
+    let access = crate::access::write_access(identity, &ops)?;
     Ok(Mutation {
         ops,
         idempotency,
-        authorize: None,
+        access,
     })
 }
 

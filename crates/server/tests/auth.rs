@@ -1238,3 +1238,102 @@ async fn api_keys_on_the_socket_are_services_limited_to_their_collections() {
     assert_eq!(refused.next_error().await["code"], "UNAUTHENTICATED");
     assert_eq!(refused.next().await, Err(4003));
 }
+
+/// Every read and write an end user's request makes reaches the store with
+/// that user's rules, on HTTP, the WebSocket and SSE alike; a service's
+/// requests reach it unrestricted (so the recording tells them apart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_user_requests_reach_the_store_only_with_their_rules() {
+    use support::{Reached, RecordingStore};
+    let (minted, _jwks, base) = issuers().await;
+    let backing = Backing::sqlite();
+    let recording = Arc::new(RecordingStore::new(backing.store().await));
+    let node = Node::start_with_schema(
+        support::registry(),
+        recording.clone(),
+        test_sync(SyncConfig::default()),
+        Authenticator::new(config(&base)).unwrap(),
+    )
+    .await;
+    let ann = minted.tokens["hs_ann"].clone();
+    let take = || std::mem::take(&mut *recording.reached.lock().unwrap());
+    take();
+
+    // HTTP: query, get, mutate.
+    let (status, _) = http(&node, "/v1/mutate", Some(&ann), json!({"ops": [{"insert": {"collection": "work_items", "id": "w1", "doc": {"ownerId": "ann"}}}]})).await;
+    assert_eq!(status, 200);
+    let (status, _) = http(&node, "/v1/query", Some(&ann), items_query()).await;
+    assert_eq!(status, 200);
+    let response = support::http_client()
+        .get(format!("{}/v1/collections/work_items/docs/w1", node.http))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let http_reached = take();
+
+    // WebSocket: a query, a get, a mutation.
+    let mut config = ClientConfig::new(&node.ws);
+    config.token = Some(ann.clone());
+    let (client, _events) = Client::start(config);
+    client.subscribe("mine", query("work_items", vec![], vec![], 10));
+    client.subscribe_get("one", "work_items", "w1");
+    client
+        .mutate(vec![protosync_client::op::patch(
+            "work_items",
+            "w1",
+            json!({"title": "t"}),
+        )])
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        client.wait_until(|view| view.subscriptions.len() == 2),
+    )
+    .await
+    .unwrap();
+    client.shutdown();
+    let socket_reached = take();
+
+    // SSE: a stream of one document, read up to its first event.
+    let mut stream = sse(&node, &[], Some(format!("Bearer {ann}").parse().unwrap())).await;
+    assert_eq!(stream.status(), 200);
+    tokio::time::timeout(WAIT, stream.chunk())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(stream);
+    let sse_reached = take();
+
+    for (transport, reached, expected) in [
+        (
+            "HTTP",
+            &http_reached,
+            &[Reached::WriteByRule, Reached::ReadByRule][..],
+        ),
+        (
+            "WebSocket",
+            &socket_reached,
+            &[Reached::WriteByRule, Reached::ReadByRule][..],
+        ),
+        ("SSE", &sse_reached, &[Reached::ReadByRule][..]),
+    ] {
+        for kind in expected {
+            assert!(reached.contains(kind), "{transport}: {reached:?}");
+        }
+        assert!(
+            reached
+                .iter()
+                .all(|r| matches!(r, Reached::ReadByRule | Reached::WriteByRule)),
+            "{transport}: an end user's request reached the store unrestricted: {reached:?}"
+        );
+    }
+    let (status, _) = http(&node, "/v1/query", Some(SERVICE_KEY), items_query()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        take(),
+        [Reached::ReadEverything],
+        "a service reads everything"
+    );
+}

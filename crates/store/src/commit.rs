@@ -117,12 +117,10 @@ pub fn plan_commit(
             (WriteKind::Patch(fields), Some(current)) => Some(fields.apply(current)),
             (WriteKind::Patch(_) | WriteKind::Delete, _) => None,
         };
-        if let Some(authorize) = &mutation.authorize {
-            let prev = doc.original.as_ref().map(|d| &d.body);
-            let touches_something = prev.is_some() || doc.current.is_some() || candidate.is_some();
-            if touches_something && !(authorize.0)(index, op, prev, candidate.as_ref()) {
-                return Err(reject(Rejection::PermissionDenied));
-            }
+        let prev = doc.original.as_ref().map(|d| &d.body);
+        let touches_something = prev.is_some() || doc.current.is_some() || candidate.is_some();
+        if touches_something && !mutation.access.allows(index, op, prev, candidate.as_ref()) {
+            return Err(reject(Rejection::PermissionDenied));
         }
         if let Some(expected) = op.expected_version {
             let actual = doc.version_now();
@@ -422,7 +420,7 @@ mod tests {
             }))
         };
         let allowed = Mutation {
-            authorize: Some(check.clone()),
+            access: crate::WriteAccess::Checked(check.clone()),
             ..mutation(vec![patch("n1", json!({ "text": "ours" }))])
         };
         plan_commit(&allowed, &stored).unwrap();
@@ -434,7 +432,7 @@ mod tests {
         // Denied with a wrong expected version and on an id that exists: the
         // caller learns neither, only that it may not write.
         let denied = Mutation {
-            authorize: Some(check),
+            access: crate::WriteAccess::Checked(check),
             ..mutation(vec![expecting(9, insert("n1", note("eve", "theirs", 1)))])
         };
         assert_eq!(

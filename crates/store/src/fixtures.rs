@@ -86,7 +86,7 @@ pub(crate) fn mutation(ops: Vec<WriteOp>) -> Mutation {
     Mutation {
         ops,
         idempotency: None,
-        authorize: None,
+        access: crate::WriteAccess::Trusted,
     }
 }
 

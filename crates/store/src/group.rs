@@ -600,12 +600,10 @@ mod tests {
                     WriteKind::Patch(fields) => current.as_ref().map(|c| fields.apply(c)),
                     WriteKind::Delete => None,
                 };
-                if let Some(authorize) = &mutation.authorize {
-                    let prev = stored.map(|d| &d.2);
-                    let touches = prev.is_some() || current.is_some() || next.is_some();
-                    if touches && !(authorize.0)(index, op, prev, next.as_ref()) {
-                        return reject(Rejection::PermissionDenied);
-                    }
+                let prev = stored.map(|d| &d.2);
+                let touches = prev.is_some() || current.is_some() || next.is_some();
+                if touches && !mutation.access.allows(index, op, prev, next.as_ref()) {
+                    return reject(Rejection::PermissionDenied);
                 }
                 if let Some(expected) = op.expected_version {
                     let now = match (&current, at) {
@@ -708,7 +706,7 @@ mod tests {
             .collect();
         let mut mutation = mutation(ops);
         if rng.random_bool(0.3) {
-            mutation.authorize = Some(forbid.clone());
+            mutation.access = crate::WriteAccess::Checked(forbid.clone());
         }
         if rng.random_bool(0.3) {
             mutation = keyed(

@@ -44,7 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protosync_query::{Page, Query};
+use protosync_query::{Page, Query, ReadScope};
 use protosync_schema::{Collection, PatchFields, Registry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,10 +84,37 @@ pub enum WriteKind {
 pub struct Mutation {
     pub ops: Vec<WriteOp>,
     pub idempotency: Option<IdempotencyKey>,
-    /// Checked for every op inside the commit, with the stored document
-    /// (`prev`) and the one the op would leave (`next`, `None` for a delete):
-    /// only there are both known. `None` allows everything.
-    pub authorize: Option<Authorize>,
+    /// Who decides what the mutation may write; no default, so a write that
+    /// forgot its caller's rules does not compile.
+    pub access: WriteAccess,
+}
+
+/// Who decides what a mutation may write.
+#[derive(Debug, Clone)]
+pub enum WriteAccess {
+    /// A trusted service, already checked against the collections it may
+    /// use: no rule applies.
+    Trusted,
+    /// Every op is checked inside the commit, with the stored document
+    /// (`prev`) and the one the op would leave (`next`, `None` for a
+    /// delete): only there are both known.
+    Checked(Authorize),
+}
+
+impl WriteAccess {
+    /// Whether op `index` may turn `prev` into `next`.
+    pub fn allows(
+        &self,
+        index: usize,
+        op: &WriteOp,
+        prev: Option<&Value>,
+        next: Option<&Value>,
+    ) -> bool {
+        match self {
+            WriteAccess::Trusted => true,
+            WriteAccess::Checked(check) => (check.0)(index, op, prev, next),
+        }
+    }
 }
 
 /// A write check: (op index, op, prev, next) → allowed?
@@ -136,6 +163,17 @@ pub struct ReadAt<T> {
     /// The last commit the read saw: the result is the state at this seq.
     pub seq: Seq,
     pub value: T,
+}
+
+impl ReadAt<Option<StoredDocument>> {
+    /// The read as a reader with `scope` sees it: a document it may not
+    /// see reads as absent (its existence is not revealed).
+    pub(crate) fn seen_through(self, scope: &ReadScope) -> Self {
+        ReadAt {
+            seq: self.seq,
+            value: self.value.filter(|doc| scope.sees(&doc.body)),
+        }
+    }
 }
 
 /// One document change of a commit: its state after the commit.
@@ -219,6 +257,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         collection: &str,
         id: &str,
+        scope: &ReadScope,
     ) -> Result<ReadAt<Option<StoredDocument>>, StoreError>;
 
     /// One page of a query, consistent at one seq.

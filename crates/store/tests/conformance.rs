@@ -117,7 +117,7 @@ impl Harness {
             .commit(Mutation {
                 ops,
                 idempotency: None,
-                authorize: None,
+                access: protosync_store::WriteAccess::Trusted,
             })
             .await
     }
@@ -337,7 +337,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
         .commit(Mutation {
             ops,
             idempotency: None,
-            authorize: Some(authorize.clone()),
+            access: protosync_store::WriteAccess::Checked(authorize.clone()),
         })
         .await
         .unwrap_err();
@@ -354,7 +354,11 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
     );
     let doc = h
         .store
-        .get("work_items", "mine")
+        .get(
+            "work_items",
+            "mine",
+            &protosync_query::ReadScope::Everything,
+        )
         .await
         .unwrap()
         .value
@@ -373,7 +377,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
         .commit(Mutation {
             ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))],
             idempotency: None,
-            authorize: Some(authorize),
+            access: protosync_store::WriteAccess::Checked(authorize),
         })
         .await;
     assert_eq!(ok.unwrap().seq, Seq(2));
@@ -390,7 +394,11 @@ async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
         .unwrap();
     assert_eq!(outcome.seq, Seq(1));
     assert_eq!(outcome.results[0].version, Version(1));
-    let read = h.store.get("work_items", "w1").await.unwrap();
+    let read = h
+        .store
+        .get("work_items", "w1", &protosync_query::ReadScope::Everything)
+        .await
+        .unwrap();
     assert_eq!(read.seq, Seq(1));
     let doc = read.value.unwrap();
     assert_eq!((doc.version, doc.seq), (Version(1), Seq(1)));
@@ -398,7 +406,11 @@ async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
     assert_eq!(doc.body["priority"], 3);
     assert!(
         h.store
-            .get("work_items", "nope")
+            .get(
+                "work_items",
+                "nope",
+                &protosync_query::ReadScope::Everything
+            )
             .await
             .unwrap()
             .value
@@ -406,7 +418,11 @@ async fn insert_then_get_returns_version_one_at_seq_one(h: Harness) {
     );
     assert!(
         h.store
-            .get("proposed_actions", "w1")
+            .get(
+                "proposed_actions",
+                "w1",
+                &protosync_query::ReadScope::Everything
+            )
             .await
             .unwrap()
             .value
@@ -444,7 +460,7 @@ async fn insert_of_existing_id_is_rejected_and_writes_nothing(h: Harness) {
     );
     assert_eq!(
         h.store
-            .get("work_items", "w1")
+            .get("work_items", "w1", &protosync_query::ReadScope::Everything)
             .await
             .unwrap()
             .value
@@ -470,7 +486,7 @@ async fn upsert_creates_then_replaces_with_the_next_version(h: Harness) {
     assert_eq!(outcome.results[0].version, Version(2));
     let doc = h
         .store
-        .get("work_items", "w1")
+        .get("work_items", "w1", &protosync_query::ReadScope::Everything)
         .await
         .unwrap()
         .value
@@ -498,7 +514,7 @@ async fn patch_merges_fields_and_rejects_missing_documents(h: Harness) {
     assert_eq!(outcome.results[0].version, Version(2));
     let doc = h
         .store
-        .get("work_items", "w1")
+        .get("work_items", "w1", &protosync_query::ReadScope::Everything)
         .await
         .unwrap()
         .value
@@ -542,7 +558,7 @@ async fn delete_removes_and_rejects_missing_documents(h: Harness) {
     );
     assert!(
         h.store
-            .get("work_items", "w1")
+            .get("work_items", "w1", &protosync_query::ReadScope::Everything)
             .await
             .unwrap()
             .value
@@ -581,7 +597,7 @@ async fn rejected_op_rejects_the_whole_mutation_without_using_a_seq(h: Harness) 
     assert!(matches!(err, StoreError::Rejected { op: 1, .. }), "{err:?}");
     assert!(
         h.store
-            .get("work_items", "new")
+            .get("work_items", "new", &protosync_query::ReadScope::Everything)
             .await
             .unwrap()
             .value
@@ -643,7 +659,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
         .commit(Mutation {
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
-            authorize: None,
+            access: protosync_store::WriteAccess::Trusted,
         })
         .await
         .unwrap();
@@ -653,7 +669,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
         .commit(Mutation {
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
-            authorize: None,
+            access: protosync_store::WriteAccess::Trusted,
         })
         .await
         .unwrap();
@@ -669,7 +685,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
         .commit(Mutation {
             ops: vec![h.insert("work_items", "w2", json!({}))],
             idempotency: key("other"),
-            authorize: None,
+            access: protosync_store::WriteAccess::Trusted,
         })
         .await;
     assert!(
@@ -678,7 +694,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
     );
     assert!(
         h.store
-            .get("work_items", "w2")
+            .get("work_items", "w2", &protosync_query::ReadScope::Everything)
             .await
             .unwrap()
             .value
@@ -770,7 +786,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                         .commit(Mutation {
                             ops: vec![op],
                             idempotency: None,
-                            authorize: None,
+                            access: protosync_store::WriteAccess::Trusted,
                         })
                         .await
                         .unwrap()
@@ -953,7 +969,10 @@ async fn data_survives_reopening(h: Harness) {
     .await
     .unwrap();
     let reopened = h.open_again(StoreOptions::default()).await;
-    let doc = reopened.get("work_items", "w1").await.unwrap();
+    let doc = reopened
+        .get("work_items", "w1", &protosync_query::ReadScope::Everything)
+        .await
+        .unwrap();
     assert_eq!(
         (doc.seq, doc.value.unwrap().body["title"].clone()),
         (Seq(1), json!("kept"))
@@ -1035,7 +1054,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
         .commit(Mutation {
             ops,
             idempotency: None,
-            authorize: None,
+            access: protosync_store::WriteAccess::Trusted,
         })
         .await
         .unwrap();
@@ -1122,7 +1141,7 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
                     key: format!("key-{}", m % 10),
                     request_hash: format!("hash-{}", rng.random_range(0..2)),
                 });
-                answers.push(h.store.commit(Mutation { ops, idempotency, authorize: None }).await);
+                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted }).await);
             }
             answers
         }));
@@ -1243,7 +1262,7 @@ async fn a_mutation_the_database_cannot_store_fails_alone(h: Harness) {
             Err(StoreError::Internal(message)) if i == 5 => {
                 assert!(
                     h.store
-                        .get("work_items", "w5")
+                        .get("work_items", "w5", &protosync_query::ReadScope::Everything)
                         .await
                         .unwrap()
                         .value

@@ -505,9 +505,8 @@ async fn read(
             id: doc_id,
             scope,
         } => {
-            let read = store.get(collection, doc_id).await?;
-            let visible = read.value.filter(|d| scope.sees(&d.body));
-            let documents = live(visible.into_iter().collect());
+            let read = store.get(collection, doc_id, scope).await?;
+            let documents = live(read.value.into_iter().collect());
             Ok(LiveSubscription::new(id, target, read.seq, documents, true))
         }
     }

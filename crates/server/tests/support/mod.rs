@@ -269,3 +269,123 @@ pub fn shown(view: &protosync_client::View, subscription: &str) -> Vec<(String, 
 }
 
 pub fn unused(_: Version) {}
+
+/// Whether a request reached the store bound by its caller's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// `query` or `get` with a rule's read scope.
+    ReadByRule,
+    /// `query` or `get` seeing everything (a trusted service).
+    ReadEverything,
+    /// `commit` checked op by op by the write rule.
+    WriteByRule,
+    /// `commit` of a trusted service.
+    WriteTrusted,
+}
+
+/// A store that records, for every read and write it is asked for, whether
+/// the caller's rules came with it; everything else passes through.
+pub struct RecordingStore {
+    inner: Arc<dyn Store>,
+    pub reached: std::sync::Mutex<Vec<Reached>>,
+}
+
+impl RecordingStore {
+    pub fn new(inner: Arc<dyn Store>) -> RecordingStore {
+        RecordingStore {
+            inner,
+            reached: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, reached: Reached) {
+        self.reached.lock().unwrap().push(reached);
+    }
+
+    fn read(&self, scope: &protosync_query::ReadScope) {
+        self.record(match scope {
+            protosync_query::ReadScope::Everything => Reached::ReadEverything,
+            protosync_query::ReadScope::Rule(_) => Reached::ReadByRule,
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RecordingStore {
+    async fn sync_indexes(&self, registry: &Registry) -> Result<(), protosync_store::StoreError> {
+        self.inner.sync_indexes(registry).await
+    }
+
+    async fn commit(
+        &self,
+        mutation: protosync_store::Mutation,
+    ) -> Result<protosync_store::CommitOutcome, protosync_store::StoreError> {
+        self.record(match &mutation.access {
+            protosync_store::WriteAccess::Trusted => Reached::WriteTrusted,
+            protosync_store::WriteAccess::Checked(_) => Reached::WriteByRule,
+        });
+        self.inner.commit(mutation).await
+    }
+
+    async fn get(
+        &self,
+        collection: &str,
+        id: &str,
+        scope: &protosync_query::ReadScope,
+    ) -> Result<protosync_store::ReadAt<Option<StoredDocument>>, protosync_store::StoreError> {
+        self.read(scope);
+        self.inner.get(collection, id, scope).await
+    }
+
+    async fn query(
+        &self,
+        query: &Query,
+    ) -> Result<protosync_store::ReadAt<protosync_query::Page>, protosync_store::StoreError> {
+        self.read(&query.scope);
+        self.inner.query(query).await
+    }
+
+    async fn read_log(
+        &self,
+        after: Seq,
+        max_commits: usize,
+    ) -> Result<Vec<protosync_store::CommitRecord>, protosync_store::StoreError> {
+        self.inner.read_log(after, max_commits).await
+    }
+
+    async fn head(&self) -> Result<Seq, protosync_store::StoreError> {
+        self.inner.head().await
+    }
+
+    async fn log_floor(&self) -> Result<Seq, protosync_store::StoreError> {
+        self.inner.log_floor().await
+    }
+
+    async fn prune(&self) -> Result<Seq, protosync_store::StoreError> {
+        self.inner.prune().await
+    }
+
+    async fn revoke(
+        &self,
+        jti: &str,
+        keep_until_ms: Option<i64>,
+    ) -> Result<protosync_store::Revocation, protosync_store::StoreError> {
+        self.inner.revoke(jti, keep_until_ms).await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: protosync_store::RevocationSeq,
+        max: usize,
+    ) -> Result<Vec<protosync_store::Revocation>, protosync_store::StoreError> {
+        self.inner.revocations_after(after, max).await
+    }
+
+    fn commits(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.inner.commits()
+    }
+
+    fn database_secret(&self) -> [u8; 32] {
+        self.inner.database_secret()
+    }
+}

@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use protosync_query::{Page, Query};
+use protosync_query::{Page, Query, ReadScope};
 use protosync_schema::{Collection, Registry};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
@@ -144,8 +144,11 @@ impl Store for PostgresStore {
         &self,
         collection: &str,
         id: &str,
+        scope: &ReadScope,
     ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
-        reads::get(&self.pool, collection, id).await
+        Ok(reads::get(&self.pool, collection, id)
+            .await?
+            .seen_through(scope))
     }
 
     async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {

@@ -32,7 +32,7 @@ mod writer;
 use std::path::Path;
 
 use async_trait::async_trait;
-use protosync_query::{Page, Query};
+use protosync_query::{Page, Query, ReadScope};
 use protosync_schema::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -113,11 +113,14 @@ impl Store for SqliteStore {
         &self,
         collection: &str,
         id: &str,
+        scope: &ReadScope,
     ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.readers
+        let read = self
+            .readers
             .read(move |tx| reads::get(tx, &collection, &id))
-            .await
+            .await?;
+        Ok(read.seen_through(scope))
     }
 
     async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {
