@@ -1,32 +1,30 @@
-//! One sync connection: hello, then a loop that reads client messages,
-//! runs mutations, and sends transitions when there is news and room.
+//! One sync connection once it is welcomed: a loop that reads client
+//! messages and dispatches them, runs mutations in their own tasks, sends
+//! transitions when there is news and room in the outbound queue, beats the
+//! heartbeat, and pauses live updates when the token expires or is revoked.
+//! The opening is handshake.rs; the queue and its writer, outbound.rs.
 
-use protosync_core::ErrorCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::WebSocket;
 use futures::stream::{FuturesUnordered, SplitStream};
-use futures::{FutureExt, SinkExt, StreamExt};
-use protosync_core::Seq;
+use futures::{FutureExt, StreamExt};
+use protosync_core::{ErrorCode, Seq};
 use protosync_engine::live::session::ResetReason;
 use protosync_engine::{EngineError, Identity, Session};
+use protosync_protocol::Codec;
 use protosync_protocol::wire::{self, client_message, server_message};
-use protosync_protocol::{Codec, DecodeError, Frame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use protosync_store::CommitOutcome;
 use tokio::sync::mpsc;
 
 use super::convert::{self, error, error_message, server};
+use super::handshake::{auth_ok, receive_hello};
+use super::inbound::{Received, receive};
+use super::mutation_budget::MutationBudget;
+use super::outbound::{Outbound, enqueue, write_frames};
 use super::{close_code, sleep_until_epoch, transition};
 use crate::AppState;
-
-/// Kept small: every connection's queue allocates room for a block of them.
-enum Outbound {
-    Message(Box<wire::ServerMessage>),
-    /// Already encoded for this connection's codec.
-    Frame(Frame),
-    Close(u16, String),
-}
 
 type MutationDone =
     futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
@@ -57,242 +55,23 @@ pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::ne
     state.metrics.connection_ended.notify_waiters();
 }
 
-/// Writes queued frames; a frame the client does not take in time ends the
-/// connection (the client stopped reading).
-async fn write_frames(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
-    codec: Codec,
-    state: AppState,
-) {
-    while let Some(item) = queue.recv().await {
-        state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
-        let frame = match item {
-            Outbound::Message(message) => codec.encode_server(&message),
-            Outbound::Frame(frame) => frame,
-            Outbound::Close(code, reason) => {
-                let _ = tokio::time::timeout(
-                    state.sync.write_timeout,
-                    sink.send(Message::Close(Some(CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    }))),
-                )
-                .await;
-                break;
-            }
-        };
-        let message = match frame {
-            Frame::Text(text) => Message::Text(text.into()),
-            Frame::Binary(bytes) => Message::Binary(bytes.into()),
-        };
-        match tokio::time::timeout(state.sync.write_timeout, sink.send(message)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
-                tracing::info!("closing a sync connection whose client stopped reading");
-                let close = Message::Close(Some(CloseFrame {
-                    code: close_code::SLOW_CONSUMER,
-                    reason: "the client stopped reading".into(),
-                }));
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), sink.send(close)).await;
-                break;
-            }
-        }
-    }
-    // Drain so the queued-frames gauge stays true.
-    queue.close();
-    while queue.recv().await.is_some() {
-        state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn enqueue(outbound: &mpsc::Sender<Outbound>, state: &AppState, item: Outbound) -> bool {
-    state.metrics.queued_frames.fetch_add(1, Ordering::Relaxed);
-    if outbound.send(item).await.is_err() {
-        state.metrics.queued_frames.fetch_sub(1, Ordering::Relaxed);
-        return false;
-    }
-    // Read after the send: before it, a frame waiting for room would count
-    // as queued although the channel holds at most its capacity.
-    let queued = (state.sync.outbound_queue_frames - outbound.capacity()) as u64;
-    state
-        .metrics
-        .peak_queued_frames_per_connection
-        .fetch_max(queued, Ordering::Relaxed);
-    true
-}
-
-/// Reads one client message; `None` when the connection is over.
-enum Received {
-    Message(wire::ClientMessage),
-    /// With the request and subscription ids the frame seemed to carry, so
-    /// the error reaches whoever waits on them.
-    Undecodable(DecodeError, String, String),
-    Closed,
-    /// The client broke the WebSocket protocol: close with this code.
-    Violation(u16, &'static str),
-}
-
-async fn receive(incoming: &mut SplitStream<WebSocket>, codec: Codec) -> Received {
-    loop {
-        let frame = match incoming.next().await {
-            None => return Received::Closed,
-            Some(Err(e)) => return violation(e),
-            Some(Ok(Message::Text(text))) => Frame::Text(text.to_string()),
-            Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes.to_vec()),
-            Some(Ok(Message::Close(_))) => return Received::Closed,
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-        };
-        return match codec.decode_client(&frame) {
-            Ok(message) => Received::Message(message),
-            Err(e) => {
-                let (request_id, subscription_id) = match &frame {
-                    Frame::Text(text) => ids_in(text),
-                    Frame::Binary(_) => Default::default(),
-                };
-                Received::Undecodable(e, request_id, subscription_id)
-            }
-        };
-    }
-}
-
-/// What a read error means for the close (RFC 6455 section 7.4.1).
-fn violation(error: axum::Error) -> Received {
-    use tokio_tungstenite::tungstenite::Error;
-    match error.into_inner().downcast::<Error>().map(|e| *e) {
-        Ok(Error::Capacity(_)) => {
-            Received::Violation(close_code::MESSAGE_TOO_BIG, "frame too large")
-        }
-        Ok(Error::Utf8(_)) => Received::Violation(
-            close_code::INVALID_PAYLOAD,
-            "a text frame is not valid UTF-8",
-        ),
-        Ok(Error::Protocol(_)) => {
-            Received::Violation(close_code::PROTOCOL_ERROR, "WebSocket protocol violation")
-        }
-        _ => Received::Closed,
-    }
-}
-
-async fn receive_hello(
-    incoming: &mut SplitStream<WebSocket>,
-    codec: Codec,
-    outbound: &mpsc::Sender<Outbound>,
-    state: &AppState,
-) -> Option<wire::Hello> {
-    let first = tokio::time::timeout(state.sync.hello_timeout, receive(incoming, codec)).await;
-    let refuse = |code: u16, reason: &str| Outbound::Close(code, reason.to_owned());
-    match first {
-        Ok(Received::Message(wire::ClientMessage {
-            message: Some(client_message::Message::Hello(hello)),
-        })) => {
-            if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
-                let message = format!(
-                    "protocol version {} is not supported; this server speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}",
-                    hello.protocol_version
-                );
-                enqueue(
-                    outbound,
-                    state,
-                    Outbound::Message(Box::new(error_message(
-                        ErrorCode::UpgradeRequired,
-                        &message,
-                        "",
-                        "",
-                        String::new(),
-                    ))),
-                )
-                .await;
-                enqueue(
-                    outbound,
-                    state,
-                    refuse(close_code::UPGRADE_REQUIRED, "upgrade required"),
-                )
-                .await;
-                return None;
-            }
-            Some(hello)
-        }
-        Ok(Received::Closed) => None,
-        Ok(Received::Violation(code, reason)) => {
-            enqueue(outbound, state, refuse(code, reason)).await;
-            None
-        }
-        Ok(_) => {
-            enqueue(
-                outbound,
-                state,
-                refuse(
-                    close_code::HELLO_REQUIRED,
-                    "the first message must be a hello",
-                ),
-            )
-            .await;
-            None
-        }
-        Err(_) => {
-            enqueue(
-                outbound,
-                state,
-                refuse(close_code::HELLO_REQUIRED, "no hello in time"),
-            )
-            .await;
-            None
-        }
-    }
-}
-
-struct Connection {
-    codec: Codec,
-    state: AppState,
-    outbound: mpsc::Sender<Outbound>,
-    incoming: SplitStream<WebSocket>,
+pub(super) struct Connection {
+    pub(super) codec: Codec,
+    pub(super) state: AppState,
+    pub(super) outbound: mpsc::Sender<Outbound>,
+    pub(super) incoming: SplitStream<WebSocket>,
     /// Read-your-writes: the next transition must reach at least this seq.
-    min_target: Seq,
-    identity: Identity,
+    pub(super) min_target: Seq,
+    pub(super) identity: Identity,
     /// Why live updates are paused (the token expired or was revoked) until
     /// a fresh token arrives.
-    paused: Option<ErrorCode>,
-    budget: MutationBudget,
-    peer: std::net::SocketAddr,
-}
-
-/// A token bucket for one connection's mutations.
-struct MutationBudget {
-    per_second: f64,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl MutationBudget {
-    fn new(per_second: u32) -> MutationBudget {
-        let per_second = f64::from(per_second.max(1));
-        MutationBudget {
-            per_second,
-            tokens: 2.0 * per_second,
-            refilled: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens
-            + now.duration_since(self.refilled).as_secs_f64() * self.per_second)
-            .min(2.0 * self.per_second);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    pub(super) paused: Option<ErrorCode>,
+    pub(super) budget: MutationBudget,
+    pub(super) peer: std::net::SocketAddr,
 }
 
 impl Connection {
-    async fn send(&self, message: wire::ServerMessage) -> bool {
+    pub(super) async fn send(&self, message: wire::ServerMessage) -> bool {
         enqueue(
             &self.outbound,
             &self.state,
@@ -301,7 +80,7 @@ impl Connection {
         .await
     }
 
-    async fn close(&self, code: u16, reason: &str) {
+    pub(super) async fn close(&self, code: u16, reason: &str) {
         enqueue(
             &self.outbound,
             &self.state,
@@ -310,91 +89,7 @@ impl Connection {
         .await;
     }
 
-    async fn serve(mut self, hello: wire::Hello) {
-        let engine = self.state.engine.clone();
-        if !hello.token.is_empty() {
-            match Box::pin(self.state.auth.credential(&hello.token)).await {
-                Ok(identity) => self.identity = identity,
-                Err(e) => {
-                    self.send(error_message(e.code, &e.message, "", "", String::new()))
-                        .await;
-                    self.close(close_code::UNAUTHENTICATED, "the token was refused")
-                        .await;
-                    return;
-                }
-            }
-        }
-        if self.identity == Identity::Anonymous
-            && let Err(e) = self.state.admit_anonymous(self.peer)
-        {
-            self.send(error(&e, "", "")).await;
-            self.close(close_code::GOING_AWAY, "rate limited").await;
-            return;
-        }
-        let resume = hello.resume.unwrap_or_default();
-        let point = match engine.resume_point(Seq(resume.watermark)).await {
-            Ok(point) => point,
-            Err(e) => {
-                self.send(error(&e, "", "")).await;
-                self.close(close_code::GOING_AWAY, "the database cannot be read")
-                    .await;
-                return;
-            }
-        };
-        let (start, floor, reset) = (point.watermark, point.floor, point.reset);
-        let mut session = engine.open_session(start);
-        let session_id = if resume.session_id.is_empty() {
-            format!("{:032x}", rand::random::<u128>())
-        } else {
-            resume.session_id.clone()
-        };
-        let welcome = wire::Welcome {
-            session_id,
-            protocol_version: PROTOCOL_VERSION,
-            schema_fingerprint: engine.registry().fingerprint().to_owned(),
-            watermark: start.0,
-            log_floor: floor.0,
-            heartbeat_interval_ms: self.state.sync.heartbeat_interval.as_millis() as u32,
-            limits: Some(wire::Limits {
-                max_frame_bytes: self.state.sync.max_frame_bytes as u32,
-                max_subscriptions: protosync_engine::live::session::MAX_SUBSCRIPTIONS_PER_SESSION
-                    as u32,
-                max_inflight_mutations: self.state.sync.max_inflight_mutations as u32,
-                idle_timeout_ms: self.state.sync.idle_timeout.as_millis() as u32,
-            }),
-        };
-        if !self
-            .send(server(server_message::Message::Welcome(welcome)))
-            .await
-        {
-            return;
-        }
-        if !hello.token.is_empty() {
-            self.send(auth_ok(&self.identity)).await;
-        }
-        for subscribe in resume.subscriptions {
-            let held = match reset {
-                None => Some(
-                    subscribe
-                        .held
-                        .iter()
-                        .map(|h| (h.id.clone(), Seq(h.seq)))
-                        .collect(),
-                ),
-                Some(_) => None,
-            };
-            Box::pin(self.subscribe(
-                &mut session,
-                subscribe,
-                held,
-                reset.unwrap_or(ResetReason::NewSubscription),
-            ))
-            .await;
-        }
-        self.run(session).await;
-    }
-
-    async fn subscribe(
+    pub(super) async fn subscribe(
         &self,
         session: &mut Session,
         subscribe: wire::Subscribe,
@@ -417,7 +112,7 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut session: Session) {
+    pub(super) async fn run(mut self, mut session: Session) {
         let mut mutations: FuturesUnordered<MutationDone> = FuturesUnordered::new();
         let mut heartbeat = tokio::time::interval(self.state.sync.heartbeat_interval);
         heartbeat.tick().await;
@@ -683,35 +378,6 @@ impl Connection {
         self.send(error_message(code, message, "", "", String::new()))
             .await;
     }
-}
-
-fn auth_ok(identity: &Identity) -> wire::ServerMessage {
-    server(server_message::Message::AuthOk(wire::AuthOk {
-        expires_at: identity.expires_at().unwrap_or(0),
-    }))
-}
-
-/// Best effort: the requestId of a mutate and the subscriptionId of a
-/// subscribe or unsubscribe in a JSON frame that did not decode.
-fn ids_in(text: &str) -> (String, String) {
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
-        return Default::default();
-    };
-    let field = |message: &str, name: &str| {
-        json.get(message)
-            .and_then(|m| m.get(name))
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let subscription = [
-        field("subscribe", "subscriptionId"),
-        field("unsubscribe", "subscriptionId"),
-    ]
-    .into_iter()
-    .find(|s| !s.is_empty())
-    .unwrap_or_default();
-    (field("mutate", "requestId"), subscription)
 }
 
 fn now_ms() -> i64 {

@@ -2,6 +2,10 @@
 
 mod connection;
 pub mod convert;
+mod handshake;
+mod inbound;
+mod mutation_budget;
+mod outbound;
 pub mod sse;
 pub mod transition;
 
