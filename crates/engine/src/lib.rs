@@ -16,16 +16,16 @@ pub mod mutation;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_core::{Seq, StoredDocument};
+use protosync_core::{Seq, StoredDocument, Watermark};
 use protosync_query::{CursorSeal, Page, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::{CommitOutcome, ReadAt, Revocation, RevocationSeq, Store};
 
 pub use error::EngineError;
 use live::commit_stream::CommitStream;
-use live::index::SubscriptionIndex;
-pub use live::session::{ResetReason, Session};
 pub use live::subscription::{Target, TargetRequest};
+use live::subscription_index::SubscriptionIndex;
+pub use live::view::{LiveView, ResetReason};
 pub use mutation::MutationRequest;
 pub use protosync_auth::Identity;
 
@@ -37,7 +37,7 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 pub struct ResumePoint {
     /// The watermark the view starts at: the claimed one, or 0 when the
     /// claim is ahead of this database.
-    pub watermark: Seq,
+    pub watermark: Watermark,
     /// The oldest watermark a resume can start from without a reset.
     pub floor: Seq,
     /// `Some` when the client's held state cannot be diffed: everything it
@@ -118,9 +118,9 @@ impl Engine {
         })
     }
 
-    /// A live session for one connection, starting at `watermark`.
-    pub fn open_session(&self, watermark: protosync_core::Seq) -> Session {
-        Session::new(
+    /// A live view for one connection, starting at `watermark`.
+    pub fn open_view(&self, watermark: Watermark) -> LiveView {
+        LiveView::new(
             self.store.clone(),
             self.stream.clone(),
             self.index.clone(),
@@ -128,7 +128,7 @@ impl Engine {
         )
     }
 
-    /// The commit stream's tail: the newest seq live sessions can reach.
+    /// The commit stream's tail: the newest seq live views can reach.
     pub fn tail(&self) -> protosync_core::Seq {
         self.stream.tail_now()
     }
@@ -222,7 +222,7 @@ impl Engine {
             (claimed, None)
         };
         Ok(ResumePoint {
-            watermark,
+            watermark: Watermark::at(watermark),
             floor,
             reset,
         })

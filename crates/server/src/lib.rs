@@ -1,7 +1,7 @@
 //! The gateway: the HTTP API for services and one-shot reads, the sync
 //! protocol over WebSocket, health and readiness. It parses requests, calls
 //! the engine and renders answers and errors; the live state of a connection
-//! lives in its engine session.
+//! lives in its engine's live view.
 
 pub(crate) mod http;
 mod limiter;

@@ -29,12 +29,12 @@
 
 mod change_log;
 pub mod commit;
+mod declared_indexes;
 mod error;
 #[cfg(test)]
 mod fixtures;
 mod group;
 mod idempotency;
-mod indexes;
 mod migrations;
 pub mod postgres;
 mod retention;

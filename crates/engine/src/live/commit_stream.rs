@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::LiveCommit;
 use super::bodies::SharedBodies;
-use super::index::SubscriptionIndex;
+use super::subscription_index::SubscriptionIndex;
 
 /// At most this many recent commits are kept in memory for connections
 /// catching up, whatever their size. Older ones are read from the store's log.
@@ -125,6 +125,14 @@ impl CommitStream {
                     Ok(batch) if batch.is_empty() => break,
                     Ok(batch) => {
                         for record in batch {
+                            // Invariant: the log is read in seq order without
+                            // gaps (read_log's contract); the buffer and every
+                            // view's chain of transitions rely on it.
+                            debug_assert_eq!(
+                                record.seq,
+                                last.next(),
+                                "the tailer skipped a commit"
+                            );
                             let commit = Arc::new(LiveCommit::from_record(record, &self.bodies));
                             index.dispatch(&commit);
                             last = commit.seq;
@@ -141,7 +149,7 @@ impl CommitStream {
                             .write()
                             .unwrap_or_else(|p| p.into_inner())
                             .clear();
-                        // Ring from the first commit skipped: sessions then find
+                        // Ring from the first commit skipped: views then find
                         // the log gone and re-read their subscriptions.
                         index.ring_all(last.0 + 1);
                         last = floor;

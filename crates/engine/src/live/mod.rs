@@ -5,21 +5,21 @@
 //! - [`commit_stream`]: one tailer per process reads the store's change log in
 //!   seq order (the only way changes reach subscribers), keeps recent commits
 //!   in memory and publishes how far it has read.
-//! - [`index`]: the subscription index finds, per change, the connections
+//! - [`subscription_index`]: the subscription index finds, per change, the connections
 //!   whose subscriptions it can affect (by collection, by equality-filter
 //!   values, by held document ids) and rings their doorbell. It never blocks
 //!   on a connection and never builds a message.
 //! - [`subscription`]: one subscription's view — its window of the result,
 //!   maintained incrementally, refilled from the store when it runs short.
-//! - [`session`]: one connection's subscriptions, advanced together from
+//! - [`view`]: one connection's subscriptions, advanced together from
 //!   watermark to watermark; each connection does this at its own pace,
 //!   coalescing whatever piled up, so a slow client delays no one else.
 
 pub mod bodies;
 pub mod commit_stream;
-pub mod index;
-pub mod session;
 pub mod subscription;
+pub mod subscription_index;
+pub mod view;
 
 use std::sync::{Arc, OnceLock};
 

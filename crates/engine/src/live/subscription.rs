@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use protosync_core::Seq;
 use protosync_query::Query;
 
-use super::index::Filing;
+use super::subscription_index::Filing;
 use super::{LiveChange, LiveDocument};
 use protosync_query::Op;
 
@@ -132,6 +132,8 @@ impl LiveSubscription {
 
     /// Replaces the view with a fresh read at `at`.
     pub fn refill(&mut self, at: Seq, documents: Vec<LiveDocument>, complete: bool) {
+        // Invariant: a refill reads at most a window's worth (`window_query`).
+        debug_assert!(documents.len() <= self.capacity());
         self.entries = documents
             .into_iter()
             .map(|doc| Entry {
@@ -204,6 +206,10 @@ impl LiveSubscription {
             self.entries.truncate(capacity);
             self.complete = false;
         }
+        // Invariant: the window is bounded (limit + slack) and in sort-key
+        // order, which `visible` and the refill rule rely on.
+        debug_assert!(self.entries.len() <= capacity);
+        debug_assert!(self.entries.windows(2).all(|w| w[0].key < w[1].key));
     }
 
     /// Documents the view keeps: the visible ones and the slack. A refill

@@ -11,8 +11,8 @@ use axum::extract::ws::WebSocket;
 use futures::stream::{FuturesUnordered, SplitStream};
 use futures::{FutureExt, StreamExt};
 use protosync_core::{ErrorCode, Seq};
-use protosync_engine::live::session::ResetReason;
-use protosync_engine::{EngineError, Identity, Session};
+use protosync_engine::live::view::ResetReason;
+use protosync_engine::{EngineError, Identity, LiveView};
 use protosync_protocol::Codec;
 use protosync_protocol::wire::{self, client_message, server_message};
 use protosync_store::CommitOutcome;
@@ -91,7 +91,7 @@ impl Connection {
 
     pub(super) async fn subscribe(
         &self,
-        session: &mut Session,
+        view: &mut LiveView,
         subscribe: wire::Subscribe,
         held: Option<Vec<(String, Seq)>>,
         reason: ResetReason,
@@ -104,7 +104,7 @@ impl Connection {
             Ok(_) if id.is_empty() => Err(EngineError::BadRequest(
                 "subscriptionId must not be empty".into(),
             )),
-            Ok(target) => session.subscribe(id.clone(), target, held, reason).await,
+            Ok(target) => view.subscribe(id.clone(), target, held, reason).await,
             Err(e) => Err(e),
         };
         if let Err(e) = result {
@@ -112,7 +112,7 @@ impl Connection {
         }
     }
 
-    pub(super) async fn run(mut self, mut session: Session) {
+    pub(super) async fn run(mut self, mut view: LiveView) {
         let mut mutations: FuturesUnordered<MutationDone> = FuturesUnordered::new();
         let mut heartbeat = tokio::time::interval(self.state.sync.heartbeat_interval);
         heartbeat.tick().await;
@@ -129,13 +129,13 @@ impl Connection {
                 continue;
             }
             let wants = self.paused.is_none()
-                && (session.has_news() || self.min_target > session.watermark() || keepalive);
+                && (view.has_news() || self.min_target > view.watermark().seq() || keepalive);
             if wants && self.outbound.capacity() > 0 {
-                let force = self.min_target > session.watermark() || keepalive;
+                let force = self.min_target > view.watermark().seq() || keepalive;
                 keepalive = false;
                 // Boxed, as is handling a message: a connection's task is as
                 // large as its largest state, and these are only passing.
-                match Box::pin(session.advance(self.min_target, force)).await {
+                match Box::pin(view.advance(self.min_target, force)).await {
                     Ok(Some(plan)) => {
                         self.state
                             .metrics
@@ -170,7 +170,7 @@ impl Connection {
                 received = receive(&mut self.incoming, self.codec) => {
                     last_heard = Instant::now();
                     match received {
-                        Received::Message(message) => Box::pin(self.handle(&mut session, &mut mutations, message)).await,
+                        Received::Message(message) => Box::pin(self.handle(&mut view, &mut mutations, message)).await,
                         Received::Undecodable(e, request_id, subscription_id) => {
                             self.send(error_message(ErrorCode::BadFrame, &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }
@@ -181,7 +181,7 @@ impl Connection {
                         Received::Closed => return,
                     }
                 }
-                _ = session.news(), if !wants && self.paused.is_none() => {}
+                _ = view.news(), if !wants && self.paused.is_none() => {}
                 _ = outbound.reserve(), if wants => {}
                 // The writer gave up (the client stopped reading, or the socket died).
                 _ = outbound.closed() => return,
@@ -212,7 +212,7 @@ impl Connection {
                         self.send(beat).await;
                     }
                     // Move an idle client's watermark on, so a resume stays cheap.
-                    keepalive = self.state.engine.tail() > session.watermark();
+                    keepalive = self.state.engine.tail() > view.watermark().seq();
                     if self.paused.is_none() && self.identity.jti().is_some_and(|jti| self.state.auth.is_revoked(jti)) {
                         self.pause(ErrorCode::TokenRevoked, "the token was revoked; live updates resume after an authenticate with a fresh token").await;
                     }
@@ -223,7 +223,7 @@ impl Connection {
 
     async fn handle(
         &mut self,
-        session: &mut Session,
+        view: &mut LiveView,
         mutations: &mut FuturesUnordered<MutationDone>,
         message: wire::ClientMessage,
     ) {
@@ -253,7 +253,7 @@ impl Connection {
                 match self.state.auth.credential(&authenticate.token).await {
                     Ok(identity) => {
                         let engine = self.state.engine.clone();
-                        if let Err(e) = session
+                        if let Err(e) = view
                             .retarget(|target| engine.rescope(&identity, target))
                             .await
                         {
@@ -278,11 +278,11 @@ impl Connection {
                         .map(|h| (h.id.clone(), Seq(h.seq)))
                         .collect()
                 });
-                self.subscribe(session, subscribe, held, ResetReason::NewSubscription)
+                self.subscribe(view, subscribe, held, ResetReason::NewSubscription)
                     .await;
             }
             client_message::Message::Unsubscribe(unsubscribe) => {
-                if let Err(e) = session.unsubscribe(&unsubscribe.subscription_id) {
+                if let Err(e) = view.unsubscribe(&unsubscribe.subscription_id) {
                     self.send(error(&e, "", &unsubscribe.subscription_id)).await;
                 }
             }

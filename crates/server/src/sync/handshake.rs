@@ -7,7 +7,7 @@ use axum::extract::ws::WebSocket;
 use futures::stream::SplitStream;
 use protosync_core::{ErrorCode, Seq};
 use protosync_engine::Identity;
-use protosync_engine::live::session::ResetReason;
+use protosync_engine::live::view::ResetReason;
 use protosync_protocol::wire::{self, client_message, server_message};
 use protosync_protocol::{Codec, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
@@ -121,7 +121,7 @@ impl Connection {
             }
         };
         let (start, floor, reset) = (point.watermark, point.floor, point.reset);
-        let mut session = engine.open_session(start);
+        let mut view = engine.open_view(start);
         let session_id = if resume.session_id.is_empty() {
             format!("{:032x}", rand::random::<u128>())
         } else {
@@ -131,12 +131,12 @@ impl Connection {
             session_id,
             protocol_version: PROTOCOL_VERSION,
             schema_fingerprint: engine.registry().fingerprint().to_owned(),
-            watermark: start.0,
+            watermark: start.seq().0,
             log_floor: floor.0,
             heartbeat_interval_ms: self.state.sync.heartbeat_interval.as_millis() as u32,
             limits: Some(wire::Limits {
                 max_frame_bytes: self.state.sync.max_frame_bytes as u32,
-                max_subscriptions: protosync_engine::live::session::MAX_SUBSCRIPTIONS_PER_SESSION
+                max_subscriptions: protosync_engine::live::view::MAX_SUBSCRIPTIONS_PER_SESSION
                     as u32,
                 max_inflight_mutations: self.state.sync.max_inflight_mutations as u32,
                 idle_timeout_ms: self.state.sync.idle_timeout.as_millis() as u32,
@@ -163,14 +163,14 @@ impl Connection {
                 Some(_) => None,
             };
             Box::pin(self.subscribe(
-                &mut session,
+                &mut view,
                 subscribe,
                 held,
                 reset.unwrap_or(ResetReason::NewSubscription),
             ))
             .await;
         }
-        self.run(session).await;
+        self.run(view).await;
     }
 }
 

@@ -14,9 +14,9 @@ use axum::extract::{Query as QueryParams, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use protosync_core::Seq;
+use protosync_core::{Seq, Watermark};
 use protosync_engine::TargetRequest;
-use protosync_engine::live::session::ResetReason;
+use protosync_engine::live::view::ResetReason;
 use protosync_protocol::{Codec, Frame};
 use serde::Deserialize;
 
@@ -88,7 +88,7 @@ pub async fn subscribe(
         .map(str::trim)
         .filter(|v| !v.is_empty());
     let (start, reason) = match last_event {
-        None => (Seq::ZERO, ResetReason::NewSubscription),
+        None => (Watermark::ZERO, ResetReason::NewSubscription),
         Some(text) => {
             let claimed = text.parse::<u64>().map(Seq).map_err(|_| {
                 ApiError::new(
@@ -118,41 +118,40 @@ pub async fn subscribe(
         })
         .into());
     }
-    let mut session = engine.open_session(start);
-    session
-        .subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason)
+    let mut view = engine.open_view(start);
+    view.subscribe(SSE_SUBSCRIPTION_ID.to_owned(), target, None, reason)
         .await?;
     let keep_alive = KeepAlive::new().interval(state.sync.heartbeat_interval);
     let closing = state.closing.clone();
     let stream = futures::stream::unfold(
-        (session, closing, false),
-        move |(mut session, mut closing, done)| async move {
+        (view, closing, false),
+        move |(mut view, mut closing, done)| async move {
             if done {
                 return None;
             }
             loop {
                 if expiry.is_some_and(super::has_passed) {
-                    return Some((Ok(expired_event()), (session, closing, true)));
+                    return Some((Ok(expired_event()), (view, closing, true)));
                 }
-                if session.has_news() {
-                    let event = match session.advance(Seq::ZERO, false).await {
+                if view.has_news() {
+                    let event = match view.advance(Seq::ZERO, false).await {
                         Ok(Some(plan)) => transition_event(&plan),
                         Ok(None) => continue,
                         Err(e) => {
                             let error = convert::error(&e, "", SSE_SUBSCRIPTION_ID);
                             return Some((
                                 Ok(Event::default().event("error").data(json_of(&error))),
-                                (session, closing, true),
+                                (view, closing, true),
                             ));
                         }
                     };
-                    return Some((Ok(event), (session, closing, false)));
+                    return Some((Ok(event), (view, closing, false)));
                 }
                 tokio::select! {
-                    _ = session.news() => {}
+                    _ = view.news() => {}
                     _ = async { closing.wait_for(|c| *c).await.is_ok() } => return None,
                     _ = super::sleep_until_epoch(expiry), if expiry.is_some() => {
-                        return Some((Ok(expired_event()), (session, closing, true)));
+                        return Some((Ok(expired_event()), (view, closing, true)));
                     }
                 }
             }
@@ -172,7 +171,7 @@ fn expired_event() -> Event {
     Event::default().event("error").data(json_of(&expired))
 }
 
-fn transition_event(plan: &protosync_engine::live::session::TransitionPlan) -> Event {
+fn transition_event(plan: &protosync_engine::live::view::TransitionPlan) -> Event {
     let text = match transition::frames(plan, Codec::Json, usize::MAX)
         .into_iter()
         .next()

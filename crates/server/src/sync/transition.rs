@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use protosync_core::Seq;
 use protosync_engine::live::LiveBody;
-use protosync_engine::live::session::{ResetReason, SubscriptionUpdate, TransitionPlan};
+use protosync_engine::live::view::{ResetReason, SubscriptionUpdate, TransitionPlan};
 use protosync_protocol::wire;
 use protosync_protocol::{Codec, Frame, json_to_struct, struct_to_json};
 
@@ -145,8 +145,8 @@ fn messages(plan: &TransitionPlan, layout: &[Vec<Part>]) -> Vec<wire::ServerMess
                 .collect();
             server(wire::server_message::Message::Transition(
                 wire::Transition {
-                    from_watermark: plan.from.0,
-                    to_watermark: plan.to.0,
+                    from_watermark: plan.from.seq().0,
+                    to_watermark: plan.to.seq().0,
                     updates,
                     chunk: i as u32,
                     chunks: layout.len() as u32,
@@ -163,8 +163,8 @@ fn json_chunk(plan: &TransitionPlan, chunk: &[Part], index: usize, count: usize)
         String::with_capacity(256 + chunk.iter().map(|p| p.upserts.len() * 128).sum::<usize>());
     out.push_str("{\"transition\":");
     let mut transition = Object::open(&mut out);
-    transition.u64_string("fromWatermark", plan.from.0);
-    transition.u64_string("toWatermark", plan.to.0);
+    transition.u64_string("fromWatermark", plan.from.seq().0);
+    transition.u64_string("toWatermark", plan.to.seq().0);
     if !chunk.is_empty() {
         let out = transition.key("updates");
         out.push('[');
@@ -293,7 +293,7 @@ fn string_array(out: &mut String, items: &[String]) {
 mod tests {
     use std::sync::Arc;
 
-    use protosync_core::Version;
+    use protosync_core::{Version, Watermark};
     use protosync_engine::live::LiveDocument;
     use protosync_engine::live::subscription::ViewDiff;
     use rand::{Rng, SeedableRng};
@@ -313,8 +313,8 @@ mod tests {
     #[test]
     fn large_transitions_split_into_chunks_that_carry_everything() {
         let plan = TransitionPlan {
-            from: Seq(2),
-            to: Seq(3),
+            from: Watermark::at(Seq(2)),
+            to: Watermark::at(Seq(3)),
             updates: vec![SubscriptionUpdate {
                 subscription_id: "big".into(),
                 reset: Some(ResetReason::NewSubscription),
@@ -410,8 +410,8 @@ mod tests {
                 })
                 .collect();
             let plan = TransitionPlan {
-                from: Seq(rng.random_range(0..3)),
-                to: Seq(rng.random_range(3..6)),
+                from: Watermark::at(Seq(rng.random_range(0..3))),
+                to: Watermark::at(Seq(rng.random_range(3..6))),
                 updates,
             };
             let chunk_bytes = [usize::MAX, 40, 1][rng.random_range(0..3)];

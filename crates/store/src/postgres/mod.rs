@@ -26,8 +26,8 @@
 //!   pruning, and the revocation log.
 
 mod committer;
+mod declared_indexes;
 mod group_commit;
-mod indexes;
 mod migrations;
 mod reads;
 mod retention;
@@ -128,7 +128,7 @@ fn stopped() -> StoreError {
 impl Store for PostgresStore {
     async fn sync_indexes(&self, registry: &Registry) -> Result<(), StoreError> {
         let collections: Vec<Arc<Collection>> = registry.collections().cloned().collect();
-        indexes::sync_indexes(&self.pool, &collections).await
+        declared_indexes::sync_indexes(&self.pool, &collections).await
     }
 
     async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError> {

@@ -21,8 +21,8 @@
 //!   pruning, and the revocation log.
 
 mod connections;
+mod declared_indexes;
 mod group_commit;
-mod indexes;
 mod migrations;
 mod reads;
 mod retention;

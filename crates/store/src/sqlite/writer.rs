@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::group_commit::commit_group;
-use super::{indexes, retention, revocations};
+use super::{declared_indexes, retention, revocations};
 use crate::{CommitOutcome, Mutation, Revocation, Seq, StoreError, StoreOptions};
 
 /// Mutations waiting for the writer thread; senders wait when it is full,
@@ -103,7 +103,7 @@ impl Writer {
     fn run_other(&mut self, job: Job) {
         match job {
             Job::SyncIndexes(collections, reply) => {
-                let _ = reply.send(indexes::sync_indexes(&mut self.conn, &collections));
+                let _ = reply.send(declared_indexes::sync_indexes(&mut self.conn, &collections));
             }
             Job::Prune(reply) => {
                 let _ = reply.send(retention::prune(&mut self.conn, &self.options));

@@ -32,7 +32,7 @@ const CLEAN: u64 = u64::MAX;
 pub struct Doorbell {
     dirty_from: AtomicU64,
     /// The highest seq ever rung: taking `dirty_from` keeps only the lowest,
-    /// so a session checks this to not lose a ring beyond its target.
+    /// so a view checks this to not lose a ring beyond its target.
     highest: AtomicU64,
     notify: Notify,
 }

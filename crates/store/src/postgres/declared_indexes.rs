@@ -12,7 +12,7 @@ use protosync_schema::Collection;
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::indexes::IndexChanges;
+use crate::declared_indexes::IndexChanges;
 
 pub(super) async fn sync_indexes(
     pool: &Pool,

@@ -11,7 +11,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::reads::parse_body;
 use crate::StoreError;
-use crate::indexes::IndexChanges;
+use crate::declared_indexes::IndexChanges;
 
 pub(super) fn sync_indexes(
     conn: &mut Connection,

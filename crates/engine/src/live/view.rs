@@ -1,6 +1,6 @@
 //! One connection's live state: its subscriptions and its watermark.
 //!
-//! [`Session::advance`] moves every subscription from the watermark W to a
+//! [`LiveView::advance`] moves every subscription from the watermark W to a
 //! newer seq T together and reports what the client must change, so the
 //! client only ever sees states that existed at some seq. It reads the
 //! commits in between from the commit stream, applies them, refills windows
@@ -11,13 +11,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_core::{Seq, StoredDocument};
+use protosync_core::{Seq, StoredDocument, Watermark};
 use protosync_store::{Store, StoreError};
 
 use super::LiveDocument;
 use super::commit_stream::CommitStream;
-use super::index::{ConnectionId, Doorbell, Filing, SubscriptionIndex, SubscriptionKey};
 use super::subscription::{LiveSubscription, Target, ViewDiff};
+use super::subscription_index::{
+    ConnectionId, Doorbell, Filing, SubscriptionIndex, SubscriptionKey,
+};
 use crate::EngineError;
 
 /// Subscriptions one connection may hold.
@@ -50,8 +52,8 @@ pub struct SubscriptionUpdate {
 /// The move of a connection's view from `from` to `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransitionPlan {
-    pub from: Seq,
-    pub to: Seq,
+    pub from: Watermark,
+    pub to: Watermark,
     pub updates: Vec<SubscriptionUpdate>,
 }
 
@@ -74,13 +76,13 @@ struct Slot {
     sent: Vec<(String, Seq)>,
 }
 
-pub struct Session {
+pub struct LiveView {
     store: Arc<dyn Store>,
     stream: Arc<CommitStream>,
     index: Arc<SubscriptionIndex>,
     connection: ConnectionId,
     doorbell: Arc<Doorbell>,
-    watermark: Seq,
+    watermark: Watermark,
     slots: HashMap<String, Slot>,
     next_number: u64,
     /// A subscription filed by value began to hold documents during this
@@ -90,7 +92,7 @@ pub struct Session {
     gained_holdings: bool,
 }
 
-impl Drop for Session {
+impl Drop for LiveView {
     fn drop(&mut self) {
         for (_, slot) in self.slots.drain() {
             self.index.unfile(
@@ -103,15 +105,15 @@ impl Drop for Session {
     }
 }
 
-impl Session {
+impl LiveView {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         stream: Arc<CommitStream>,
         index: Arc<SubscriptionIndex>,
-        watermark: Seq,
-    ) -> Session {
+        watermark: Watermark,
+    ) -> LiveView {
         let (connection, doorbell) = index.connect();
-        Session {
+        LiveView {
             store,
             stream,
             index,
@@ -124,7 +126,8 @@ impl Session {
         }
     }
 
-    pub fn watermark(&self) -> Seq {
+    /// The seq the client's view is consistent at after the last transition.
+    pub fn watermark(&self) -> Watermark {
         self.watermark
     }
 
@@ -219,7 +222,7 @@ impl Session {
         retarget: impl Fn(&Target) -> Result<Target, EngineError>,
     ) -> Result<(), EngineError> {
         // All or nothing: read every new view first, then swap them in, so a
-        // failure leaves the session as it was.
+        // failure leaves the view as it was.
         let mut fresh = Vec::with_capacity(self.slots.len());
         for (id, slot) in &self.slots {
             let target = retarget(&slot.subscription.target)?;
@@ -265,7 +268,7 @@ impl Session {
             .max()
             .unwrap_or(Seq::ZERO);
         let mut target = self
-            .wait_for_tail(min_target.max(highest_read).max(self.watermark))
+            .wait_for_tail(min_target.max(highest_read).max(self.watermark.seq()))
             .await?;
         let mut applied_upto = match self.doorbell.take() {
             Some(dirty) if dirty <= target.0 => Seq(dirty - 1),
@@ -352,15 +355,22 @@ impl Session {
                 });
             }
         }
-        if updates.is_empty() && !(force && target > self.watermark) {
+        // Invariant: a view's watermark never moves back; each transition
+        // starts where the last one ended (the client checks the chain).
+        assert!(
+            target >= self.watermark.seq(),
+            "transition to {target} from watermark {}",
+            self.watermark
+        );
+        if updates.is_empty() && !(force && target > self.watermark.seq()) {
             return Ok(None);
         }
         let from = self.watermark;
-        self.watermark = target;
+        self.watermark = Watermark::at(target);
         updates.sort_by(|a, b| a.subscription_id.cmp(&b.subscription_id));
         Ok(Some(TransitionPlan {
             from,
-            to: target,
+            to: self.watermark,
             updates,
         }))
     }
