@@ -10,6 +10,13 @@ pub enum SchemaError {
     Empty { dir: String },
     #[error("{location}: {message}")]
     Compile { location: String, message: String },
+    #[error("{location}: collection {collection}: {kind} rule: {message}")]
+    Rule {
+        location: String,
+        collection: String,
+        kind: String,
+        message: String,
+    },
     #[error("collection {collection} (message {message}): {problem}")]
     Collection {
         collection: String,

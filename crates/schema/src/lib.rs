@@ -11,6 +11,7 @@ mod collection;
 mod error;
 mod options;
 mod registry;
+mod rule_check;
 mod rules;
 mod timestamp;
 mod validate;
@@ -19,6 +20,6 @@ pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef,
 pub use error::{DocumentError, SchemaError};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
-pub use rules::Rule;
+pub use rules::{DocKey, Lookup, MAX_LOOKUPS_PER_EVALUATION, Rule, RuleInput, Verdict, now_ms};
 pub use timestamp::timestamp_form_error;
 pub use validate::{Document, PatchFields};

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::collection::{Collection, FieldPath, FieldType, IndexDef, Rules};
 use crate::error::SchemaError;
 use crate::options::{self, COLLECTION_EXTENSION, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
+use crate::rule_check;
 use crate::rules::Rule;
 
 /// All collections of one schema, immutable once loaded.
@@ -35,9 +36,14 @@ impl Registry {
             });
         }
         files.sort();
+        // Kept to point at a rule's place when the rule is wrong.
+        let texts = files
+            .iter()
+            .filter_map(|f| Some((f.clone(), std::fs::read_to_string(dir.join(f)).ok()?)))
+            .collect();
         let mut resolver = ChainFileResolver::new();
         resolver.add(IncludeFileResolver::new(dir.to_owned()));
-        Registry::compile(resolver, &files)
+        Registry::compile(resolver, &files, &texts)
     }
 
     /// Compiles in-memory sources, given as (file name, text) pairs.
@@ -50,10 +56,18 @@ impl Registry {
                 .collect(),
         ));
         let names: Vec<String> = sources.iter().map(|(n, _)| (*n).to_owned()).collect();
-        Registry::compile(resolver, &names)
+        let texts = sources
+            .iter()
+            .map(|(name, text)| ((*name).to_owned(), (*text).to_owned()))
+            .collect();
+        Registry::compile(resolver, &names, &texts)
     }
 
-    fn compile(mut resolver: ChainFileResolver, files: &[String]) -> Result<Registry, SchemaError> {
+    fn compile(
+        mut resolver: ChainFileResolver,
+        files: &[String],
+        texts: &HashMap<String, String>,
+    ) -> Result<Registry, SchemaError> {
         resolver.add(MemoryResolver(HashMap::from([(
             OPTIONS_PROTO_NAME.to_owned(),
             OPTIONS_PROTO.to_owned(),
@@ -66,8 +80,10 @@ impl Registry {
         // rules): a change to any of them changes the fingerprint.
         let fingerprint = hex(&Sha256::digest(compiler.encode_file_descriptor_set()));
         let pool = compiler.descriptor_pool();
+        let collections = find_collections(&pool)?;
+        check_rules(&collections, texts)?;
         Ok(Registry {
-            collections: find_collections(&pool)?,
+            collections,
             fingerprint,
         })
     }
@@ -175,6 +191,82 @@ fn find_collections(
         collections.insert(raw.name.clone(), Arc::new(collection));
     }
     Ok(collections)
+}
+
+/// Every rule, against the schema (see `rule_check`).
+fn check_rules(
+    collections: &BTreeMap<String, Arc<Collection>>,
+    texts: &HashMap<String, String>,
+) -> Result<(), SchemaError> {
+    for collection in collections.values() {
+        for (kind, rule) in [
+            ("read", &collection.rules.read),
+            ("write", &collection.rules.write),
+        ] {
+            let Some(rule) = rule else { continue };
+            if let Err(problem) = rule_check::check(rule, &collection.message, collections) {
+                let file = collection.message.parent_file().name().to_owned();
+                let place = texts
+                    .get(&file)
+                    .and_then(|text| {
+                        rule_location(text, collection.message.name(), kind, problem.offset)
+                    })
+                    .map_or(file.clone(), |(line, column)| {
+                        format!("{file}:{line}:{column}")
+                    });
+                return Err(SchemaError::Rule {
+                    location: place,
+                    collection: collection.name.clone(),
+                    kind: kind.to_owned(),
+                    message: problem.message,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where (line, column, 1-based) the byte `offset` of the `kind` rule of
+/// message `message` lies in the file `text`: the rule is the string after
+/// `kind:` in the message's collection option, possibly several adjacent
+/// literals, possibly with escapes. `None` when the text does not show it.
+fn rule_location(text: &str, message: &str, kind: &str, offset: usize) -> Option<(usize, usize)> {
+    let declared = text.find(&format!("message {message}"))?;
+    let after = &text[declared..];
+    let key = after.match_indices(kind).find_map(|(at, _)| {
+        let rest = after[at + kind.len()..].trim_start();
+        let before_ok = at == 0 || !after.as_bytes()[at - 1].is_ascii_alphanumeric();
+        (before_ok && rest.starts_with(':')).then_some(at)
+    })?;
+    let start = declared + key;
+    // Walk the literals, counting the rule's bytes, until `offset`.
+    let bytes = text.as_bytes();
+    let mut at = start + text[start..].find(['"', '\''])?;
+    let mut counted = 0;
+    loop {
+        let quote = bytes[at];
+        at += 1;
+        while at < bytes.len() && bytes[at] != quote {
+            if counted == offset {
+                return Some(line_column(text, at));
+            }
+            at += if bytes[at] == b'\\' { 2 } else { 1 };
+            counted += 1;
+        }
+        // An adjacent literal continues the same string.
+        let next = text[at + 1..].trim_start();
+        if !next.starts_with(['"', '\'']) {
+            return Some(line_column(text, at));
+        }
+        at = text.len() - next.len();
+    }
+}
+
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+    (line, column)
 }
 
 fn is_identifier(name: &str) -> bool {

@@ -301,3 +301,103 @@ fn rules_see_proto_field_names() {
     assert!(read.allows(&json!({"sub": "u1"}), &seen, &serde_json::Value::Null));
     assert!(!read.allows(&json!({"sub": "u2"}), &seen, &serde_json::Value::Null));
 }
+
+/// A chat app's schema: members of a channel may read and write its messages.
+const CHAT: &str = r#"
+message Channel {
+  option (protosync.v1.collection) = { name: "channels" read: "auth != null" };
+  string title = 1;
+  bool archived = 2;
+}
+message Member {
+  option (protosync.v1.collection) = { name: "members" read: "auth != null && doc.user_id == auth.sub" };
+  string channel_id = 1;
+  string user_id = 2;
+  int64 joined_at = 3;
+}
+message Message {
+  option (protosync.v1.collection) = {
+    name: "messages"
+    read: "auth != null && exists('members', doc.channel_id + ':' + auth.sub)"
+    write: "auth != null && doc.author_id == auth.sub && exists('members', doc.channel_id + ':' + auth.sub) && !get('channels', doc.channel_id).archived"
+  };
+  string channel_id = 1;
+  string author_id = 2;
+  string body = 3;
+}
+"#;
+
+#[test]
+fn rules_with_lookups_and_macros_load() {
+    let registry = compile(CHAT).unwrap();
+    let messages = registry.collection("messages").unwrap();
+    assert!(messages.rules.read.as_ref().unwrap().looks_up());
+    compile(
+        "message A { option (protosync.v1.collection) = { name: \"a\" read: \"doc.tags.all(t, t != '') && [1, 2].exists(i, i == 1)\" }; repeated string tags = 1; }",
+    )
+    .unwrap();
+}
+
+/// A wrong rule is a schema error at its place in the file, saying what is
+/// wrong and what would be right.
+#[test]
+fn rules_are_checked_against_the_schema_with_their_place() {
+    let wrong = |from: &str, to: &str| {
+        let body = CHAT.replace(from, to);
+        assert_ne!(body, CHAT, "{from}");
+        compile(&body).unwrap_err().to_string()
+    };
+    let misspelled = wrong("doc.author_id == auth.sub", "doc.autor_id == auth.sub");
+    assert!(
+        misspelled.starts_with(
+            "t.proto:20:32: collection messages: write rule: unknown field `autor_id` of t.Message"
+        ),
+        "{misspelled}"
+    );
+    assert!(
+        misspelled.contains("channel_id, author_id, body"),
+        "{misspelled}"
+    );
+    let json_name = wrong("doc.author_id == auth.sub", "doc.authorId == auth.sub");
+    assert!(
+        json_name.contains("rules use proto field names: `author_id`"),
+        "{json_name}"
+    );
+    let looked_up = wrong(
+        "get('channels', doc.channel_id).archived",
+        "get('channels', doc.channel_id).archive",
+    );
+    assert!(
+        looked_up.contains("unknown field `archive` of t.Channel"),
+        "{looked_up}"
+    );
+    let collection = wrong(
+        "exists('members', doc.channel_id + ':' + auth.sub)\"\n",
+        "exists('member', doc.channel_id + ':' + auth.sub)\"\n",
+    );
+    assert!(
+        collection.contains("`exists` of unknown collection `member`; the collections are: channels, members, messages"),
+        "{collection}"
+    );
+    let function = wrong(
+        "doc.author_id == auth.sub &&",
+        "doc.author_id.lowerAscii() == auth.sub &&",
+    );
+    assert!(
+        function.contains("unknown function `lowerAscii`"),
+        "{function}"
+    );
+    let types = wrong("doc.user_id == auth.sub", "doc.joined_at > 5");
+    assert!(
+        types.contains("compares a string (field `joined_at` is a 64-bit integer, a decimal string in proto3 JSON; use int(…)) with a number"),
+        "{types}"
+    );
+    let archived = wrong(
+        "!get('channels', doc.channel_id).archived",
+        "get('channels', doc.channel_id).archived == 'no'",
+    );
+    assert!(
+        archived.contains("compares a bool (field `archived` is bool) with a string"),
+        "{archived}"
+    );
+}
