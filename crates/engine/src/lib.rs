@@ -178,12 +178,13 @@ impl Engine {
             .registry
             .collection(collection)
             .ok_or_else(|| EngineError::UnknownCollection(collection.to_owned()))?;
-        let scope = access::read_scope(identity, schema)?;
+        let scope = access::read_scope(identity, schema, &self.registry)?;
         let read = self.store.get(collection, id, &scope).await?;
         match read.value {
             Some(doc) => Ok(ReadAt {
                 seq: read.seq,
                 value: doc,
+                looked_up: read.looked_up,
             }),
             None => Err(EngineError::NotFound {
                 location: String::new(),

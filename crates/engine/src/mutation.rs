@@ -1,5 +1,7 @@
 //! Mutation requests: parsing, limits, validation, idempotency hashing.
 
+use std::sync::Arc;
+
 use protosync_auth::Identity;
 use protosync_core::Version;
 use protosync_schema::Registry;
@@ -62,7 +64,7 @@ fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 /// is bound to it: another caller reusing the key gets
 /// IDEMPOTENCY_KEY_REUSED, not the recorded answer.
 pub fn prepare(
-    registry: &Registry,
+    registry: &Arc<Registry>,
     request: &MutationRequest,
     identity: &Identity,
 ) -> Result<Mutation, EngineError> {
@@ -102,7 +104,7 @@ pub fn prepare(
         key,
         request_hash: request_hash(&identity.principal(), &ops),
     });
-    let access = crate::access::write_access(identity, &ops)?;
+    let access = crate::access::write_access(identity, &ops, registry)?;
     Ok(Mutation {
         ops,
         idempotency,

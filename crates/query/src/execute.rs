@@ -4,11 +4,12 @@
 //! Keeping this out of the stores means SQLite and Postgres cannot differ in
 //! query semantics: they only differ in how they fetch a batch.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use crate::plan::Plan;
-use crate::query::Query;
+use crate::query::{LookedUp, Query};
 use protosync_core::StoredDocument;
+use protosync_schema::DocKey;
 
 /// Rows fetched per batch: large enough to amortize a round trip, small
 /// enough that an ordered scan with a small limit does little extra work.
@@ -75,6 +76,28 @@ pub struct Execution<'q> {
     /// Ordered plans append; unordered ones keep the best `limit + 1` in a heap.
     ordered: Vec<Ranked>,
     best: BinaryHeap<Ranked>,
+    /// Rows of the last batch not judged yet: the scan waits on lookups.
+    pending: VecDeque<ScanRow>,
+    /// The request the pending rows answer, and whether it was the last.
+    batch: Option<(ScanRequest, bool)>,
+    /// Where the scan continues after the last row judged.
+    resume: Option<Resume>,
+    /// Documents the read rule looked up, loaded in the read's snapshot.
+    looked_up: LookedUp,
+    /// Documents to load before the scan can go on.
+    needed: Vec<DocKey>,
+}
+
+/// What the store does next for an [`Execution`].
+#[derive(Debug)]
+pub enum Step<'e> {
+    /// Fetch these rows and hand them to [`Execution::accept`].
+    Fetch(&'e ScanRequest),
+    /// Load these documents, in the same snapshot, and hand each to
+    /// [`Execution::supply`].
+    Lookup(Vec<DocKey>),
+    /// The page is complete: [`Execution::finish`].
+    Done,
 }
 
 impl<'q> Execution<'q> {
@@ -103,6 +126,11 @@ impl<'q> Execution<'q> {
             next,
             ordered: Vec::new(),
             best: BinaryHeap::new(),
+            pending: VecDeque::new(),
+            batch: None,
+            resume: None,
+            looked_up: LookedUp::default(),
+            needed: Vec::new(),
         };
         execution.size_next_batch();
         execution
@@ -112,9 +140,15 @@ impl<'q> Execution<'q> {
         &self.plan
     }
 
-    /// The next batch to fetch, or `None` when the result is complete.
-    pub fn next_request(&self) -> Option<&ScanRequest> {
-        self.next.as_ref()
+    /// What to do next.
+    pub fn step(&self) -> Step<'_> {
+        if !self.needed.is_empty() {
+            return Step::Lookup(self.needed.clone());
+        }
+        match &self.next {
+            Some(request) => Step::Fetch(request),
+            None => Step::Done,
+        }
     }
 
     /// Takes the rows the store fetched for the last request.
@@ -126,23 +160,52 @@ impl<'q> Execution<'q> {
             ScanRequest::Index { limit, .. } | ScanRequest::Collection { limit, .. } => *limit,
         };
         let exhausted = rows.len() < requested;
+        self.pending.extend(rows);
+        self.batch = Some((request, exhausted));
+        self.judge_pending();
+    }
+
+    /// Takes a document the read rule looked up (`None`: it does not exist).
+    pub fn supply(&mut self, key: DocKey, body: Option<serde_json::Value>) {
+        self.needed.retain(|k| *k != key);
+        self.looked_up.supply(key, body);
+        if self.needed.is_empty() {
+            self.judge_pending();
+        }
+    }
+
+    /// Judges pending rows in order until one needs a lookup or the page is
+    /// full; then decides the next request.
+    fn judge_pending(&mut self) {
         let wanted = self.query.limit + 1;
-        let mut resume = None;
-        for row in rows {
-            resume = Some(match &request {
-                ScanRequest::Index { .. } => Resume::Key(row.index_key.clone().unwrap_or_default()),
-                ScanRequest::Collection { .. } => Resume::Id(row.doc.id.clone()),
-            });
-            if !self.query.matches(&row.doc) {
+        while let Some(row) = self.pending.pop_front() {
+            if !self.query.filter_matches(&row.doc.body) {
+                self.resume = Some(Resume::of(&row));
                 continue;
             }
             let key = self.query.sort_key(&row.doc);
             if !self.query.is_after_cursor(&key) {
+                self.resume = Some(Resume::of(&row));
                 continue;
             }
+            match self.looked_up.verdict(&self.query.scope, &row.doc.body) {
+                Err(keys) => {
+                    self.pending.push_front(row);
+                    self.needed = keys;
+                    return;
+                }
+                Ok(false) => {
+                    self.resume = Some(Resume::of(&row));
+                    continue;
+                }
+                Ok(true) => {}
+            }
+            self.resume = Some(Resume::of(&row));
             if self.plan.ordered() {
                 self.ordered.push(Ranked(key, row.doc));
                 if self.ordered.len() >= wanted {
+                    self.pending.clear();
+                    self.batch = None;
                     return;
                 }
             } else {
@@ -152,10 +215,13 @@ impl<'q> Execution<'q> {
                 }
             }
         }
+        let Some((request, exhausted)) = self.batch.take() else {
+            return;
+        };
         if exhausted {
             return;
         }
-        self.next = match (request, resume) {
+        self.next = match (request, self.resume.take()) {
             (
                 ScanRequest::Index {
                     index,
@@ -208,7 +274,8 @@ impl<'q> Execution<'q> {
         }
     }
 
-    pub fn finish(self) -> Page {
+    /// The page, and what the read rule looked up to decide it.
+    pub fn finish(self) -> (Page, LookedUp) {
         let mut ranked = if self.plan.ordered() {
             self.ordered
         } else {
@@ -219,14 +286,27 @@ impl<'q> Execution<'q> {
             ranked.truncate(self.query.limit);
             next_cursor = ranked.last().map(|r| self.query.cursor_after(&r.0));
         }
-        Page {
-            documents: ranked.into_iter().map(|r| r.1).collect(),
-            next_cursor,
-        }
+        (
+            Page {
+                documents: ranked.into_iter().map(|r| r.1).collect(),
+                next_cursor,
+            },
+            self.looked_up,
+        )
     }
 }
 
 enum Resume {
     Key(Vec<u8>),
     Id(String),
+}
+
+impl Resume {
+    /// Where a scan goes on after `row`: its index key, or its id.
+    fn of(row: &ScanRow) -> Resume {
+        match &row.index_key {
+            Some(key) => Resume::Key(key.clone()),
+            None => Resume::Id(row.doc.id.clone()),
+        }
+    }
 }

@@ -17,6 +17,9 @@ pub mod plan;
 pub mod query;
 
 pub use cursor::CursorSeal;
-pub use execute::{Execution, Page, ScanRequest, ScanRow};
+pub use execute::{Execution, Page, ScanRequest, ScanRow, Step};
 pub use plan::Plan;
-pub use query::{Condition, Direction, Op, OrderField, Query, QueryError, QueryRequest, ReadScope};
+pub use query::{
+    Condition, Direction, LookedUp, Op, OrderField, Query, QueryError, QueryRequest, ReadRule,
+    ReadScope,
+};

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use protosync_schema::{Collection, FieldPath, Registry};
+use protosync_schema::{Collection, DocKey, FieldPath, Lookup, Registry, Verdict};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -140,16 +140,33 @@ pub enum ReadScope {
     /// collections it may use.
     Everything,
     /// The documents the collection's read rule lets one reader see.
-    Rule(Arc<dyn Fn(&Value) -> bool + Send + Sync>),
+    Rule(Arc<dyn ReadRule>),
+}
+
+/// A read rule bound to one reader.
+pub trait ReadRule: Send + Sync {
+    /// Whether the reader sees a document with `body` (canonical JSON);
+    /// `lookups` answers for the documents the rule looks up (canonical
+    /// JSON too, or [`Lookup::Unknown`] when not loaded).
+    fn verdict(&self, body: &Value, lookups: &mut dyn FnMut(&DocKey) -> Lookup) -> Verdict;
+
+    /// Whether the rule looks up other documents at all.
+    fn looks_up(&self) -> bool;
 }
 
 impl ReadScope {
-    /// Whether a reader with this scope sees a document with `body`.
-    pub fn sees(&self, body: &Value) -> bool {
+    /// Whether a reader with this scope sees `body`, the documents its rule
+    /// looks up answered from `lookups`.
+    pub fn verdict(&self, body: &Value, lookups: &mut dyn FnMut(&DocKey) -> Lookup) -> Verdict {
         match self {
-            ReadScope::Everything => true,
-            ReadScope::Rule(rule) => rule(body),
+            ReadScope::Everything => Verdict::Allow,
+            ReadScope::Rule(rule) => rule.verdict(body, lookups),
         }
+    }
+
+    /// Whether deciding may need documents other than the one read.
+    pub fn looks_up(&self) -> bool {
+        matches!(self, ReadScope::Rule(rule) if rule.looks_up())
     }
 }
 
@@ -159,6 +176,37 @@ impl std::fmt::Debug for ReadScope {
             ReadScope::Everything => f.write_str("Everything"),
             ReadScope::Rule(_) => f.write_str("Rule(..)"),
         }
+    }
+}
+
+/// The documents one read's rule evaluations looked up, loaded in the
+/// read's own snapshot: shared by every document the read checks, and kept
+/// by live views to tell which commits can change what a reader sees.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LookedUp {
+    /// Canonical bodies; `None`: no such document.
+    pub documents: std::collections::BTreeMap<DocKey, Option<Value>>,
+}
+
+impl LookedUp {
+    /// The verdict of `scope` on `body` with what is loaded: `Err` with the
+    /// keys to load first.
+    pub fn verdict(&self, scope: &ReadScope, body: &Value) -> Result<bool, Vec<DocKey>> {
+        let verdict = scope.verdict(body, &mut |key| match self.documents.get(key) {
+            Some(Some(doc)) => Lookup::Found(doc.clone()),
+            Some(None) => Lookup::Absent,
+            None => Lookup::Unknown,
+        });
+        match verdict {
+            Verdict::Allow => Ok(true),
+            Verdict::Deny => Ok(false),
+            Verdict::Needs(keys) => Err(keys),
+        }
+    }
+
+    /// Records a loaded document (or its absence).
+    pub fn supply(&mut self, key: DocKey, body: Option<Value>) {
+        self.documents.insert(key, body);
     }
 }
 
@@ -274,12 +322,10 @@ impl Query {
         Ok(query)
     }
 
-    pub fn matches(&self, doc: &StoredDocument) -> bool {
-        self.matches_body(&doc.body)
-    }
-
-    pub fn matches_body(&self, body: &Value) -> bool {
-        self.filter.iter().all(|c| c.matches(body)) && self.scope.sees(body)
+    /// Whether `body` passes the filter (the read scope is judged apart,
+    /// since it may need documents looked up: see [`LookedUp`]).
+    pub fn filter_matches(&self, body: &Value) -> bool {
+        self.filter.iter().all(|c| c.matches(body))
     }
 
     /// Ties are broken by id, in the direction of the last order field.

@@ -12,11 +12,11 @@
 //! - a document written by the commit gets exactly one new version, stored
 //!   version + 1 (1 when created), however many ops touched it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use protosync_query::key::index_key;
-use protosync_schema::Collection;
+use protosync_schema::{Collection, Lookup, Verdict};
 use serde_json::Value;
 
 use crate::{
@@ -84,6 +84,53 @@ pub fn plan_commit(
     mutation: &Mutation,
     stored: &HashMap<DocKey, StoredDocument>,
 ) -> Result<CommitPlan, StoreError> {
+    let loaded = stored.keys().cloned().collect();
+    let known = Known {
+        stored,
+        loaded: &loaded,
+        exhausted: true,
+    };
+    plan_commit_with(mutation, &known).map_err(|undecided| match undecided {
+        Undecided::Refused(e) => e,
+        Undecided::NeedsLookups(_) => unreachable!("an exhausted lookup is a denial"),
+    })
+}
+
+/// What a commit knows of the documents its write rules look up (beyond
+/// the ones it writes, which it sees as it changes them).
+pub(crate) struct Known<'a> {
+    /// Documents as the commit finds them.
+    pub stored: &'a HashMap<DocKey, StoredDocument>,
+    /// Keys whose state is loaded: one of them absent from `stored` does
+    /// not exist.
+    pub loaded: &'a HashSet<DocKey>,
+    /// Nothing more will be loaded: a rule that asks for more is denied.
+    pub exhausted: bool,
+}
+
+/// Why a commit was not planned.
+#[derive(Debug)]
+pub(crate) enum Undecided {
+    /// Rejected (or failed): the answer.
+    Refused(StoreError),
+    /// A write rule looks up documents not loaded yet: load them and plan
+    /// again. Never leaves the store.
+    NeedsLookups(Vec<protosync_schema::DocKey>),
+}
+
+impl From<StoreError> for Undecided {
+    fn from(e: StoreError) -> Self {
+        Undecided::Refused(e)
+    }
+}
+
+/// [`plan_commit`] with lookups: write rules see the documents of this
+/// mutation as its earlier ops left them, and others as `known` has them.
+pub(crate) fn plan_commit_with(
+    mutation: &Mutation,
+    known: &Known<'_>,
+) -> Result<CommitPlan, Undecided> {
+    let stored = known.stored;
     let order = keys_to_read(mutation);
     let mut working: HashMap<DocKey, Working> = HashMap::new();
     for op in &mutation.ops {
@@ -100,15 +147,15 @@ pub fn plan_commit(
     }
     for (index, op) in mutation.ops.iter().enumerate() {
         let key = (op.collection.name.clone(), op.id.clone());
-        let doc = working
-            .get_mut(&key)
-            .expect("every op's document is in the working set");
-        let reject = |rejection| StoreError::Rejected {
-            op: index,
-            collection: key.0.clone(),
-            id: key.1.clone(),
-            rejection,
+        let reject = |rejection| {
+            Undecided::Refused(StoreError::Rejected {
+                op: index,
+                collection: key.0.clone(),
+                id: key.1.clone(),
+                rejection,
+            })
         };
+        let doc = &working[&key];
         // What the op would leave, before any precondition is judged: the
         // write rule runs first, so a caller who may not write a document
         // learns nothing about it (not its existence, not its version).
@@ -119,9 +166,34 @@ pub fn plan_commit(
         };
         let prev = doc.original.as_ref().map(|d| &d.body);
         let touches_something = prev.is_some() || doc.current.is_some() || candidate.is_some();
-        if touches_something && !mutation.access.allows(index, op, prev, candidate.as_ref()) {
-            return Err(reject(Rejection::PermissionDenied));
+        if touches_something {
+            let mut lookups = |k: &protosync_schema::DocKey| {
+                let key = (k.collection.clone(), k.id.clone());
+                if let Some(doc) = working.get(&key) {
+                    return doc.current.clone().map_or(Lookup::Absent, Lookup::Found);
+                }
+                match known.stored.get(&key) {
+                    Some(doc) => Lookup::Found(doc.body.clone()),
+                    None if known.loaded.contains(&key) => Lookup::Absent,
+                    None => Lookup::Unknown,
+                }
+            };
+            match mutation
+                .access
+                .verdict(index, op, prev, candidate.as_ref(), &mut lookups)
+            {
+                Verdict::Allow => {}
+                Verdict::Needs(keys) if !known.exhausted => {
+                    return Err(Undecided::NeedsLookups(keys));
+                }
+                Verdict::Deny | Verdict::Needs(_) => {
+                    return Err(reject(Rejection::PermissionDenied));
+                }
+            }
         }
+        let doc = working
+            .get_mut(&key)
+            .expect("every op's document is in the working set");
         if let Some(expected) = op.expected_version {
             let actual = doc.version_now();
             if actual != Some(expected) {
@@ -232,6 +304,14 @@ mod tests {
         match result {
             Err(StoreError::Rejected { op, rejection, .. }) => (op, rejection),
             other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn verdict(allowed: bool) -> protosync_schema::Verdict {
+        if allowed {
+            protosync_schema::Verdict::Allow
+        } else {
+            protosync_schema::Verdict::Deny
         }
     }
 
@@ -412,12 +492,14 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let check = {
             let seen = seen.clone();
-            Authorize(Arc::new(move |index, _op: &WriteOp, prev, next| {
-                seen.lock()
-                    .unwrap()
-                    .push((index, prev.cloned(), next.cloned()));
-                next.and_then(|n| n.get("owner")) != Some(&json!("eve"))
-            }))
+            Authorize(Arc::new(
+                move |index, _op: &WriteOp, prev, next, _lookups| {
+                    seen.lock()
+                        .unwrap()
+                        .push((index, prev.cloned(), next.cloned()));
+                    verdict(next.and_then(|n| n.get("owner")) != Some(&json!("eve")))
+                },
+            ))
         };
         let allowed = Mutation {
             access: crate::WriteAccess::Checked(check.clone()),

@@ -11,9 +11,9 @@
 //! rejection never needs a rollback; only a failing statement does, and that
 //! fails the transaction, never just one of its mutations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::commit::{DocKey, keys_to_read, plan_commit};
+use crate::commit::{DocKey, Known, Undecided, keys_to_read, plan_commit_with};
 use crate::idempotency::{encode_outcome, recorded_outcome};
 use crate::{CommitOutcome, Mutation, Seq, StoreError, StoredDocument, Version};
 
@@ -21,11 +21,22 @@ use crate::{CommitOutcome, Mutation, Seq, StoreError, StoredDocument, Version};
 /// anything committed.
 pub(crate) type GroupAnswers = (Vec<Result<CommitOutcome, StoreError>>, Option<Seq>);
 
+/// Rounds of lookups one group may take: each loads what the group's
+/// write rules asked for and decides the group again. A rule asks for at
+/// most `MAX_LOOKUPS_PER_EVALUATION` documents, and every round answers
+/// each pending rule at least one, so this many rounds answer them all;
+/// a rule still asking after them is denied.
+pub(crate) const MAX_LOOKUP_ROUNDS: usize = protosync_schema::MAX_LOOKUPS_PER_EVALUATION + 1;
+
 /// What a store reads before a group is decided.
+#[derive(Clone)]
 pub(crate) struct GroupReads {
     pub head: Seq,
-    /// The stored documents among [`GroupKeys::documents`].
+    /// The stored documents among [`GroupKeys::documents`] and the
+    /// documents write rules looked up.
     pub stored: HashMap<DocKey, StoredDocument>,
+    /// Every key read: one absent from `stored` does not exist.
+    pub loaded: HashSet<DocKey>,
     /// Idempotency key → (request hash, recorded outcome), for the keys
     /// among [`GroupKeys::idempotency`] that are recorded.
     pub recorded: HashMap<String, (String, String)>,
@@ -87,17 +98,33 @@ pub(crate) struct GroupWrites {
     pub head: Option<Seq>,
 }
 
-/// Decides every mutation of a group in order. Returns one answer per
-/// mutation (in order) and the rows to write.
+/// What deciding a group came to.
+pub(crate) enum GroupPlan {
+    /// One answer per mutation (in order) and the rows to write.
+    Decided(Vec<Result<CommitOutcome, StoreError>>, GroupWrites),
+    /// Write rules look up these documents: load them (in the group's
+    /// transaction, into [`GroupReads`]) and decide again.
+    NeedsLookups(Vec<DocKey>),
+}
+
+/// Decides every mutation of a group in order. `last_round`: no more
+/// documents can be loaded, so a rule that asks for one is denied.
 pub(crate) fn plan_group<'m>(
     mutations: impl IntoIterator<Item = &'m Mutation>,
     reads: GroupReads,
-) -> (Vec<Result<CommitOutcome, StoreError>>, GroupWrites) {
+    last_round: bool,
+) -> GroupPlan {
     let GroupReads {
         head,
         mut stored,
+        loaded,
         mut recorded,
     } = reads;
+    // Lookups asked for this round. A mutation that asks is left out of
+    // this round's decisions (it is decided in the next, with the
+    // documents), and the rest are decided anyway to collect their
+    // lookups too: usually one round loads all a group needs.
+    let mut wanted: Vec<DocKey> = Vec::new();
     let mut answers = Vec::new();
     let mut writes = GroupWrites::default();
     let mut next = head;
@@ -111,10 +138,25 @@ pub(crate) fn plan_group<'m>(
             answers.push(recorded_outcome(&key.key, &key.request_hash, hash, outcome));
             continue;
         }
-        let plan = match plan_commit(mutation, &stored) {
+        let known = Known {
+            stored: &stored,
+            loaded: &loaded,
+            exhausted: last_round,
+        };
+        let plan = match plan_commit_with(mutation, &known) {
             Ok(plan) => plan,
-            Err(rejected) => {
+            Err(Undecided::Refused(rejected)) => {
                 answers.push(Err(rejected));
+                continue;
+            }
+            Err(Undecided::NeedsLookups(keys)) => {
+                for key in keys {
+                    let key = (key.collection, key.id);
+                    if !wanted.contains(&key) {
+                        wanted.push(key);
+                    }
+                }
+                answers.push(Err(StoreError::Internal("undecided".into())));
                 continue;
             }
         };
@@ -200,9 +242,12 @@ pub(crate) fn plan_group<'m>(
         }
         writes.index_touched.push((collection, index, entry));
     }
+    if !wanted.is_empty() {
+        return GroupPlan::NeedsLookups(wanted);
+    }
     writes.head = (next != head).then_some(next);
     assert_gap_free(head, &answers, &writes);
-    (answers, writes)
+    GroupPlan::Decided(answers, writes)
 }
 
 /// Invariant: the group's commits are head+1 … its new head with no gap
@@ -252,6 +297,17 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+
+    /// A group decided with nothing more to look up.
+    fn decide<'m>(
+        mutations: impl IntoIterator<Item = &'m Mutation>,
+        reads: GroupReads,
+    ) -> (Vec<Result<CommitOutcome, StoreError>>, GroupWrites) {
+        match plan_group(mutations, reads, true) {
+            GroupPlan::Decided(answers, writes) => (answers, writes),
+            GroupPlan::NeedsLookups(keys) => panic!("the last round asked for {keys:?}"),
+        }
+    }
     use crate::fixtures::{
         by_key, delete, expecting, index_entry, insert, mutation, note, notes, patch, stored_note,
         upsert,
@@ -259,9 +315,11 @@ mod tests {
     use crate::{Authorize, IdempotencyKey, OpResult, Rejection, WriteKind, WriteOp};
 
     fn reads(head: u64, documents: Vec<StoredDocument>) -> GroupReads {
+        let stored = by_key(documents);
         GroupReads {
             head: Seq(head),
-            stored: by_key(documents),
+            loaded: stored.keys().cloned().collect(),
+            stored,
             recorded: HashMap::new(),
         }
     }
@@ -292,7 +350,7 @@ mod tests {
             mutation(vec![insert("a", note("ann", "again", 1))]),
             mutation(vec![insert("c", note("ann", "3", 1))]),
         ];
-        let (answers, writes) = plan_group(&group, reads(10, Vec::new()));
+        let (answers, writes) = decide(&group, reads(10, Vec::new()));
         assert_eq!(seqs(&answers), [Some(11), None, Some(12), None, Some(13)]);
         let committed: Vec<u64> = writes.commits.iter().map(|(s, _)| s.0).collect();
         assert_eq!(committed, [11, 12, 13]);
@@ -311,7 +369,7 @@ mod tests {
             mutation(vec![delete("missing")]),
             mutation(vec![patch("missing", json!({ "text": "x" }))]),
         ];
-        let (answers, writes) = plan_group(&group, reads(4, Vec::new()));
+        let (answers, writes) = decide(&group, reads(4, Vec::new()));
         assert_eq!(seqs(&answers), [None, None]);
         assert_eq!(writes.head, None);
         assert!(writes.commits.is_empty() && writes.changes.is_empty());
@@ -325,7 +383,7 @@ mod tests {
             mutation(vec![insert("a", note("ann", "first", 1))]),
             mutation(vec![expecting(1, patch("a", json!({ "text": "second" })))]),
         ];
-        let (answers, writes) = plan_group(&group, reads(0, Vec::new()));
+        let (answers, writes) = decide(&group, reads(0, Vec::new()));
         let outcome = answers[1].as_ref().expect("the patch sees the insert");
         assert_eq!(
             outcome.results,
@@ -358,7 +416,7 @@ mod tests {
             mutation(vec![patch("a", json!({ "rank": 5 }))]),
             mutation(vec![delete("a")]),
         ];
-        let (_, writes) = plan_group(
+        let (_, writes) = decide(
             &group,
             reads(3, vec![stored_note("a", 1, 3, original.clone())]),
         );
@@ -379,7 +437,7 @@ mod tests {
             mutation(vec![patch("a", json!({ "rank": 5 }))]),
             mutation(vec![patch("a", json!({ "rank": 1 }))]),
         ];
-        let (_, writes) = plan_group(
+        let (_, writes) = decide(
             &group,
             reads(0, vec![stored_note("a", 1, 0, original.clone())]),
         );
@@ -406,7 +464,7 @@ mod tests {
                 mutation(vec![insert("c", note("ann", "3", 1))]),
             ),
         ];
-        let (answers, writes) = plan_group(&group, reads(0, Vec::new()));
+        let (answers, writes) = decide(&group, reads(0, Vec::new()));
         let first = answers[0].as_ref().unwrap();
         let retry = answers[1].as_ref().unwrap();
         assert!(!first.duplicate && retry.duplicate);
@@ -436,7 +494,7 @@ mod tests {
             keyed("k", "h", mutation(vec![insert("a", note("ann", "1", 1))])),
             mutation(vec![insert("b", note("ann", "2", 1))]),
         ];
-        let (answers, writes) = plan_group(&group, reads);
+        let (answers, writes) = decide(&group, reads);
         let retry = answers[0].as_ref().unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.seq, Seq(2));
@@ -489,6 +547,7 @@ mod tests {
             let keys = GroupKeys::of(group);
             GroupReads {
                 head: self.head,
+                loaded: keys.documents.iter().cloned().collect(),
                 stored: keys
                     .documents
                     .into_iter()
@@ -602,7 +661,12 @@ mod tests {
                 };
                 let prev = stored.map(|d| &d.2);
                 let touches = prev.is_some() || current.is_some() || next.is_some();
-                if touches && !mutation.access.allows(index, op, prev, next.as_ref()) {
+                let verdict = mutation
+                    .access
+                    .verdict(index, op, prev, next.as_ref(), &mut |_| {
+                        protosync_schema::Lookup::Unknown
+                    });
+                if touches && verdict != protosync_schema::Verdict::Allow {
                     return reject(Rejection::PermissionDenied);
                 }
                 if let Some(expected) = op.expected_version {
@@ -725,15 +789,19 @@ mod tests {
     fn a_group_agrees_with_its_mutations_applied_one_at_a_time() {
         let seed = protosync_testkit::seed();
         let mut rng = StdRng::seed_from_u64(seed);
-        let forbid = Authorize(Arc::new(|_, _, _, next: Option<&Value>| {
-            next.and_then(|n| n.get("text")) != Some(&json!("forbidden"))
+        let forbid = Authorize(Arc::new(|_, _, _, next: Option<&Value>, _lookups| {
+            if next.and_then(|n| n.get("text")) == Some(&json!("forbidden")) {
+                protosync_schema::Verdict::Deny
+            } else {
+                protosync_schema::Verdict::Allow
+            }
         }));
         let (mut tables, mut model) = (Tables::default(), Model::default());
         for round in 0..300 {
             let group: Vec<Mutation> = (0..rng.random_range(1..9))
                 .map(|_| random_mutation(&mut rng, &forbid))
                 .collect();
-            let (answers, writes) = plan_group(&group, tables.reads(&group));
+            let (answers, writes) = decide(&group, tables.reads(&group));
             tables.write(writes);
             let expected: Vec<Answer> = group.iter().map(|m| model.apply(m)).collect();
             let context = format!("seed {seed} round {round}: {group:#?}");

@@ -44,8 +44,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protosync_query::{Page, Query, ReadScope};
-use protosync_schema::{Collection, PatchFields, Registry};
+use protosync_query::{LookedUp, Page, Query, ReadScope};
+/// A document a rule looks up.
+pub use protosync_schema::DocKey as LookupKey;
+use protosync_schema::{Collection, Lookup, PatchFields, Registry, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -102,26 +104,38 @@ pub enum WriteAccess {
 }
 
 impl WriteAccess {
-    /// Whether op `index` may turn `prev` into `next`.
-    pub fn allows(
+    /// Whether op `index` may turn `prev` into `next`; `lookups` answers
+    /// for the documents the write rule looks up.
+    pub fn verdict(
         &self,
         index: usize,
         op: &WriteOp,
         prev: Option<&Value>,
         next: Option<&Value>,
-    ) -> bool {
+        lookups: &mut dyn FnMut(&LookupKey) -> Lookup,
+    ) -> Verdict {
         match self {
-            WriteAccess::Trusted => true,
-            WriteAccess::Checked(check) => (check.0)(index, op, prev, next),
+            WriteAccess::Trusted => Verdict::Allow,
+            WriteAccess::Checked(check) => (check.0)(index, op, prev, next, lookups),
         }
     }
 }
 
-/// A write check: (op index, op, prev, next) → allowed?
+/// A write rule bound to one caller (see [`WriteCheck`]).
 #[derive(Clone)]
 pub struct Authorize(pub Arc<WriteCheck>);
 
-pub type WriteCheck = dyn Fn(usize, &WriteOp, Option<&Value>, Option<&Value>) -> bool + Send + Sync;
+/// A write check: (op index, op, prev, next, lookups) → verdict. Lookups
+/// answer with canonical bodies, or `Unknown` for what is not loaded yet.
+pub type WriteCheck = dyn Fn(
+        usize,
+        &WriteOp,
+        Option<&Value>,
+        Option<&Value>,
+        &mut dyn FnMut(&LookupKey) -> Lookup,
+    ) -> Verdict
+    + Send
+    + Sync;
 
 impl std::fmt::Debug for Authorize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,17 +177,9 @@ pub struct ReadAt<T> {
     /// The last commit the read saw: the result is the state at this seq.
     pub seq: Seq,
     pub value: T,
-}
-
-impl ReadAt<Option<StoredDocument>> {
-    /// The read as a reader with `scope` sees it: a document it may not
-    /// see reads as absent (its existence is not revealed).
-    pub(crate) fn seen_through(self, scope: &ReadScope) -> Self {
-        ReadAt {
-            seq: self.seq,
-            value: self.value.filter(|doc| scope.sees(&doc.body)),
-        }
-    }
+    /// The documents the reader's rule looked up to decide, in the same
+    /// snapshot (empty for rules without lookups).
+    pub looked_up: LookedUp,
 }
 
 /// One document change of a commit: its state after the commit.

@@ -320,14 +320,28 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
     .await
     .unwrap();
     // Allow only writes that keep ownerId "ann", seeing prev and next.
-    let authorize = protosync_store::Authorize(std::sync::Arc::new(
-        |_, _, prev: Option<&Value>, next: Option<&Value>| {
-            let owner = |d: Option<&Value>| d.map(|d| d["ownerId"].clone());
-            prev.is_none_or(|p| p["ownerId"] == "ann")
-                && next.is_none_or(|n| n["ownerId"] == "ann")
-                && owner(prev) != Some(json!("x"))
-        },
-    ));
+    let authorize =
+        protosync_store::Authorize(
+            std::sync::Arc::new(
+                |_,
+                 _,
+                 prev: Option<&Value>,
+                 next: Option<&Value>,
+                 _lookups: &mut dyn FnMut(
+                    &protosync_store::LookupKey,
+                ) -> protosync_schema::Lookup| {
+                    let owner = |d: Option<&Value>| d.map(|d| d["ownerId"].clone());
+                    let allowed = prev.is_none_or(|p| p["ownerId"] == "ann")
+                        && next.is_none_or(|n| n["ownerId"] == "ann")
+                        && owner(prev) != Some(json!("x"));
+                    if allowed {
+                        protosync_schema::Verdict::Allow
+                    } else {
+                        protosync_schema::Verdict::Deny
+                    }
+                },
+            ),
+        );
     let ops = vec![
         h.patch("work_items", "mine", json!({"priority": 5})),
         h.patch("work_items", "mine", json!({"ownerId": "bob"})),
@@ -890,7 +904,10 @@ async fn queries_agree_with_brute_force_evaluation(h: Harness) {
         let request =
             json!({"collection": "work_items", "filter": filter, "orderBy": order, "limit": limit});
         let query = h.query(request.clone());
-        let mut expected: Vec<_> = docs.iter().filter(|d| query.matches(d)).collect();
+        let mut expected: Vec<_> = docs
+            .iter()
+            .filter(|d| query.filter_matches(&d.body))
+            .collect();
         expected.sort_by_key(|d| query.sort_key(d));
         let expected: Vec<&str> = expected.iter().map(|d| d.id.as_str()).collect();
         let mut got = Vec::new();
@@ -1215,7 +1232,10 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
             let query = h.query(request.clone());
             let page = h.store.query(&query).await.unwrap().value.documents;
             let got: Vec<&str> = page.iter().map(|d| d.id.as_str()).collect();
-            let mut expected: Vec<_> = page.iter().filter(|d| query.matches(d)).collect();
+            let mut expected: Vec<_> = page
+                .iter()
+                .filter(|d| query.filter_matches(&d.body))
+                .collect();
             expected.sort_by_key(|d| query.sort_key(d));
             let expected: Vec<&str> = expected.iter().map(|d| d.id.as_str()).collect();
             assert_eq!(got, expected, "seed {seed}: {request}");

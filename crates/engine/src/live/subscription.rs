@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 
 use protosync_core::Seq;
-use protosync_query::Query;
+use protosync_query::{LookedUp, Query};
+use protosync_schema::DocKey;
 
 use super::subscription_index::Filing;
 use super::{LiveChange, LiveDocument};
@@ -107,6 +108,22 @@ pub struct LiveSubscription {
     complete: bool,
     /// Documents kept beyond the limit ([`WINDOW_SLACK`]; tests shrink it).
     slack: usize,
+    /// What the read rule looked up at the last read: valid until a commit
+    /// changes one of them. Changes are judged with these documents.
+    looked_up: LookedUp,
+    /// A document the rule looked up changed, or a change needs a lookup
+    /// not loaded: the view is read afresh (with the rule's lookups in the
+    /// read's snapshot) before the next transition.
+    stale: bool,
+}
+
+/// Whether a change enters a subscription's view.
+enum Admission {
+    /// It does, at this sort key.
+    Yes(Vec<u8>),
+    No,
+    /// The read rule needs a document not loaded: read the view afresh.
+    Unknown,
 }
 
 impl LiveSubscription {
@@ -117,6 +134,7 @@ impl LiveSubscription {
         at: Seq,
         documents: Vec<LiveDocument>,
         complete: bool,
+        looked_up: LookedUp,
     ) -> LiveSubscription {
         let mut subscription = LiveSubscription {
             id,
@@ -125,13 +143,22 @@ impl LiveSubscription {
             entries: Vec::new(),
             complete: true,
             slack: WINDOW_SLACK,
+            looked_up: LookedUp::default(),
+            stale: false,
         };
-        subscription.refill(at, documents, complete);
+        subscription.refill(at, documents, complete, looked_up);
         subscription
     }
 
-    /// Replaces the view with a fresh read at `at`.
-    pub fn refill(&mut self, at: Seq, documents: Vec<LiveDocument>, complete: bool) {
+    /// Replaces the view with a fresh read at `at`, whose rule looked up
+    /// `looked_up`.
+    pub fn refill(
+        &mut self,
+        at: Seq,
+        documents: Vec<LiveDocument>,
+        complete: bool,
+        looked_up: LookedUp,
+    ) {
         // Invariant: a refill reads at most a window's worth (`window_query`).
         debug_assert!(documents.len() <= self.capacity());
         self.entries = documents
@@ -143,6 +170,14 @@ impl LiveSubscription {
             .collect();
         self.complete = complete;
         self.at = at;
+        self.looked_up = looked_up;
+        self.stale = false;
+    }
+
+    /// The documents the read rule looked up: a change to any of them can
+    /// change what the reader may see.
+    pub fn dependencies(&self) -> Vec<DocKey> {
+        self.looked_up.documents.keys().cloned().collect()
     }
 
     fn limit(&self) -> usize {
@@ -156,22 +191,50 @@ impl LiveSubscription {
         }
     }
 
-    fn admits(&self, change: &LiveChange) -> Option<Vec<u8>> {
-        let body = change.body.as_ref()?;
-        match &self.target {
+    fn admits(&self, change: &LiveChange) -> Admission {
+        let Some(body) = change.body.as_ref() else {
+            return Admission::No;
+        };
+        let (scope, key) = match &self.target {
             Target::Query(q) => {
-                if !q.matches_body(body) {
-                    return None;
+                if !q.filter_matches(body) {
+                    return Admission::No;
                 }
                 let key = q.sort_key_of(&change.id, body);
-                q.is_after_cursor(&key).then_some(key)
+                if !q.is_after_cursor(&key) {
+                    return Admission::No;
+                }
+                (&q.scope, key)
             }
-            Target::Get { id, scope, .. } => (*id == change.id && scope.sees(body)).then(Vec::new),
+            Target::Get { id, scope, .. } => {
+                if *id != change.id {
+                    return Admission::No;
+                }
+                (scope, Vec::new())
+            }
+        };
+        match self.looked_up.verdict(scope, body) {
+            Ok(true) => Admission::Yes(key),
+            Ok(false) => Admission::No,
+            Err(_) => Admission::Unknown,
         }
     }
 
     /// Applies one change of commit `seq` (which is newer than `at`).
     pub fn apply(&mut self, seq: Seq, change: &LiveChange) {
+        if self.stale {
+            return;
+        }
+        let key = DocKey {
+            collection: change.collection.clone(),
+            id: change.id.clone(),
+        };
+        if self.looked_up.documents.contains_key(&key) {
+            // What the reader may see depends on this document: judge the
+            // view again, whole, with its new state.
+            self.stale = true;
+            return;
+        }
         if change.collection != self.target.collection() {
             return;
         }
@@ -184,8 +247,13 @@ impl LiveSubscription {
         if let Some(i) = held {
             self.entries.remove(i);
         }
-        let Some(key) = self.admits(change) else {
-            return;
+        let key = match self.admits(change) {
+            Admission::Yes(key) => key,
+            Admission::No => return,
+            Admission::Unknown => {
+                self.stale = true;
+                return;
+            }
         };
         let fits = self.complete || self.entries.last().is_some_and(|last| key < last.key);
         if !fits {
@@ -220,7 +288,7 @@ impl LiveSubscription {
 
     /// The visible part cannot be filled from what is known: read the store.
     pub fn needs_refill(&self) -> bool {
-        !self.complete && self.entries.len() < self.limit()
+        self.stale || (!self.complete && self.entries.len() < self.limit())
     }
 
     /// What the client sees, in order.
@@ -332,7 +400,7 @@ mod tests {
             let truth = |model: &std::collections::BTreeMap<String, StoredDocument>, n: usize| {
                 let mut docs: Vec<StoredDocument> = model
                     .values()
-                    .filter(|d| query.matches(d))
+                    .filter(|d| query.filter_matches(&d.body))
                     .cloned()
                     .collect();
                 docs.sort_by_key(|d| query.sort_key(d));
@@ -347,6 +415,7 @@ mod tests {
                 Seq(0),
                 Vec::new(),
                 true,
+                LookedUp::default(),
             );
             sub.slack = slack;
             for seq in 1..120u64 {
@@ -382,7 +451,7 @@ mod tests {
                             body: Arc::new(LiveBody::new(d.body)),
                         })
                         .collect();
-                    sub.refill(Seq(seq), docs, complete);
+                    sub.refill(Seq(seq), docs, complete, LookedUp::default());
                 }
                 let expected: Vec<String> = truth(&model, limit as usize)
                     .0

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use protosync_query::key::KeyValue;
+use protosync_schema::DocKey;
 use protosync_schema::FieldPath;
 use tokio::sync::Notify;
 
@@ -110,11 +111,17 @@ struct CollectionIndex {
     by_value: HashMap<String, (FieldPath, ByValue)>,
     /// document id → subscriptions (gets, and holders of value-filed ones)
     by_id: HashMap<String, HashSet<SubscriptionKey>>,
+    /// document id → subscriptions whose read rule looked it up: a change
+    /// to it can change what their readers may see.
+    dependents: HashMap<String, HashSet<SubscriptionKey>>,
 }
 
 impl CollectionIndex {
     fn is_empty(&self) -> bool {
-        self.whole.is_empty() && self.by_value.is_empty() && self.by_id.is_empty()
+        self.whole.is_empty()
+            && self.by_value.is_empty()
+            && self.by_id.is_empty()
+            && self.dependents.is_empty()
     }
 }
 
@@ -248,6 +255,30 @@ impl SubscriptionIndex {
         }
     }
 
+    /// Records which looked-up documents a subscription's read rule gained
+    /// and lost as dependencies.
+    pub fn update_dependencies(&self, key: SubscriptionKey, gained: &[DocKey], lost: &[DocKey]) {
+        let mut inner = self.lock();
+        for dep in gained {
+            inner
+                .collections
+                .entry(dep.collection.clone())
+                .or_default()
+                .dependents
+                .entry(dep.id.clone())
+                .or_default()
+                .insert(key);
+        }
+        for dep in lost {
+            if let Some(index) = inner.collections.get_mut(&dep.collection) {
+                remove_from(&mut index.dependents, &dep.id, &key);
+                if index.is_empty() {
+                    inner.collections.remove(&dep.collection);
+                }
+            }
+        }
+    }
+
     /// Rings the doorbell of every connection `commit` can affect.
     pub fn dispatch(&self, commit: &LiveCommit) {
         let inner = self.lock();
@@ -258,6 +289,9 @@ impl SubscriptionIndex {
             };
             affected.extend(index.whole.iter().map(|k| k.0));
             if let Some(subs) = index.by_id.get(&change.id) {
+                affected.extend(subs.iter().map(|k| k.0));
+            }
+            if let Some(subs) = index.dependents.get(&change.id) {
                 affected.extend(subs.iter().map(|k| k.0));
             }
             if let Some(body) = &change.body {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protosync_core::{Seq, StoredDocument, Watermark};
+use protosync_schema::DocKey;
 use protosync_store::{Store, StoreError};
 
 use super::LiveDocument;
@@ -95,11 +96,11 @@ pub struct LiveView {
 impl Drop for LiveView {
     fn drop(&mut self) {
         for (_, slot) in self.slots.drain() {
-            self.index.unfile(
-                (self.connection, slot.number),
-                &slot.filing,
-                slot.subscription.held_ids(),
-            );
+            let key = (self.connection, slot.number);
+            self.index
+                .unfile(key, &slot.filing, slot.subscription.held_ids());
+            self.index
+                .update_dependencies(key, &[], &slot.subscription.dependencies());
         }
         self.index.disconnect(self.connection);
     }
@@ -184,6 +185,7 @@ impl LiveView {
         };
         self.doorbell.restore(subscription.at.0 + 1);
         self.track_held(key, &filing, &subscription.held_ids(), &[]);
+        self.track_dependencies(key, &[], &subscription.dependencies());
         let held = match held {
             Some(claimed) => Held::Claimed(claimed),
             None => Held::Reset(reset),
@@ -206,11 +208,11 @@ impl LiveView {
             .slots
             .remove(id)
             .ok_or_else(|| EngineError::UnknownSubscription(id.to_owned()))?;
-        self.index.unfile(
-            (self.connection, slot.number),
-            &slot.filing,
-            slot.subscription.held_ids(),
-        );
+        let key = (self.connection, slot.number);
+        self.index
+            .unfile(key, &slot.filing, slot.subscription.held_ids());
+        self.index
+            .update_dependencies(key, &[], &slot.subscription.dependencies());
         Ok(())
     }
 
@@ -234,7 +236,9 @@ impl LiveView {
         for (id, subscription) in fresh {
             let slot = self.slots.get_mut(&id).expect("read above");
             let before = slot.subscription.held_ids();
+            let depended = slot.subscription.dependencies();
             slot.subscription = subscription;
+            let depends = slot.subscription.dependencies();
             let (gained, lost) = difference(&before, &slot.subscription.held_ids());
             let (key, filing, at) = (
                 (self.connection, slot.number),
@@ -247,6 +251,7 @@ impl LiveView {
                 slot.held = Held::Claimed(slot.sent.clone());
             }
             self.track_held(key, &filing, &gained, &lost);
+            self.track_dependencies(key, &depended, &depends);
             self.doorbell.restore(at.0 + 1);
         }
         Ok(())
@@ -312,14 +317,17 @@ impl LiveView {
                 .await?;
                 target = target.max(fresh.at);
                 let before = slot.subscription.held_ids();
+                let depended = slot.subscription.dependencies();
                 slot.subscription = fresh;
-                let (key, filing, after) = (
+                let (key, filing, after, depends) = (
                     (self.connection, slot.number),
                     slot.filing.clone(),
                     slot.subscription.held_ids(),
+                    slot.subscription.dependencies(),
                 );
                 let (gained, lost) = difference(&before, &after);
                 self.track_held(key, &filing, &gained, &lost);
+                self.track_dependencies(key, &depended, &depends);
             }
             target = self.wait_for_tail(target).await?;
         }
@@ -389,6 +397,7 @@ impl LiveView {
                 for id in ids {
                     let slot = self.slots.get_mut(&id).expect("listed above");
                     let before = slot.subscription.held_ids();
+                    let depended = slot.subscription.dependencies();
                     slot.subscription = read(
                         &self.store,
                         &self.stream,
@@ -397,9 +406,11 @@ impl LiveView {
                     )
                     .await?;
                     let (gained, lost) = difference(&before, &slot.subscription.held_ids());
+                    let depends = slot.subscription.dependencies();
                     let (key, filing) = ((self.connection, slot.number), slot.filing.clone());
                     newest = newest.max(slot.subscription.at);
                     self.track_held(key, &filing, &gained, &lost);
+                    self.track_dependencies(key, &depended, &depends);
                 }
                 return Ok(newest);
             }
@@ -445,6 +456,19 @@ impl LiveView {
         }
     }
 
+    /// Files the documents a subscription's read rule now depends on. A
+    /// new dependency may have changed after the read and before it was
+    /// filed, unrung: the next transition reads the commits after this one
+    /// anyway (see `gained_holdings`).
+    fn track_dependencies(&mut self, key: SubscriptionKey, before: &[DocKey], after: &[DocKey]) {
+        let (gained, lost) = difference(before, after);
+        if gained.is_empty() && lost.is_empty() {
+            return;
+        }
+        self.gained_holdings |= !gained.is_empty();
+        self.index.update_dependencies(key, &gained, &lost);
+    }
+
     /// Waits until the tailer has dispatched `seq`; returns the tail then.
     async fn wait_for_tail(&self, seq: Seq) -> Result<Seq, EngineError> {
         let mut tail = self.stream.tail();
@@ -462,9 +486,9 @@ impl LiveView {
 }
 
 /// (in `after` but not `before`, in `before` but not `after`)
-fn difference(before: &[String], after: &[String]) -> (Vec<String>, Vec<String>) {
-    let old: std::collections::HashSet<&String> = before.iter().collect();
-    let new: std::collections::HashSet<&String> = after.iter().collect();
+fn difference<T: Clone + Eq + std::hash::Hash>(before: &[T], after: &[T]) -> (Vec<T>, Vec<T>) {
+    let old: std::collections::HashSet<&T> = before.iter().collect();
+    let new: std::collections::HashSet<&T> = after.iter().collect();
     (
         after
             .iter()
@@ -507,7 +531,12 @@ async fn read(
             let complete = read.value.next_cursor.is_none();
             let documents = live(read.value.documents);
             Ok(LiveSubscription::new(
-                id, target, read.seq, documents, complete,
+                id,
+                target,
+                read.seq,
+                documents,
+                complete,
+                read.looked_up,
             ))
         }
         Target::Get {
@@ -517,7 +546,14 @@ async fn read(
         } => {
             let read = store.get(collection, doc_id, scope).await?;
             let documents = live(read.value.into_iter().collect());
-            Ok(LiveSubscription::new(id, target, read.seq, documents, true))
+            Ok(LiveSubscription::new(
+                id,
+                target,
+                read.seq,
+                documents,
+                true,
+                read.looked_up,
+            ))
         }
     }
 }

@@ -243,7 +243,7 @@ impl Model {
                 .unwrap();
                 let mut docs: Vec<&StoredDocument> = state
                     .iter()
-                    .filter(|((c, _), d)| *c == q.collection && query.matches(d))
+                    .filter(|((c, _), d)| *c == q.collection && query.filter_matches(&d.body))
                     .map(|(_, d)| d)
                     .collect();
                 docs.sort_by_key(|d| query.sort_key(d));

@@ -11,7 +11,9 @@ use tokio_postgres::types::ToSql;
 
 use super::reads::document_at;
 use super::wakeups::NOTIFY_CHANNEL;
-use crate::group::{GroupAnswers, GroupKeys, GroupReads, GroupWrites, plan_group};
+use crate::group::{
+    GroupAnswers, GroupKeys, GroupPlan, GroupReads, GroupWrites, MAX_LOOKUP_ROUNDS, plan_group,
+};
 use crate::{Mutation, Seq, StoreError, now_ms};
 
 pub(super) type GroupResult = Result<GroupAnswers, GroupFailure>;
@@ -49,7 +51,24 @@ pub(super) async fn commit_group<'m>(
                 error,
                 committing: false,
             })?;
-        let (answers, writes) = plan_group(mutations, reads);
+        let mut reads = reads;
+        let mut round = 1;
+        let (answers, writes) = loop {
+            match plan_group(mutations.clone(), reads.clone(), round == MAX_LOOKUP_ROUNDS) {
+                GroupPlan::Decided(answers, writes) => break (answers, writes),
+                // Read in the group's transaction, under the head lock: a
+                // rule decides on the documents as this commit finds them.
+                GroupPlan::NeedsLookups(keys) => {
+                    read_lookups(&client, keys, &mut reads)
+                        .await
+                        .map_err(|error| GroupFailure {
+                            error,
+                            committing: false,
+                        })?;
+                    round += 1;
+                }
+            }
+        };
         if let Some(committing) = committing {
             let _ = committing.send(());
         }
@@ -103,6 +122,7 @@ async fn read_group(tx: &Client, keys: GroupKeys) -> Result<GroupReads, StoreErr
             ((r.get::<_, String>(0), doc.id.clone()), doc)
         })
         .collect();
+    let loaded = collections.into_iter().zip(ids).collect();
     let recorded = recorded
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
@@ -110,8 +130,32 @@ async fn read_group(tx: &Client, keys: GroupKeys) -> Result<GroupReads, StoreErr
     Ok(GroupReads {
         head: Seq(head.get::<_, i64>(0) as u64),
         stored,
+        loaded,
         recorded,
     })
+}
+
+/// Reads the documents write rules looked up into `reads`.
+async fn read_lookups(
+    tx: &Client,
+    keys: Vec<(String, String)>,
+    reads: &mut GroupReads,
+) -> Result<(), StoreError> {
+    let documents = tx
+        .prepare_cached(
+            "SELECT d.collection, d.id, d.version, d.seq, d.body FROM protosync_documents d
+             JOIN unnest($1::text[], $2::text[]) AS k(collection, id) ON d.collection = k.collection AND d.id = k.id",
+        )
+        .await?;
+    let (collections, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+    for row in tx.query(&documents, &[&collections, &ids]).await? {
+        let doc = document_at(&row, 1);
+        reads
+            .stored
+            .insert((row.get::<_, String>(0), doc.id.clone()), doc);
+    }
+    reads.loaded.extend(collections.into_iter().zip(ids));
+    Ok(())
 }
 
 /// Every row of a group in a handful of array statements, then COMMIT, all

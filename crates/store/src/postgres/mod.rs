@@ -146,9 +146,7 @@ impl Store for PostgresStore {
         id: &str,
         scope: &ReadScope,
     ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
-        Ok(reads::get(&self.pool, collection, id)
-            .await?
-            .seen_through(scope))
+        reads::get(&self.pool, collection, id, scope).await
     }
 
     async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {

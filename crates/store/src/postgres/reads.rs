@@ -4,7 +4,7 @@
 //! Nothing here writes or takes a lock that a commit waits on.
 
 use deadpool_postgres::{Pool, Transaction};
-use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
+use protosync_query::{Execution, LookedUp, Page, Query, ReadScope, ScanRequest, ScanRow, Step};
 use tokio_postgres::{GenericClient, IsolationLevel, Row};
 
 use crate::change_log::{LogAssembly, check_reaches};
@@ -50,18 +50,46 @@ pub(super) async fn get(
     pool: &Pool,
     collection: &str,
     id: &str,
+    scope: &ReadScope,
 ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
     let mut client = pool.get().await?;
     let tx = snapshot(&mut client).await?;
     let seq = read_head(&*tx).await?;
-    let row = tx
-        .query_opt("SELECT id, version, seq, body FROM protosync_documents WHERE collection = $1 AND id = $2", &[&collection, &id])
-        .await?;
+    let mut looked_up = LookedUp::default();
+    let value = match read_document(&tx, collection, id).await? {
+        Some(doc) => loop {
+            match looked_up.verdict(scope, &doc.body) {
+                Ok(true) => break Some(doc),
+                // Not visible reads as absent: its existence is not revealed.
+                Ok(false) => break None,
+                Err(keys) => {
+                    for key in keys {
+                        let found = read_document(&tx, &key.collection, &key.id).await?;
+                        looked_up.supply(key, found.map(|d| d.body));
+                    }
+                }
+            }
+        },
+        None => None,
+    };
     tx.commit().await?;
     Ok(ReadAt {
         seq,
-        value: row.map(|r| document_at(&r, 0)),
+        value,
+        looked_up,
     })
+}
+
+/// One document, in the transaction's snapshot.
+async fn read_document(
+    tx: &Transaction<'_>,
+    collection: &str,
+    id: &str,
+) -> Result<Option<StoredDocument>, StoreError> {
+    let row = tx
+        .query_opt("SELECT id, version, seq, body FROM protosync_documents WHERE collection = $1 AND id = $2", &[&collection, &id])
+        .await?;
+    Ok(row.map(|r| document_at(&r, 0)))
 }
 
 pub(super) async fn query(pool: &Pool, query: &Query) -> Result<ReadAt<Page>, StoreError> {
@@ -69,14 +97,27 @@ pub(super) async fn query(pool: &Pool, query: &Query) -> Result<ReadAt<Page>, St
     let tx = snapshot(&mut client).await?;
     let seq = read_head(&*tx).await?;
     let mut execution = Execution::new(query);
-    while let Some(request) = execution.next_request() {
-        let rows = scan(&tx, &query.collection.name, request).await?;
-        execution.accept(rows);
+    loop {
+        match execution.step() {
+            Step::Fetch(request) => {
+                let rows = scan(&tx, &query.collection.name, request).await?;
+                execution.accept(rows);
+            }
+            Step::Lookup(keys) => {
+                for key in keys {
+                    let found = read_document(&tx, &key.collection, &key.id).await?;
+                    execution.supply(key, found.map(|d| d.body));
+                }
+            }
+            Step::Done => break,
+        }
     }
     tx.commit().await?;
+    let (value, looked_up) = execution.finish();
     Ok(ReadAt {
         seq,
-        value: execution.finish(),
+        value,
+        looked_up,
     })
 }
 

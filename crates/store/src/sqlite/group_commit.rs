@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::reads::{read_document, read_head};
-use crate::group::{GroupAnswers, GroupKeys, GroupReads, GroupWrites, plan_group};
+use crate::group::{
+    GroupAnswers, GroupKeys, GroupPlan, GroupReads, GroupWrites, MAX_LOOKUP_ROUNDS, plan_group,
+};
 use crate::{Mutation, Seq, StoreError, now_ms};
 
 /// One SQLite transaction for a group of mutations (see [`crate::group`]).
@@ -21,6 +23,7 @@ pub(super) fn commit_group<'m>(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let keys = GroupKeys::of(mutations.clone());
     let mut stored = HashMap::new();
+    let loaded = keys.documents.iter().cloned().collect();
     for (collection, id) in keys.documents {
         if let Some(doc) = read_document(&tx, &collection, &id)? {
             stored.insert((collection, id), doc);
@@ -38,14 +41,29 @@ pub(super) fn commit_group<'m>(
         }
     }
     drop(lookup);
-    let (answers, writes) = plan_group(
-        mutations,
-        GroupReads {
-            head: read_head(&tx)?,
-            stored,
-            recorded,
-        },
-    );
+    let mut reads = GroupReads {
+        head: read_head(&tx)?,
+        stored,
+        loaded,
+        recorded,
+    };
+    let mut round = 1;
+    let (answers, writes) = loop {
+        match plan_group(mutations.clone(), reads.clone(), round == MAX_LOOKUP_ROUNDS) {
+            GroupPlan::Decided(answers, writes) => break (answers, writes),
+            // Read under the same write lock as the rest: a rule decides on
+            // the documents as this commit finds them.
+            GroupPlan::NeedsLookups(keys) => {
+                for (collection, id) in keys {
+                    if let Some(doc) = read_document(&tx, &collection, &id)? {
+                        reads.stored.insert((collection.clone(), id.clone()), doc);
+                    }
+                    reads.loaded.insert((collection, id));
+                }
+                round += 1;
+            }
+        }
+    };
     if let Some(head) = writes.head {
         write_group(&tx, &writes, head)?;
     }

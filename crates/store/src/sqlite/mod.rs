@@ -115,12 +115,10 @@ impl Store for SqliteStore {
         id: &str,
         scope: &ReadScope,
     ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
-        let (collection, id) = (collection.to_owned(), id.to_owned());
-        let read = self
-            .readers
-            .read(move |tx| reads::get(tx, &collection, &id))
-            .await?;
-        Ok(read.seen_through(scope))
+        let (collection, id, scope) = (collection.to_owned(), id.to_owned(), scope.clone());
+        self.readers
+            .read(move |tx| reads::get(tx, &collection, &id, &scope))
+            .await
     }
 
     async fn query(&self, query: &Query) -> Result<ReadAt<Page>, StoreError> {

@@ -4,7 +4,7 @@
 //! stored rows (bodies are JSON text in SQLite). Nothing here writes; the
 //! writer thread uses the same row readers inside its own transaction.
 
-use protosync_query::{Execution, Page, Query, ScanRequest, ScanRow};
+use protosync_query::{Execution, LookedUp, Page, Query, ReadScope, ScanRequest, ScanRow, Step};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::change_log::{LogAssembly, check_reaches};
@@ -69,24 +69,56 @@ pub(super) fn get(
     conn: &Connection,
     collection: &str,
     id: &str,
+    scope: &ReadScope,
 ) -> Result<ReadAt<Option<StoredDocument>>, StoreError> {
     let seq = read_head(conn)?;
+    let mut looked_up = LookedUp::default();
+    let value = match read_document(conn, collection, id)? {
+        Some(doc) => loop {
+            match looked_up.verdict(scope, &doc.body) {
+                Ok(true) => break Some(doc),
+                // Not visible reads as absent: its existence is not revealed.
+                Ok(false) => break None,
+                Err(keys) => {
+                    for key in keys {
+                        let found = read_document(conn, &key.collection, &key.id)?;
+                        looked_up.supply(key, found.map(|d| d.body));
+                    }
+                }
+            }
+        },
+        None => None,
+    };
     Ok(ReadAt {
         seq,
-        value: read_document(conn, collection, id)?,
+        value,
+        looked_up,
     })
 }
 
 pub(super) fn query(conn: &Connection, query: &Query) -> Result<ReadAt<Page>, StoreError> {
     let seq = read_head(conn)?;
     let mut execution = Execution::new(query);
-    while let Some(request) = execution.next_request() {
-        let rows = scan(conn, &query.collection.name, request)?;
-        execution.accept(rows);
+    loop {
+        match execution.step() {
+            Step::Fetch(request) => {
+                let rows = scan(conn, &query.collection.name, request)?;
+                execution.accept(rows);
+            }
+            Step::Lookup(keys) => {
+                for key in keys {
+                    let found = read_document(conn, &key.collection, &key.id)?;
+                    execution.supply(key, found.map(|d| d.body));
+                }
+            }
+            Step::Done => break,
+        }
     }
+    let (value, looked_up) = execution.finish();
     Ok(ReadAt {
         seq,
-        value: execution.finish(),
+        value,
+        looked_up,
     })
 }
 
