@@ -203,6 +203,11 @@ impl Model {
         *self.states.keys().last().unwrap()
     }
 
+    /// Every document after commit `seq`: (collection, id) → document.
+    pub fn documents_at(&self, seq: u64) -> &BTreeMap<(String, String), StoredDocument> {
+        &self.states[&seq]
+    }
+
     /// (id, seq) the subscription showed at `seq`, in order.
     pub fn result_at(&self, subscribe: &wire::Subscribe, seq: u64) -> Vec<(String, u64)> {
         let state = &self.states[&seq];
