@@ -85,11 +85,15 @@ pub async fn drive(
     ))
 }
 
+/// The collection of the fan-out document (the `lookup-rule` scenario
+/// uses others of the same shape).
+pub const FANOUT_COLLECTION: &str = "run_summary";
+
 /// The subscription every fan-out subscriber holds: a query for the
-/// user's newest summary.
-pub fn subscription() -> wire::Subscribe {
+/// user's newest summary in `collection`.
+pub fn subscription(collection: &str) -> wire::Subscribe {
     let query = wire::Query {
-        collection: "run_summary".into(),
+        collection: collection.into(),
         filter: vec![wire::Condition {
             field: "ownerId".into(),
             op: "==".into(),
@@ -109,18 +113,32 @@ pub fn subscription() -> wire::Subscribe {
 pub struct Fanout {
     pub server: ServerProcess,
     plan: Plan,
+    collection: &'static str,
     receipts: mpsc::UnboundedReceiver<Receipt>,
     _readers: Readers,
 }
 
 impl Fanout {
     pub async fn open(plan: Plan) -> anyhow::Result<Fanout> {
+        Fanout::open_on(plan, FANOUT_COLLECTION, Vec::new()).await
+    }
+
+    /// The fan-out of `collection`, after `setup` (ops a service writes
+    /// before the subscribers connect).
+    pub async fn open_on(
+        plan: Plan,
+        collection: &'static str,
+        setup: Vec<Value>,
+    ) -> anyhow::Result<Fanout> {
         let server = ServerProcess::start(plan.store).await?;
+        if !setup.is_empty() {
+            server.mutate(setup).await?;
+        }
         let sockets = clients::open_many(
             &server,
             plan.subscribers,
             plan.codec,
-            |_| vec![subscription()],
+            |_| vec![subscription(collection)],
             &format!("fanout n={}: connect", plan.subscribers),
         )
         .await?;
@@ -129,6 +147,7 @@ impl Fanout {
         Ok(Fanout {
             server,
             plan,
+            collection,
             receipts,
             _readers: readers,
         })
@@ -139,6 +158,7 @@ impl Fanout {
         let meter = self.server.meter()?;
         let mut writer = HttpWriter {
             server: &self.server,
+            collection: self.collection,
         };
         let phase = format!("fanout n={}: protosync commits", self.plan.subscribers);
         let mut result = drive(
@@ -157,11 +177,12 @@ impl Fanout {
 /// The service writing fan-out commits over HTTP.
 struct HttpWriter<'a> {
     server: &'a ServerProcess,
+    collection: &'static str,
 }
 
 impl Publisher for HttpWriter<'_> {
     async fn publish(&mut self, commit: u64) -> anyhow::Result<()> {
-        let op = json!({"upsert": {"collection": "run_summary", "id": FANOUT_DOC, "doc": stamp::document(commit)}});
+        let op = json!({"upsert": {"collection": self.collection, "id": FANOUT_DOC, "doc": stamp::document(commit)}});
         self.server.mutate(vec![op]).await.map(drop)
     }
 }
@@ -202,5 +223,36 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
         "ratio_protosync_to_nats": {"p50": ratio(&nats, "p50"), "p99": ratio(&nats, "p99")},
         "ratio_protosync_to_postgres_notify": {"p50": ratio(&notify, "p50"), "p99": ratio(&notify, "p99")},
         "note": "latency = issue → receipt on one clock; receipts < receipts_expected means coalescing (protosync sends only the newest of several commits to a subscriber that is behind)",
+    }))
+}
+
+/// The `lookup-rule` scenario: the same fan-out to subscribers whose read
+/// rule looks up one document (a grant), and to subscribers whose rule
+/// does not; each commit is judged for every subscriber.
+pub async fn lookup_rule(plan: Plan) -> anyhow::Result<Value> {
+    let plain = Fanout::open_on(plan, "plain_summary", Vec::new())
+        .await?
+        .measure()
+        .await?;
+    let grant = json!({"upsert": {"collection": "bench_grants", "id": OWNER, "doc": {"user": OWNER, "active": true}}});
+    let gated = Fanout::open_on(plan, "gated_summary", vec![grant])
+        .await?
+        .measure()
+        .await?;
+    let ratio = |p: &str| stats::ratio(&gated["latency_ms"][p], &plain["latency_ms"][p]);
+    let cpu = |r: &Value| r["server"]["cpu_core_seconds"].as_f64();
+    Ok(json!({
+        "scenario": "lookup-rule",
+        "store": plan.store.name(),
+        "codec": format!("{:?}", plan.codec).to_lowercase(),
+        "subscribers": plan.subscribers,
+        "commits": plan.commits,
+        "without_lookup": plain,
+        "with_lookup": gated,
+        "ratio_with_to_without": {"p50": ratio("p50"), "p99": ratio("p99")},
+        "cpu_ratio_with_to_without": match (cpu(&gated), cpu(&plain)) {
+            (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+            _ => Value::Null,
+        },
     }))
 }

@@ -15,6 +15,8 @@
 //! - `idle`: server memory per idle connection.
 //! - `own-writes`: a client's wait for its own write (result, then the
 //!   read-your-writes transition).
+//! - `lookup-rule`: fan-out to subscribers whose read rule looks up a
+//!   document, against the same without the lookup.
 //! - `all`: everything at the sizes, then `report`.
 //! - `report`: `summary.md` and the fan-out plot from the result files.
 //!
@@ -128,6 +130,14 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000)]
         mutations: usize,
     },
+    /// Fan-out of one commit to N subscribers whose read rule does one
+    /// `get`, against the same rule without it.
+    LookupRule {
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 200)]
+        commits: usize,
+    },
     /// Every scenario at the sizes, then `report`.
     All {
         /// Where the fan-out plot goes.
@@ -158,6 +168,7 @@ enum Run {
     Resume(resume::Plan),
     Idle(idle::Plan),
     OwnWrites(own_writes::Plan),
+    LookupRule(fanout::Plan),
 }
 
 impl Run {
@@ -175,6 +186,7 @@ impl Run {
             Run::Resume(p) => format!("resume-{}-k{}", p.store.name(), p.changes),
             Run::Idle(p) => format!("idle-{}-{}", p.store.name(), p.connections),
             Run::OwnWrites(p) => format!("own-writes-{}", p.store.name()),
+            Run::LookupRule(p) => format!("lookup-rule-{}-{}", p.store.name(), p.subscribers),
         }
     }
 
@@ -192,6 +204,7 @@ impl Run {
             Run::Resume(plan) => resume::run(plan).await,
             Run::Idle(plan) => idle::run(plan).await,
             Run::OwnWrites(plan) => own_writes::run(plan).await,
+            Run::LookupRule(plan) => fanout::lookup_rule(plan).await,
         }
     }
 }
@@ -272,6 +285,12 @@ fn everything(store: StoreKind, codec: Codec, idle_connections: usize) -> Vec<Ru
         store,
         codec,
         mutations: 1_000,
+    }));
+    runs.push(Run::LookupRule(fanout::Plan {
+        store,
+        codec,
+        subscribers: 1_000,
+        commits: 200,
     }));
     runs
 }
@@ -379,6 +398,15 @@ fn main() -> anyhow::Result<()> {
                 store,
                 codec,
                 mutations,
+            })],
+            Scenario::LookupRule {
+                subscribers,
+                commits,
+            } => vec![Run::LookupRule(fanout::Plan {
+                store,
+                codec,
+                subscribers,
+                commits,
             })],
             Scenario::All {
                 plot,

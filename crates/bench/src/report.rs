@@ -344,6 +344,40 @@ fn summary_markdown(results: &[Value]) -> String {
     );
     table(
         &mut out,
+        "Lookup rule: fan-out of one commit, read rule with and without one get, ms",
+        &[
+            "store",
+            "subscribers",
+            "receipts without / with",
+            "p50 without",
+            "p50 with",
+            "p99 without",
+            "p99 with",
+            "ratio p50",
+            "ratio p99",
+            "server CPU ratio",
+        ],
+        of(results, "lookup-rule")
+            .iter()
+            .map(|r| {
+                let (a, b) = (&r["without_lookup"], &r["with_lookup"]);
+                vec![
+                    fmt(&r["store"], 0),
+                    fmt(&r["subscribers"], 0),
+                    format!("{} / {}", fmt(&a["receipts"], 0), fmt(&b["receipts"], 0)),
+                    fmt(&a["latency_ms"]["p50"], 2),
+                    fmt(&b["latency_ms"]["p50"], 2),
+                    fmt(&a["latency_ms"]["p99"], 2),
+                    fmt(&b["latency_ms"]["p99"], 2),
+                    fmt(&r["ratio_with_to_without"]["p50"], 2),
+                    fmt(&r["ratio_with_to_without"]["p99"], 2),
+                    fmt(&r["cpu_ratio_with_to_without"], 2),
+                ]
+            })
+            .collect(),
+    );
+    table(
+        &mut out,
         "Own writes: a client's wait for its mutation, ms",
         &[
             "store",

@@ -74,7 +74,7 @@ impl ServerProcess {
             "listen = \"{addr}\"\nschema = {schema:?}\ndatabase = {database:?}\nlog_format = \"text\"\n\n\
              [[auth.providers]]\nname = \"bench\"\nissuer = \"{ISSUER}\"\naudience = [\"{AUDIENCE}\"]\nalgorithms = [\"HS256\"]\nsecret = \"{secret}\"\n\n\
              [[auth.api_keys]]\nname = \"bench-writer\"\nsha256 = \"{key_hash}\"\n",
-            schema = stores::schema_dir().canonicalize()?.display().to_string(),
+            schema = bench_schema(dir.path())?.display().to_string(),
         );
         let config_path = dir.path().join("protosync.toml");
         std::fs::write(&config_path, config)?;
@@ -247,9 +247,34 @@ impl Meter {
     }
 }
 
-/// The `protosync` binary built into the same target directory as this one.
-/// The `protosync` next to this binary, or the one `PROTOSYNC_BENCH_SERVER`
-/// names (to measure another build side by side).
+/// The example schema and the bench's own collections (schema/), copied
+/// into `dir`: the server is started on the directory this returns.
+fn bench_schema(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let schema = dir.join("schema");
+    let bench = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema");
+    for source in [stores::schema_dir(), bench] {
+        copy_tree(&source, &schema)?;
+    }
+    Ok(schema)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        let target = to.join(path.file_name().unwrap_or_default());
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            std::fs::copy(&path, &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `protosync` binary built into the same target directory as this
+/// one, or the one `PROTOSYNC_BENCH_SERVER` names (to measure another
+/// build side by side).
 fn server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("PROTOSYNC_BENCH_SERVER") {
         return Ok(PathBuf::from(path));

@@ -117,7 +117,10 @@ async fn open_slow(server: &ServerProcess, plan: Plan) -> anyhow::Result<SyncSoc
         })),
         held: vec![],
     };
-    for subscribe in [crate::fanout::subscription(), pad] {
+    for subscribe in [
+        crate::fanout::subscription(crate::fanout::FANOUT_COLLECTION),
+        pad,
+    ] {
         socket
             .send(client_message::Message::Subscribe(subscribe))
             .await?;
