@@ -43,7 +43,7 @@ pub(crate) struct JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(source: JwksSource, ttl_seconds: u64, min_refetch_seconds: u64) -> JwksCache {
+    pub(crate) fn new(source: JwksSource, ttl_seconds: u64, min_refetch_seconds: u64) -> JwksCache {
         JwksCache {
             source,
             ttl: Duration::from_secs(ttl_seconds),
@@ -56,7 +56,11 @@ impl JwksCache {
         }
     }
 
-    pub async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, AuthError> {
+    pub(crate) async fn key(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, AuthError> {
         let mut cached = self.cached.lock().await;
         let stale = cached.fetched_at.is_none_or(|at| at.elapsed() >= self.ttl);
         let may_refetch = cached
@@ -112,7 +116,7 @@ impl JwksCache {
                 cached.fetched_at = Some(Instant::now());
             }
             Err(e) => {
-                tracing::warn!(error = %e, "fetching the JWKS failed; keeping the keys we have")
+                tracing::warn!(error = %e, "fetching the JWKS failed; keeping the keys we have");
             }
         }
     }

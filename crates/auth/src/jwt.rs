@@ -31,7 +31,7 @@ pub(crate) struct Provider {
 }
 
 impl Provider {
-    pub fn new(config: &ProviderConfig, auth: &AuthConfig) -> Result<Provider, String> {
+    pub(crate) fn new(config: &ProviderConfig, auth: &AuthConfig) -> Result<Provider, String> {
         let fail = |m: String| format!("auth provider {:?}: {m}", config.name);
         if config.algorithms.is_empty() {
             return Err(fail("list its allowed algorithms".into()));
@@ -117,11 +117,11 @@ impl Provider {
         })
     }
 
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             AuthError::new(ErrorCode::TokenInvalid, format!("malformed token: {e}"))
         })?;

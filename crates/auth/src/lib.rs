@@ -43,7 +43,9 @@ pub enum Identity {
     Anonymous,
     /// A verified token: rules see its claims as `auth`.
     User {
+        /// The token's verified claims, as the JSON object it carried.
         claims: Value,
+        /// The token's `jti`, the handle a revocation names; `None` if it has none.
         jti: Option<String>,
         /// Seconds since the epoch.
         expires_at: Option<u64>,
@@ -52,9 +54,14 @@ pub enum Identity {
     /// (`None`: all). From a service-role token it keeps that token's
     /// `jti` and expiry, so it can be revoked and expires like any token.
     Service {
+        /// The service's name: an API key's configured name, or a service-role token's `sub`
+        /// (without one, its provider's name).
         name: String,
+        /// The collections it may read and write; `None`: all.
         collections: Option<Vec<String>>,
+        /// The service-role token's `jti`; `None` for API keys and tokens without one.
         jti: Option<String>,
+        /// The service-role token's `exp`, in seconds since the epoch; `None` for API keys.
         expires_at: Option<u64>,
     },
 }
@@ -68,6 +75,7 @@ impl Identity {
         }
     }
 
+    /// The `jti` of the token behind this identity, if it came from one that has it.
     pub fn jti(&self) -> Option<&str> {
         match self {
             Identity::User { jti, .. } | Identity::Service { jti, .. } => jti.as_deref(),
@@ -75,6 +83,8 @@ impl Identity {
         }
     }
 
+    /// When the token behind this identity expires (its `exp`, seconds since the epoch);
+    /// `None` for anonymous callers, API keys and tokens without `exp`.
     pub fn expires_at(&self) -> Option<u64> {
         match self {
             Identity::User { expires_at, .. } | Identity::Service { expires_at, .. } => *expires_at,
@@ -105,7 +115,9 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct AuthError {
+    /// The stable code clients see (`TOKEN_EXPIRED`, `UNAUTHENTICATED`, …).
     pub code: ErrorCode,
+    /// What was wrong, for a person: never contains the credential itself.
     pub message: String,
 }
 
@@ -118,6 +130,9 @@ impl AuthError {
     }
 }
 
+/// Turns credentials into an [`Identity`]: the configured JWT providers and API keys,
+/// and the revoked `jti`s this process knows. Shared by every transport; cheap to call
+/// concurrently.
 pub struct Authenticator {
     providers: Vec<Provider>,
     api_keys: Vec<ApiKeyConfig>,
@@ -132,6 +147,8 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Checks the config and builds the providers (a JWKS is fetched on first use, not
+    /// here). The error names the provider or API key that is wrong and why.
     pub fn new(config: AuthConfig) -> Result<Authenticator, String> {
         let providers = config
             .providers
@@ -148,13 +165,13 @@ impl Authenticator {
         }
         Ok(Authenticator {
             providers,
-            api_keys: config.api_keys.clone(),
-            allowed_origins: config.allowed_origins.clone(),
+            api_keys: config.api_keys,
+            allowed_origins: config.allowed_origins,
             revoked: RwLock::new(
                 config
                     .revoked_jtis
-                    .iter()
-                    .map(|jti| (jti.clone(), None))
+                    .into_iter()
+                    .map(|jti| (jti, None))
                     .collect(),
             ),
             trust_unauthenticated: config.trust_unauthenticated,
@@ -240,6 +257,9 @@ impl Authenticator {
         self.leeway_seconds
     }
 
+    /// Verifies a JWT with the provider of its `iss`: signature, algorithm, audience,
+    /// expiry, not-before, required claims, age and revocation. A service-role token is a
+    /// service.
     pub async fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
         let issuer = jwt::unverified_issuer(token)?;
         let provider = self
@@ -264,6 +284,8 @@ impl Authenticator {
         Ok(identity)
     }
 
+    /// Looks an API key up by its SHA-256 (compared in constant time); an unknown key is
+    /// `UNAUTHENTICATED`.
     pub fn verify_api_key(&self, key: &str) -> Result<Identity, AuthError> {
         let digest: String = Sha256::digest(key.as_bytes())
             .iter()
@@ -291,7 +313,10 @@ impl Authenticator {
     /// entry may be dropped after that: no token with this `jti` can be
     /// valid any more. Told the same `jti` twice, it keeps the later time.
     pub fn remember_revocation(&self, jti: &str, keep_until_ms: Option<i64>) {
-        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        let mut revoked = self
+            .revoked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = revoked.entry(jti.to_owned()).or_insert(keep_until_ms);
         *entry = match (*entry, keep_until_ms) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -304,7 +329,7 @@ impl Authenticator {
     pub fn forget_expired_revocations(&self, now_ms: i64) {
         self.revoked
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|_, keep_until| keep_until.is_none_or(|until| until >= now_ms));
     }
 
@@ -317,10 +342,11 @@ impl Authenticator {
         i64::try_from(last_second.saturating_add(1).saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 
+    /// Whether tokens with this `jti` are refused in this process.
     pub fn is_revoked(&self, jti: &str) -> bool {
         self.revoked
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .contains_key(jti)
     }
 
@@ -453,6 +479,10 @@ mod tests {
         Authenticator::new(config).unwrap()
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "JSON builders take the value, so a call site reads `json!({..})` without a borrow"
+    )]
     fn token(claims: serde_json::Value) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

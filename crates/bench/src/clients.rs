@@ -47,28 +47,19 @@ const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Raises this process's open-file soft limit to its hard limit (10,000
 /// connections need 10,000 descriptors here, and as many in the server,
 /// which inherits the limit). Returns the new limit.
-pub fn raise_fd_limit() -> anyhow::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        limit.rlim_cur = limit.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-    }
-    Ok(limit.rlim_cur)
+pub(crate) fn raise_fd_limit() -> anyhow::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    setrlimit(Resource::Nofile, limit).map_err(io::Error::from)?;
+    // `None` is RLIM_INFINITY, which libc spells as `u64::MAX`.
+    Ok(limit.current.unwrap_or(u64::MAX))
 }
 
 /// A TCP connection to `server` from the `index`-th source address, with
 /// the given receive buffer (set before connecting, so the window
 /// advertised in the handshake is already that small).
-pub async fn dial(
+pub(crate) async fn dial(
     server: SocketAddr,
     index: usize,
     receive_buffer: Option<u32>,
@@ -85,7 +76,7 @@ pub async fn dial(
 }
 
 /// A TCP stream that counts the bytes read from it.
-pub struct Counted {
+pub(crate) struct Counted {
     stream: TcpStream,
     received: u64,
 }
@@ -122,7 +113,7 @@ impl AsyncWrite for Counted {
 }
 
 /// One sync connection over a stream the bench dialled.
-pub struct SyncSocket {
+pub(crate) struct SyncSocket {
     ws: WebSocketStream<Counted>,
     codec: Codec,
     incoming: Incoming,
@@ -131,7 +122,7 @@ pub struct SyncSocket {
 impl SyncSocket {
     /// Upgrades `stream` and says hello as the server's user; returns after
     /// the welcome (the `authOk` that follows is left to `receive`).
-    pub async fn connect(
+    pub(crate) async fn connect(
         server: &ServerProcess,
         stream: TcpStream,
         codec: Codec,
@@ -180,7 +171,10 @@ impl SyncSocket {
         }
     }
 
-    pub async fn send(&mut self, message: client_message::Message) -> Result<(), ConnectionError> {
+    pub(crate) async fn send(
+        &mut self,
+        message: client_message::Message,
+    ) -> Result<(), ConnectionError> {
         let message = match self.codec.encode_client(&wire::ClientMessage {
             message: Some(message),
         }) {
@@ -194,7 +188,10 @@ impl SyncSocket {
     }
 
     /// Sends every subscribe, then waits for each one's first result.
-    pub async fn subscribe(&mut self, subscriptions: Vec<wire::Subscribe>) -> anyhow::Result<()> {
+    pub(crate) async fn subscribe(
+        &mut self,
+        subscriptions: Vec<wire::Subscribe>,
+    ) -> anyhow::Result<()> {
         let count = subscriptions.len();
         for subscribe in subscriptions {
             self.send(client_message::Message::Subscribe(subscribe))
@@ -204,7 +201,7 @@ impl SyncSocket {
         while first_results < count {
             match self.receive().await? {
                 Received::Transition(t) => {
-                    first_results += t.updates.iter().filter(|u| u.reset).count()
+                    first_results += t.updates.iter().filter(|u| u.reset).count();
                 }
                 Received::Other(wire::ServerMessage {
                     message: Some(server_message::Message::Error(e)),
@@ -223,7 +220,7 @@ impl SyncSocket {
     }
 
     /// The next message; a transition once all its chunks arrived.
-    pub async fn receive(&mut self) -> Result<Received, ConnectionError> {
+    pub(crate) async fn receive(&mut self) -> Result<Received, ConnectionError> {
         loop {
             let frame = match self.ws.next().await {
                 None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
@@ -239,7 +236,7 @@ impl SyncSocket {
     /// are not transitions). Reads only what a stamp needs, as cheaply as
     /// the baselines' readers do, so the bench's own decoding takes as
     /// little as it can of the cores the server runs on.
-    pub async fn next_stamps(&mut self) -> Result<Vec<(u64, f64)>, ConnectionError> {
+    pub(crate) async fn next_stamps(&mut self) -> Result<Vec<(u64, f64)>, ConnectionError> {
         loop {
             let documents: Vec<Value> = match self.ws.next().await {
                 None | Some(Err(_)) => return Err(ConnectionError::Closed(None)),
@@ -289,21 +286,21 @@ impl SyncSocket {
 
     /// Bytes read from the socket since it was dialled: the upgrade
     /// response, frame headers and payloads.
-    pub fn bytes_received(&self) -> u64 {
+    pub(crate) fn bytes_received(&self) -> u64 {
         self.ws.get_ref().received
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.ws.get_ref().stream.local_addr()
     }
 
-    pub async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
 }
 
 /// A `get` subscription of one `run_summary` document.
-pub fn get(subscription_id: impl Into<String>, id: impl Into<String>) -> wire::Subscribe {
+pub(crate) fn get(subscription_id: impl Into<String>, id: impl Into<String>) -> wire::Subscribe {
     let get = wire::Get {
         collection: "run_summary".into(),
         id: id.into(),
@@ -316,7 +313,7 @@ pub fn get(subscription_id: impl Into<String>, id: impl Into<String>) -> wire::S
 }
 
 /// A query subscription.
-pub fn query(subscription_id: impl Into<String>, query: wire::Query) -> wire::Subscribe {
+pub(crate) fn query(subscription_id: impl Into<String>, query: wire::Query) -> wire::Subscribe {
     wire::Subscribe {
         subscription_id: subscription_id.into(),
         target: Some(wire::subscribe::Target::Query(query)),
@@ -326,7 +323,7 @@ pub fn query(subscription_id: impl Into<String>, query: wire::Query) -> wire::Su
 
 /// Opens `count` connections, the `i`-th holding `subscriptions(i)` with
 /// their first results in.
-pub async fn open_many(
+pub(crate) async fn open_many(
     server: &ServerProcess,
     count: usize,
     codec: Codec,
@@ -358,7 +355,7 @@ pub async fn open_many(
 }
 
 /// Reader tasks, aborted (and their sockets closed) when this drops.
-pub struct Readers(pub Vec<JoinHandle<()>>);
+pub(crate) struct Readers(pub Vec<JoinHandle<()>>);
 
 impl Drop for Readers {
     fn drop(&mut self) {
@@ -372,7 +369,7 @@ impl Drop for Readers {
 /// server does not close it for idleness, and sends a receipt for each
 /// stamped document a transition carries. Reader `i` reports as
 /// subscriber `first_subscriber + i`.
-pub fn read_receipts(
+pub(crate) fn read_receipts(
     sockets: Vec<SyncSocket>,
     first_subscriber: usize,
     receipts: mpsc::UnboundedSender<Receipt>,
@@ -405,5 +402,8 @@ pub fn read_receipts(
             })
         })
         .collect();
+    // Only the readers hold senders from here on, so the receiver sees the channel close
+    // when the last of them ends.
+    drop(receipts);
     Readers(tasks)
 }

@@ -25,7 +25,7 @@ use crate::stores::StoreKind;
 /// Commits before measuring: connections settle, caches warm. Each
 /// subscriber's receipts of these (by the commit number they carry) are
 /// dropped.
-pub const WARMUP_COMMITS: u64 = 20;
+pub(crate) const WARMUP_COMMITS: u64 = 20;
 /// Time between issued commits, so each is measured on its own rather than
 /// as one burst; writes are issued at this fixed rate whatever a publish
 /// costs, so every system gets the same offered load.
@@ -36,7 +36,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 const FANOUT_DOC: &str = "latest";
 
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub store: StoreKind,
     pub codec: Codec,
     pub subscribers: usize,
@@ -45,14 +45,14 @@ pub struct Plan {
 }
 
 /// Something that delivers stamped documents to subscribers.
-pub trait Publisher {
+pub(crate) trait Publisher {
     /// Publishes the stamped document of commit `commit`.
     async fn publish(&mut self, commit: u64) -> anyhow::Result<()>;
 }
 
 /// Issues the warm-up and `commits` measured writes at the fixed rate,
 /// then collects the subscribers' receipts; returns the latency figures.
-pub async fn drive(
+pub(crate) async fn drive(
     phase: &str,
     publisher: &mut impl Publisher,
     receipts: &mut mpsc::UnboundedReceiver<Receipt>,
@@ -87,11 +87,11 @@ pub async fn drive(
 
 /// The collection of the fan-out document (the `lookup-rule` scenario
 /// uses others of the same shape).
-pub const FANOUT_COLLECTION: &str = "run_summary";
+pub(crate) const FANOUT_COLLECTION: &str = "run_summary";
 
 /// The subscription every fan-out subscriber holds: a query for the
 /// user's newest summary in `collection`.
-pub fn subscription(collection: &str) -> wire::Subscribe {
+pub(crate) fn subscription(collection: &str) -> wire::Subscribe {
     let query = wire::Query {
         collection: collection.into(),
         filter: vec![wire::Condition {
@@ -110,7 +110,7 @@ pub fn subscription(collection: &str) -> wire::Subscribe {
 }
 
 /// protosync with N subscribers connected and reading, ready to measure.
-pub struct Fanout {
+pub(crate) struct Fanout {
     pub server: ServerProcess,
     plan: Plan,
     collection: &'static str,
@@ -119,13 +119,14 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    pub async fn open(plan: Plan) -> anyhow::Result<Fanout> {
+    /// The fan-out of the usual collection.
+    pub(crate) async fn open(plan: Plan) -> anyhow::Result<Fanout> {
         Fanout::open_on(plan, FANOUT_COLLECTION, Vec::new()).await
     }
 
     /// The fan-out of `collection`, after `setup` (ops a service writes
     /// before the subscribers connect).
-    pub async fn open_on(
+    pub(crate) async fn open_on(
         plan: Plan,
         collection: &'static str,
         setup: Vec<Value>,
@@ -154,7 +155,7 @@ impl Fanout {
     }
 
     /// Runs the writes and reports latency and the server's resource use.
-    pub async fn measure(&mut self) -> anyhow::Result<Value> {
+    pub(crate) async fn measure(&mut self) -> anyhow::Result<Value> {
         let meter = self.server.meter()?;
         let mut writer = HttpWriter {
             server: &self.server,
@@ -188,7 +189,7 @@ impl Publisher for HttpWriter<'_> {
 }
 
 /// The `fanout` scenario at one size: protosync, then the baselines.
-pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Value> {
     let protosync = {
         let mut fanout = Fanout::open(plan).await?;
         fanout.measure().await?
@@ -229,7 +230,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Value> {
 /// The `lookup-rule` scenario: the same fan-out to subscribers whose read
 /// rule looks up one document (a grant), and to subscribers whose rule
 /// does not; each commit is judged for every subscriber.
-pub async fn lookup_rule(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn lookup_rule(plan: Plan) -> anyhow::Result<Value> {
     let plain = Fanout::open_on(plan, "plain_summary", Vec::new())
         .await?
         .measure()

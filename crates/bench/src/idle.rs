@@ -22,13 +22,13 @@ const IDLE_DOC: &str = "idle";
 const TARGET_BYTES_PER_CONNECTION: u64 = 16 * 1024;
 
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub store: StoreKind,
     pub codec: Codec,
     pub connections: usize,
 }
 
-pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Value> {
     let server = ServerProcess::start(plan.store).await?;
     server
         .populate(

@@ -23,13 +23,13 @@ const WARMUP: usize = 20;
 const PACE: std::time::Duration = std::time::Duration::from_millis(12);
 
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
-    pub store: StoreKind,
-    pub codec: Codec,
-    pub mutations: usize,
+pub(crate) struct Plan {
+    pub(crate) store: StoreKind,
+    pub(crate) codec: Codec,
+    pub(crate) mutations: usize,
 }
 
-pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Value> {
     let server = ServerProcess::start(plan.store).await?;
     let stream = clients::dial(server.addr, 0, None).await?;
     let (mut socket, _) = SyncSocket::connect(&server, stream, plan.codec, None).await?;

@@ -12,7 +12,7 @@ const RIGHT: f64 = 300.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 
-pub struct Series {
+pub(crate) struct Series {
     pub label: String,
     pub color: &'static str,
     pub dashed: bool,
@@ -20,7 +20,7 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-pub struct Chart<'a> {
+pub(crate) struct Chart<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
     pub y_label: &'a str,
@@ -48,7 +48,7 @@ fn tick_label(decade: i32) -> String {
     }
 }
 
-pub fn render(chart: &Chart) -> String {
+pub(crate) fn render(chart: &Chart<'_>) -> String {
     let (x_lo, x_hi) = decades(chart.x_ticks.iter().map(|(x, _)| *x));
     let (y_lo, y_hi) = decades(
         chart

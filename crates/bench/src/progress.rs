@@ -5,7 +5,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar for `len` steps of `phase`.
-pub fn bar(len: usize, phase: impl Into<String>) -> ProgressBar {
+pub(crate) fn bar(len: usize, phase: impl Into<String>) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg:<44} [{bar:30}] {pos}/{len} {elapsed}")

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::plot::{self, Chart, Series};
 
 /// Writes `result` to `<out>/<name>.json` and prints it.
-pub fn write(out: &Path, name: &str, result: &Value) -> anyhow::Result<PathBuf> {
+pub(crate) fn write(out: &Path, name: &str, result: &Value) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     let path = out.join(format!("{name}.json"));
     let text = serde_json::to_string_pretty(result)?;
@@ -40,7 +40,7 @@ fn load(out: &Path) -> anyhow::Result<Vec<Value>> {
 }
 
 /// Writes `<out>/summary.md` and the fan-out plot from the result files.
-pub fn regenerate(out: &Path, plot_path: &Path) -> anyhow::Result<()> {
+pub(crate) fn regenerate(out: &Path, plot_path: &Path) -> anyhow::Result<()> {
     let results = load(out)?;
     let summary = out.join("summary.md");
     std::fs::write(&summary, summary_markdown(&results))?;

@@ -38,7 +38,7 @@ const POPULATE_OPS_PER_COMMIT: usize = 500;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub store: StoreKind,
     pub codec: Codec,
     /// D: documents the client holds, a multiple of 1,000.
@@ -69,7 +69,7 @@ fn shard(s: usize) -> wire::Subscribe {
     )
 }
 
-pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Value> {
     if plan.documents == 0 || !plan.documents.is_multiple_of(SHARD_SIZE) {
         bail!("resume needs a positive multiple of {SHARD_SIZE} documents");
     }

@@ -31,7 +31,7 @@ const WARMUP_COMMITS: u64 = 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub store: StoreKind,
     pub codec: Codec,
     /// Untouched subscriptions.
@@ -41,7 +41,7 @@ pub struct Plan {
     pub max_seconds: u64,
 }
 
-pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Value> {
     let server = ServerProcess::start(plan.store).await?;
     let quiet = (0..plan.subscriptions).map(|i| {
         (

@@ -29,11 +29,11 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(4 * 3600);
 const ISSUER: &str = "protosync-bench";
 const AUDIENCE: &str = "protosync";
 /// The user every subscriber is; documents are written with this owner.
-pub const OWNER: &str = "bench";
+pub(crate) const OWNER: &str = "bench";
 /// How much of the server's log an error quotes.
 const LOG_TAIL_BYTES: usize = 4000;
 
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     /// A JWT for the user [`OWNER`].
@@ -54,7 +54,7 @@ impl Drop for ServerProcess {
 impl ServerProcess {
     /// Starts `protosync serve` on a free loopback port and waits until it
     /// is ready.
-    pub async fn start(store: StoreKind) -> anyhow::Result<ServerProcess> {
+    pub(crate) async fn start(store: StoreKind) -> anyhow::Result<ServerProcess> {
         let binary = server_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("protosync-bench-server-")
@@ -107,11 +107,11 @@ impl ServerProcess {
         Ok(server)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn ws_url(&self) -> String {
+    pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/v1/sync", self.addr)
     }
 
@@ -147,7 +147,7 @@ impl ServerProcess {
     }
 
     /// How many lines of the server's log contain `needle`.
-    pub fn log_lines_containing(&self, needle: &str) -> usize {
+    pub(crate) fn log_lines_containing(&self, needle: &str) -> usize {
         std::fs::read_to_string(&self.log)
             .map(|text| text.lines().filter(|l| l.contains(needle)).count())
             .unwrap_or(0)
@@ -155,7 +155,7 @@ impl ServerProcess {
 
     /// One commit of `ops` (HTTP API operations) through `POST /v1/mutate`
     /// as the service; returns its seq.
-    pub async fn mutate(&self, ops: Vec<Value>) -> anyhow::Result<u64> {
+    pub(crate) async fn mutate(&self, ops: Vec<Value>) -> anyhow::Result<u64> {
         let answer = self
             .http
             .post(format!("http://{}/v1/mutate", self.addr))
@@ -176,7 +176,7 @@ impl ServerProcess {
 
     /// Writes `docs` (id, body) into `collection`, `per_commit` upserts per
     /// commit; returns the last seq.
-    pub async fn populate(
+    pub(crate) async fn populate(
         &self,
         collection: &str,
         docs: impl Iterator<Item = (String, Value)>,
@@ -197,7 +197,7 @@ impl ServerProcess {
     }
 
     /// Starts measuring the server's resource use from now.
-    pub fn meter(&self) -> anyhow::Result<Meter> {
+    pub(crate) fn meter(&self) -> anyhow::Result<Meter> {
         Ok(Meter {
             pid: self.pid(),
             cpu_ticks: cpu_ticks(self.pid())?,
@@ -206,26 +206,26 @@ impl ServerProcess {
     }
 
     /// Resident memory now, in bytes (`VmRSS`).
-    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
         status_kib(self.pid(), "VmRSS:").map(|kib| kib * 1024)
     }
 }
 
 /// The server's CPU time and memory over one measured phase.
-pub struct Meter {
+pub(crate) struct Meter {
     pid: u32,
     cpu_ticks: u64,
     started: Instant,
 }
 
 impl Meter {
-    pub fn seconds(&self) -> f64 {
+    pub(crate) fn seconds(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
 
     /// Core-seconds of CPU (user + system) the server used since the meter
     /// started.
-    pub fn cpu_core_seconds(&self) -> anyhow::Result<f64> {
+    pub(crate) fn cpu_core_seconds(&self) -> anyhow::Result<f64> {
         let ticks = cpu_ticks(self.pid)?.saturating_sub(self.cpu_ticks);
         Ok(ticks as f64 / clock_ticks_per_second())
     }
@@ -233,7 +233,7 @@ impl Meter {
     /// What every scenario reports about the server: CPU over the phase (in
     /// core-seconds and as a share of one core over its wall time), resident
     /// memory now and at its peak since start.
-    pub fn report(&self) -> anyhow::Result<Value> {
+    pub(crate) fn report(&self) -> anyhow::Result<Value> {
         let seconds = self.seconds();
         let cpu = self.cpu_core_seconds()?;
         Ok(json!({
@@ -306,7 +306,7 @@ fn mint_token(secret: &str) -> anyhow::Result<String> {
     )?)
 }
 
-/// utime + stime of `pid`, in clock ticks (/proc/<pid>/stat fields 14, 15).
+/// utime + stime of `pid`, in clock ticks (`/proc/<pid>/stat` fields 14, 15).
 fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields are counted after it.
@@ -325,11 +325,10 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a system constant.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+    rustix::param::clock_ticks_per_second() as f64
 }
 
-/// A `kB` line of /proc/<pid>/status, such as `VmHWM:`.
+/// A `kB` line of `/proc/<pid>/status`, such as `VmHWM:`.
 fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(Path::new(&format!("/proc/{pid}/status")))?;
     status

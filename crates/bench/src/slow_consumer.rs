@@ -48,7 +48,7 @@ const SLOW_CLOSE_LOG: &str = "closing a sync connection whose client stopped rea
 /// TCP_ESTABLISHED in /proc/net/tcp.
 const TCP_ESTABLISHED: u8 = 0x01;
 
-pub async fn run(plan: Plan) -> anyhow::Result<Value> {
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<Value> {
     let (without, _) = measure_once(plan, false).await?;
     let (with, slow) = measure_once(plan, true).await?;
     let ratio = |p: &str| stats::ratio(&with["latency_ms"][p], &without["latency_ms"][p]);
@@ -83,7 +83,7 @@ async fn measure_once(plan: Plan, slow: bool) -> anyhow::Result<(Value, Value)> 
     let filled = Instant::now();
     let server_side = slow_socket
         .as_ref()
-        .map(|s| s.local_addr())
+        .map(super::clients::SyncSocket::local_addr)
         .transpose()?
         .map(|client| (fanout.server.addr, client));
     let queued_at_start = server_side
@@ -140,7 +140,7 @@ async fn wait_closed(
     let closed_after = loop {
         match tcp_state(server, client) {
             Some((TCP_ESTABLISHED, _)) if Instant::now() < deadline => {
-                tokio::time::sleep(CLOSE_POLL).await
+                tokio::time::sleep(CLOSE_POLL).await;
             }
             Some((TCP_ESTABLISHED, _)) => break None,
             _ => break Some(filled.elapsed().as_secs_f64()),

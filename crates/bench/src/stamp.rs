@@ -18,19 +18,19 @@ use crate::server::OWNER;
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// Milliseconds since the bench started, on the monotonic clock.
-pub fn now_ms() -> f64 {
+pub(crate) fn now_ms() -> f64 {
     EPOCH.elapsed().as_secs_f64() * 1000.0
 }
 
 /// A `run_summary` document carrying commit `commit`, stamped now. The
 /// commit number goes in `eventCount`, the stamp in `title`.
-pub fn document(commit: u64) -> Value {
+pub(crate) fn document(commit: u64) -> Value {
     json!({"ownerId": OWNER, "eventCount": commit.to_string(), "title": format!("{:.4}", now_ms())})
 }
 
 /// The (commit, issued-at ms) of a stamped document's fields, as JSON
 /// values (int64 comes back as a string in canonical JSON).
-pub fn read(event_count: Option<&Value>, title: Option<&Value>) -> Option<(u64, f64)> {
+pub(crate) fn read(event_count: Option<&Value>, title: Option<&Value>) -> Option<(u64, f64)> {
     let commit = match event_count? {
         Value::String(s) => s.parse().ok()?,
         Value::Number(n) => n.as_f64()? as u64,
@@ -42,7 +42,7 @@ pub fn read(event_count: Option<&Value>, title: Option<&Value>) -> Option<(u64, 
 
 /// One subscriber's receipt of one commit.
 #[derive(Debug, Clone, Copy)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     pub subscriber: usize,
     pub commit: u64,
     pub latency_ms: f64,
@@ -50,7 +50,7 @@ pub struct Receipt {
 
 impl Receipt {
     /// A receipt of the stamped `(commit, sent)`, received now.
-    pub fn now(subscriber: usize, (commit, sent): (u64, f64)) -> Receipt {
+    pub(crate) fn now(subscriber: usize, (commit, sent): (u64, f64)) -> Receipt {
         Receipt {
             subscriber,
             commit,
@@ -66,7 +66,7 @@ const QUIET_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receipts until `subscribers` distinct subscribers have seen commit
 /// `last` (coalescing may skip others, never the newest), or until nothing
 /// arrives for [`QUIET_TIMEOUT`], or `deadline`.
-pub async fn collect(
+pub(crate) async fn collect(
     receipts: &mut mpsc::UnboundedReceiver<Receipt>,
     subscribers: usize,
     last: u64,

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use crate::stamp::Receipt;
 
 /// (p50, p95, p99, max) of `samples` in ms, nearest-rank; sorts them.
-pub fn percentiles(samples: &mut [f64]) -> Value {
-    samples.sort_by(|a, b| a.total_cmp(b));
+pub(crate) fn percentiles(samples: &mut [f64]) -> Value {
+    samples.sort_by(f64::total_cmp);
     let at = |q: f64| {
         samples
             .get(((samples.len() as f64 - 1.0) * q).round() as usize)
@@ -21,7 +21,12 @@ pub fn percentiles(samples: &mut [f64]) -> Value {
 /// coalesces would deliver. The warm-up is cut by the commit number each
 /// receipt carries, so a subscriber that is late does not lose measured
 /// receipts to another's warm-up.
-pub fn latency(receipts: &[Receipt], warmup: u64, subscribers: usize, commits: usize) -> Value {
+pub(crate) fn latency(
+    receipts: &[Receipt],
+    warmup: u64,
+    subscribers: usize,
+    commits: usize,
+) -> Value {
     let mut measured: Vec<f64> = receipts
         .iter()
         .filter(|r| r.commit >= warmup)
@@ -36,7 +41,7 @@ pub fn latency(receipts: &[Receipt], warmup: u64, subscribers: usize, commits: u
 }
 
 /// `a / b` of two JSON numbers, or null when either is missing or b is 0.
-pub fn ratio(a: &Value, b: &Value) -> Value {
+pub(crate) fn ratio(a: &Value, b: &Value) -> Value {
     match (a.as_f64(), b.as_f64()) {
         (Some(a), Some(b)) if b > 0.0 => json!(a / b),
         _ => Value::Null,

@@ -12,13 +12,13 @@ use protosync_store::sqlite::SqliteStore;
 use protosync_store::{Store, StoreOptions};
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     Sqlite,
     Postgres,
 }
 
 impl StoreKind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             StoreKind::Sqlite => "sqlite",
             StoreKind::Postgres => "postgres",
@@ -28,7 +28,7 @@ impl StoreKind {
 
 /// The Postgres server that bench databases are created on and the NOTIFY
 /// baseline runs against.
-pub fn admin_url() -> String {
+pub(crate) fn admin_url() -> String {
     std::env::var("PROTOSYNC_BENCH_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -36,7 +36,7 @@ pub fn admin_url() -> String {
 /// Creates (dropping any leftover) the database `protosync_bench_<pid>` and
 /// returns its URL. One name per bench process: runs are sequential, and a
 /// crashed run's database is replaced by the next run of the same pid.
-pub async fn fresh_postgres_database() -> anyhow::Result<String> {
+pub(crate) async fn fresh_postgres_database() -> anyhow::Result<String> {
     let admin = admin_url();
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
@@ -55,12 +55,12 @@ pub async fn fresh_postgres_database() -> anyhow::Result<String> {
 
 /// A store opened in this process (the `writes` scenario measures the
 /// store through the engine, without a gateway).
-pub struct BenchStore {
+pub(crate) struct BenchStore {
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
 }
 
-pub async fn open(kind: StoreKind) -> anyhow::Result<BenchStore> {
+pub(crate) async fn open(kind: StoreKind) -> anyhow::Result<BenchStore> {
     match kind {
         StoreKind::Sqlite => {
             let dir = tempfile::Builder::new()
@@ -84,10 +84,10 @@ pub async fn open(kind: StoreKind) -> anyhow::Result<BenchStore> {
 }
 
 /// The example schema the server and the engine load.
-pub fn schema_dir() -> PathBuf {
+pub(crate) fn schema_dir() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schema")
 }
 
-pub fn registry() -> anyhow::Result<Arc<Registry>> {
+pub(crate) fn registry() -> anyhow::Result<Arc<Registry>> {
     Ok(Arc::new(Registry::load_dir(&schema_dir())?))
 }

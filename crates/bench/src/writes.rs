@@ -16,7 +16,7 @@ use crate::stores::{self, BenchStore, StoreKind};
 /// Runs measured per configuration; the median is the figure.
 const ROUNDS: usize = 3;
 
-pub async fn run(
+pub(crate) async fn run(
     kind: StoreKind,
     writers: usize,
     ops: usize,

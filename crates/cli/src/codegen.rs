@@ -8,13 +8,13 @@ use protosync_codegen::GENERATED_FILE_NAME;
 use protosync_schema::Registry;
 
 #[derive(Subcommand)]
-pub enum CodegenCommand {
+pub(crate) enum CodegenCommand {
     /// Write `api.ts` (types and the typed `api` object) for the `protosync` npm package.
     Ts(TsArgs),
 }
 
 #[derive(Args)]
-pub struct TsArgs {
+pub(crate) struct TsArgs {
     /// The schema directory.
     #[arg(long, env = "PROTOSYNC_SCHEMA")]
     schema: PathBuf,
@@ -26,7 +26,7 @@ pub struct TsArgs {
     check: bool,
 }
 
-pub fn run(command: CodegenCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: CodegenCommand) -> anyhow::Result<()> {
     match command {
         CodegenCommand::Ts(args) => ts(&args),
     }

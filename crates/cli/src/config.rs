@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// The config file: TOML, every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub listen: Option<String>,
     pub schema: Option<PathBuf>,
     pub database: Option<String>,
@@ -24,7 +24,7 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
-    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let mut config: FileConfig = toml::from_str(&text)
@@ -40,7 +40,7 @@ impl FileConfig {
 }
 
 /// Parses durations like `500ms`, `90s`, `15m`, `24h`, `7d`.
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -63,7 +63,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 /// Parses sizes like `512KiB`, `64MiB`, `1GiB` or a plain number of bytes.
-pub fn parse_size(text: &str) -> anyhow::Result<usize> {
+pub(crate) fn parse_size(text: &str) -> anyhow::Result<usize> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())

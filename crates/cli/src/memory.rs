@@ -17,14 +17,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Turns on jemalloc's purging threads; a failure only costs memory that
 /// is returned later (on allocation) instead of on time.
-pub fn start_purging() {
+pub(crate) fn start_purging() {
     if let Err(e) = background_thread::write(true) {
         tracing::warn!(error = %e, "jemalloc background threads could not start");
     }
 }
 
 /// The allocator's figures for `/metrics`.
-pub fn probe() -> MemoryProbe {
+pub(crate) fn probe() -> MemoryProbe {
     Arc::new(|| {
         // The statistics are a snapshot refreshed by advancing the epoch.
         let _ = epoch::advance();

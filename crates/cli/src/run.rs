@@ -36,7 +36,7 @@ const EXAMPLE_SCHEMA: &[(&str, &str)] = &[
 ];
 
 #[derive(Args)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// Where the SQLite database lives.
     #[arg(long, default_value = ".protosync")]
     data_dir: PathBuf,
@@ -49,7 +49,7 @@ pub struct DevArgs {
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML config file; flags and PROTOSYNC_* variables override it.
     #[arg(long, env = "PROTOSYNC_CONFIG")]
     config: Option<PathBuf>,
@@ -84,7 +84,7 @@ pub struct ServeArgs {
     trust_unauthenticated: bool,
 }
 
-pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging("text")?;
     let (registry, schema_source) = load_schema(args.schema.as_deref())?;
     let path = args.data_dir.join("dev.db");
@@ -130,7 +130,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     .await
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -193,7 +193,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run(registry, store, &listen, auth, engine_options).await
 }
 
-pub fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
     let (registry, source) = load_schema(schema)?;
     println!("{source}");
     println!("ok, fingerprint {}", registry.fingerprint());

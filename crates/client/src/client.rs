@@ -13,15 +13,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::connection::{Connection, ConnectionError, Received};
 use crate::view::View;
 
+/// Where and how a [`Client`] connects; [`ClientConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// `ws://host:port/v1/sync`
     pub url: String,
+    /// The frame encoding; default JSON (binary protobuf is negotiated by subprotocol).
     pub codec: Codec,
     /// First reconnect delay; doubles per failed attempt up to `max_backoff`.
     /// Each wait is drawn uniformly from [0, delay] (full jitter) so clients
     /// that lost one server do not come back all at once.
     pub initial_backoff: Duration,
+    /// The longest reconnect delay; default 10 s.
     pub max_backoff: Duration,
     /// How often to ping the server, so an idle connection is not closed.
     pub ping_interval: Duration,
@@ -30,6 +33,8 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// A config for `url` with the defaults: JSON frames, backoff from 100 ms doubling up
+    /// to 10 s, a ping every 20 s (a third of the server's idle timeout), no token.
     pub fn new(url: impl Into<String>) -> ClientConfig {
         ClientConfig {
             url: url.into(),
@@ -45,12 +50,17 @@ impl ClientConfig {
 /// What happened, in order, for applications and tests that watch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientEvent {
+    /// A hello was answered: the connection is up; held subscriptions went with the hello,
+    /// new ones and unanswered mutations are sent next.
     Connected {
+        /// The server's welcome: session, watermark and whether the resume reset the view.
         welcome: wire::Welcome,
     },
     /// Applied to the view; `view` is the state after it.
     Transition {
+        /// The transition as received (chunks already assembled).
         transition: wire::Transition,
+        /// The whole view after applying it.
         view: View,
     },
     /// An error the server reported (not for a mutation, which gets it back).
@@ -58,21 +68,30 @@ pub enum ClientEvent {
     /// The server's heartbeat: `head_seq` is the newest commit it has read,
     /// so `head_seq - view.watermark` is how far behind the view is.
     Heartbeat {
+        /// The newest commit seq the server has read from its store.
         head_seq: u64,
     },
+    /// The connection ended; the client is backing off and will reconnect.
     Disconnected {
+        /// Why, for logs: the close frame's reason or the I/O error.
         reason: String,
     },
 }
 
+/// Why [`Client::mutate`] did not resolve with a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MutationError {
+    /// The server refused the mutation; nothing of it was written.
     #[error("{code}: {message}")]
     Rejected {
+        /// The stable error code (`VERSION_CONFLICT`, `PERMISSION_DENIED`, …; docs/protocol.md).
         code: String,
+        /// What was wrong, for a person.
         message: String,
+        /// The offending field (`ops[1].doc.title`), or empty when the error is not about one.
         path: String,
     },
+    /// The client's background task ended before the mutation was answered.
     #[error("the client was shut down")]
     Shutdown,
 }
@@ -100,6 +119,9 @@ enum Command {
     Shutdown,
 }
 
+/// A live connection to a server that outlives its sockets: a view of its
+/// subscriptions, resumed after every reconnect, and mutations with read-your-writes.
+/// Dropping it stops it.
 pub struct Client {
     state: Arc<Mutex<State>>,
     commands: mpsc::UnboundedSender<Command>,
@@ -136,7 +158,9 @@ impl Client {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Subscribes; the result arrives in a transition.
@@ -148,6 +172,7 @@ impl Client {
         });
     }
 
+    /// Subscribes to one document by id; the view holds it (or nothing) under `id`.
     pub fn subscribe_get(&self, id: &str, collection: &str, doc_id: &str) {
         let get = wire::Get {
             collection: collection.to_owned(),
@@ -169,6 +194,7 @@ impl Client {
             .send(Command::Send(client_message::Message::Subscribe(subscribe)));
     }
 
+    /// Ends a subscription and drops its documents from the view at once.
     pub fn unsubscribe(&self, id: &str) {
         {
             let mut state = self.lock();
@@ -260,12 +286,17 @@ impl Client {
         let _ = self.commands.send(Command::Reconnect);
     }
 
+    /// Closes the connection and stops reconnecting; the view stays as it was.
     pub fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown);
     }
 }
 
 /// Builders for mutation operations.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "JSON builders take the value, so a call site reads `json!({..})` without a borrow"
+)]
 pub mod op {
     use protosync_protocol::json_to_struct;
     use protosync_protocol::wire::{Operation, Write, operation};
@@ -278,6 +309,8 @@ pub mod op {
         }
     }
 
+    /// Creates a document; fails with `ALREADY_EXISTS` if `id` is taken. `doc` is the whole
+    /// document, a JSON object.
     pub fn insert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
         Operation {
             op: Some(operation::Op::Insert(Write {
@@ -287,6 +320,7 @@ pub mod op {
         }
     }
 
+    /// Creates the document or replaces it whole.
     pub fn upsert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
         Operation {
             op: Some(operation::Op::Upsert(Write {
@@ -296,6 +330,8 @@ pub mod op {
         }
     }
 
+    /// Sets the given top-level fields of an existing document and keeps the others; fails
+    /// with `NOT_FOUND` if there is none.
     pub fn patch(collection: &str, id: &str, fields: serde_json::Value) -> Operation {
         Operation {
             op: Some(operation::Op::Patch(Write {
@@ -305,6 +341,7 @@ pub mod op {
         }
     }
 
+    /// Deletes an existing document; fails with `NOT_FOUND` if there is none.
     pub fn delete(collection: &str, id: &str) -> Operation {
         Operation {
             op: Some(operation::Op::Delete(write(collection, id))),
@@ -319,7 +356,11 @@ async fn run(
     events: mpsc::UnboundedSender<ClientEvent>,
     watermark: watch::Sender<u64>,
 ) {
-    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = || {
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     let mut backoff = config.initial_backoff;
     loop {
         // Resume the subscriptions the view holds; subscribe afresh to the rest.
@@ -446,7 +487,11 @@ async fn serve(
     watermark: &watch::Sender<u64>,
     active: &mut HashSet<String>,
 ) -> String {
-    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = || {
+        state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     let mut ping = tokio::time::interval(config.ping_interval);
     loop {
         tokio::select! {

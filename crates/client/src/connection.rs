@@ -12,26 +12,41 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// read (128 KiB by default); a larger frame grows it as it needs.
 const READ_BUFFER_BYTES: usize = 8 * 1024;
 
+/// Why a [`Connection`] (or [`Incoming`]) could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    /// The TCP connection or WebSocket upgrade failed.
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The socket closed; with the server's close code and reason when it sent a close
+    /// frame.
     #[error("the connection closed{}", .0.as_ref().map(|(c, r)| format!(" ({c}: {r})")).unwrap_or_default())]
     Closed(Option<(u16, String)>),
+    /// A frame that does not decode, or a message out of order (such as no welcome first).
     #[error("the server sent something this client cannot read: {0}")]
     Protocol(String),
+    /// The server answered the hello with an error instead of a welcome.
     #[error("the server refused the hello: {code}: {message}")]
-    Refused { code: String, message: String },
+    Refused {
+        /// The error's stable code (`UPGRADE_REQUIRED`, `TOKEN_EXPIRED`, …).
+        code: String,
+        /// The error's message, for a person.
+        message: String,
+    },
 }
 
 /// What a connection delivers: whole messages, with chunked transitions
 /// already put back together.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Received {
+    /// A whole transition, all its chunks in one.
     Transition(wire::Transition),
+    /// Any other server message, as sent.
     Other(wire::ServerMessage),
 }
 
+/// One WebSocket to a server: hello and welcome, then messages out and whole messages
+/// in. It neither retries nor reconnects; [`Client`](crate::Client) does.
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     codec: Codec,
@@ -47,6 +62,7 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// A reader for frames in `codec`, holding no partial transition.
     pub fn new(codec: Codec) -> Incoming {
         Incoming {
             codec,
@@ -182,6 +198,7 @@ impl Connection {
         }
     }
 
+    /// Encodes and sends one client message in this connection's codec.
     pub async fn send(&mut self, message: client_message::Message) -> Result<(), ConnectionError> {
         let frame = self.codec.encode_client(&wire::ClientMessage {
             message: Some(message),
@@ -214,6 +231,7 @@ impl Connection {
         }
     }
 
+    /// Sends a close frame; errors are ignored, since the connection is ending anyway.
     pub async fn close(&mut self) {
         let _ = self.socket.close(None).await;
     }

@@ -5,14 +5,20 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use protosync_protocol::{struct_to_json, wire};
 
+/// One document as a subscription holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewDocument {
+    /// Its id, unique in its collection.
     pub id: String,
+    /// Its version: 1 when inserted, one more per write.
     pub version: u64,
+    /// The seq of the commit that last wrote it.
     pub seq: u64,
+    /// The document body, in proto3 JSON.
     pub doc: serde_json::Value,
 }
 
+/// What one subscription holds: its documents, in the order its query gives.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SubscriptionView {
     docs: HashMap<String, ViewDocument>,
@@ -41,9 +47,14 @@ impl SubscriptionView {
     }
 }
 
+/// Everything the client holds, consistent at one watermark: every subscription moves
+/// together.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct View {
+    /// The seq this view is consistent at: it includes every commit up to it and none
+    /// after.
     pub watermark: u64,
+    /// Each subscription's documents, by subscription id.
     pub subscriptions: BTreeMap<String, SubscriptionView>,
 }
 

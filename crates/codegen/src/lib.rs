@@ -1,9 +1,9 @@
 //! Typed client code from a schema registry.
 //!
-//! This crate owns one job: turn a [`Registry`] (the app's compiled `.proto`
-//! schema) into TypeScript source text for the `protosync` npm package. It
-//! reads descriptors only; it performs no I/O (the CLI writes the files) and
-//! never looks at data.
+//! This crate owns one job: turn a [`Registry`](protosync_schema::Registry)
+//! (the app's compiled `.proto` schema) into TypeScript source text for the
+//! `protosync` npm package. It reads descriptors only; it performs no I/O (the
+//! CLI writes the files) and never looks at data.
 //!
 //! The output is deterministic: the same schema gives byte-identical text,
 //! with a header naming the schema fingerprint, so a checked-in copy can be

@@ -29,7 +29,10 @@ const MAX_FIELD_PATH_DEPTH: usize = 6;
 /// Generates the TypeScript client types for `registry`: the text of
 /// [`GENERATED_FILE_NAME`].
 pub fn typescript(registry: &Registry) -> Result<String, CodegenError> {
-    let collections: Vec<&Collection> = registry.collections().map(|c| c.as_ref()).collect();
+    let collections: Vec<&Collection> = registry
+        .collections()
+        .map(std::convert::AsRef::as_ref)
+        .collect();
     let keys = collection_keys(&collections)?;
     for collection in &collections {
         for index in &collection.indexes {
@@ -651,7 +654,11 @@ fn collection_api(out: &mut String, collection: &Collection, key: &str, types: &
     let _ = writeln!(out, "export const {key} = {{");
     let _ = writeln!(out, "  ...{base},");
     for index in &collection.indexes {
-        let paths: Vec<String> = index.fields.iter().map(|f| f.to_string()).collect();
+        let paths: Vec<String> = index
+            .fields
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         let mut prefixes = Vec::new();
         for n in 1..=paths.len() {
             let parts: Vec<String> = paths[..n]

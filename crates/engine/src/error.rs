@@ -4,62 +4,101 @@ use protosync_query::QueryError;
 use protosync_schema::DocumentError;
 use protosync_store::{Rejection, StoreError};
 
-/// Every error a client can see, each with a stable code (docs/http-api.md).
+/// Every error a client can see, each with a stable code (docs/http-api.md): the variant
+/// names its [`ErrorCode`] (see [`EngineError::code`]). `location` fields are `ops[i]: ` for
+/// an error in a mutation's i-th op, and empty otherwise; messages start with them.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
+    /// `BAD_REQUEST`: the request does not have the shape the API expects.
     #[error("{0}")]
     BadRequest(String),
+    /// `UNKNOWN_COLLECTION`: the named collection is not in the schema.
     #[error("unknown collection {0:?}")]
     UnknownCollection(String),
+    /// `INVALID_DOCUMENT`: a document, a patch or a patch's result does not fit its message.
     #[error("{location}invalid document: {error}")]
     InvalidDocument {
+        /// Which op, or empty.
         location: String,
+        /// What does not fit, with the field's path.
         error: DocumentError,
     },
+    /// `NOT_FOUND`: a patch or delete of a document that does not exist.
     #[error("{location}{collection}/{id} not found")]
     NotFound {
+        /// Which op, or empty.
         location: String,
+        /// The document's collection.
         collection: String,
+        /// The document's id.
         id: String,
     },
+    /// `ALREADY_EXISTS`: an insert of an id that is taken.
     #[error("{location}{collection}/{id} already exists")]
     AlreadyExists {
+        /// Which op, or empty.
         location: String,
+        /// The document's collection.
         collection: String,
+        /// The document's id.
         id: String,
     },
+    /// `VERSION_CONFLICT`: an op's expected version is not the document's.
     #[error("{location}{collection}/{id}: expected version {expected}, found {}", actual.map_or("no document".to_owned(), |v| format!("version {v}")))]
     VersionConflict {
+        /// Which op, or empty.
         location: String,
+        /// The document's collection.
         collection: String,
+        /// The document's id.
         id: String,
+        /// The version the op expected.
         expected: Version,
+        /// The version the document has; `None` when there is no document.
         actual: Option<Version>,
     },
+    /// `PERMISSION_DENIED`: the collection's write rule refused this write.
     #[error("{location}{collection}/{id}: permission denied by the collection's write rule")]
     PermissionDenied {
+        /// Which op, or empty.
         location: String,
+        /// The document's collection.
         collection: String,
+        /// The document's id.
         id: String,
     },
     /// The caller is not allowed at all (no or bad credentials, a service
     /// key for another collection, a blocked origin…), with its own code.
     #[error("{message}")]
-    Forbidden { code: ErrorCode, message: String },
+    Forbidden {
+        /// The code it is answered with (`UNAUTHENTICATED`, `PERMISSION_DENIED`, …).
+        code: ErrorCode,
+        /// What was refused, for a person.
+        message: String,
+    },
+    /// `LIMIT_EXCEEDED`: the request is over a documented limit (the message names it).
     #[error("{0}")]
     LimitExceeded(String),
+    /// `IDEMPOTENCY_KEY_REUSED`: the key was used for a different request or by another
+    /// caller.
     #[error("idempotency key {0:?} was already used for a different request")]
     IdempotencyKeyReused(String),
+    /// `INVALID_QUERY`: the query does not fit the collection (field, operator, value, limit).
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+    /// `INVALID_CURSOR`: the cursor was not made by this database for this query's order.
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
+    /// `DUPLICATE_SUBSCRIPTION`: the connection already has a subscription with this id.
     #[error("subscription {0:?} already exists on this connection")]
     DuplicateSubscription(String),
+    /// `UNKNOWN_SUBSCRIPTION`: the connection has no subscription with this id.
     #[error("no subscription {0:?} on this connection")]
     UnknownSubscription(String),
+    /// `UNAVAILABLE`: the database cannot be reached; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
+    /// `INTERNAL`: a bug, or a database in a state protosync did not leave it in.
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -49,7 +49,8 @@ pub struct ResumePoint {
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Budget of the in-memory buffer of recent commits, in bytes; commits
-    /// beyond it are read from the store's log when a connection needs them.
+    /// beyond it are read from the store's log when a connection needs them. Default
+    /// [`DEFAULT_COMMIT_BUFFER_BYTES`](live::commit_stream::DEFAULT_COMMIT_BUFFER_BYTES), 64 MiB.
     pub commit_buffer_bytes: usize,
 }
 
@@ -61,6 +62,10 @@ impl Default for EngineOptions {
     }
 }
 
+/// The entry point the gateway holds, one per process: it owns the registry, the store,
+/// the commit stream and the subscription index, and answers mutations, queries, gets
+/// and live views with the caller's access applied. Dropping it stops its background
+/// tasks.
 pub struct Engine {
     registry: Arc<Registry>,
     store: Arc<dyn Store>,
@@ -72,7 +77,9 @@ pub struct Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.background.iter().for_each(|task| task.abort());
+        self.background
+            .iter()
+            .for_each(tokio::task::JoinHandle::abort);
     }
 }
 
@@ -139,6 +146,7 @@ impl Engine {
         self.stream.buffered()
     }
 
+    /// The schema this engine serves.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
     }
@@ -148,6 +156,9 @@ impl Engine {
         &self.cursor_seal
     }
 
+    /// Checks a mutation against the schema, the limits and `identity`'s write access, and
+    /// commits it atomically; a retry with the same idempotency key returns the first
+    /// outcome.
     pub async fn mutate(
         &self,
         identity: &Identity,
@@ -157,6 +168,7 @@ impl Engine {
         Ok(self.store.commit(mutation).await?)
     }
 
+    /// One page of a query, filtered by what `identity` may read, consistent at one seq.
     pub async fn query(
         &self,
         identity: &Identity,

@@ -17,29 +17,43 @@ use crate::limits::{MAX_ID_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_OPS_PER_MUTATIO
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutationRequest {
+    /// Makes a retry safe: the same key and ops from the same caller get the first result
+    /// and write nothing. 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes; absent: no key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// 1 to [`MAX_OPS_PER_MUTATION`] operations, applied in order as one atomic commit.
     pub ops: Vec<OpRequest>,
 }
 
+/// One operation of a mutation, as `{"<kind>": {...}}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum OpRequest {
+    /// Creates a document (`doc`); `ALREADY_EXISTS` if the id is taken.
     Insert(OpBody),
+    /// Creates the document or replaces it whole (`doc`).
     Upsert(OpBody),
+    /// Sets the top-level `fields` of an existing document; `NOT_FOUND` if there is none.
     Patch(OpBody),
+    /// Deletes an existing document; `NOT_FOUND` if there is none.
     Delete(OpBody),
 }
 
+/// What an operation writes, and where.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OpBody {
+    /// The collection.
     pub collection: String,
+    /// The document id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
     pub id: String,
+    /// Insert and upsert only: the whole document, a JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<Value>,
+    /// Patch only: the top-level fields to set, a JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Value>,
+    /// The op fails with `VERSION_CONFLICT` unless the document has this version then.
     /// A uint64: a JSON number or a decimal string (proto3 JSON).
     #[serde(
         default,

@@ -4,6 +4,8 @@ use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 use serde_json::{Map, Number};
 
+/// A JSON object as a `Struct`; anything that is not an object becomes the empty
+/// `Struct`.
 pub fn json_to_struct(json: &serde_json::Value) -> Struct {
     match json {
         serde_json::Value::Object(map) => Struct {
@@ -16,6 +18,7 @@ pub fn json_to_struct(json: &serde_json::Value) -> Struct {
     }
 }
 
+/// A `Struct` as a JSON object; whole numbers (below 2^53) come back as integers.
 pub fn struct_to_json(s: &Struct) -> serde_json::Value {
     serde_json::Value::Object(
         s.fields
@@ -25,6 +28,8 @@ pub fn struct_to_json(s: &Struct) -> serde_json::Value {
     )
 }
 
+/// Any JSON value as a `Value`. Numbers become doubles, as `Value` holds them: integers
+/// beyond 2^53 lose precision.
 pub fn json_to_value(json: &serde_json::Value) -> Value {
     let kind = match json {
         serde_json::Value::Null => Kind::NullValue(0),
@@ -39,6 +44,8 @@ pub fn json_to_value(json: &serde_json::Value) -> Value {
     Value { kind: Some(kind) }
 }
 
+/// A `Value` as JSON; an unset kind is `null`, a non-finite number is `null`, and whole
+/// numbers (below 2^53) are integers.
 pub fn value_to_json(value: &Value) -> serde_json::Value {
     match &value.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,

@@ -3,7 +3,7 @@
 //!
 //! A cursor carries the sort key of the last document of a page and a
 //! fingerprint of the query's collection and order. It is sealed with an
-//! HMAC-SHA256 tag (truncated to [`TAG_BYTES`]) under a key every process on
+//! HMAC-SHA256 tag (truncated to `TAG_BYTES`, 16 bytes) under a key every process on
 //! the database shares, so an edited, forged or foreign cursor is refused
 //! with `INVALID_CURSOR` instead of starting a page somewhere else. (Even an
 //! accepted cursor only moves where the query starts: the filter and the

@@ -21,16 +21,23 @@ pub enum ScanRequest {
     /// Index entries with `lower <= key < upper`, joined to their documents,
     /// ascending by key (or descending when `reverse`), at most `limit` rows.
     Index {
+        /// The declared index's name.
         index: String,
+        /// Inclusive lower bound of index keys.
         lower: Vec<u8>,
+        /// Exclusive upper bound; `None` is unbounded.
         upper: Option<Vec<u8>>,
+        /// Read from the upper end down.
         reverse: bool,
+        /// Rows to fetch at most.
         limit: usize,
     },
     /// Documents of the collection with id greater than `after_id`, ascending
     /// by id (byte order), at most `limit` rows.
     Collection {
+        /// Start after this id; `None`: from the first.
         after_id: Option<String>,
+        /// Rows to fetch at most.
         limit: usize,
     },
 }
@@ -38,14 +45,18 @@ pub enum ScanRequest {
 /// One fetched row: the document and, for index scans, its index key.
 #[derive(Debug, Clone)]
 pub struct ScanRow {
+    /// The index entry's key (index scans only), which the scan continues after.
     pub index_key: Option<Vec<u8>>,
+    /// The document, with its version and seq.
     pub doc: StoredDocument,
 }
 
 /// One page of results.
 #[derive(Debug, Clone)]
 pub struct Page {
+    /// The page's documents, in the query's order: at most its limit.
     pub documents: Vec<StoredDocument>,
+    /// The opaque cursor of the next page; `None` when this page is the last.
     pub next_cursor: Option<String>,
 }
 
@@ -69,6 +80,9 @@ impl Ord for Ranked {
     }
 }
 
+/// One query being run: the store loops on [`Execution::step`], fetching rows or looking
+/// documents up as it asks, then calls [`Execution::finish`]. All in one read
+/// transaction, so the page is consistent at one seq.
 pub struct Execution<'q> {
     query: &'q Query,
     plan: Plan,
@@ -101,6 +115,7 @@ pub enum Step<'e> {
 }
 
 impl<'q> Execution<'q> {
+    /// Starts running `query` with the plan [`Plan::choose`] picks.
     pub fn new(query: &'q Query) -> Execution<'q> {
         let plan = Plan::choose(query);
         let next = Some(match &plan {
@@ -136,6 +151,7 @@ impl<'q> Execution<'q> {
         execution
     }
 
+    /// The plan chosen.
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -274,7 +290,8 @@ impl<'q> Execution<'q> {
         }
     }
 
-    /// The page, and what the read rule looked up to decide it.
+    /// The page (the first `limit` results and, if there are more, the cursor after the
+    /// last), and what the read rule looked up to decide it.
     pub fn finish(self) -> (Page, LookedUp) {
         let mut ranked = if self.plan.ordered() {
             self.ordered

@@ -16,17 +16,25 @@ use serde_json::Value;
 /// which sorts before every other value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyValue {
+    /// A missing field or unset message.
     Null,
+    /// `false` sorts before `true`.
     Bool(bool),
     /// Signed integers and enum numbers.
     Int(i64),
+    /// Unsigned integers.
     UInt(u64),
+    /// `float` and `double`, by value: -0.0 equals 0.0, and NaN is one value above +∞.
     Float(f64),
+    /// Strings, in byte (UTF-8) order.
     String(String),
+    /// Byte strings, in byte order.
     Bytes(Vec<u8>),
     /// Timestamps and durations: seconds and nanoseconds.
     Instant {
+        /// Whole seconds (since the Unix epoch, for a timestamp).
         seconds: i64,
+        /// Nanoseconds within the second, 0 to 999,999,999.
         nanos: i32,
     },
 }
@@ -198,6 +206,7 @@ impl KeyValue {
         }
     }
 
+    /// The ascending encoding, on its own.
     pub fn encoded(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);

@@ -18,8 +18,10 @@ pub enum Plan {
     },
 }
 
+/// A key range of one declared index, as [`Plan::choose`] picked it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexScan {
+    /// The declared index's name.
     pub index: String,
     /// Inclusive lower bound of index keys.
     pub lower: Vec<u8>,
@@ -32,6 +34,7 @@ pub struct IndexScan {
 }
 
 impl Plan {
+    /// Whether rows arrive in the query's order, so the scan can stop at the limit.
     pub fn ordered(&self) -> bool {
         match self {
             Plan::Index(scan) => scan.ordered,

@@ -26,51 +26,80 @@ pub const MAX_ORDER_FIELDS: usize = 8;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueryRequest {
+    /// The collection to read.
     pub collection: String,
+    /// Conditions every result meets (all of them); default none. At most
+    /// [`MAX_FILTER_CONDITIONS`].
     #[serde(default)]
     pub filter: Vec<ConditionRequest>,
+    /// Fields to order by, then by id; default none (id order). At most
+    /// [`MAX_ORDER_FIELDS`].
     #[serde(default)]
     pub order_by: Vec<OrderRequest>,
+    /// Page size: 1 to [`MAX_QUERY_LIMIT`]; default [`DEFAULT_QUERY_LIMIT`].
     #[serde(default)]
     pub limit: Option<u64>,
+    /// The `nextCursor` of the previous page of this same query; default: the first page.
     #[serde(default)]
     pub cursor: Option<String>,
 }
 
+/// One condition of a [`QueryRequest`]'s filter: `{"field", "op", "value"}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionRequest {
+    /// A dotted path of field names (`priority`, `owner.id`) to a comparable scalar.
     pub field: String,
+    /// One of `==`, `!=`, `<`, `<=`, `>`, `>=`, `in`.
     pub op: String,
+    /// The value to compare with, in the field's proto3 JSON form; for `in`, an array of
+    /// 1 to [`MAX_IN_VALUES`] of them.
     pub value: Value,
 }
 
+/// One field of a [`QueryRequest`]'s order: `{"field", "direction"?}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrderRequest {
+    /// A dotted path of field names to a comparable scalar.
     pub field: String,
+    /// `asc` or `desc`, in any case; default `asc`.
     #[serde(default)]
     pub direction: Option<String>,
 }
 
+/// Why a query was refused before it reached a store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
+    /// `UNKNOWN_COLLECTION`: the collection is not in the schema.
     #[error("unknown collection {0:?}")]
     UnknownCollection(String),
+    /// `INVALID_QUERY`: a field, operator, value or limit does not fit the collection;
+    /// the message names which, with its position (`filter[1]`).
     #[error("{0}")]
     Invalid(String),
+    /// `INVALID_CURSOR`: the cursor was not sealed by this database for this query's
+    /// collection and order.
     #[error("invalid cursor: {0}")]
     InvalidCursor(String),
 }
 
+/// A condition's operator. Values compare in the field's type; a missing field is null.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `==`: equal (null equals only null).
     Eq,
+    /// `!=`: not equal.
     Ne,
+    /// `<`: less than; never matches null.
     Lt,
+    /// `<=`: at most; never matches null.
     Le,
+    /// `>`: greater than; never matches null.
     Gt,
+    /// `>=`: at least; never matches null.
     Ge,
+    /// `in`: equal to one of the values.
     In,
 }
 
@@ -89,16 +118,21 @@ impl Op {
     }
 }
 
+/// Which way an order field sorts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// Smallest first (nulls first, as the smallest value).
     Asc,
+    /// Largest first.
     Desc,
 }
 
 /// One `field op value` condition, with values already typed by the field.
 #[derive(Debug, Clone)]
 pub struct Condition {
+    /// The field compared, resolved against the collection's message.
     pub field: FieldPath,
+    /// How it is compared.
     pub op: Op,
     /// One value, or the list of an `in`.
     pub values: Vec<KeyValue>,
@@ -124,9 +158,12 @@ impl Condition {
     }
 }
 
+/// One field of a compiled order.
 #[derive(Debug, Clone)]
 pub struct OrderField {
+    /// The field sorted by.
     pub field: FieldPath,
+    /// Which way.
     pub direction: Direction,
 }
 
@@ -213,9 +250,13 @@ impl LookedUp {
 /// A compiled query, checked against the schema.
 #[derive(Debug, Clone)]
 pub struct Query {
+    /// The collection read.
     pub collection: Arc<Collection>,
+    /// Conditions every result meets.
     pub filter: Vec<Condition>,
+    /// Order fields; ties (and an empty order) are broken by id.
     pub order: Vec<OrderField>,
+    /// Page size, 1 to [`MAX_QUERY_LIMIT`].
     pub limit: usize,
     /// The sort key of the last document of the previous page.
     pub after: Option<Vec<u8>>,
@@ -341,6 +382,7 @@ impl Query {
         self.sort_key_of(&doc.id, &doc.body)
     }
 
+    /// [`Query::sort_key`] of a document given by id and body.
     pub fn sort_key_of(&self, id: &str, body: &Value) -> Vec<u8> {
         let mut key = Vec::new();
         for o in &self.order {

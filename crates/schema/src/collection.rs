@@ -11,9 +11,13 @@ pub type CollectionName = str;
 /// One collection of the schema.
 #[derive(Debug, Clone)]
 pub struct Collection {
+    /// Its name in the API: lower case letters, digits and `_`, at most 63 characters.
     pub name: String,
+    /// The proto message type of its documents.
     pub message: MessageDescriptor,
+    /// Its declared secondary indexes, in declaration order.
     pub indexes: Vec<IndexDef>,
+    /// Its read and write rules.
     pub rules: Rules,
     /// The string field that mirrors the document id, if the schema names one.
     pub id_field: Option<FieldPath>,
@@ -23,7 +27,9 @@ pub struct Collection {
 /// end users (services are not bound by rules).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rules {
+    /// Which documents an end user may see (`auth`, `doc`).
     pub read: Option<crate::Rule>,
+    /// Which writes an end user may make (`auth`, `doc` after, `prev` before).
     pub write: Option<crate::Rule>,
 }
 
@@ -31,7 +37,9 @@ pub struct Rules {
 /// implicit last key part, so every index key is unique.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexDef {
+    /// The index's name, unique in its collection (lower case letters, digits and `_`).
     pub name: String,
+    /// The indexed fields, in key order.
     pub fields: Vec<FieldPath>,
 }
 
@@ -50,6 +58,7 @@ impl IndexDef {
 /// The type of a field that can be compared, ordered and indexed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldType {
+    /// bool.
     Bool,
     /// int32, int64, sint*, sfixed*.
     Int,
@@ -57,11 +66,15 @@ pub enum FieldType {
     UInt,
     /// float, double.
     Float,
+    /// string, compared by UTF-8 bytes.
     String,
+    /// bytes (base64 in JSON), compared by bytes.
     Bytes,
     /// Compared by the value's number, so declaration order is sort order.
     Enum(EnumDescriptor),
+    /// google.protobuf.Timestamp, compared by time.
     Timestamp,
+    /// google.protobuf.Duration, compared by length.
     Duration,
 }
 
@@ -101,6 +114,7 @@ impl FieldType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldPath {
     segments: Vec<String>,
+    /// The type of the field at the end of the path.
     pub ty: FieldType,
 }
 
@@ -157,6 +171,7 @@ impl FieldPath {
         current
     }
 
+    /// The path's field names (JSON names), outermost first.
     pub fn segments(&self) -> &[String] {
         &self.segments
     }

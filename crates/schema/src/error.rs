@@ -4,23 +4,50 @@ use std::fmt;
 /// compiler knows it, the line, so the message can be acted on directly.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
+    /// The schema directory, or a file in it, cannot be read.
     #[error("cannot read schema directory {dir}: {reason}")]
-    Directory { dir: String, reason: String },
+    Directory {
+        /// The directory given.
+        dir: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The schema directory has no `.proto` file at all.
     #[error("schema directory {dir} contains no .proto files")]
-    Empty { dir: String },
+    Empty {
+        /// The directory given.
+        dir: String,
+    },
+    /// The `.proto` files do not compile.
     #[error("{location}: {message}")]
-    Compile { location: String, message: String },
-    #[error("{location}: collection {collection}: {kind} rule: {message}")]
-    Rule {
+    Compile {
+        /// `file:line:column`, or just the file when the compiler gives no position.
         location: String,
-        collection: String,
-        kind: String,
+        /// The compiler's message.
         message: String,
     },
+    /// A read or write rule does not fit the schema: an unknown field, collection or
+    /// function, or a comparison that can never hold.
+    #[error("{location}: collection {collection}: {kind} rule: {message}")]
+    Rule {
+        /// `file:line:column` of the offending part of the rule, or just the file.
+        location: String,
+        /// The collection whose rule it is.
+        collection: String,
+        /// `read` or `write`.
+        kind: String,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// A message's `protosync.v1.collection` option is wrong: a bad or taken name, a bad
+    /// index, a rule that does not compile.
     #[error("collection {collection} (message {message}): {problem}")]
     Collection {
+        /// The collection's name as declared.
         collection: String,
+        /// The full name of the message that declares it.
         message: String,
+        /// What is wrong with it.
         problem: String,
     },
 }
@@ -30,7 +57,9 @@ pub enum SchemaError {
 /// for the document as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentError {
+    /// The offending field in JSON notation; empty for the whole document.
     pub path: String,
+    /// What is wrong with it, for a person.
     pub message: String,
 }
 

@@ -75,7 +75,7 @@ impl Registry {
         resolver.add(GoogleFileResolver::new());
         let mut compiler = protox::Compiler::with_file_resolver(resolver);
         compiler.include_imports(true);
-        compiler.open_files(files).map_err(compile_error)?;
+        compiler.open_files(files).map_err(|e| compile_error(&e))?;
         // This encoding keeps extension options (collection names, indexes,
         // rules): a change to any of them changes the fingerprint.
         let fingerprint = hex(&Sha256::digest(compiler.encode_file_descriptor_set()));
@@ -88,10 +88,12 @@ impl Registry {
         })
     }
 
+    /// The collection named `name` in the API, if the schema declares it.
     pub fn collection(&self, name: &str) -> Option<&Arc<Collection>> {
         self.collections.get(name)
     }
 
+    /// Every collection, by name in byte order.
     pub fn collections(&self) -> impl Iterator<Item = &Arc<Collection>> {
         self.collections.values()
     }
@@ -294,7 +296,7 @@ fn collect_proto_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result
 }
 
 /// Turns a compiler error into "file:line:column: message".
-fn compile_error(err: protox::Error) -> SchemaError {
+fn compile_error(err: &protox::Error) -> SchemaError {
     let file = err.file().unwrap_or("schema").to_owned();
     let mut location = file;
     if let (Some(label), Some(source)) =

@@ -93,7 +93,7 @@ impl PartialEq for Rule {
 impl Eq for Rule {}
 
 /// The lookup functions rules may call, beside CEL's standard ones.
-pub const LOOKUP_FUNCTIONS: [&str; 2] = ["get", "exists"];
+pub(crate) const LOOKUP_FUNCTIONS: [&str; 2] = ["get", "exists"];
 
 impl Rule {
     /// Compiles `source`; an unknown variable is an error. (Fields and
@@ -190,7 +190,7 @@ impl Rule {
             *frame.borrow_mut() = Some(Frame {
                 known,
                 wanted: Vec::new(),
-            })
+            });
         });
         let allowed = STANDARD_CONTEXT.with(|standard| {
             let mut context = standard.new_inner_scope();

@@ -1,3 +1,6 @@
+//! Loading schemas: the example schema, collection options, indexes, rules and the errors
+//! a bad schema gets.
+
 use std::path::Path;
 
 use protosync_schema::{FieldType, Registry, SchemaError};
@@ -32,7 +35,11 @@ fn example_schema_declares_the_inbox_and_runtime_collections() {
     let work_items = registry.collection("work_items").unwrap();
     let feed = &work_items.indexes[0];
     assert_eq!(feed.name, "by_owner_feed");
-    let fields: Vec<String> = feed.fields.iter().map(|f| f.to_string()).collect();
+    let fields: Vec<String> = feed
+        .fields
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     assert_eq!(fields, ["ownerId", "important", "priority"]);
     assert_eq!(feed.fields[2].ty, FieldType::Int);
     assert!(

@@ -25,10 +25,14 @@ pub use sync::{SyncConfig, SyncMetrics};
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The engine every request goes through.
     pub engine: Arc<Engine>,
+    /// Who is calling, for every transport.
     pub auth: Arc<Authenticator>,
     anonymous: Arc<limiter::AnonymousLimiter>,
+    /// Timers and limits of sync connections (and the anonymous rate limit).
     pub sync: Arc<SyncConfig>,
+    /// The sync gateway's counters, shared with `/metrics`.
     pub metrics: Arc<SyncMetrics>,
     /// Becomes true when the server starts shutting down: live connections
     /// close (1001) so the graceful shutdown can finish.
@@ -45,6 +49,7 @@ impl FromRef<AppState> for Arc<Engine> {
 }
 
 impl AppState {
+    /// The state of a gateway over `engine`, not yet closing and without allocator figures.
     pub fn new(engine: Arc<Engine>, sync: SyncConfig, auth: Authenticator) -> AppState {
         let (close, closing) = tokio::sync::watch::channel(false);
         let anonymous = Arc::new(limiter::AnonymousLimiter::new(
@@ -80,7 +85,7 @@ impl AppState {
         let values: Vec<&[u8]> = headers
             .get_all(axum::http::header::AUTHORIZATION)
             .iter()
-            .map(|v| v.as_bytes())
+            .map(axum::http::HeaderValue::as_bytes)
             .collect();
         let identity = self.auth.authorization(&values).await.map_err(auth_error)?;
         if identity == protosync_auth::Identity::Anonymous {
@@ -115,6 +120,8 @@ pub(crate) fn auth_error(e: protosync_auth::AuthError) -> protosync_engine::Engi
     }
 }
 
+/// Every route of the gateway (HTTP API, `/v1/sync`, SSE, health, metrics) behind the
+/// origin check; [`serve`] runs it, or an app can nest it in its own axum router.
 pub fn router(state: AppState) -> Router {
     http::router(state)
 }

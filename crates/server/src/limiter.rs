@@ -10,14 +10,14 @@ use std::time::Instant;
 /// the limiter's memory stays bounded whatever the traffic.
 const MAX_TRACKED_ADDRESSES: usize = 100_000;
 
-pub struct AnonymousLimiter {
+pub(crate) struct AnonymousLimiter {
     per_second: f64,
     burst: f64,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl AnonymousLimiter {
-    pub fn new(per_minute: u32) -> AnonymousLimiter {
+    pub(crate) fn new(per_minute: u32) -> AnonymousLimiter {
         let per_second = f64::from(per_minute.max(1)) / 60.0;
         AnonymousLimiter {
             per_second,
@@ -27,8 +27,11 @@ impl AnonymousLimiter {
     }
 
     /// Takes one request's worth from `address`'s bucket.
-    pub fn allow(&self, address: IpAddr) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn allow(&self, address: IpAddr) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         if buckets.len() >= MAX_TRACKED_ADDRESSES
             && !buckets.contains_key(&address)

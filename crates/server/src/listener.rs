@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP listener whose sockets put JSON bodies on hyper's own error
 /// answers (`serve` turns Nagle's algorithm off on each, in `tap_io`).
-pub struct GatewayListener(pub TcpListener);
+pub(crate) struct GatewayListener(pub TcpListener);
 
 impl Listener for GatewayListener {
     type Io = JsonErrorBodies<TcpStream>;
@@ -44,7 +44,7 @@ impl Listener for GatewayListener {
 
 /// A socket that replaces hyper's empty parse-error answers (see the module
 /// docs) with JSON ones; everything else passes through untouched.
-pub struct JsonErrorBodies<S> {
+pub(crate) struct JsonErrorBodies<S> {
     inner: S,
     /// Our answer and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
@@ -114,7 +114,7 @@ impl<S: AsyncWrite + Unpin> JsonErrorBodies<S> {
         Poll::Ready(Ok(()))
     }
 
-    pub fn get_ref(&self) -> &S {
+    pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }
 }

@@ -89,7 +89,10 @@ fn config(base: &str) -> AuthConfig {
         name: name.into(),
         issuer: issuer.into(),
         audience: vec!["protosync".into()],
-        algorithms: algorithms.iter().map(|a| a.to_string()).collect(),
+        algorithms: algorithms
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         secret: None,
         jwks_url: None,
         jwks_file: None,
@@ -164,10 +167,10 @@ async fn issuers() -> (Minted, Arc<Mutex<Value>>, String) {
 }
 
 /// Tests' sync timers: heartbeats (and so revocation checks) every 200 ms.
-fn test_sync(sync: SyncConfig) -> SyncConfig {
+fn test_sync(sync: &SyncConfig) -> SyncConfig {
     SyncConfig {
         heartbeat_interval: Duration::from_millis(200),
-        ..sync
+        ..*sync
     }
 }
 
@@ -183,7 +186,7 @@ async fn setup_with_schema(
     let node = Node::start_with_schema(
         registry,
         backing.store().await,
-        test_sync(sync),
+        test_sync(&sync),
         Authenticator::new(auth).unwrap(),
     )
     .await;
@@ -476,7 +479,7 @@ async fn live_views_follow_visibility_across_writes_refreshes_and_resumes() {
             }
             ClientEvent::Error(e) => panic!("seed {seed}: {e:?}"),
             ClientEvent::Disconnected { reason } => {
-                assert!(!reason.contains("inconsistent"), "seed {seed}: {reason}")
+                assert!(!reason.contains("inconsistent"), "seed {seed}: {reason}");
             }
             ClientEvent::Connected { .. } | ClientEvent::Heartbeat { .. } => {}
         }
@@ -579,7 +582,7 @@ async fn origins_anonymous_floods_and_mutation_bursts_are_limited_with_clear_cod
         ..SyncConfig::default()
     };
     let s = setup_with(sync, |auth| {
-        auth.allowed_origins = vec!["https://app.example".into()]
+        auth.allowed_origins = vec!["https://app.example".into()];
     })
     .await;
     // A browser WebSocket from another origin is refused at the upgrade.
@@ -590,7 +593,7 @@ async fn origins_anonymous_floods_and_mutation_bursts_are_limited_with_clear_cod
         .insert("Origin", "https://evil.example".parse().unwrap());
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 403)
+            assert_eq!(response.status(), 403);
         }
         other => panic!("expected a 403, got {other:?}"),
     }
@@ -768,7 +771,7 @@ async fn unreadable_credentials_are_refused_on_every_transport_never_taken_for_a
     let unreadable: &[u8] = b"Bearer \xe9.\xfc.\xf6";
     for trusting in [false, true] {
         let s = setup_with(SyncConfig::default(), |auth| {
-            auth.trust_unauthenticated = trusting
+            auth.trust_unauthenticated = trusting;
         })
         .await;
         let refused = (401, "UNAUTHENTICATED".to_owned());
@@ -848,7 +851,7 @@ async fn sse_access_token_takes_jwts_only_never_api_keys() {
 async fn a_live_connection_pauses_at_exp_exactly_not_after_the_leeway() {
     const LEEWAY_SECONDS: u64 = 30;
     let s = setup_with(SyncConfig::default(), |auth| {
-        auth.leeway_seconds = LEEWAY_SECONDS
+        auth.leeway_seconds = LEEWAY_SECONDS;
     })
     .await;
     let exp = s.minted.now + 3; // hs_short's, see mint_tokens.py
@@ -935,7 +938,7 @@ async fn a_revocation_reaches_every_node_on_the_database_and_survives_restarts()
         let start = |store| {
             Node::start_with_auth(
                 store,
-                test_sync(SyncConfig::default()),
+                test_sync(&SyncConfig::default()),
                 Authenticator::new(config(&base)).unwrap(),
             )
         };
@@ -1251,7 +1254,7 @@ async fn end_user_requests_reach_the_store_only_with_their_rules() {
     let node = Node::start_with_schema(
         support::registry(),
         recording.clone(),
-        test_sync(SyncConfig::default()),
+        test_sync(&SyncConfig::default()),
         Authenticator::new(config(&base)).unwrap(),
     )
     .await;

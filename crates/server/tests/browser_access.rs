@@ -13,7 +13,10 @@ async fn node(allowed_origins: &[&str]) -> (Node, Backing) {
     let backing = Backing::sqlite();
     let auth = Authenticator::new(AuthConfig {
         trust_unauthenticated: true,
-        allowed_origins: allowed_origins.iter().map(|o| o.to_string()).collect(),
+        allowed_origins: allowed_origins
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         ..AuthConfig::default()
     })
     .unwrap();

@@ -98,10 +98,10 @@ async fn run(backing: Backing, node_count: usize) {
         for s in &subs {
             match s.target.as_ref().unwrap() {
                 wire::subscribe::Target::Query(q) => {
-                    client.subscribe(&s.subscription_id, q.clone())
+                    client.subscribe(&s.subscription_id, q.clone());
                 }
                 wire::subscribe::Target::Get(g) => {
-                    client.subscribe_get(&s.subscription_id, &g.collection, &g.id)
+                    client.subscribe_get(&s.subscription_id, &g.collection, &g.id);
                 }
             }
         }

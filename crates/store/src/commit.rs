@@ -30,20 +30,26 @@ pub type DocKey = (String, String);
 /// What one commit writes for one document.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocWrite {
+    /// The document's collection.
     pub collection: String,
+    /// The document's id.
     pub id: String,
+    /// Its new version (for a delete, the version deleted).
     pub version: Version,
     /// The new body; `None` deletes the document.
     pub body: Option<Value>,
-    /// Index entries (index name, key) to remove and to add.
+    /// Index entries (index name, key) to remove.
     pub removed_index_keys: Vec<(String, Vec<u8>)>,
+    /// Index entries (index name, key) to add.
     pub added_index_keys: Vec<(String, Vec<u8>)>,
 }
 
+/// Everything a store writes for one accepted mutation, decided before it writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommitPlan {
     /// One per document the mutation changed, in first-touched order.
     pub writes: Vec<DocWrite>,
+    /// One per op, in op order: what [`CommitOutcome::results`](crate::CommitOutcome) holds.
     pub results: Vec<OpResult>,
 }
 
@@ -80,6 +86,9 @@ impl Working {
     }
 }
 
+/// Applies the mutation's ops, in order, to the `stored` documents it touches (as
+/// [`keys_to_read`] lists them; absent ones do not exist), checking versions, write access
+/// and size. Any rejected op rejects the mutation with [`StoreError::Rejected`].
 pub fn plan_commit(
     mutation: &Mutation,
     stored: &HashMap<DocKey, StoredDocument>,

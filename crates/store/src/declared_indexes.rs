@@ -14,7 +14,7 @@ pub(crate) struct IndexChanges<'s> {
 }
 
 impl<'s> IndexChanges<'s> {
-    pub fn between(
+    pub(crate) fn between(
         existing: &[(String, String, String)],
         collections: &'s [Arc<Collection>],
     ) -> IndexChanges<'s> {

@@ -49,7 +49,7 @@ pub(crate) struct GroupKeys {
 }
 
 impl GroupKeys {
-    pub fn of<'m>(mutations: impl IntoIterator<Item = &'m Mutation>) -> GroupKeys {
+    pub(crate) fn of<'m>(mutations: impl IntoIterator<Item = &'m Mutation>) -> GroupKeys {
         let mut documents = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut idempotency = Vec::new();
@@ -182,7 +182,7 @@ pub(crate) fn plan_group<'m>(
         next = seq;
         for (ord, write) in plan.writes.into_iter().enumerate() {
             let key = (write.collection, write.id);
-            let body = write.body.as_ref().map(|b| b.to_string());
+            let body = write.body.as_ref().map(std::string::ToString::to_string);
             writes.changes.push((
                 seq,
                 ord as i32,
@@ -229,7 +229,7 @@ pub(crate) fn plan_group<'m>(
     for ((collection, id), state) in documents {
         match state {
             Some((version, seq, body)) => {
-                writes.upserted.push((collection, id, version, seq, body))
+                writes.upserted.push((collection, id, version, seq, body));
             }
             None => writes.deleted.push((collection, id)),
         }

@@ -23,7 +23,7 @@
 //! named for it and free of database calls: `group` (deciding a group
 //! commit), `change_log` (putting a log read back together), `migrations`
 //! (which ones a database needs), `retention` (where a prune cuts),
-//! `indexes` (which declared indexes to build) and `idempotency`. Each
+//! `declared_indexes` (which declared indexes to build) and `idempotency`. Each
 //! backend is a folder with one file per job: connections, migrations, the
 //! committer, reads, wake-ups, index builds, pruning and revocations.
 
@@ -63,13 +63,17 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// One write of a mutation, already validated against the schema.
 #[derive(Debug, Clone)]
 pub struct WriteOp {
+    /// The collection written, with its indexes and rules.
     pub collection: Arc<Collection>,
+    /// The document's id.
     pub id: String,
+    /// What the op does, with its validated body or fields.
     pub kind: WriteKind,
     /// The write is rejected unless the stored document has this version.
     pub expected_version: Option<Version>,
 }
 
+/// What a [`WriteOp`] does to its document.
 #[derive(Debug, Clone)]
 pub enum WriteKind {
     /// Create; fails if the document exists.
@@ -78,13 +82,16 @@ pub enum WriteKind {
     Upsert(Value),
     /// Merge top-level fields into the existing document.
     Patch(PatchFields),
+    /// Remove; fails if the document does not exist.
     Delete,
 }
 
 /// An atomic list of writes that becomes one commit.
 #[derive(Debug, Clone)]
 pub struct Mutation {
+    /// The writes, applied in order; any rejected op rejects them all.
     pub ops: Vec<WriteOp>,
+    /// Makes a retry return the first outcome; `None`: every call commits.
     pub idempotency: Option<IdempotencyKey>,
     /// Who decides what the mutation may write; no default, so a write that
     /// forgot its caller's rules does not compile.
@@ -148,13 +155,17 @@ impl std::fmt::Debug for Authorize {
 /// different request that reuses the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey {
+    /// The key as the caller sent it.
     pub key: String,
+    /// A hash of the caller and the ops: a retry matches it; another request, or another
+    /// caller, reusing the key does not.
     pub request_hash: String,
 }
 
 /// What a committed mutation did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitOutcome {
+    /// The commit's seq: a reader at this watermark or later sees the mutation.
     pub seq: Seq,
     /// One per op, in op order: the document and its version after the commit
     /// (for a delete, the version that was deleted).
@@ -165,9 +176,12 @@ pub struct CommitOutcome {
     pub duplicate: bool,
 }
 
+/// What one op of a committed mutation left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpResult {
+    /// The document's id.
     pub id: String,
+    /// Its version after the commit (for a delete, the version deleted).
     pub version: Version,
 }
 
@@ -176,6 +190,7 @@ pub struct OpResult {
 pub struct ReadAt<T> {
     /// The last commit the read saw: the result is the state at this seq.
     pub seq: Seq,
+    /// What was read.
     pub value: T,
     /// The documents the reader's rule looked up to decide, in the same
     /// snapshot (empty for rules without lookups).
@@ -185,8 +200,11 @@ pub struct ReadAt<T> {
 /// One document change of a commit: its state after the commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
+    /// The document's collection.
     pub collection: String,
+    /// The document's id.
     pub id: String,
+    /// Its version after the commit (for a delete, the version deleted).
     pub version: Version,
     /// `None` when the commit deleted the document.
     pub body: Option<Value>,
@@ -195,8 +213,11 @@ pub struct Change {
 /// A commit as the change log keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CommitRecord {
+    /// The commit's seq.
     pub seq: Seq,
+    /// When it committed, in milliseconds since the epoch (the store's clock).
     pub committed_at_ms: i64,
+    /// One per document it wrote, in first-touched order.
     pub changes: Vec<Change>,
 }
 
@@ -209,9 +230,11 @@ pub struct RevocationSeq(pub u64);
 /// A revoked token id, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
+    /// Its position in the revocation log.
     pub seq: RevocationSeq,
     /// The token's `jti` claim.
     pub jti: String,
+    /// When it was (last) revoked, in milliseconds since the epoch.
     pub revoked_at_ms: i64,
     /// After this (milliseconds since the epoch) no token with this `jti`
     /// can be valid any more, and [`Store::prune`] drops the entry. `None`:
@@ -227,9 +250,10 @@ pub const MAX_JTI_BYTES: usize = 256;
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// How long the change log keeps a commit; resumes from older watermarks
-    /// get a fresh result instead.
+    /// get a fresh result instead. Default [`DEFAULT_CHANGE_LOG_RETENTION`], a day.
     pub change_log_retention: Duration,
-    /// How long an idempotency key is remembered.
+    /// How long an idempotency key is remembered. Default
+    /// [`DEFAULT_IDEMPOTENCY_RETENTION`], a day.
     pub idempotency_retention: Duration,
 }
 
@@ -249,6 +273,9 @@ impl Default for StoreOptions {
     }
 }
 
+/// What the engine needs of a database: atomic commits with gap-free seqs, reads
+/// consistent at one seq, the change log, and revocations. Every implementation passes the
+/// same conformance suite (`tests/conformance.rs`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Brings declared indexes in line with `registry`: builds new or changed

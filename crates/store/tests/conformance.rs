@@ -79,6 +79,10 @@ impl Harness {
         }
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "JSON builders take the value, so a call site reads `json!({..})` without a borrow"
+    )]
     fn insert(&self, collection: &str, id: &str, body: Value) -> WriteOp {
         let doc = self
             .registry
@@ -89,6 +93,10 @@ impl Harness {
         self.op(collection, id, WriteKind::Insert(doc))
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "JSON builders take the value, so a call site reads `json!({..})` without a borrow"
+    )]
     fn upsert(&self, collection: &str, id: &str, body: Value) -> WriteOp {
         let doc = self
             .registry
@@ -99,6 +107,10 @@ impl Harness {
         self.op(collection, id, WriteKind::Upsert(doc))
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "JSON builders take the value, so a call site reads `json!({..})` without a borrow"
+    )]
     fn patch(&self, collection: &str, id: &str, fields: Value) -> WriteOp {
         let patch = self
             .registry

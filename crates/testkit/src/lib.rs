@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tokio_postgres::NoTls;
 
+/// The environment variable naming the Postgres server tests create their databases on
+/// (an admin URL); default `postgres://postgres@127.0.0.1:5432/postgres`.
 pub const POSTGRES_URL_VAR: &str = "PROTOSYNC_TEST_POSTGRES_URL";
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +24,7 @@ pub fn example_schema_dir() -> PathBuf {
 
 /// A database of its own for one test, dropped on drop.
 pub struct TestDatabase {
+    /// The connection URL of this test's database.
     pub url: String,
     name: String,
     admin_url: String,

@@ -2,5 +2,5 @@
 //! work (no store, no rules, no views), measured with the same writer rate,
 //! payload and clock as the fan-out, so the ratio says what protosync adds.
 
-pub mod nats;
-pub mod notify;
+pub(crate) mod nats;
+pub(crate) mod notify;

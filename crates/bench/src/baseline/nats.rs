@@ -123,7 +123,7 @@ impl Publisher for Nats {
     }
 }
 
-pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value> {
+pub(crate) async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value> {
     let server: SocketAddr = std::env::var("PROTOSYNC_BENCH_NATS_ADDR")
         .unwrap_or_else(|_| DEFAULT_ADDR.into())
         .parse()?;

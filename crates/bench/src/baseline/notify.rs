@@ -63,7 +63,7 @@ async fn free_connections(admin: &Client) -> anyhow::Result<i64> {
     Ok(max - reserved - in_use - SPARE_CONNECTIONS)
 }
 
-pub async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value> {
+pub(crate) async fn measure(subscribers: usize, commits: usize) -> anyhow::Result<Value> {
     let url = stores::admin_url();
     let publisher = connect(&url).await?;
     let free = free_connections(&publisher).await?;

@@ -27,6 +27,9 @@ const SWEEP_GROWTH_FACTOR: usize = 2;
 /// No sweep below this many entries: small tables are cheap as they are.
 const MIN_SWEEP_ENTRIES: usize = 1024;
 
+/// A weak table of the document bodies in memory, by (collection, id) and the seq that
+/// wrote them: a body read again while a copy is alive is that copy, so memory grows
+/// with distinct document states, not with subscriptions.
 #[derive(Default)]
 pub struct SharedBodies {
     table: Mutex<Table>,
@@ -42,7 +45,10 @@ impl SharedBodies {
     /// The shared body of `collection`/`id` as written by commit `seq`:
     /// the one already in memory, or `body`, which becomes the shared one.
     pub fn share(&self, collection: &str, id: &str, seq: Seq, body: Value) -> Arc<LiveBody> {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (collection.to_owned(), id.to_owned());
         if let Some((known, weak)) = table.bodies.get(&key)
             && *known == seq
@@ -65,7 +71,7 @@ impl SharedBodies {
     pub fn entries(&self) -> usize {
         self.table
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .bodies
             .len()
     }

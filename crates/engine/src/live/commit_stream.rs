@@ -36,6 +36,9 @@ const TAIL_BATCH_COMMITS: usize = 1_000;
 /// Wait before retrying when the store cannot be read.
 const TAIL_RETRY_DELAY: Duration = Duration::from_millis(200);
 
+/// The one tailer of the store's change log in this process: it reads commits in seq
+/// order, keeps the recent ones in a bounded buffer for connections catching up, hands
+/// each to the subscription index and publishes how far it has read.
 pub struct CommitStream {
     store: Arc<dyn Store>,
     bodies: SharedBodies,
@@ -112,6 +115,7 @@ impl CommitStream {
         self.tail.subscribe()
     }
 
+    /// The last seq the tailer has read and dispatched, right now.
     pub fn tail_now(&self) -> Seq {
         *self.tail.borrow()
     }
@@ -147,7 +151,7 @@ impl CommitStream {
                         // The buffer must stay gap-free: start it afresh.
                         self.buffer
                             .write()
-                            .unwrap_or_else(|p| p.into_inner())
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .clear();
                         // Ring from the first commit skipped: views then find
                         // the log gone and re-read their subscriptions.
@@ -170,13 +174,16 @@ impl CommitStream {
     fn remember(&self, commit: Arc<LiveCommit>) {
         self.buffer
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(commit);
     }
 
     /// The estimated bytes and the number of commits buffered now.
     pub fn buffered(&self) -> (usize, usize) {
-        let buffer = self.buffer.read().unwrap_or_else(|p| p.into_inner());
+        let buffer = self
+            .buffer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (buffer.bytes, buffer.commits.len())
     }
 
@@ -190,7 +197,7 @@ impl CommitStream {
             let buffer = &self
                 .buffer
                 .read()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .commits;
             if let Some(first) = buffer.front()
                 && first.seq <= after.next()

@@ -29,16 +29,22 @@ use serde_json::Value;
 /// A commit as the live path holds it: bodies shared by every subscriber.
 #[derive(Debug)]
 pub struct LiveCommit {
+    /// The commit's seq.
     pub seq: Seq,
+    /// Its document changes, in the order the commit wrote them.
     pub changes: Vec<LiveChange>,
     /// Estimated size in memory, for the commit buffer's byte budget.
     pub bytes: usize,
 }
 
+/// One document write of a [`LiveCommit`].
 #[derive(Debug, Clone)]
 pub struct LiveChange {
+    /// The document's collection.
     pub collection: String,
+    /// The document's id.
     pub id: String,
+    /// The document's version after the write.
     pub version: Version,
     /// `None` when the commit deleted the document.
     pub body: Option<Arc<LiveBody>>,
@@ -54,6 +60,7 @@ pub struct LiveBody {
 }
 
 impl LiveBody {
+    /// A body not yet encoded.
     pub fn new(value: Value) -> LiveBody {
         LiveBody {
             value,
@@ -84,10 +91,13 @@ impl PartialEq for LiveBody {
 /// A document in a subscriber's view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveDocument {
+    /// The document's id.
     pub id: String,
+    /// Its version.
     pub version: Version,
     /// The commit that last wrote it: identifies this state of the document.
     pub seq: Seq,
+    /// Its body, shared with every other holder of this state.
     pub body: Arc<LiveBody>,
 }
 

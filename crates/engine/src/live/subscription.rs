@@ -28,7 +28,12 @@ pub enum TargetRequest {
     /// A query held open.
     Query(protosync_query::QueryRequest),
     /// One document by id.
-    Get { collection: String, id: String },
+    Get {
+        /// The document's collection.
+        collection: String,
+        /// The document's id.
+        id: String,
+    },
 }
 
 /// What a subscription watches, as one reader may see it.
@@ -38,13 +43,18 @@ pub enum Target {
     Query(Query),
     /// One document, if the reader may see it.
     Get {
+        /// The document's collection.
         collection: String,
+        /// The document's id.
         id: String,
+        /// What the reader may see of the collection: the document counts as absent when
+        /// its read rule hides it.
         scope: protosync_query::ReadScope,
     },
 }
 
 impl Target {
+    /// The collection it watches.
     pub fn collection(&self) -> &str {
         match self {
             Target::Query(q) => &q.collection.name,
@@ -65,7 +75,11 @@ impl Target {
                     Some(c) => Filing::Values {
                         collection: q.collection.name.clone(),
                         field: c.field.clone(),
-                        values: c.values.iter().map(|v| v.encoded()).collect(),
+                        values: c
+                            .values
+                            .iter()
+                            .map(protosync_query::key::KeyValue::encoded)
+                            .collect(),
                     },
                     None => Filing::Collection(q.collection.name.clone()),
                 }
@@ -99,8 +113,12 @@ struct Entry {
     doc: LiveDocument,
 }
 
+/// One subscription of a live view: its target and its window of the result, kept up to
+/// date change by change and consistent at `at`.
 pub struct LiveSubscription {
+    /// The id the client gave it, unique on its connection.
     pub id: String,
+    /// What it watches, with the reader's access.
     pub target: Target,
     /// The seq this view is consistent at.
     pub at: Seq,
@@ -311,13 +329,16 @@ impl LiveSubscription {
 /// What changed between two visible states of a subscription.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ViewDiff {
+    /// Documents that entered the visible part or changed, in the new order.
     pub upserts: Vec<LiveDocument>,
+    /// Ids that left the visible part.
     pub removes: Vec<String>,
     /// The new order, when membership or order changed.
     pub order: Option<Vec<String>>,
 }
 
 impl ViewDiff {
+    /// Whether nothing changed (the client needs no update for this subscription).
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty() && self.removes.is_empty() && self.order.is_none()
     }

@@ -20,6 +20,8 @@ use tokio::sync::Notify;
 
 use super::LiveCommit;
 
+/// A live view's number in the index, unique in this process; given by
+/// [`SubscriptionIndex::connect`].
 pub type ConnectionId = u64;
 /// (connection, subscription number within it)
 pub type SubscriptionKey = (ConnectionId, u64);
@@ -80,8 +82,9 @@ impl Doorbell {
         }
     }
 
+    /// Waits for the next ring (or returns at once for one that came since the last wait).
     pub async fn rung(&self) {
-        self.notify.notified().await
+        self.notify.notified().await;
     }
 }
 
@@ -93,12 +96,20 @@ pub enum Filing {
     /// Changes whose `field` has one of `values` (encoded keys), and changes
     /// to documents the subscription holds.
     Values {
+        /// The collection.
         collection: String,
+        /// The field of the subscription's first equality (or `in`) condition.
         field: FieldPath,
+        /// The condition's values, each as its order-preserving key.
         values: Vec<Vec<u8>>,
     },
     /// Changes to one document.
-    Document { collection: String, id: String },
+    Document {
+        /// The document's collection.
+        collection: String,
+        /// The document's id.
+        id: String,
+    },
 }
 
 /// Encoded value of a field → the subscriptions filing under it.
@@ -132,6 +143,10 @@ struct Inner {
     next_connection: ConnectionId,
 }
 
+/// Every live subscription of this process, filed so that a commit finds the
+/// connections it can affect without looking at the others (see the module docs).
+/// Shared by the commit stream, which dispatches, and the live views, which file and
+/// unfile.
 #[derive(Default)]
 pub struct SubscriptionIndex {
     inner: Mutex<Inner>,
@@ -142,9 +157,10 @@ impl SubscriptionIndex {
         // A panic while holding the lock leaves consistent-enough maps; keep serving.
         self.inner
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Registers a connection: its number and the doorbell the index rings for it.
     pub fn connect(&self) -> (ConnectionId, Arc<Doorbell>) {
         let mut inner = self.lock();
         inner.next_connection += 1;
@@ -154,10 +170,12 @@ impl SubscriptionIndex {
         (id, doorbell)
     }
 
+    /// Forgets a connection's doorbell; its subscriptions must be unfiled by their owner.
     pub fn disconnect(&self, connection: ConnectionId) {
         self.lock().doorbells.remove(&connection);
     }
 
+    /// Files a subscription under `filing`, so changes there ring its connection.
     pub fn file(&self, key: SubscriptionKey, filing: &Filing) {
         let mut inner = self.lock();
         match filing {

@@ -23,7 +23,8 @@ use super::subscription_index::{
 };
 use crate::EngineError;
 
-/// Subscriptions one connection may hold.
+/// Subscriptions one connection may hold; one more is `LIMIT_EXCEEDED`. Each holds a window
+/// of its result in memory, so this bounds what one connection can cost. Sent in the welcome.
 pub const MAX_SUBSCRIPTIONS_PER_SESSION: usize = 256;
 /// How long a transition waits for this process's tailer to reach a seq the
 /// store has already shown (it normally takes milliseconds).
@@ -36,25 +37,39 @@ const MAX_REFILL_ROUNDS: usize = 32;
 /// Why a subscription's update replaces everything the client held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetReason {
+    /// The first result of a subscription the client holds nothing of.
     NewSubscription,
-    WatermarkTooOld { floor: Seq },
+    /// The resume's watermark is older than the change log reaches.
+    WatermarkTooOld {
+        /// The change log's floor: the oldest watermark a resume can start from.
+        floor: Seq,
+    },
+    /// The client cannot say what it holds (server-sent events).
     NoHeldState,
+    /// The resume's watermark is ahead of this database (another database, or one restored
+    /// from a backup): nothing the client holds can be trusted.
     UnknownWatermark,
 }
 
 /// One subscription's part of a transition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubscriptionUpdate {
+    /// The subscription, by the id the client gave it.
     pub subscription_id: String,
+    /// `Some` when the update replaces everything the client held for it, and why.
     pub reset: Option<ResetReason>,
+    /// What to add, change and remove (for a reset: everything to add).
     pub diff: ViewDiff,
 }
 
 /// The move of a connection's view from `from` to `to`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransitionPlan {
+    /// The watermark the client's view is at: what the diffs apply to.
     pub from: Watermark,
+    /// The watermark the view reaches once every update is applied.
     pub to: Watermark,
+    /// The subscriptions that change; the others are consistent at `to` as they are.
     pub updates: Vec<SubscriptionUpdate>,
 }
 
@@ -77,6 +92,10 @@ struct Slot {
     sent: Vec<(String, Seq)>,
 }
 
+/// One connection's live state: its subscriptions, consistent together at one
+/// watermark, and its doorbell in the subscription index. Opened with
+/// [`Engine::open_view`](crate::Engine::open_view); dropping it unfiles its
+/// subscriptions.
 pub struct LiveView {
     store: Arc<dyn Store>,
     stream: Arc<CommitStream>,
@@ -203,6 +222,7 @@ impl LiveView {
         Ok(())
     }
 
+    /// Ends a subscription; `UNKNOWN_SUBSCRIPTION` when there is none with this id.
     pub fn unsubscribe(&mut self, id: &str) -> Result<(), EngineError> {
         let slot = self
             .slots

@@ -22,7 +22,11 @@ const ALLOWED_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 /// How long a browser may cache a preflight answer, in seconds.
 const PREFLIGHT_MAX_AGE_SECONDS: &str = "600";
 
-pub async fn origins(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn origins(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
         return next.run(request).await;
     };

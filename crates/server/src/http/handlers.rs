@@ -47,7 +47,7 @@ fn parse<T: DeserializeOwned>(
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid request body: {e}")))
 }
 
-pub async fn mutate(
+pub(super) async fn mutate(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -68,7 +68,7 @@ pub async fn mutate(
     Ok(Json(answer))
 }
 
-pub async fn query(
+pub(super) async fn query(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -90,7 +90,7 @@ pub async fn query(
     Ok(Json(answer))
 }
 
-pub async fn get_document(
+pub(super) async fn get_document(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -108,11 +108,11 @@ pub async fn get_document(
     ))
 }
 
-pub async fn healthz() -> Json<Value> {
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
+pub(super) async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
     let seq = engine.ready().await?;
     Ok(Json(json!({
         "status": "ready",
@@ -127,7 +127,7 @@ pub async fn readyz(State(engine): State<Arc<Engine>>) -> Answer {
 /// every collection only. Recorded in the store before it is answered: a
 /// revocation that could not be stored is an error, never a silent
 /// this-process-only one.
-pub async fn revoke(
+pub(super) async fn revoke(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -187,14 +187,14 @@ pub async fn revoke(
     Ok(Json(json!({"revoked": stored.jti})))
 }
 
-pub async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+pub(super) async fn unknown_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorCode::NotFound,
         format!("no route for {method} {}", uri.path()),
     )
 }
 
-pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+pub(super) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),

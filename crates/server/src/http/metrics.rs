@@ -13,7 +13,7 @@ use crate::AppState;
 /// Figures the embedding binary adds (its allocator's): name, help, value.
 pub type MemoryProbe = Arc<dyn Fn() -> Vec<(&'static str, &'static str, u64)> + Send + Sync>;
 
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let (buffer_bytes, buffer_commits) = state.engine.commit_buffer();
     let sync = &state.metrics;
     let mut figures = vec![

@@ -12,7 +12,7 @@ use protosync_engine::limits::MAX_REQUEST_BYTES;
 
 use crate::AppState;
 
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/mutate", post(handlers::mutate))
         .route("/v1/query", post(handlers::query))

@@ -29,7 +29,12 @@ use crate::AppState;
 type MutationDone =
     futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
 
-pub async fn run(socket: WebSocket, codec: Codec, state: AppState, peer: std::net::SocketAddr) {
+pub(super) async fn run(
+    socket: WebSocket,
+    codec: Codec,
+    state: AppState,
+    peer: std::net::SocketAddr,
+) {
     state.metrics.connections.fetch_add(1, Ordering::Relaxed);
     let (sink, mut incoming) = socket.split();
     let (outbound, queue) = mpsc::channel::<Outbound>(state.sync.outbound_queue_frames);

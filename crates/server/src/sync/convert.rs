@@ -9,6 +9,7 @@ use protosync_query::QueryRequest;
 use protosync_query::query::{ConditionRequest, OrderRequest};
 use protosync_store::CommitOutcome;
 
+/// A wire query as the engine's [`QueryRequest`] (the same fields, in the API's shape).
 pub fn query_request(query: &wire::Query) -> QueryRequest {
     QueryRequest {
         collection: query.collection.clone(),
@@ -40,6 +41,7 @@ pub fn query_request(query: &wire::Query) -> QueryRequest {
 
 /// What the client asks the subscription to watch (the engine decides what
 /// its identity may see of it).
+/// What a `Subscribe` watches; `BAD_REQUEST` when it has neither a query nor a get.
 pub fn target_request(subscribe: &wire::Subscribe) -> Result<TargetRequest, EngineError> {
     match &subscribe.target {
         Some(subscribe::Target::Query(query)) => Ok(TargetRequest::Query(query_request(query))),
@@ -53,6 +55,8 @@ pub fn target_request(subscribe: &wire::Subscribe) -> Result<TargetRequest, Engi
     }
 }
 
+/// A wire `Mutate` as the engine's [`MutationRequest`]; an empty idempotency key is none.
+/// `BAD_REQUEST` names an op with no kind.
 pub fn mutation_request(mutate: &wire::Mutate) -> Result<MutationRequest, EngineError> {
     let ops = mutate
         .ops
@@ -84,6 +88,7 @@ pub fn mutation_request(mutate: &wire::Mutate) -> Result<MutationRequest, Engine
     })
 }
 
+/// The `MutationResult` that answers `request_id` with a commit's outcome.
 pub fn mutation_result(request_id: &str, outcome: &CommitOutcome) -> wire::ServerMessage {
     server(wire::server_message::Message::MutationResult(
         wire::MutationResult {
@@ -102,6 +107,7 @@ pub fn mutation_result(request_id: &str, outcome: &CommitOutcome) -> wire::Serve
     ))
 }
 
+/// The `Error` message for an engine error, with the field path of an invalid document.
 pub fn error(e: &EngineError, request_id: &str, subscription_id: &str) -> wire::ServerMessage {
     let path = match e {
         EngineError::InvalidDocument { error, .. } => error.path.clone(),
@@ -110,6 +116,8 @@ pub fn error(e: &EngineError, request_id: &str, subscription_id: &str) -> wire::
     error_message(e.code(), &e.to_string(), request_id, subscription_id, path)
 }
 
+/// An `Error` message with the given code and text, answering a request or subscription
+/// (each id empty when it does not).
 pub fn error_message(
     code: ErrorCode,
     message: &str,
@@ -126,6 +134,7 @@ pub fn error_message(
     }))
 }
 
+/// Wraps one server message in its envelope.
 pub fn server(message: wire::server_message::Message) -> wire::ServerMessage {
     wire::ServerMessage {
         message: Some(message),

@@ -31,26 +31,27 @@ const READ_BUFFER_BYTES: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// How often the server sends a heartbeat (and, when the client's
-    /// watermark lags, an empty transition to move it on).
+    /// watermark lags, an empty transition to move it on). Default 15 s.
     pub heartbeat_interval: Duration,
-    /// A connection that sends nothing for this long is closed (4009).
+    /// A connection that sends nothing for this long is closed (4009). Default 60 s.
     pub idle_timeout: Duration,
-    /// The first message must be a hello within this time (4001).
+    /// The first message must be a hello within this time (4001). Default 10 s.
     pub hello_timeout: Duration,
     /// A frame the client does not accept within this time closes the
-    /// connection (4008): the client has stopped reading.
+    /// connection (4008): the client has stopped reading. Default 30 s.
     pub write_timeout: Duration,
     /// Frames waiting to be written per connection. While full, the
-    /// connection builds no transitions; news coalesces into the next one.
+    /// connection builds no transitions; news coalesces into the next one. Default 32.
     pub outbound_queue_frames: usize,
-    /// Mutations one connection may have in flight.
+    /// Mutations one connection may have in flight. Default 32.
     pub max_inflight_mutations: usize,
-    /// Largest frame a client may send, in bytes.
+    /// Largest frame a client may send, in bytes. Default
+    /// [`MAX_REQUEST_BYTES`](protosync_engine::limits::MAX_REQUEST_BYTES), 8 MiB.
     pub max_frame_bytes: usize,
-    /// Mutations per second one connection may send (bursts of twice that).
+    /// Mutations per second one connection may send (bursts of twice that). Default 100.
     pub max_mutations_per_second: u32,
     /// Anonymous HTTP requests and sync connections per minute from one
-    /// address (bursts of ten seconds' worth).
+    /// address (bursts of ten seconds' worth). Default 600.
     pub anonymous_requests_per_minute: u32,
 }
 
@@ -74,6 +75,7 @@ impl Default for SyncConfig {
 /// memory stays bounded.
 #[derive(Debug, Default)]
 pub struct SyncMetrics {
+    /// WebSocket sync connections open now.
     pub connections: AtomicU64,
     /// Notified whenever a connection ends (shutdown waits on it).
     pub connection_ended: tokio::sync::Notify,
@@ -81,6 +83,7 @@ pub struct SyncMetrics {
     pub queued_frames: AtomicU64,
     /// The most frames ever queued for one connection.
     pub peak_queued_frames_per_connection: AtomicU64,
+    /// Transitions sent on WebSockets since start (a chunked one counts once).
     pub transitions_sent: AtomicU64,
 }
 
@@ -155,5 +158,5 @@ pub(crate) async fn sleep_until_epoch(epoch_seconds: Option<u64>) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let wait = std::time::Duration::from_secs(at).saturating_sub(now);
-    tokio::time::sleep(wait).await
+    tokio::time::sleep(wait).await;
 }

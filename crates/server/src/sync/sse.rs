@@ -27,6 +27,8 @@ use crate::http::error::ApiError;
 /// The subscription id SSE events carry.
 pub const SSE_SUBSCRIPTION_ID: &str = "main";
 
+/// The query string of `GET /v1/subscribe`: `query`, or `collection` and `id`; and
+/// optionally `access_token`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
@@ -40,6 +42,8 @@ pub struct Params {
     access_token: Option<String>,
 }
 
+/// `GET /v1/subscribe`: authenticates (the Authorization header or `access_token`, not
+/// both), opens a live view and streams its transitions as `transition` events.
 pub async fn subscribe(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -172,12 +176,11 @@ fn expired_event() -> Event {
 }
 
 fn transition_event(plan: &protosync_engine::live::view::TransitionPlan) -> Event {
-    let text = match transition::frames(plan, Codec::Json, usize::MAX)
+    let Some(Frame::Text(text)) = transition::frames(plan, Codec::Json, usize::MAX)
         .into_iter()
         .next()
-    {
-        Some(Frame::Text(text)) => text,
-        _ => unreachable!("one JSON chunk"),
+    else {
+        unreachable!("one JSON chunk")
     };
     Event::default()
         .id(plan.to.to_string())

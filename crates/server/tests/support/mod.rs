@@ -20,23 +20,23 @@ use protosync_store::{Store, StoreOptions};
 use protosync_testkit::{TestDatabase, example_schema_dir};
 use serde_json::Value;
 
-pub const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// An HTTP client whose requests fail after [`WAIT`] instead of hanging a
 /// test run.
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(WAIT)
         .build()
         .expect("a client with a timeout builds")
 }
 
-pub fn registry() -> Arc<Registry> {
+pub(crate) fn registry() -> Arc<Registry> {
     Arc::new(Registry::load_dir(&example_schema_dir()).unwrap())
 }
 
 /// A server on 127.0.0.1 for the life of the value.
-pub struct Node {
+pub(crate) struct Node {
     pub http: String,
     pub ws: String,
     pub state: AppState,
@@ -47,11 +47,11 @@ pub struct Node {
 }
 
 impl Node {
-    pub async fn start(store: Arc<dyn Store>, sync: SyncConfig) -> Node {
+    pub(crate) async fn start(store: Arc<dyn Store>, sync: SyncConfig) -> Node {
         Node::start_with_auth(store, sync, protosync_auth::Authenticator::trusting()).await
     }
 
-    pub async fn start_with_auth(
+    pub(crate) async fn start_with_auth(
         store: Arc<dyn Store>,
         sync: SyncConfig,
         auth: protosync_auth::Authenticator,
@@ -59,7 +59,7 @@ impl Node {
         Node::start_with_schema(registry(), store, sync, auth).await
     }
 
-    pub async fn start_with_schema(
+    pub(crate) async fn start_with_schema(
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
         sync: SyncConfig,
@@ -82,11 +82,11 @@ impl Node {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    pub async fn mutate(&self, body: Value) -> Value {
+    pub(crate) async fn mutate(&self, body: Value) -> Value {
         let response = http_client()
             .post(format!("{}/v1/mutate", self.http))
             .json(&body)
@@ -98,22 +98,22 @@ impl Node {
 }
 
 /// Where the data lives for a test: a temp dir or a Postgres database.
-pub enum Backing {
+pub(crate) enum Backing {
     Sqlite(tempfile::TempDir),
     Postgres(TestDatabase),
 }
 
 impl Backing {
-    pub fn sqlite() -> Backing {
+    pub(crate) fn sqlite() -> Backing {
         Backing::Sqlite(tempfile::tempdir().unwrap())
     }
 
-    pub async fn postgres() -> Option<Backing> {
+    pub(crate) async fn postgres() -> Option<Backing> {
         Some(Backing::Postgres(TestDatabase::create().await?))
     }
 
     /// A store on this data; each call is a separate "process".
-    pub async fn store(&self) -> Arc<dyn Store> {
+    pub(crate) async fn store(&self) -> Arc<dyn Store> {
         match self {
             Backing::Sqlite(dir) => Arc::new(
                 SqliteStore::open(&dir.path().join("data.db"), StoreOptions::default()).unwrap(),
@@ -127,7 +127,7 @@ impl Backing {
     }
 }
 
-pub fn query(
+pub(crate) fn query(
     collection: &str,
     filter: Vec<(&str, &str, Value)>,
     order: Vec<(&str, &str)>,
@@ -156,14 +156,14 @@ pub fn query(
 }
 
 /// The store's history, replayed from its change log.
-pub struct Model {
+pub(crate) struct Model {
     registry: Arc<Registry>,
     /// seq → the documents after that commit: (collection, id) → doc
     states: BTreeMap<u64, BTreeMap<(String, String), StoredDocument>>,
 }
 
 impl Model {
-    pub async fn load(store: &Arc<dyn Store>) -> Model {
+    pub(crate) async fn load(store: &Arc<dyn Store>) -> Model {
         let mut states = BTreeMap::new();
         let mut current: BTreeMap<(String, String), StoredDocument> = BTreeMap::new();
         states.insert(0, current.clone());
@@ -199,17 +199,17 @@ impl Model {
         }
     }
 
-    pub fn head(&self) -> u64 {
+    pub(crate) fn head(&self) -> u64 {
         *self.states.keys().last().unwrap()
     }
 
     /// Every document after commit `seq`: (collection, id) → document.
-    pub fn documents_at(&self, seq: u64) -> &BTreeMap<(String, String), StoredDocument> {
+    pub(crate) fn documents_at(&self, seq: u64) -> &BTreeMap<(String, String), StoredDocument> {
         &self.states[&seq]
     }
 
     /// (id, seq) the subscription showed at `seq`, in order.
-    pub fn result_at(&self, subscribe: &wire::Subscribe, seq: u64) -> Vec<(String, u64)> {
+    pub(crate) fn result_at(&self, subscribe: &wire::Subscribe, seq: u64) -> Vec<(String, u64)> {
         let state = &self.states[&seq];
         match subscribe.target.as_ref().unwrap() {
             wire::subscribe::Target::Get(get) => state
@@ -261,7 +261,7 @@ impl Model {
     }
 }
 
-pub fn shown(view: &protosync_client::View, subscription: &str) -> Vec<(String, u64)> {
+pub(crate) fn shown(view: &protosync_client::View, subscription: &str) -> Vec<(String, u64)> {
     view.subscriptions
         .get(subscription)
         .map(|s| {
@@ -273,11 +273,11 @@ pub fn shown(view: &protosync_client::View, subscription: &str) -> Vec<(String, 
         .unwrap_or_default()
 }
 
-pub fn unused(_: Version) {}
+pub(crate) fn unused(_: Version) {}
 
 /// Whether a request reached the store bound by its caller's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reached {
+pub(crate) enum Reached {
     /// `query` or `get` with a rule's read scope.
     ReadByRule,
     /// `query` or `get` seeing everything (a trusted service).
@@ -290,13 +290,13 @@ pub enum Reached {
 
 /// A store that records, for every read and write it is asked for, whether
 /// the caller's rules came with it; everything else passes through.
-pub struct RecordingStore {
+pub(crate) struct RecordingStore {
     inner: Arc<dyn Store>,
     pub reached: std::sync::Mutex<Vec<Reached>>,
 }
 
 impl RecordingStore {
-    pub fn new(inner: Arc<dyn Store>) -> RecordingStore {
+    pub(crate) fn new(inner: Arc<dyn Store>) -> RecordingStore {
         RecordingStore {
             inner,
             reached: std::sync::Mutex::new(Vec::new()),

@@ -66,7 +66,9 @@ pub struct PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.background.iter().for_each(|task| task.abort());
+        self.background
+            .iter()
+            .for_each(tokio::task::JoinHandle::abort);
     }
 }
 

@@ -16,6 +16,11 @@ use crate::{Mutation, Seq, StoreError, now_ms};
 
 /// One SQLite transaction for a group of mutations (see [`crate::group`]).
 /// Returns each mutation's answer and the new head, if anything committed.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "a cheap-to-clone iterator of borrows, replayed per lookup round; the same \
+              signature as the Postgres committer's"
+)]
 pub(super) fn commit_group<'m>(
     conn: &mut Connection,
     mutations: impl Iterator<Item = &'m Mutation> + Clone,

@@ -71,7 +71,7 @@ impl SqliteStore {
                     options,
                     commits: commits_tx,
                 }
-                .run(rx)
+                .run(rx);
             })
             .map_err(|e| {
                 StoreError::Internal(format!("cannot start the SQLite writer thread: {e}"))
