@@ -67,7 +67,7 @@ pub struct OpBody {
     pub expected_version: Option<u64>,
 }
 
-fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(value) => protosync_core::proto3_json::integer(&value)
@@ -132,6 +132,7 @@ pub fn prepare(
         idempotency,
         access,
         accepted_at_ms,
+        projection: None,
     })
 }
 
@@ -237,7 +238,7 @@ fn requested_id(collection: &Collection, op: &OpRequest, body: &OpBody) -> Strin
 
 /// Ids are non-empty UTF-8 without control characters, at most
 /// [`MAX_ID_BYTES`]: they appear in URLs, logs and keys.
-fn check_id(id: &str) -> Result<(), String> {
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err(
             "id must not be empty (only an insert may leave it out, to get a server-made id)"

@@ -518,7 +518,6 @@ mod tests {
         };
         let allowed = Mutation {
             access: crate::WriteAccess::Checked(check.clone()),
-            accepted_at_ms: 0,
             ..mutation(vec![patch("n1", json!({ "text": "ours" }))])
         };
         plan_commit(&allowed, &stored).unwrap();
@@ -531,7 +530,6 @@ mod tests {
         // caller learns neither, only that it may not write.
         let denied = Mutation {
             access: crate::WriteAccess::Checked(check),
-            accepted_at_ms: 0,
             ..mutation(vec![expecting(9, insert("n1", note("eve", "theirs", 1)))])
         };
         assert_eq!(

@@ -92,6 +92,7 @@ pub(crate) fn mutation(ops: Vec<WriteOp>) -> Mutation {
         idempotency: None,
         access: crate::WriteAccess::Trusted,
         accepted_at_ms: 0,
+        projection: None,
     }
 }
 

@@ -131,6 +131,7 @@ impl Harness {
                 idempotency: None,
                 access: protosync_store::WriteAccess::Trusted,
                 accepted_at_ms: 0,
+                projection: None,
             })
             .await
     }
@@ -195,6 +196,9 @@ conformance!(
     revocations_of_unstorable_jtis_are_refused,
     the_database_secret_is_random_and_shared_by_every_process,
 );
+
+#[path = "conformance/projections.rs"]
+mod projections;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -366,6 +370,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize.clone()),
             accepted_at_ms: 0,
+            projection: None,
         })
         .await
         .unwrap_err();
@@ -407,6 +412,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize),
             accepted_at_ms: 0,
+            projection: None,
         })
         .await;
     assert_eq!(ok.unwrap().seq, Seq(2));
@@ -690,6 +696,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
+            projection: None,
         })
         .await
         .unwrap();
@@ -701,6 +708,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
+            projection: None,
         })
         .await
         .unwrap();
@@ -718,6 +726,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             idempotency: key("other"),
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
+            projection: None,
         })
         .await;
     assert!(
@@ -820,6 +829,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                             idempotency: None,
                             access: protosync_store::WriteAccess::Trusted,
                             accepted_at_ms: 0,
+                            projection: None,
                         })
                         .await
                         .unwrap()
@@ -1092,6 +1102,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
             idempotency: None,
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
+            projection: None,
         })
         .await
         .unwrap();
@@ -1178,7 +1189,7 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
                     key: format!("key-{}", m % 10),
                     request_hash: format!("hash-{}", rng.random_range(0..2)),
                 });
-                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, accepted_at_ms: 0 }).await);
+                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, accepted_at_ms: 0, projection: None }).await);
             }
             answers
         }));
