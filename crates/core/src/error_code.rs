@@ -96,6 +96,7 @@ error_codes! {
     BadFrame = "BAD_FRAME", 400, Socket, "A sync-protocol frame that does not decode.";
     UnexpectedHello = "UNEXPECTED_HELLO", 400, Socket, "A hello after the first message of a connection.";
     UpgradeRequired = "UPGRADE_REQUIRED", 400, Socket, "A protocol version this server does not speak.";
+    ProjectorConflict = "PROJECTOR_CONFLICT", 409, Http, "A projection batch writes a document another projector owns.";
 }
 
 impl std::fmt::Display for ErrorCode {

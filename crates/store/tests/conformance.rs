@@ -130,6 +130,7 @@ impl Harness {
                 ops,
                 idempotency: None,
                 access: protosync_store::WriteAccess::Trusted,
+                projection: None,
             })
             .await
     }
@@ -194,6 +195,9 @@ conformance!(
     revocations_of_unstorable_jtis_are_refused,
     the_database_secret_is_random_and_shared_by_every_process,
 );
+
+#[path = "conformance/projections.rs"]
+mod projections;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -364,6 +368,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             ops,
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize.clone()),
+            projection: None,
         })
         .await
         .unwrap_err();
@@ -404,6 +409,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))],
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize),
+            projection: None,
         })
         .await;
     assert_eq!(ok.unwrap().seq, Seq(2));
@@ -686,6 +692,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await
         .unwrap();
@@ -696,6 +703,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await
         .unwrap();
@@ -712,6 +720,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w2", json!({}))],
             idempotency: key("other"),
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await;
     assert!(
@@ -813,6 +822,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                             ops: vec![op],
                             idempotency: None,
                             access: protosync_store::WriteAccess::Trusted,
+                            projection: None,
                         })
                         .await
                         .unwrap()
@@ -1084,6 +1094,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
             ops,
             idempotency: None,
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await
         .unwrap();
@@ -1170,7 +1181,7 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
                     key: format!("key-{}", m % 10),
                     request_hash: format!("hash-{}", rng.random_range(0..2)),
                 });
-                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted }).await);
+                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, projection: None }).await);
             }
             answers
         }));
