@@ -17,7 +17,7 @@ const dataDir = join(EXAMPLE_DIR, ".data");
 rmSync(dataDir, { recursive: true, force: true });
 const stack = await startStack({
   dataDir,
-  ports: { web: 5173, protosync: 4000, auth: 4100, gmail: 4300 },
+  ports: { web: 5173, protosync: 4000, auth: 4100, gmail: 4300, backend: 4200 },
   ingestEveryMs: INGEST_EVERY_MS,
   seedMessages: DEMO_MESSAGES,
   log: (line) => console.log(`[backend] ${line}`),
@@ -27,6 +27,7 @@ inbox is running:
   web app:     ${stack.webUrl}   (sign in as ${DEMO_USER.email} / ${DEMO_USER.password})
   protosync:   ${stack.protosync.url}
   Better Auth: ${stack.auth.url}  (JWKS: ${stack.auth.jwksUrl})
+  backend:     ${stack.backend.url}  (the actions protosync forwards)
   fake Gmail:  ${stack.gmail.url}  (new mail: curl -X POST ${stack.gmail.url}/gmail/v1/deliver -H 'content-type: application/json' \\
                  -d '{"to": "${DEMO_USER.email}", "from": {"name": "Ann", "email": "ann@example.test"}, "subject": "Urgent: hello", "body": "Hi!"}')
 Ctrl-C stops everything.

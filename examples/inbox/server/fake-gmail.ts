@@ -7,6 +7,8 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 
+import { readJson } from "./http-body.js";
+
 /** A message as the fake Gmail lists it. */
 export interface GmailMessage {
   readonly id: string;
@@ -33,8 +35,6 @@ export type NewMessage = Pick<GmailMessage, "to" | "from" | "subject" | "body">;
 
 /** Messages listed per request: the ingestion pages through more. */
 export const LIST_PAGE_SIZE = 50;
-/** The largest request body accepted, in bytes. */
-const MAX_BODY_BYTES = 64 * 1024;
 
 export interface FakeGmail {
   readonly url: string;
@@ -104,16 +104,4 @@ export async function startFakeGmail(port: number): Promise<FakeGmail> {
 
 function reply(response: ServerResponse, status: number, body: unknown): void {
   response.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body));
-}
-
-/** Reads a JSON request body of at most `MAX_BODY_BYTES`. */
-export async function readJson(request: IncomingMessage): Promise<unknown> {
-  let size = 0;
-  const chunks: Buffer[] = [];
-  for await (const chunk of request as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) throw new Error(`request body over ${MAX_BODY_BYTES} bytes`);
-    chunks.push(chunk);
-  }
-  return JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}");
 }

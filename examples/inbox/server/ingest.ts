@@ -20,7 +20,7 @@ export const MAILBOXES_PER_PAGE = 200;
 export const ids = {
   workItem: (messageId: string) => `gmail-${messageId}`,
   action: (messageId: string) => `action-${messageId}`,
-  turn: (actionId: string, n: number) => `${actionId}-turn-${n}`,
+  turn: (actionId: string, n: number | string) => `${actionId}-turn-${n}`,
 };
 
 export interface IngestDeps {

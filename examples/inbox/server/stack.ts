@@ -27,6 +27,7 @@ export interface StackPorts {
   readonly protosync: number;
   readonly auth: number;
   readonly gmail: number;
+  readonly backend: number;
 }
 
 export interface StackOptions {
@@ -49,6 +50,8 @@ export interface Stack {
   readonly backend: Backend;
   /** The HTTP API as the backend sees it (its API key: every document). */
   readonly service: ProtosyncHttpClient;
+  /** The secret protosync signs action calls to the backend with. */
+  readonly backendSecret: string;
   stop(): Promise<void>;
 }
 
@@ -58,6 +61,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const webPort = options.ports?.web ?? (await freePort());
   const webOrigin = `http://127.0.0.1:${webPort}`;
   const backendApiKey = `inbox_backend_${randomBytes(24).toString("hex")}`;
+  const backendSecret = randomBytes(32).toString("hex");
 
   const gmail = await startFakeGmail(options.ports?.gmail ?? 0);
   let service: ProtosyncHttpClient | undefined;
@@ -84,7 +88,15 @@ export async function startStack(options: StackOptions): Promise<Stack> {
 
   await auth.seedUser(DEMO_USER);
   for (const message of options.seedMessages) gmail.deliver({ ...message, to: DEMO_USER.email });
-  const backend = startBackend({ protosyncUrl: protosync.url, apiKey: backendApiKey, gmailUrl: gmail.url, ingestEveryMs: options.ingestEveryMs, log });
+  const backend = await startBackend({
+    port: options.ports?.backend ?? 0,
+    secret: backendSecret,
+    protosyncUrl: protosync.url,
+    apiKey: backendApiKey,
+    gmailUrl: gmail.url,
+    ingestEveryMs: options.ingestEveryMs,
+    log,
+  });
   await backend.ingestNow();
 
   const web = await startWeb(webPort, protosync.url, auth.url);
@@ -95,8 +107,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     gmail,
     backend,
     service,
+    backendSecret,
     async stop() {
-      backend.close();
+      await backend.close();
       await web.close();
       await protosync.kill();
       await auth.close();

@@ -13,6 +13,7 @@ const STATUS_LABEL: Record<ProposedAction["status"], string> = {
   STATUS_APPROVED: "Approved",
   STATUS_DISMISSED: "Dismissed",
   STATUS_FAILED: "Failed",
+  STATUS_SENDING: "Sending…",
 };
 
 /** One work item: the message, the agent's proposal, its conversation, and what the user can do. */
