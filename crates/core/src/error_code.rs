@@ -97,6 +97,7 @@ error_codes! {
     UnexpectedHello = "UNEXPECTED_HELLO", 400, Socket, "A hello after the first message of a connection.";
     UpgradeRequired = "UPGRADE_REQUIRED", 400, Socket, "A protocol version this server does not speak.";
     ProjectorConflict = "PROJECTOR_CONFLICT", 409, Http, "A projection batch writes a document another projector owns.";
+    UnknownRebuild = "UNKNOWN_REBUILD", 404, Http, "The projector has no rebuild in progress with that generation.";
 }
 
 impl std::fmt::Display for ErrorCode {

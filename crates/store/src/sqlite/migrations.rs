@@ -101,6 +101,24 @@ CREATE TABLE protosync_projections (
     unchanged INTEGER NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE protosync_projection_rebuilds (
+    projector TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    source_seq INTEGER NOT NULL
+);
+CREATE TABLE protosync_projection_staging (
+    projector TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    source_seq INTEGER NOT NULL,
+    body TEXT,
+    hash TEXT,
+    PRIMARY KEY (projector, collection, id)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

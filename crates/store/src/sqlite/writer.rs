@@ -26,6 +26,10 @@ const MAX_GROUP_COMMIT: usize = 256;
 /// Where a mutation's answer goes.
 type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
 
+/// A write that needs nothing of the writer but its connection; it sends
+/// its own answer.
+pub(super) type Write = Box<dyn FnOnce(&mut Connection) + Send>;
+
 /// A write for the writer thread, with where its answer goes.
 pub(super) enum Job {
     Commit(Mutation, Reply),
@@ -39,6 +43,8 @@ pub(super) enum Job {
         Option<i64>,
         oneshot::Sender<Result<Revocation, StoreError>>,
     ),
+    /// Rebuild staging: runs between groups, in queue order.
+    Write(Write),
 }
 
 pub(super) struct Writer {
@@ -111,6 +117,7 @@ impl Writer {
             Job::Revoke(jti, keep_until_ms, reply) => {
                 let _ = reply.send(revocations::revoke(&mut self.conn, &jti, keep_until_ms));
             }
+            Job::Write(write) => write(&mut self.conn),
             Job::Commit(..) => unreachable!("commits are grouped"),
         }
     }
