@@ -21,6 +21,10 @@ pub(crate) fn router(state: AppState) -> Router {
             get(handlers::get_document),
         )
         .route("/v1/auth/revoke", post(handlers::revoke))
+        .route(
+            "/v1/actions/{service}/{method}",
+            post(handlers::call_action),
+        )
         .route("/v1/sync", get(crate::sync::upgrade))
         .route("/v1/subscribe", get(crate::sync::sse::subscribe))
         .route("/healthz", get(handlers::healthz))

@@ -23,8 +23,10 @@
 //! - `reads`: snapshot reads (documents, queries, the change log, the head);
 //! - `wakeups`: the commits watch, NOTIFY and the listener;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
-//!   pruning, and the revocation log.
+//!   pruning, and the revocation log;
+//! - `calls`: completed action calls under their idempotency keys.
 
+mod calls;
 mod committer;
 mod declared_indexes;
 mod group_commit;
@@ -45,8 +47,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use crate::{
-    CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
-    StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
+    CallRecord, CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq,
+    Store, StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -190,6 +192,14 @@ impl Store for PostgresStore {
         max: usize,
     ) -> Result<Vec<Revocation>, StoreError> {
         revocations::revocations_after(&self.pool, after, max).await
+    }
+
+    async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, StoreError> {
+        calls::recorded_call(&self.pool, key).await
+    }
+
+    async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {
+        calls::record_call(&self.pool, &record).await
     }
 
     fn commits(&self) -> watch::Receiver<Seq> {

@@ -82,6 +82,15 @@ CREATE TABLE protosync_revocations (
 );
 CREATE INDEX protosync_revocations_by_keep_until ON protosync_revocations (keep_until_ms);
 "#,
+    r#"
+CREATE TABLE protosync_action_calls (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -18,8 +18,10 @@
 //! - `reads`: snapshot reads (documents, queries, the change log, the head)
 //!   and the decoding of stored rows;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
-//!   pruning, and the revocation log.
+//!   pruning, and the revocation log;
+//! - `calls`: completed action calls under their idempotency keys.
 
+mod calls;
 mod connections;
 mod declared_indexes;
 mod group_commit;
@@ -39,8 +41,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
-    CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq, Store,
-    StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
+    CallRecord, CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq,
+    Store, StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`]. Its
@@ -166,6 +168,17 @@ impl Store for SqliteStore {
         self.readers
             .read(move |tx| revocations::revocations_after(tx, after, max))
             .await
+    }
+
+    async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, StoreError> {
+        let key = key.to_owned();
+        self.readers
+            .read(move |tx| calls::recorded_call(tx, &key))
+            .await
+    }
+
+    async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {
+        self.send(|tx| Job::RecordCall(record, tx)).await
     }
 
     fn commits(&self) -> watch::Receiver<Seq> {

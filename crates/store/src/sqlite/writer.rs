@@ -1,7 +1,7 @@
 //! The writer thread: the only code with the writable connection. It takes
 //! jobs off its queue in batches, commits every run of waiting mutations as
 //! one group (`group_commit`), runs the other writes (index builds,
-//! pruning, revocations) between them in queue order, and moves the commits
+//! pruning, revocations, action calls) between them in queue order, and moves the commits
 //! watch once a group is durable. It reports a mutation committed only
 //! after its group's transaction has committed. It runs on its own OS
 //! thread, so its blocking SQLite calls never stall the async runtime.
@@ -13,8 +13,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::group_commit::commit_group;
-use super::{declared_indexes, retention, revocations};
-use crate::{CommitOutcome, Mutation, Revocation, Seq, StoreError, StoreOptions};
+use super::{calls, declared_indexes, retention, revocations};
+use crate::{CallRecord, CommitOutcome, Mutation, Revocation, Seq, StoreError, StoreOptions};
 
 /// Mutations waiting for the writer thread; senders wait when it is full,
 /// which is the backpressure on writers.
@@ -39,6 +39,7 @@ pub(super) enum Job {
         Option<i64>,
         oneshot::Sender<Result<Revocation, StoreError>>,
     ),
+    RecordCall(CallRecord, oneshot::Sender<Result<CallRecord, StoreError>>),
 }
 
 pub(super) struct Writer {
@@ -110,6 +111,9 @@ impl Writer {
             }
             Job::Revoke(jti, keep_until_ms, reply) => {
                 let _ = reply.send(revocations::revoke(&mut self.conn, &jti, keep_until_ms));
+            }
+            Job::RecordCall(record, reply) => {
+                let _ = reply.send(calls::record_call(&self.conn, &record));
             }
             Job::Commit(..) => unreachable!("commits are grouped"),
         }
