@@ -41,7 +41,9 @@ export type ErrorCode =
   /** The server broke the protocol (the client reconnects). */
   | "PROTOCOL_ERROR"
   /** The HTTP request could not be sent or its answer read. */
-  | "NETWORK_ERROR";
+  | "NETWORK_ERROR"
+  /** `verifyActionRequest`: a forwarded action request whose headers, signature or body do not check out. */
+  | "ACTION_REQUEST_INVALID";
 
 /** An error with the server's stable code (or the client's own, see {@link ErrorCode}). */
 export class ProtosyncError extends Error {

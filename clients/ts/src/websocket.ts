@@ -35,7 +35,7 @@ export function defaultWebSocket(): Promise<WebSocketConstructor> {
     // A computed specifier keeps browser bundlers from pulling `ws` in.
     const name = "ws";
     try {
-      const module = (await import(name)) as { WebSocket?: WebSocketConstructor; default?: WebSocketConstructor };
+      const module = (await import(/* @vite-ignore */ name)) as { WebSocket?: WebSocketConstructor; default?: WebSocketConstructor };
       const found = module.WebSocket ?? module.default;
       if (found === undefined) throw new Error("the ws module has no WebSocket export");
       return found;

@@ -95,6 +95,10 @@ pub enum EngineError {
     /// `UNKNOWN_SUBSCRIPTION`: the connection has no subscription with this id.
     #[error("no subscription {0:?} on this connection")]
     UnknownSubscription(String),
+    /// `PROJECTOR_CONFLICT`: a projection batch writes a document another
+    /// projector owns.
+    #[error("{0}")]
+    ProjectorConflict(String),
     /// `UNAVAILABLE`: the database cannot be reached; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -121,6 +125,7 @@ impl EngineError {
             EngineError::InvalidCursor(_) => ErrorCode::InvalidCursor,
             EngineError::DuplicateSubscription(_) => ErrorCode::DuplicateSubscription,
             EngineError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
+            EngineError::ProjectorConflict(_) => ErrorCode::ProjectorConflict,
             EngineError::Unavailable(_) => ErrorCode::Unavailable,
             EngineError::Internal(_) => ErrorCode::Internal,
         }
@@ -169,6 +174,11 @@ impl From<StoreError> for EngineError {
                         collection,
                         id,
                     },
+                    Rejection::OwnedByAnotherProjector { projector } => {
+                        EngineError::ProjectorConflict(format!(
+                            "{location}{collection}/{id} belongs to projector {projector:?}"
+                        ))
+                    }
                     Rejection::DocumentTooLarge { bytes, limit } => {
                         EngineError::LimitExceeded(format!(
                             "{location}{collection}/{id} would be {bytes} bytes; documents are limited to {limit} bytes"

@@ -2,6 +2,8 @@
 //!
 //! - [`mutation`]: turns a mutation request into validated writes, checks
 //!   limits, hashes it for idempotency and commits it.
+//! - [`projection`]: a projector's batch as one commit, its checkpoint and
+//!   the drift check.
 //! - [`Engine`]: the entry point the gateway holds: mutate, query, get,
 //!   readiness, and the background pruning of the change log.
 //!
@@ -12,6 +14,7 @@ mod error;
 pub mod limits;
 pub mod live;
 pub mod mutation;
+pub mod projection;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,9 @@ use std::time::Duration;
 use protosync_core::{Seq, StoredDocument, Watermark};
 use protosync_query::{CursorSeal, Page, QueryRequest};
 use protosync_schema::Registry;
-use protosync_store::{CallRecord, CommitOutcome, ReadAt, Revocation, RevocationSeq, Store};
+use protosync_store::{
+    CallRecord, Checkpoint, CommitOutcome, ReadAt, Revocation, RevocationSeq, Store,
+};
 
 pub use error::EngineError;
 use live::commit_stream::CommitStream;
@@ -166,6 +171,41 @@ impl Engine {
     ) -> Result<CommitOutcome, EngineError> {
         let mutation = mutation::prepare(&self.registry, request, identity)?;
         Ok(self.store.commit(mutation).await?)
+    }
+
+    /// Commits a projector's batch as one commit: each document applied,
+    /// stale or unchanged, the checkpoint moved with them.
+    pub async fn apply_projection(
+        &self,
+        identity: &Identity,
+        projector: &str,
+        request: &projection::ProjectionRequest,
+    ) -> Result<projection::ProjectionOutcome, EngineError> {
+        let mutation = projection::prepare(&self.registry, projector, request, identity)?;
+        let committed = self.store.commit(mutation.clone()).await?;
+        Ok(projection::outcome(&mutation, committed))
+    }
+
+    /// A projector's checkpoint; `None` before its first batch.
+    pub async fn checkpoint(
+        &self,
+        identity: &Identity,
+        projector: &str,
+    ) -> Result<Option<Checkpoint>, EngineError> {
+        projection::require_service(identity)?;
+        projection::check_projector(projector)?;
+        Ok(self.store.checkpoint(projector).await?)
+    }
+
+    /// One page of the drift check (see [`projection::DriftRequest`]).
+    pub async fn drift(
+        &self,
+        identity: &Identity,
+        projector: &str,
+        request: &projection::DriftRequest,
+    ) -> Result<projection::DriftReport, EngineError> {
+        projection::require_service(identity)?;
+        projection::drift(&*self.store, projector, request).await
     }
 
     /// One page of a query, filtered by what `identity` may read, consistent at one seq.

@@ -63,7 +63,7 @@ pub struct OpBody {
     pub expected_version: Option<u64>,
 }
 
-fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(crate) fn uint64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
         Some(value) => protosync_core::proto3_json::integer(&value)
@@ -123,6 +123,7 @@ pub fn prepare(
         ops,
         idempotency,
         access,
+        projection: None,
     })
 }
 
@@ -189,7 +190,7 @@ fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<Write
 
 /// Ids are non-empty UTF-8 without control characters, at most
 /// [`MAX_ID_BYTES`]: they appear in URLs, logs and keys.
-fn check_id(id: &str) -> Result<(), String> {
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("id must not be empty".into());
     }

@@ -61,6 +61,12 @@ pub enum Rejection {
     /// The collection's write rule refused the op.
     #[error("permission denied by the collection's write rule")]
     PermissionDenied,
+    /// A projection write of a document another projector owns.
+    #[error("the document belongs to projector {projector:?}")]
+    OwnedByAnotherProjector {
+        /// The projector that owns it.
+        projector: String,
+    },
     /// The document the op leaves is larger than [`MAX_DOCUMENT_BYTES`](crate::MAX_DOCUMENT_BYTES).
     #[error("the document is {bytes} bytes; the limit is {limit}")]
     DocumentTooLarge {

@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::commit::{DocKey, Known, Undecided, keys_to_read, plan_commit_with};
 use crate::idempotency::{encode_outcome, recorded_outcome};
-use crate::{CommitOutcome, Mutation, Seq, StoreError, StoredDocument, Version};
+use crate::projection::{Checkpoint, StoredStamp, decide};
+use crate::{CommitOutcome, Mutation, OpResult, Seq, StoreError, StoredDocument, Version};
 
 /// Each mutation's answer, in order, and the head after the group when
 /// anything committed.
@@ -40,12 +41,20 @@ pub(crate) struct GroupReads {
     /// Idempotency key → (request hash, recorded outcome), for the keys
     /// among [`GroupKeys::idempotency`] that are recorded.
     pub recorded: HashMap<String, (String, String)>,
+    /// The stored stamps among [`GroupKeys::stamped`].
+    pub stamps: HashMap<DocKey, StoredStamp>,
+    /// The checkpoints of [`GroupKeys::projectors`] that exist.
+    pub checkpoints: HashMap<String, Checkpoint>,
 }
 
 /// What a group needs read: every document and idempotency key, once.
 pub(crate) struct GroupKeys {
     pub documents: Vec<DocKey>,
     pub idempotency: Vec<String>,
+    /// The documents of projection batches, whose stamps are read.
+    pub stamped: Vec<DocKey>,
+    /// The projectors of the group's projection batches.
+    pub projectors: Vec<String>,
 }
 
 impl GroupKeys {
@@ -53,11 +62,20 @@ impl GroupKeys {
         let mut documents = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut idempotency = Vec::new();
+        let (mut stamped, mut projectors) = (Vec::new(), Vec::new());
         for mutation in mutations {
             for key in keys_to_read(mutation) {
+                if mutation.projection.is_some() {
+                    stamped.push(key.clone());
+                }
                 if seen.insert(key.clone()) {
                     documents.push(key);
                 }
+            }
+            if let Some(projection) = &mutation.projection
+                && !projectors.contains(&projection.projector)
+            {
+                projectors.push(projection.projector.clone());
             }
             if let Some(key) = &mutation.idempotency
                 && !idempotency.contains(&key.key)
@@ -65,9 +83,13 @@ impl GroupKeys {
                 idempotency.push(key.key.clone());
             }
         }
+        stamped.sort();
+        stamped.dedup();
         GroupKeys {
             documents,
             idempotency,
+            stamped,
+            projectors,
         }
     }
 }
@@ -94,14 +116,20 @@ pub(crate) struct GroupWrites {
     pub commits: Vec<(Seq, Option<String>)>,
     /// (key, request hash, seq, outcome).
     pub idempotency: Vec<(String, String, Seq, String)>,
+    /// Projection stamps the group leaves, net per document: insert or
+    /// replace.
+    pub stamps: Vec<(DocKey, StoredStamp)>,
+    /// Checkpoints the group leaves, net per projector: insert or replace.
+    pub checkpoints: Vec<(String, Checkpoint)>,
     /// The head after the group; `None` when nothing was committed.
     pub head: Option<Seq>,
 }
 
 /// What deciding a group came to.
 pub(crate) enum GroupPlan {
-    /// One answer per mutation (in order) and the rows to write.
-    Decided(Vec<Result<CommitOutcome, StoreError>>, GroupWrites),
+    /// One answer per mutation (in order) and the rows to write (boxed:
+    /// they are large beside the other variant).
+    Decided(Vec<Result<CommitOutcome, StoreError>>, Box<GroupWrites>),
     /// Write rules look up these documents: load them (in the group's
     /// transaction, into [`GroupReads`]) and decide again.
     NeedsLookups(Vec<DocKey>),
@@ -119,7 +147,10 @@ pub(crate) fn plan_group<'m>(
         mut stored,
         loaded,
         mut recorded,
+        mut stamps,
+        mut checkpoints,
     } = reads;
+    let (mut stamps_left, mut checkpoints_left) = (HashMap::new(), HashMap::new());
     // Lookups asked for this round. A mutation that asks is left out of
     // this round's decisions (it is decided in the next, with the
     // documents), and the rest are decided anyway to collect their
@@ -143,7 +174,22 @@ pub(crate) fn plan_group<'m>(
             loaded: &loaded,
             exhausted: last_round,
         };
-        let plan = match plan_commit_with(mutation, &known) {
+        let decision = match &mutation.projection {
+            None => None,
+            Some(projection) => {
+                let exists = |key: &DocKey| stored.contains_key(key);
+                let before = checkpoints.get(&projection.projector);
+                match decide(mutation, projection, &stamps, exists, before) {
+                    Ok(decision) => Some((projection.projector.clone(), decision)),
+                    Err(rejected) => {
+                        answers.push(Err(rejected));
+                        continue;
+                    }
+                }
+            }
+        };
+        let to_plan = decision.as_ref().map_or(mutation, |(_, d)| &d.mutation);
+        let plan = match plan_commit_with(to_plan, &known) {
             Ok(plan) => plan,
             Err(Undecided::Refused(rejected)) => {
                 answers.push(Err(rejected));
@@ -164,10 +210,11 @@ pub(crate) fn plan_group<'m>(
         // one, or one answered from an idempotency record, takes none (see
         // the check after the loop).
         let seq = next.next();
-        let outcome = CommitOutcome {
+        let mut outcome = CommitOutcome {
             seq,
             results: plan.results,
             duplicate: false,
+            projected: Vec::new(),
         };
         let record = match &mutation.idempotency {
             Some(key) => match encode_outcome(&outcome) {
@@ -215,6 +262,27 @@ pub(crate) fn plan_group<'m>(
             }
             documents.insert(key, body.map(|text| (write.version, seq, text)));
         }
+        if let Some((projector, decision)) = decision {
+            // One result per op of the batch, written or not: the version
+            // each document has after the commit (0: none).
+            outcome.results = mutation
+                .ops
+                .iter()
+                .map(|op| OpResult {
+                    id: op.id.clone(),
+                    version: stored
+                        .get(&(op.collection.name.clone(), op.id.clone()))
+                        .map_or(Version(0), |d| d.version),
+                })
+                .collect();
+            outcome.projected = decision.projected;
+            for (key, stamp) in decision.stamps {
+                stamps.insert(key.clone(), stamp.clone());
+                stamps_left.insert(key, stamp);
+            }
+            checkpoints.insert(projector.clone(), decision.checkpoint.clone());
+            checkpoints_left.insert(projector, decision.checkpoint);
+        }
         if let Some((key, encoded)) = record {
             recorded.insert(key.key.clone(), (key.request_hash.clone(), encoded.clone()));
             writes
@@ -242,12 +310,14 @@ pub(crate) fn plan_group<'m>(
         }
         writes.index_touched.push((collection, index, entry));
     }
+    writes.stamps = stamps_left.into_iter().collect();
+    writes.checkpoints = checkpoints_left.into_iter().collect();
     if !wanted.is_empty() {
         return GroupPlan::NeedsLookups(wanted);
     }
     writes.head = (next != head).then_some(next);
     assert_gap_free(head, &answers, &writes);
-    GroupPlan::Decided(answers, writes)
+    GroupPlan::Decided(answers, Box::new(writes))
 }
 
 /// Invariant: the group's commits are head+1 … its new head with no gap
@@ -304,7 +374,7 @@ mod tests {
         reads: GroupReads,
     ) -> (Vec<Result<CommitOutcome, StoreError>>, GroupWrites) {
         match plan_group(mutations, reads, true) {
-            GroupPlan::Decided(answers, writes) => (answers, writes),
+            GroupPlan::Decided(answers, writes) => (answers, *writes),
             GroupPlan::NeedsLookups(keys) => panic!("the last round asked for {keys:?}"),
         }
     }
@@ -321,6 +391,8 @@ mod tests {
             loaded: stored.keys().cloned().collect(),
             stored,
             recorded: HashMap::new(),
+            stamps: HashMap::new(),
+            checkpoints: HashMap::new(),
         }
     }
 
@@ -484,6 +556,7 @@ mod tests {
                 version: Version(1),
             }],
             duplicate: false,
+            projected: Vec::new(),
         };
         let mut reads = reads(5, Vec::new());
         reads.recorded.insert(
@@ -558,6 +631,8 @@ mod tests {
                     .into_iter()
                     .filter_map(|key| Some((key.clone(), self.recorded.get(&key)?.clone())))
                     .collect(),
+                stamps: HashMap::new(),
+                checkpoints: HashMap::new(),
             }
         }
 
@@ -733,6 +808,7 @@ mod tests {
                 seq,
                 results,
                 duplicate: false,
+                projected: Vec::new(),
             };
             if let Some(key) = &mutation.idempotency {
                 self.recorded

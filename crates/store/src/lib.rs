@@ -40,6 +40,7 @@ mod group;
 mod idempotency;
 mod migrations;
 pub mod postgres;
+pub mod projection;
 mod retention;
 pub mod sqlite;
 
@@ -56,6 +57,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 pub use error::{Rejection, StoreError};
+pub use projection::{Checkpoint, Projected, ProjectionWrite, SourceStamp};
 pub(crate) use protosync_core::{Seq, StoredDocument, Version};
 
 /// A document's canonical JSON, in bytes, at most. Checked on every write,
@@ -99,6 +101,10 @@ pub struct Mutation {
     /// Who decides what the mutation may write; no default, so a write that
     /// forgot its caller's rules does not compile.
     pub access: WriteAccess,
+    /// `Some` for a projector's batch: each op carries its source stamp, and
+    /// only the ops that are not stale or unchanged are written
+    /// ([`projection`]). `None` for every other write.
+    pub projection: Option<ProjectionWrite>,
 }
 
 /// Who decides what a mutation may write.
@@ -177,6 +183,10 @@ pub struct CommitOutcome {
     /// same idempotency key; nothing was written now.
     #[serde(default)]
     pub duplicate: bool,
+    /// For a projection batch, one per op, in op order: what became of it.
+    /// Empty for other mutations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projected: Vec<Projected>,
 }
 
 /// What one op of a committed mutation left.
@@ -222,6 +232,19 @@ pub struct CommitRecord {
     pub committed_at_ms: i64,
     /// One per document it wrote, in first-touched order.
     pub changes: Vec<Change>,
+}
+
+/// A document a projector owns, as the drift check compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectedDocument {
+    /// The document's collection.
+    pub collection: String,
+    /// Its id.
+    pub id: String,
+    /// The source seq of its last accepted write.
+    pub source_seq: u64,
+    /// The content hash of the body stored now; `None` when there is none.
+    pub hash: Option<String>,
 }
 
 /// A completed action call, kept under its idempotency key so a retry gets
@@ -323,6 +346,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest committed seq.
     async fn head(&self) -> Result<Seq, StoreError>;
+
+    /// A projector's checkpoint, consistent at one seq with its documents;
+    /// `None` before its first batch.
+    async fn checkpoint(&self, projector: &str) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Up to `max` documents `projector` owns (its live stamps) after
+    /// `after` and up to `through` (both `(collection, id)`, `None`: from the
+    /// start, to the end), in `(collection, id)` byte order, each with the
+    /// [`projection::content_hash`] of its stored body (`None` when the
+    /// document was deleted by another writer). One snapshot.
+    async fn projected_documents(
+        &self,
+        projector: &str,
+        after: Option<&(String, String)>,
+        through: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<ProjectedDocument>, StoreError>;
 
     /// The oldest seq a log read may start after.
     async fn log_floor(&self) -> Result<Seq, StoreError>;

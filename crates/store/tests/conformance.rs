@@ -130,6 +130,7 @@ impl Harness {
                 ops,
                 idempotency: None,
                 access: protosync_store::WriteAccess::Trusted,
+                projection: None,
             })
             .await
     }
@@ -195,6 +196,9 @@ conformance!(
     the_database_secret_is_random_and_shared_by_every_process,
     a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned,
 );
+
+#[path = "conformance/projections.rs"]
+mod projections;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -365,6 +369,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             ops,
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize.clone()),
+            projection: None,
         })
         .await
         .unwrap_err();
@@ -405,6 +410,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))],
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize),
+            projection: None,
         })
         .await;
     assert_eq!(ok.unwrap().seq, Seq(2));
@@ -687,6 +693,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await
         .unwrap();
@@ -697,6 +704,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await
         .unwrap();
@@ -713,6 +721,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w2", json!({}))],
             idempotency: key("other"),
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await;
     assert!(
@@ -814,6 +823,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                             ops: vec![op],
                             idempotency: None,
                             access: protosync_store::WriteAccess::Trusted,
+                            projection: None,
                         })
                         .await
                         .unwrap()
@@ -1085,6 +1095,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
             ops,
             idempotency: None,
             access: protosync_store::WriteAccess::Trusted,
+            projection: None,
         })
         .await
         .unwrap();
@@ -1171,7 +1182,7 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
                     key: format!("key-{}", m % 10),
                     request_hash: format!("hash-{}", rng.random_range(0..2)),
                 });
-                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted }).await);
+                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, projection: None }).await);
             }
             answers
         }));

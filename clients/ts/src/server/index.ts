@@ -3,7 +3,9 @@
  * `GET /v1/collections/…`, `POST /v1/mutate`), for Next.js server components,
  * route handlers and scripts. Same generated queries and operations as the
  * live client; no WebSocket. Authenticates with a user's JWT or a service's
- * API key (`Authorization: Bearer …`).
+ * API key (`Authorization: Bearer …`). And, for an app's backend, the check
+ * of the signed action requests protosync forwards to it
+ * ({@link verifyActionRequest}).
  *
  * @module
  */
@@ -19,6 +21,14 @@ import {
   ProtosyncError,
   type Query,
 } from "../index.js";
+
+export {
+  ACTION_REQUEST_TOLERANCE_SECONDS,
+  type ActionCaller,
+  type ActionRequest,
+  verifyActionRequest,
+  type VerifyActionRequestOptions,
+} from "./action-request.js";
 
 /** Where the server is and who is asking. */
 export interface ServerOptions {

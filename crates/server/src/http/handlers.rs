@@ -24,7 +24,7 @@ type Answer = Result<Json<Value>, ApiError>;
 /// Parses a JSON body, answering in our error format instead of axum's.
 /// JSON nested deeper than the limit is refused with `too_deep`'s code
 /// before any parser recurses into it.
-fn parse<T: DeserializeOwned>(
+pub(super) fn parse<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     too_deep: ErrorCode,
 ) -> Result<T, ApiError> {

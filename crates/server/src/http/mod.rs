@@ -4,6 +4,7 @@ mod cors;
 pub(crate) mod error;
 mod handlers;
 pub(crate) mod metrics;
+mod projections;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -21,6 +22,15 @@ pub(crate) fn router(state: AppState) -> Router {
             get(handlers::get_document),
         )
         .route("/v1/auth/revoke", post(handlers::revoke))
+        .route("/v1/projections/{projector}", get(projections::checkpoint))
+        .route(
+            "/v1/projections/{projector}/apply",
+            post(projections::apply),
+        )
+        .route(
+            "/v1/projections/{projector}/drift",
+            post(projections::drift),
+        )
         .route(
             "/v1/actions/{service}/{method}",
             post(handlers::call_action),

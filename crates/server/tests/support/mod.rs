@@ -397,6 +397,25 @@ impl Store for RecordingStore {
         self.inner.head().await
     }
 
+    async fn checkpoint(
+        &self,
+        projector: &str,
+    ) -> Result<Option<protosync_store::Checkpoint>, protosync_store::StoreError> {
+        self.inner.checkpoint(projector).await
+    }
+
+    async fn projected_documents(
+        &self,
+        projector: &str,
+        after: Option<&(String, String)>,
+        through: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<protosync_store::ProjectedDocument>, protosync_store::StoreError> {
+        self.inner
+            .projected_documents(projector, after, through, max)
+            .await
+    }
+
     async fn log_floor(&self) -> Result<Seq, protosync_store::StoreError> {
         self.inner.log_floor().await
     }

@@ -9,6 +9,7 @@ use deadpool_postgres::{Client, Pool};
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
+use super::projections;
 use super::reads::document_at;
 use super::wakeups::NOTIFY_CHANNEL;
 use crate::group::{
@@ -25,11 +26,12 @@ pub(super) struct GroupFailure {
 }
 
 /// One statement's arguments, owned so a whole commit can be pipelined.
-type Param = Box<dyn ToSql + Sync + Send>;
+pub(super) type Param = Box<dyn ToSql + Sync + Send>;
 
 macro_rules! params {
-    ($($value:expr),* $(,)?) => { vec![$(Box::new($value) as Param),*] };
+    ($($value:expr),* $(,)?) => { vec![$(Box::new($value) as $crate::postgres::group_commit::Param),*] };
 }
+pub(super) use params;
 
 /// One transaction for a group of mutations in two round trips: begin,
 /// lock the head and read the group's documents and idempotency records;
@@ -55,7 +57,7 @@ pub(super) async fn commit_group<'m>(
         let mut round = 1;
         let (answers, writes) = loop {
             match plan_group(mutations.clone(), reads.clone(), round == MAX_LOOKUP_ROUNDS) {
-                GroupPlan::Decided(answers, writes) => break (answers, writes),
+                GroupPlan::Decided(answers, writes) => break (answers, *writes),
                 // Read in the group's transaction, under the head lock: a
                 // rule decides on the documents as this commit finds them.
                 GroupPlan::NeedsLookups(keys) => {
@@ -115,6 +117,16 @@ async fn read_group(tx: &Client, keys: GroupKeys) -> Result<GroupReads, StoreErr
         tx.query(&records, &[&keys.idempotency]),
     )
     .await?;
+    // Only projection batches have these; read after the lock like the rest.
+    let (stamps, checkpoints) = if keys.projectors.is_empty() {
+        Default::default()
+    } else {
+        futures::future::try_join(
+            projections::read_stamps(tx, &keys.stamped),
+            projections::read_checkpoints(tx, &keys.projectors),
+        )
+        .await?
+    };
     let stored = rows
         .iter()
         .map(|r| {
@@ -132,6 +144,8 @@ async fn read_group(tx: &Client, keys: GroupKeys) -> Result<GroupReads, StoreErr
         stored,
         loaded,
         recorded,
+        stamps,
+        checkpoints,
     })
 }
 
@@ -281,6 +295,7 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
             params![column(rows, |r| r.0.clone()), column(rows, |r| r.1.clone()), column(rows, |r| r.2.0 as i64), column(rows, |r| r.3.clone()), committed_at],
         ));
     }
+    projections::rows_to_write(writes, committed_at, batch);
     batch.push(("UPDATE protosync_head SET seq = $1", params![head.0 as i64]));
     batch.push((
         "SELECT pg_notify($1, $2)",
@@ -289,6 +304,6 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
 }
 
 /// One column of `rows`, as an array parameter.
-fn column<R, T>(rows: &[R], field: impl Fn(&R) -> T) -> Vec<T> {
+pub(super) fn column<R, T>(rows: &[R], field: impl Fn(&R) -> T) -> Vec<T> {
     rows.iter().map(field).collect()
 }

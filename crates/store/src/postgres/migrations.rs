@@ -85,6 +85,25 @@ CREATE TABLE protosync_revocations (
 CREATE INDEX protosync_revocations_by_keep_until ON protosync_revocations (keep_until_ms);
 "#,
     r#"
+CREATE TABLE protosync_projection_stamps (
+    collection TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    projector TEXT COLLATE "C" NOT NULL,
+    source_seq BIGINT NOT NULL,
+    hash TEXT,
+    PRIMARY KEY (collection, id)
+);
+CREATE INDEX protosync_projection_stamps_by_projector ON protosync_projection_stamps (projector, collection, id);
+CREATE TABLE protosync_projections (
+    projector TEXT COLLATE "C" PRIMARY KEY,
+    source_seq BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    applied BIGINT NOT NULL,
+    stale BIGINT NOT NULL,
+    unchanged BIGINT NOT NULL
+);
+"#,
+    r#"
 CREATE TABLE protosync_action_calls (
     key TEXT PRIMARY KEY,
     request_hash TEXT NOT NULL,

@@ -22,6 +22,8 @@
 //!   answers them; `group_commit`: one group's transaction;
 //! - `reads`: snapshot reads (documents, queries, the change log, the head);
 //! - `wakeups`: the commits watch, NOTIFY and the listener;
+//! - `projections`: projection stamps and checkpoints, read and written in
+//!   a group's transaction, and the snapshot reads of the drift check;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
 //!   pruning, and the revocation log;
 //! - `calls`: completed action calls under their idempotency keys.
@@ -31,6 +33,7 @@ mod committer;
 mod declared_indexes;
 mod group_commit;
 mod migrations;
+mod projections;
 mod reads;
 mod retention;
 mod revocations;
@@ -47,8 +50,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use crate::{
-    CallRecord, CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq,
-    Store, StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
+    Revocation, RevocationSeq, Seq, Store, StoreError, StoreOptions, StoredDocument,
+    refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -171,6 +175,20 @@ impl Store for PostgresStore {
 
     async fn log_floor(&self) -> Result<Seq, StoreError> {
         reads::read_floor(&**self.pool.get().await?).await
+    }
+
+    async fn checkpoint(&self, projector: &str) -> Result<Option<Checkpoint>, StoreError> {
+        projections::checkpoint(&self.pool, projector).await
+    }
+
+    async fn projected_documents(
+        &self,
+        projector: &str,
+        after: Option<&(String, String)>,
+        through: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<ProjectedDocument>, StoreError> {
+        projections::projected_documents(&self.pool, projector, after, through, max).await
     }
 
     async fn prune(&self) -> Result<Seq, StoreError> {

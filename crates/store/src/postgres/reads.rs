@@ -11,7 +11,9 @@ use crate::change_log::{LogAssembly, check_reaches};
 use crate::{Change, CommitRecord, ReadAt, Seq, StoreError, StoredDocument, Version};
 
 /// Starts a read-only transaction that sees one snapshot throughout.
-async fn snapshot(client: &mut deadpool_postgres::Client) -> Result<Transaction<'_>, StoreError> {
+pub(super) async fn snapshot(
+    client: &mut deadpool_postgres::Client,
+) -> Result<Transaction<'_>, StoreError> {
     Ok(client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::projections;
 use super::reads::{read_document, read_head};
 use crate::group::{
     GroupAnswers, GroupKeys, GroupPlan, GroupReads, GroupWrites, MAX_LOOKUP_ROUNDS, plan_group,
@@ -29,20 +30,20 @@ pub(super) fn commit_group<'m>(
     let keys = GroupKeys::of(mutations.clone());
     let mut stored = HashMap::new();
     let loaded = keys.documents.iter().cloned().collect();
-    for (collection, id) in keys.documents {
-        if let Some(doc) = read_document(&tx, &collection, &id)? {
-            stored.insert((collection, id), doc);
+    for (collection, id) in &keys.documents {
+        if let Some(doc) = read_document(&tx, collection, id)? {
+            stored.insert((collection.clone(), id.clone()), doc);
         }
     }
     let mut recorded = HashMap::new();
     let mut lookup = tx
         .prepare_cached("SELECT request_hash, outcome FROM protosync_idempotency WHERE key = ?1")?;
-    for key in keys.idempotency {
+    for key in &keys.idempotency {
         if let Some(record) = lookup
-            .query_row([&key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
         {
-            recorded.insert(key, record);
+            recorded.insert(key.clone(), record);
         }
     }
     drop(lookup);
@@ -51,11 +52,13 @@ pub(super) fn commit_group<'m>(
         stored,
         loaded,
         recorded,
+        stamps: projections::read_stamps(&tx, &keys.stamped)?,
+        checkpoints: projections::read_checkpoints(&tx, &keys.projectors)?,
     };
     let mut round = 1;
     let (answers, writes) = loop {
         match plan_group(mutations.clone(), reads.clone(), round == MAX_LOOKUP_ROUNDS) {
-            GroupPlan::Decided(answers, writes) => break (answers, writes),
+            GroupPlan::Decided(answers, writes) => break (answers, *writes),
             // Read under the same write lock as the rest: a rule decides on
             // the documents as this commit finds them.
             GroupPlan::NeedsLookups(keys) => {
@@ -129,6 +132,7 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
     for (key, hash, seq, outcome) in &writes.idempotency {
         record.execute(params![key, hash, seq.0 as i64, outcome, committed_at])?;
     }
+    projections::write(conn, writes, committed_at)?;
     conn.prepare_cached("UPDATE protosync_head SET seq = ?1")?
         .execute([head.0 as i64])?;
     Ok(())

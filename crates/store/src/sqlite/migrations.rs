@@ -83,6 +83,25 @@ CREATE TABLE protosync_revocations (
 CREATE INDEX protosync_revocations_by_keep_until ON protosync_revocations (keep_until_ms);
 "#,
     r#"
+CREATE TABLE protosync_projection_stamps (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    projector TEXT NOT NULL,
+    source_seq INTEGER NOT NULL,
+    hash TEXT,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE INDEX protosync_projection_stamps_by_projector ON protosync_projection_stamps (projector, collection, id);
+CREATE TABLE protosync_projections (
+    projector TEXT PRIMARY KEY,
+    source_seq INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    applied INTEGER NOT NULL,
+    stale INTEGER NOT NULL,
+    unchanged INTEGER NOT NULL
+);
+"#,
+    r#"
 CREATE TABLE protosync_action_calls (
     key TEXT PRIMARY KEY,
     request_hash TEXT NOT NULL,

@@ -17,6 +17,8 @@
 //!   `group_commit`: one group's transaction;
 //! - `reads`: snapshot reads (documents, queries, the change log, the head)
 //!   and the decoding of stored rows;
+//! - `projections`: projection stamps and checkpoints, read and written in
+//!   a group's transaction, and the snapshot reads of the drift check;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
 //!   pruning, and the revocation log;
 //! - `calls`: completed action calls under their idempotency keys.
@@ -26,6 +28,7 @@ mod connections;
 mod declared_indexes;
 mod group_commit;
 mod migrations;
+mod projections;
 mod reads;
 mod retention;
 mod revocations;
@@ -41,8 +44,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
-    CallRecord, CommitOutcome, CommitRecord, Mutation, ReadAt, Revocation, RevocationSeq, Seq,
-    Store, StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
+    Revocation, RevocationSeq, Seq, Store, StoreError, StoreOptions, StoredDocument,
+    refuse_invalid_jti,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`]. Its
@@ -144,6 +148,34 @@ impl Store for SqliteStore {
 
     async fn log_floor(&self) -> Result<Seq, StoreError> {
         self.readers.read(|tx| reads::read_floor(tx)).await
+    }
+
+    async fn checkpoint(&self, projector: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let projector = projector.to_owned();
+        self.readers
+            .read(move |tx| projections::checkpoint(tx, &projector))
+            .await
+    }
+
+    async fn projected_documents(
+        &self,
+        projector: &str,
+        after: Option<&(String, String)>,
+        through: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<ProjectedDocument>, StoreError> {
+        let (projector, after, through) = (projector.to_owned(), after.cloned(), through.cloned());
+        self.readers
+            .read(move |tx| {
+                projections::projected_documents(
+                    tx,
+                    &projector,
+                    after.as_ref(),
+                    through.as_ref(),
+                    max,
+                )
+            })
+            .await
     }
 
     async fn prune(&self) -> Result<Seq, StoreError> {

@@ -1,0 +1,95 @@
+//! Projection routes (docs/projections.md): a projector's batch, its
+//! checkpoint and the drift check. The engine decides; this only reads
+//! requests and shapes answers.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
+use protosync_core::ErrorCode;
+use protosync_engine::projection::{DriftRequest, ProjectionRequest};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::handlers::parse;
+use crate::AppState;
+
+type Answer = Result<Json<Value>, ApiError>;
+
+fn projector(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(projector) = path.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    Ok(projector)
+}
+
+/// `POST /v1/projections/{projector}/apply`
+pub(super) async fn apply(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
+    let projector = projector(path)?;
+    let request: ProjectionRequest = parse(body, ErrorCode::InvalidDocument)?;
+    let outcome = state
+        .engine
+        .apply_projection(&identity, &projector, &request)
+        .await?;
+    let documents: Vec<Value> = outcome
+        .documents
+        .iter()
+        .map(|d| {
+            json!({"collection": d.collection, "id": d.id, "status": d.status,
+                   "version": d.version.to_string(), "hash": d.hash})
+        })
+        .collect();
+    Ok(Json(
+        json!({"seq": outcome.seq.to_string(), "documents": documents}),
+    ))
+}
+
+/// `GET /v1/projections/{projector}`
+pub(super) async fn checkpoint(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
+    let projector = projector(path)?;
+    let checkpoint = state
+        .engine
+        .checkpoint(&identity, &projector)
+        .await?
+        .unwrap_or_default();
+    Ok(Json(json!({
+        "projector": projector,
+        "sourceSeq": checkpoint.source_seq.to_string(),
+        "updatedAtMs": checkpoint.updated_at_ms.to_string(),
+        "documents": checkpoint.documents.to_string(),
+        "applied": checkpoint.applied.to_string(),
+        "stale": checkpoint.stale.to_string(),
+        "unchanged": checkpoint.unchanged.to_string(),
+    })))
+}
+
+/// `POST /v1/projections/{projector}/drift`
+pub(super) async fn drift(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
+    let projector = projector(path)?;
+    let request: DriftRequest = parse(body, ErrorCode::BadRequest)?;
+    let report = state.engine.drift(&identity, &projector, &request).await?;
+    Ok(Json(serde_json::to_value(report).map_err(|e| {
+        ApiError::new(ErrorCode::Internal, e.to_string())
+    })?))
+}
