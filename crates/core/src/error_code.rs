@@ -97,6 +97,7 @@ error_codes! {
     UnexpectedHello = "UNEXPECTED_HELLO", 400, Socket, "A hello after the first message of a connection.";
     UpgradeRequired = "UPGRADE_REQUIRED", 400, Socket, "A protocol version this server does not speak.";
     ProjectorConflict = "PROJECTOR_CONFLICT", 409, Http, "A projection batch writes a document another projector owns.";
+    UnknownRebuild = "UNKNOWN_REBUILD", 404, Http, "The projector has no rebuild in progress with that generation.";
     UnknownAction = "UNKNOWN_ACTION", 404, Both, "The action is not in the schema.";
     InvalidArgument = "INVALID_ARGUMENT", 400, Both, "An action's arguments do not fit its request message (the path names the field).";
     ActionDenied = "ACTION_DENIED", 403, Both, "The action's allow rule denied the call; the backend was not called.";

@@ -99,6 +99,10 @@ pub enum EngineError {
     /// projector owns.
     #[error("{0}")]
     ProjectorConflict(String),
+    /// `UNKNOWN_REBUILD`: the projector has no rebuild in progress with
+    /// that generation.
+    #[error("{0}")]
+    UnknownRebuild(String),
     /// `UNAVAILABLE`: the database cannot be reached; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -126,6 +130,7 @@ impl EngineError {
             EngineError::DuplicateSubscription(_) => ErrorCode::DuplicateSubscription,
             EngineError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
             EngineError::ProjectorConflict(_) => ErrorCode::ProjectorConflict,
+            EngineError::UnknownRebuild(_) => ErrorCode::UnknownRebuild,
             EngineError::Unavailable(_) => ErrorCode::Unavailable,
             EngineError::Internal(_) => ErrorCode::Internal,
         }
@@ -190,6 +195,8 @@ impl From<StoreError> for EngineError {
             StoreError::LogTruncated { floor } => {
                 EngineError::Internal(format!("change log truncated at {floor}"))
             }
+            e @ StoreError::UnknownRebuild { .. } => EngineError::UnknownRebuild(e.to_string()),
+            e @ StoreError::ProjectorMoved { .. } => EngineError::ProjectorConflict(e.to_string()),
             StoreError::InvalidJti(m) => EngineError::BadRequest(format!("invalid jti: {m}")),
             StoreError::Unavailable(m) => EngineError::Unavailable(m),
             StoreError::Internal(m) => EngineError::Internal(m),

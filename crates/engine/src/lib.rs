@@ -23,7 +23,7 @@ use protosync_core::{Seq, StoredDocument, Watermark};
 use protosync_query::{CursorSeal, Page, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::{
-    CallRecord, Checkpoint, CommitOutcome, ReadAt, Revocation, RevocationSeq, Store,
+    CallRecord, Checkpoint, CommitOutcome, ReadAt, Rebuild, Revocation, RevocationSeq, Store,
 };
 
 pub use error::EngineError;
@@ -195,6 +195,64 @@ impl Engine {
         projection::require_service(identity)?;
         projection::check_projector(projector)?;
         Ok(self.store.checkpoint(projector).await?)
+    }
+
+    /// `projector`'s rebuild in progress; `start`: start one if there is
+    /// none (resuming the one there is otherwise).
+    pub async fn rebuild(
+        &self,
+        identity: &Identity,
+        projector: &str,
+        start: bool,
+    ) -> Result<Option<Rebuild>, EngineError> {
+        projection::require_service(identity)?;
+        projection::check_projector(projector)?;
+        Ok(self.store.rebuild(projector, start).await?)
+    }
+
+    /// Stages a batch into rebuild `generation`: validated like a batch,
+    /// invisible until the swap.
+    pub async fn stage(
+        &self,
+        identity: &Identity,
+        projector: &str,
+        generation: u64,
+        request: &projection::ProjectionRequest,
+    ) -> Result<Rebuild, EngineError> {
+        let documents = projection::prepare_staged(&self.registry, projector, request, identity)?;
+        Ok(self
+            .store
+            .stage(projector, generation, documents, request.checkpoint)
+            .await?)
+    }
+
+    /// Swaps rebuild `generation` in with one commit.
+    pub async fn swap(
+        &self,
+        identity: &Identity,
+        projector: &str,
+        generation: u64,
+    ) -> Result<projection::SwapOutcome, EngineError> {
+        projection::swap(
+            &*self.store,
+            &self.registry,
+            identity,
+            projector,
+            generation,
+        )
+        .await
+    }
+
+    /// Drops rebuild `generation` and what it staged.
+    pub async fn abandon_rebuild(
+        &self,
+        identity: &Identity,
+        projector: &str,
+        generation: u64,
+    ) -> Result<(), EngineError> {
+        projection::require_service(identity)?;
+        projection::check_projector(projector)?;
+        Ok(self.store.abandon_rebuild(projector, generation).await?)
     }
 
     /// One page of the drift check (see [`projection::DriftRequest`]).

@@ -1,8 +1,9 @@
 //! Projection requests: a trusted service's batch of derived documents,
 //! each with the position in its own event log it reflects, turned into one
 //! commit (`protosync_store::projection` decides which are written); its
-//! checkpoint; and the drift check between the documents a projector
-//! expects and the ones stored.
+//! checkpoint; the drift check between the documents a projector expects
+//! and the ones stored; and rebuilds, staged beside the live documents and
+//! swapped in with one commit.
 //!
 //! Only services may project: a projection bypasses write rules, and its
 //! stamps are the projector's word about its own log.
@@ -15,8 +16,8 @@ use protosync_core::{Seq, Version};
 use protosync_schema::Registry;
 use protosync_store::projection::{MAX_PROJECTOR_BYTES, content_hash};
 use protosync_store::{
-    CommitOutcome, Mutation, Projected, ProjectedDocument, ProjectionWrite, SourceStamp, Store,
-    WriteKind, WriteOp,
+    CommitOutcome, Mutation, Projected, ProjectedDocument, ProjectionMode, ProjectionWrite,
+    SourceStamp, StagedDocument, Store, WriteKind, WriteOp,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -139,6 +140,197 @@ pub fn prepare(
             projector: projector.to_owned(),
             stamps,
             checkpoint: request.checkpoint,
+            mode: ProjectionMode::Incremental,
+        }),
+    })
+}
+
+/// Checks a batch like [`prepare`] and returns it as documents to stage.
+pub(crate) fn prepare_staged(
+    registry: &Arc<Registry>,
+    projector: &str,
+    request: &ProjectionRequest,
+    identity: &Identity,
+) -> Result<Vec<StagedDocument>, EngineError> {
+    let mutation = prepare(registry, projector, request, identity)?;
+    let stamps = mutation.projection.map(|p| p.stamps).unwrap_or_default();
+    Ok(mutation
+        .ops
+        .into_iter()
+        .zip(stamps)
+        .map(|(op, stamp)| StagedDocument {
+            collection: op.collection.name.clone(),
+            id: op.id,
+            source_seq: stamp.source_seq,
+            body: match op.kind {
+                WriteKind::Upsert(body) => Some(body),
+                _ => None,
+            },
+            hash: stamp.hash,
+        })
+        .collect())
+}
+
+/// Documents one swap may write or delete at most (staged ones and owned
+/// ones not staged): the swap is one commit, held in memory whole.
+pub const MAX_SWAP_DOCUMENTS: usize = 100_000;
+/// Times a swap is tried again when the projector committed while its set
+/// was read; past them the caller gets `PROJECTOR_CONFLICT`.
+const SWAP_ATTEMPTS: usize = 3;
+/// Rows read per store call while reading a swap's sets.
+const SWAP_READ_CHUNK: usize = 1_000;
+
+/// What a swap did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapOutcome {
+    /// The commit's seq: clients see the old set before it, the new after.
+    pub seq: Seq,
+    /// Documents written or deleted.
+    pub applied: u64,
+    /// Documents already as staged.
+    pub unchanged: u64,
+}
+
+/// Swaps rebuild `generation` in: one commit that writes every staged
+/// document and deletes every document the projector owns that was not
+/// staged.
+pub(crate) async fn swap(
+    store: &dyn Store,
+    registry: &Arc<Registry>,
+    identity: &Identity,
+    projector: &str,
+    generation: u64,
+) -> Result<SwapOutcome, EngineError> {
+    require_service(identity)?;
+    check_projector(projector)?;
+    for _ in 0..SWAP_ATTEMPTS {
+        let mutation = swap_mutation(store, registry, identity, projector, generation).await?;
+        match store.commit(mutation).await {
+            Ok(committed) => {
+                let applied = committed
+                    .projected
+                    .iter()
+                    .filter(|p| **p == Projected::Applied)
+                    .count();
+                return Ok(SwapOutcome {
+                    seq: committed.seq,
+                    applied: applied as u64,
+                    unchanged: (committed.projected.len() - applied) as u64,
+                });
+            }
+            Err(protosync_store::StoreError::ProjectorMoved { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::ProjectorConflict(format!(
+        "projector {projector:?} kept committing while its rebuild was swapped in; pause it and retry"
+    )))
+}
+
+async fn swap_mutation(
+    store: &dyn Store,
+    registry: &Arc<Registry>,
+    identity: &Identity,
+    projector: &str,
+    generation: u64,
+) -> Result<Mutation, EngineError> {
+    let too_many = || {
+        EngineError::LimitExceeded(format!(
+            "a swap writes at most {MAX_SWAP_DOCUMENTS} documents (staged and removed)"
+        ))
+    };
+    // Read the checkpoint first: a write after it makes the commit refuse
+    // the set, so the set is never older than what it is checked against.
+    let writes_seen = store.checkpoint(projector).await?.map_or(0, |c| c.writes());
+    let rebuild = store
+        .rebuild(projector, false)
+        .await?
+        .filter(|r| r.generation == generation)
+        .ok_or(protosync_store::StoreError::UnknownRebuild {
+            projector: projector.to_owned(),
+            generation,
+        })?;
+    let mut staged: Vec<StagedDocument> = Vec::new();
+    loop {
+        let after = staged.last().map(|d| (d.collection.clone(), d.id.clone()));
+        let chunk = store
+            .staged_documents(projector, generation, after.as_ref(), SWAP_READ_CHUNK)
+            .await?;
+        let done = chunk.len() < SWAP_READ_CHUNK;
+        staged.extend(chunk);
+        if staged.len() > MAX_SWAP_DOCUMENTS {
+            return Err(too_many());
+        }
+        if done {
+            break;
+        }
+    }
+    let staged_keys: std::collections::HashSet<(String, String)> = staged
+        .iter()
+        .map(|d| (d.collection.clone(), d.id.clone()))
+        .collect();
+    let mut ops = Vec::new();
+    let mut stamps = Vec::new();
+    let collection = |name: &str| {
+        registry
+            .collection(name)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownCollection(name.to_owned()))
+    };
+    let mut owned_after: Option<(String, String)> = None;
+    loop {
+        let chunk = store
+            .projected_documents(projector, owned_after.as_ref(), None, SWAP_READ_CHUNK)
+            .await?;
+        owned_after = chunk.last().map(|d| (d.collection.clone(), d.id.clone()));
+        let done = chunk.len() < SWAP_READ_CHUNK;
+        for owned in chunk {
+            if staged_keys.contains(&(owned.collection.clone(), owned.id.clone())) {
+                continue;
+            }
+            ops.push(WriteOp {
+                collection: collection(&owned.collection)?,
+                id: owned.id,
+                kind: WriteKind::Delete,
+                expected_version: None,
+            });
+            stamps.push(SourceStamp {
+                source_seq: rebuild.source_seq,
+                hash: None,
+            });
+        }
+        if staged.len() + ops.len() > MAX_SWAP_DOCUMENTS {
+            return Err(too_many());
+        }
+        if done {
+            break;
+        }
+    }
+    for d in staged {
+        ops.push(WriteOp {
+            collection: collection(&d.collection)?,
+            id: d.id,
+            kind: d.body.map_or(WriteKind::Delete, WriteKind::Upsert),
+            expected_version: None,
+        });
+        stamps.push(SourceStamp {
+            source_seq: d.source_seq,
+            hash: d.hash,
+        });
+    }
+    let access = crate::access::write_access(identity, &ops, registry)?;
+    Ok(Mutation {
+        ops,
+        idempotency: None,
+        access,
+        projection: Some(ProjectionWrite {
+            projector: projector.to_owned(),
+            stamps,
+            checkpoint: Some(rebuild.source_seq),
+            mode: ProjectionMode::Replace {
+                generation,
+                writes_seen,
+            },
         }),
     })
 }

@@ -196,6 +196,118 @@ async fn batches_checkpoint_and_drift(backing: Backing) {
     );
 }
 
+async fn rebuild_and_swap(backing: Backing) {
+    let node = Node::start(backing.store().await, SyncConfig::default()).await;
+    let base = "/v1/projections/runtime";
+    let (_, _) = post(
+        &node,
+        &format!("{base}/apply"),
+        json!({"documents": [run("r1", 10, "one"), run("r2", 11, "two"), run("r3", 12, "three")]}),
+    )
+    .await;
+    let (status, started) = post(&node, &format!("{base}/rebuild"), json!({})).await;
+    assert_eq!(status, 200, "{started}");
+    let g = started["generation"].as_str().unwrap().to_owned();
+    let stage = format!("{base}/rebuild/{g}/stage");
+    let (status, staged) = post(
+        &node,
+        &stage,
+        json!({"documents": [run("r1", 1, "one"), run("r2", 2, "two, rebuilt")]}),
+    )
+    .await;
+    assert_eq!((status, &staged["staged"]), (200, &json!("2")), "{staged}");
+    // Interrupted here: the projector asks again and resumes after sourceSeq.
+    let (_, resumed) = post(&node, &format!("{base}/rebuild"), json!({})).await;
+    assert_eq!(
+        (&resumed["generation"], &resumed["sourceSeq"]),
+        (&json!(g), &json!("2"))
+    );
+    let checkpoint = get(&node, base).await;
+    assert_eq!(checkpoint["rebuild"]["staged"], "2", "{checkpoint}");
+    post(
+        &node,
+        &stage,
+        json!({"documents": [run("r4", 3, "four")], "checkpoint": 5}),
+    )
+    .await;
+    let before = get(&node, "/v1/collections/run_summary/docs/r2").await;
+    assert_eq!(
+        before["doc"]["title"], "two",
+        "staged documents are not seen"
+    );
+
+    let (status, swapped) = post(&node, &format!("{base}/rebuild/{g}/swap"), json!({})).await;
+    assert_eq!(status, 200, "{swapped}");
+    assert_eq!(
+        (&swapped["applied"], &swapped["unchanged"]),
+        (&json!("3"), &json!("1"))
+    );
+    let seq: u64 = swapped["seq"].as_str().unwrap().parse().unwrap();
+    let log = node
+        .store()
+        .read_log(protosync_core::Seq(seq - 1), 1)
+        .await
+        .unwrap();
+    let mut changed: Vec<(&str, bool)> = log[0]
+        .changes
+        .iter()
+        .map(|c| (c.id.as_str(), c.body.is_some()))
+        .collect();
+    changed.sort();
+    assert_eq!(
+        changed,
+        [("r2", true), ("r3", false), ("r4", true)],
+        "one commit: r2 rewritten, r3 (not rebuilt) removed, r4 added, r1 untouched"
+    );
+    let checkpoint = get(&node, base).await;
+    assert_eq!(
+        (
+            &checkpoint["sourceSeq"],
+            &checkpoint["documents"],
+            &checkpoint["rebuild"]
+        ),
+        (&json!("5"), &json!("3"), &Value::Null),
+        "{checkpoint}"
+    );
+    // After a swap, old sourceSeqs of the previous life are no longer stale.
+    let (_, next) = post(
+        &node,
+        &format!("{base}/apply"),
+        json!({"documents": [run("r1", 6, "six")]}),
+    )
+    .await;
+    assert_eq!(statuses(&next), ["applied"]);
+
+    let (status, answer) = post(&node, &stage, json!({"documents": [run("r5", 1, "x")]})).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("UNKNOWN_REBUILD"))
+    );
+    let (_, again) = post(&node, &format!("{base}/rebuild"), json!({})).await;
+    let g2 = again["generation"].as_str().unwrap().to_owned();
+    assert_ne!(g2, g, "a new rebuild gets a new generation");
+    let response = http_client()
+        .delete(format!("{}{base}/rebuild/{g2}", node.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(get(&node, base).await["rebuild"], Value::Null, "abandoned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rebuild_and_swap() {
+    rebuild_and_swap(Backing::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rebuild_and_swap() {
+    let Some(backing) = Backing::postgres().await else {
+        return;
+    };
+    rebuild_and_swap(backing).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_projection_batches_checkpoint_and_drift() {
     batches_checkpoint_and_drift(Backing::sqlite()).await;

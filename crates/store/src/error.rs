@@ -26,6 +26,21 @@ pub enum StoreError {
         /// The log's floor: the oldest seq a read may start after.
         floor: Seq,
     },
+    /// A rebuild swap found that the projector committed since its set was
+    /// read; read it again and retry.
+    #[error("projector {projector:?} committed during the swap")]
+    ProjectorMoved {
+        /// The projector.
+        projector: String,
+    },
+    /// No rebuild of this generation is in progress for the projector.
+    #[error("projector {projector:?} has no rebuild in progress with generation {generation}")]
+    UnknownRebuild {
+        /// The projector.
+        projector: String,
+        /// The generation asked for.
+        generation: u64,
+    },
     /// A revocation names a `jti` no store can keep (see `Store::revoke`).
     #[error("invalid jti: {0}")]
     InvalidJti(String),

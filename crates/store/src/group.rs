@@ -121,6 +121,9 @@ pub(crate) struct GroupWrites {
     pub stamps: Vec<(DocKey, StoredStamp)>,
     /// Checkpoints the group leaves, net per projector: insert or replace.
     pub checkpoints: Vec<(String, Checkpoint)>,
+    /// (projector, generation) of rebuilds the group swapped in: their
+    /// staging is dropped in the same transaction.
+    pub finished_rebuilds: Vec<(String, u64)>,
     /// The head after the group; `None` when nothing was committed.
     pub head: Option<Seq>,
 }
@@ -279,6 +282,11 @@ pub(crate) fn plan_group<'m>(
             for (key, stamp) in decision.stamps {
                 stamps.insert(key.clone(), stamp.clone());
                 stamps_left.insert(key, stamp);
+            }
+            if let Some(generation) = decision.finished {
+                writes
+                    .finished_rebuilds
+                    .push((projector.clone(), generation));
             }
             checkpoints.insert(projector.clone(), decision.checkpoint.clone());
             checkpoints_left.insert(projector, decision.checkpoint);

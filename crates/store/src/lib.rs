@@ -57,7 +57,9 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 pub use error::{Rejection, StoreError};
-pub use projection::{Checkpoint, Projected, ProjectionWrite, SourceStamp};
+pub use projection::{
+    Checkpoint, Projected, ProjectionMode, ProjectionWrite, Rebuild, SourceStamp, StagedDocument,
+};
 pub(crate) use protosync_core::{Seq, StoredDocument, Version};
 
 /// A document's canonical JSON, in bytes, at most. Checked on every write,
@@ -363,6 +365,37 @@ pub trait Store: Send + Sync + 'static {
         through: Option<&(String, String)>,
         max: usize,
     ) -> Result<Vec<ProjectedDocument>, StoreError>;
+
+    /// `projector`'s rebuild in progress; with `start`, one is started when
+    /// there is none (a new generation).
+    async fn rebuild(&self, projector: &str, start: bool) -> Result<Option<Rebuild>, StoreError>;
+
+    /// Stages `documents` into rebuild `generation` (no commit, no seq:
+    /// nobody sees them until the swap), each kept at its highest source
+    /// seq; the rebuild's source seq moves to the highest staged or
+    /// `read_up_to`. [`StoreError::UnknownRebuild`] when that rebuild is
+    /// not in progress.
+    async fn stage(
+        &self,
+        projector: &str,
+        generation: u64,
+        documents: Vec<StagedDocument>,
+        read_up_to: Option<u64>,
+    ) -> Result<Rebuild, StoreError>;
+
+    /// Up to `max` documents staged in rebuild `generation` after `after`,
+    /// in `(collection, id)` byte order.
+    async fn staged_documents(
+        &self,
+        projector: &str,
+        generation: u64,
+        after: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<StagedDocument>, StoreError>;
+
+    /// Drops rebuild `generation` and everything staged in it; the live
+    /// documents stay as they are.
+    async fn abandon_rebuild(&self, projector: &str, generation: u64) -> Result<(), StoreError>;
 
     /// The oldest seq a log read may start after.
     async fn log_floor(&self) -> Result<Seq, StoreError>;

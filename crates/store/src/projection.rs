@@ -34,6 +34,69 @@ pub struct ProjectionWrite {
     /// documents' (events that changed no document); the checkpoint moves
     /// to the highest of this, the batch's source seqs and where it was.
     pub checkpoint: Option<u64>,
+    /// An incremental batch, or the swap that ends a rebuild.
+    pub mode: ProjectionMode,
+}
+
+/// How a projection commit treats the stamps it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectionMode {
+    /// A batch from the projector's log: stale writes are no-ops.
+    Incremental,
+    /// The swap of a rebuild `generation`: the ops are the whole new set
+    /// (every staged document, and a deletion of every owned one not
+    /// staged), so nothing is stale and the checkpoint starts over from
+    /// the rebuild's. Refused with [`StoreError::ProjectorMoved`] when the
+    /// projector committed since its writes counted `writes_seen` (the
+    /// set was read before that write and would miss it).
+    Replace {
+        /// The rebuild whose staging the commit ends.
+        generation: u64,
+        /// `applied + stale + unchanged` of the checkpoint the set was
+        /// built against.
+        writes_seen: u64,
+    },
+}
+
+/// A rebuild of a projector's documents in progress: documents are staged
+/// beside the live ones and swapped in with one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuild {
+    /// Names this rebuild; a new one after a swap or an abandon gets the
+    /// next, so a stale client cannot stage into it.
+    pub generation: u64,
+    /// When it started, in milliseconds since the epoch.
+    pub started_at_ms: i64,
+    /// The highest source seq staged (or declared) so far: where a resumed
+    /// rebuild continues reading its log.
+    pub source_seq: u64,
+    /// Documents staged (tombstones included).
+    pub staged: u64,
+}
+
+/// A document staged for a rebuild; `body` and `hash` are `None` for a
+/// deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedDocument {
+    /// The collection.
+    pub collection: String,
+    /// The id.
+    pub id: String,
+    /// The source seq of the state staged; a later staging of the same
+    /// document with a lower one is ignored.
+    pub source_seq: u64,
+    /// The canonical body.
+    pub body: Option<Value>,
+    /// Its [`content_hash`].
+    pub hash: Option<String>,
+}
+
+impl Checkpoint {
+    /// Every write the projector has sent: a count that moves on every
+    /// projection commit.
+    pub fn writes(&self) -> u64 {
+        self.applied + self.stale + self.unchanged
+    }
 }
 
 /// Where a projected document stands in its projector's event log.
@@ -109,6 +172,8 @@ pub(crate) struct Decision {
     pub stamps: Vec<(DocKey, StoredStamp)>,
     /// The projector's checkpoint after the commit (its counts included).
     pub checkpoint: Checkpoint,
+    /// The rebuild this commit ends, if it is a swap.
+    pub finished: Option<u64>,
 }
 
 /// Decides `projection` (the ops of `mutation` with their stamps) against
@@ -129,6 +194,21 @@ pub(crate) fn decide(
     let mut ops: Vec<WriteOp> = Vec::new();
     let mut projected = Vec::with_capacity(mutation.ops.len());
     let mut checkpoint = checkpoint.cloned().unwrap_or_default();
+    let replace = match projection.mode {
+        ProjectionMode::Incremental => None,
+        ProjectionMode::Replace {
+            generation,
+            writes_seen,
+        } => {
+            if checkpoint.writes() != writes_seen {
+                return Err(StoreError::ProjectorMoved {
+                    projector: projection.projector.clone(),
+                });
+            }
+            checkpoint.source_seq = 0;
+            Some(generation)
+        }
+    };
     for (index, (op, stamp)) in mutation.ops.iter().zip(&projection.stamps).enumerate() {
         let key = (op.collection.name.clone(), op.id.clone());
         let stored = now.get(&key).or_else(|| stamps.get(&key));
@@ -144,8 +224,14 @@ pub(crate) fn decide(
         }
         let previous = stored.map(|s| &s.stamp);
         let outcome = match previous {
-            Some(p) if stamp.source_seq <= p.source_seq => Projected::Stale,
-            Some(p) if stamp.hash == p.hash => Projected::Unchanged,
+            Some(p) if replace.is_none() && stamp.source_seq <= p.source_seq => Projected::Stale,
+            // A swap restores a document another writer deleted.
+            Some(p)
+                if stamp.hash == p.hash
+                    && (replace.is_none() || stamp.hash.is_none() || exists(&key)) =>
+            {
+                Projected::Unchanged
+            }
             _ => Projected::Applied,
         };
         projected.push(outcome);
@@ -187,6 +273,7 @@ pub(crate) fn decide(
         projected,
         stamps: now.into_iter().collect(),
         checkpoint,
+        finished: replace,
     })
 }
 
@@ -210,6 +297,7 @@ mod tests {
             projector: "p".into(),
             stamps,
             checkpoint: None,
+            mode: ProjectionMode::Incremental,
         };
         (mutation(ops), projection)
     }
@@ -314,6 +402,45 @@ mod tests {
         p.checkpoint = Some(20);
         let d = decide(&m, &p, &HashMap::new(), |_| false, Some(&before)).unwrap();
         assert_eq!(d.checkpoint.source_seq, 20);
+    }
+
+    #[test]
+    fn a_swap_replaces_every_stamp_and_is_refused_if_the_projector_wrote_since_its_set_was_read() {
+        let (a, b) = (note("ann", "a", 1), note("ann", "b", 1));
+        let stamps: HashMap<_, _> = [
+            stored("n1", "p", stamp(50, Some(&a))),
+            stored("n2", "p", stamp(50, Some(&a))),
+        ]
+        .into();
+        let before = Checkpoint {
+            source_seq: 50,
+            applied: 2,
+            ..Checkpoint::default()
+        };
+        let (m, mut p) = batch(vec![
+            (upsert("n1", b.clone()), stamp(7, Some(&b))),
+            (upsert("n2", a.clone()), stamp(7, Some(&a))),
+        ]);
+        p.mode = ProjectionMode::Replace {
+            generation: 3,
+            writes_seen: 2,
+        };
+        let d = decide(&m, &p, &stamps, |_| true, Some(&before)).unwrap();
+        use Projected::*;
+        assert_eq!(
+            d.projected,
+            [Applied, Unchanged],
+            "lower source seqs are not stale"
+        );
+        assert_eq!((d.checkpoint.source_seq, d.finished), (7, Some(3)));
+        p.mode = ProjectionMode::Replace {
+            generation: 3,
+            writes_seen: 1,
+        };
+        assert!(matches!(
+            decide(&m, &p, &stamps, |_| true, Some(&before)),
+            Err(StoreError::ProjectorMoved { .. })
+        ));
     }
 
     #[test]

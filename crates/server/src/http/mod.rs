@@ -8,7 +8,7 @@ mod projections;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use protosync_engine::limits::MAX_REQUEST_BYTES;
 
 use crate::AppState;
@@ -30,6 +30,22 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/v1/projections/{projector}/drift",
             post(projections::drift),
+        )
+        .route(
+            "/v1/projections/{projector}/rebuild",
+            post(projections::start_rebuild),
+        )
+        .route(
+            "/v1/projections/{projector}/rebuild/{generation}",
+            delete(projections::abandon),
+        )
+        .route(
+            "/v1/projections/{projector}/rebuild/{generation}/stage",
+            post(projections::stage),
+        )
+        .route(
+            "/v1/projections/{projector}/rebuild/{generation}/swap",
+            post(projections::swap),
         )
         .route(
             "/v1/actions/{service}/{method}",

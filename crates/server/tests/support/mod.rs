@@ -404,6 +404,46 @@ impl Store for RecordingStore {
         self.inner.checkpoint(projector).await
     }
 
+    async fn rebuild(
+        &self,
+        projector: &str,
+        start: bool,
+    ) -> Result<Option<protosync_store::Rebuild>, protosync_store::StoreError> {
+        self.inner.rebuild(projector, start).await
+    }
+
+    async fn stage(
+        &self,
+        projector: &str,
+        generation: u64,
+        documents: Vec<protosync_store::StagedDocument>,
+        read_up_to: Option<u64>,
+    ) -> Result<protosync_store::Rebuild, protosync_store::StoreError> {
+        self.inner
+            .stage(projector, generation, documents, read_up_to)
+            .await
+    }
+
+    async fn staged_documents(
+        &self,
+        projector: &str,
+        generation: u64,
+        after: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<protosync_store::StagedDocument>, protosync_store::StoreError> {
+        self.inner
+            .staged_documents(projector, generation, after, max)
+            .await
+    }
+
+    async fn abandon_rebuild(
+        &self,
+        projector: &str,
+        generation: u64,
+    ) -> Result<(), protosync_store::StoreError> {
+        self.inner.abandon_rebuild(projector, generation).await
+    }
+
     async fn projected_documents(
         &self,
         projector: &str,

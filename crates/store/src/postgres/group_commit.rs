@@ -9,9 +9,9 @@ use deadpool_postgres::{Client, Pool};
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
-use super::projections;
 use super::reads::document_at;
 use super::wakeups::NOTIFY_CHANNEL;
+use super::{projections, rebuilds};
 use crate::group::{
     GroupAnswers, GroupKeys, GroupPlan, GroupReads, GroupWrites, MAX_LOOKUP_ROUNDS, plan_group,
 };
@@ -296,6 +296,7 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
         ));
     }
     projections::rows_to_write(writes, committed_at, batch);
+    rebuilds::rows_to_write(writes, batch);
     batch.push(("UPDATE protosync_head SET seq = $1", params![head.0 as i64]));
     batch.push((
         "SELECT pg_notify($1, $2)",

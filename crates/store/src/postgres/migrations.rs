@@ -104,6 +104,24 @@ CREATE TABLE protosync_projections (
 );
 "#,
     r#"
+CREATE TABLE protosync_projection_rebuilds (
+    projector TEXT COLLATE "C" PRIMARY KEY,
+    generation BIGINT NOT NULL,
+    active BOOLEAN NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    source_seq BIGINT NOT NULL
+);
+CREATE TABLE protosync_projection_staging (
+    projector TEXT COLLATE "C" NOT NULL,
+    collection TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    source_seq BIGINT NOT NULL,
+    body TEXT,
+    hash TEXT,
+    PRIMARY KEY (projector, collection, id)
+);
+"#,
+    r#"
 CREATE TABLE protosync_action_calls (
     key TEXT PRIMARY KEY,
     request_hash TEXT NOT NULL,

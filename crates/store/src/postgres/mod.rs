@@ -24,6 +24,7 @@
 //! - `wakeups`: the commits watch, NOTIFY and the listener;
 //! - `projections`: projection stamps and checkpoints, read and written in
 //!   a group's transaction, and the snapshot reads of the drift check;
+//! - `rebuilds`: staging a projector's rebuild beside its live documents;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
 //!   pruning, and the revocation log;
 //! - `calls`: completed action calls under their idempotency keys.
@@ -35,6 +36,7 @@ mod group_commit;
 mod migrations;
 mod projections;
 mod reads;
+mod rebuilds;
 mod retention;
 mod revocations;
 mod wakeups;
@@ -51,8 +53,8 @@ use tokio_postgres::NoTls;
 
 use crate::{
     CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
-    Revocation, RevocationSeq, Seq, Store, StoreError, StoreOptions, StoredDocument,
-    refuse_invalid_jti,
+    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
+    StoredDocument, refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -179,6 +181,37 @@ impl Store for PostgresStore {
 
     async fn checkpoint(&self, projector: &str) -> Result<Option<Checkpoint>, StoreError> {
         projections::checkpoint(&self.pool, projector).await
+    }
+
+    async fn rebuild(&self, projector: &str, start: bool) -> Result<Option<Rebuild>, StoreError> {
+        if start {
+            return rebuilds::start(&self.pool, projector).await.map(Some);
+        }
+        rebuilds::read(&self.pool, projector).await
+    }
+
+    async fn stage(
+        &self,
+        projector: &str,
+        generation: u64,
+        documents: Vec<StagedDocument>,
+        read_up_to: Option<u64>,
+    ) -> Result<Rebuild, StoreError> {
+        rebuilds::stage(&self.pool, projector, generation, &documents, read_up_to).await
+    }
+
+    async fn staged_documents(
+        &self,
+        projector: &str,
+        generation: u64,
+        after: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<StagedDocument>, StoreError> {
+        rebuilds::staged(&self.pool, projector, generation, after, max).await
+    }
+
+    async fn abandon_rebuild(&self, projector: &str, generation: u64) -> Result<(), StoreError> {
+        rebuilds::abandon(&self.pool, projector, generation).await
     }
 
     async fn projected_documents(

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::projections;
 use super::reads::{read_document, read_head};
+use super::{projections, rebuilds};
 use crate::group::{
     GroupAnswers, GroupKeys, GroupPlan, GroupReads, GroupWrites, MAX_LOOKUP_ROUNDS, plan_group,
 };
@@ -133,6 +133,7 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
         record.execute(params![key, hash, seq.0 as i64, outcome, committed_at])?;
     }
     projections::write(conn, writes, committed_at)?;
+    rebuilds::write(conn, writes)?;
     conn.prepare_cached("UPDATE protosync_head SET seq = ?1")?
         .execute([head.0 as i64])?;
     Ok(())

@@ -102,6 +102,24 @@ CREATE TABLE protosync_projections (
 );
 "#,
     r#"
+CREATE TABLE protosync_projection_rebuilds (
+    projector TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    active INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    source_seq INTEGER NOT NULL
+);
+CREATE TABLE protosync_projection_staging (
+    projector TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    source_seq INTEGER NOT NULL,
+    body TEXT,
+    hash TEXT,
+    PRIMARY KEY (projector, collection, id)
+) WITHOUT ROWID;
+"#,
+    r#"
 CREATE TABLE protosync_action_calls (
     key TEXT PRIMARY KEY,
     request_hash TEXT NOT NULL,

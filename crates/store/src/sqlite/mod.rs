@@ -19,6 +19,7 @@
 //!   and the decoding of stored rows;
 //! - `projections`: projection stamps and checkpoints, read and written in
 //!   a group's transaction, and the snapshot reads of the drift check;
+//! - `rebuilds`: staging a projector's rebuild beside its live documents;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
 //!   pruning, and the revocation log;
 //! - `calls`: completed action calls under their idempotency keys.
@@ -30,6 +31,7 @@ mod group_commit;
 mod migrations;
 mod projections;
 mod reads;
+mod rebuilds;
 mod retention;
 mod revocations;
 mod writer;
@@ -45,8 +47,8 @@ use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
     CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
-    Revocation, RevocationSeq, Seq, Store, StoreError, StoreOptions, StoredDocument,
-    refuse_invalid_jti,
+    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
+    StoredDocument, refuse_invalid_jti,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`]. Its
@@ -88,6 +90,19 @@ impl SqliteStore {
             readers: Readers::new(path),
             commits,
         })
+    }
+
+    /// Runs `write` on the writer thread, between groups.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&mut rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.send(|tx| {
+            Job::Write(Box::new(move |conn| {
+                let _ = tx.send(write(conn));
+            }))
+        })
+        .await
     }
 
     async fn send<T>(
@@ -157,6 +172,51 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn rebuild(&self, projector: &str, start: bool) -> Result<Option<Rebuild>, StoreError> {
+        let projector = projector.to_owned();
+        if start {
+            return self
+                .write(move |conn| rebuilds::start(conn, &projector).map(Some))
+                .await;
+        }
+        self.readers
+            .read(move |tx| rebuilds::read(tx, &projector))
+            .await
+    }
+
+    async fn stage(
+        &self,
+        projector: &str,
+        generation: u64,
+        documents: Vec<StagedDocument>,
+        read_up_to: Option<u64>,
+    ) -> Result<Rebuild, StoreError> {
+        let projector = projector.to_owned();
+        self.write(move |conn| {
+            rebuilds::stage(conn, &projector, generation, &documents, read_up_to)
+        })
+        .await
+    }
+
+    async fn staged_documents(
+        &self,
+        projector: &str,
+        generation: u64,
+        after: Option<&(String, String)>,
+        max: usize,
+    ) -> Result<Vec<StagedDocument>, StoreError> {
+        let (projector, after) = (projector.to_owned(), after.cloned());
+        self.readers
+            .read(move |tx| rebuilds::staged(tx, &projector, generation, after.as_ref(), max))
+            .await
+    }
+
+    async fn abandon_rebuild(&self, projector: &str, generation: u64) -> Result<(), StoreError> {
+        let projector = projector.to_owned();
+        self.write(move |conn| rebuilds::abandon(conn, &projector, generation))
+            .await
+    }
+
     async fn projected_documents(
         &self,
         projector: &str,
@@ -210,7 +270,8 @@ impl Store for SqliteStore {
     }
 
     async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {
-        self.send(|tx| Job::RecordCall(record, tx)).await
+        self.write(move |conn| calls::record_call(conn, &record))
+            .await
     }
 
     fn commits(&self) -> watch::Receiver<Seq> {

@@ -1,7 +1,7 @@
 //! The writer thread: the only code with the writable connection. It takes
 //! jobs off its queue in batches, commits every run of waiting mutations as
 //! one group (`group_commit`), runs the other writes (index builds,
-//! pruning, revocations, action calls) between them in queue order, and moves the commits
+//! pruning, revocations) between them in queue order, and moves the commits
 //! watch once a group is durable. It reports a mutation committed only
 //! after its group's transaction has committed. It runs on its own OS
 //! thread, so its blocking SQLite calls never stall the async runtime.
@@ -13,8 +13,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::group_commit::commit_group;
-use super::{calls, declared_indexes, retention, revocations};
-use crate::{CallRecord, CommitOutcome, Mutation, Revocation, Seq, StoreError, StoreOptions};
+use super::{declared_indexes, retention, revocations};
+use crate::{CommitOutcome, Mutation, Revocation, Seq, StoreError, StoreOptions};
 
 /// Mutations waiting for the writer thread; senders wait when it is full,
 /// which is the backpressure on writers.
@@ -25,6 +25,10 @@ const MAX_GROUP_COMMIT: usize = 256;
 
 /// Where a mutation's answer goes.
 type Reply = oneshot::Sender<Result<CommitOutcome, StoreError>>;
+
+/// A write that needs nothing of the writer but its connection; it sends
+/// its own answer.
+pub(super) type Write = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// A write for the writer thread, with where its answer goes.
 pub(super) enum Job {
@@ -39,7 +43,8 @@ pub(super) enum Job {
         Option<i64>,
         oneshot::Sender<Result<Revocation, StoreError>>,
     ),
-    RecordCall(CallRecord, oneshot::Sender<Result<CallRecord, StoreError>>),
+    /// Rebuild staging: runs between groups, in queue order.
+    Write(Write),
 }
 
 pub(super) struct Writer {
@@ -112,9 +117,7 @@ impl Writer {
             Job::Revoke(jti, keep_until_ms, reply) => {
                 let _ = reply.send(revocations::revoke(&mut self.conn, &jti, keep_until_ms));
             }
-            Job::RecordCall(record, reply) => {
-                let _ = reply.send(calls::record_call(&self.conn, &record));
-            }
+            Job::Write(write) => write(&mut self.conn),
             Job::Commit(..) => unreachable!("commits are grouped"),
         }
     }

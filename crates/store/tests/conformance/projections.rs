@@ -9,8 +9,8 @@ use protosync_core::{Seq, Version};
 use protosync_query::ReadScope;
 use protosync_store::projection::content_hash;
 use protosync_store::{
-    CommitOutcome, Mutation, Projected, ProjectionWrite, Rejection, SourceStamp, Store, StoreError,
-    StoreOptions, WriteAccess, WriteKind,
+    CommitOutcome, Mutation, Projected, ProjectionWrite, Rejection, SourceStamp, StagedDocument,
+    Store, StoreError, StoreOptions, WriteAccess, WriteKind,
 };
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -53,6 +53,7 @@ impl Harness {
                 projector: projector.into(),
                 stamps,
                 checkpoint: None,
+                mode: protosync_store::ProjectionMode::Incremental,
             }),
         }
     }
@@ -308,7 +309,156 @@ pub(super) async fn projected_documents_are_read_in_key_ranges_with_the_hash_of_
     assert_eq!(h.store.head().await.unwrap(), Seq(4));
 }
 
+fn staged(id: &str, source_seq: u64, title: Option<&str>) -> StagedDocument {
+    let body = title.map(|t| json!({"runId": id, "title": t}));
+    StagedDocument {
+        collection: "run_summary".into(),
+        id: id.into(),
+        source_seq,
+        hash: body.as_ref().map(content_hash),
+        body,
+    }
+}
+
+pub(super) async fn a_rebuild_stages_unseen_resumes_and_takes_a_new_generation_after_it_ends(
+    h: Harness,
+) {
+    h.project("runs", &[("r1", 9, state("r1", 9))]).await;
+    let live = h.body("r1").await;
+    assert_eq!(h.store.rebuild("runs", false).await.unwrap(), None);
+    let started = h.store.rebuild("runs", true).await.unwrap().unwrap();
+    let resumed = h.store.rebuild("runs", true).await.unwrap().unwrap();
+    assert_eq!(
+        started, resumed,
+        "starting again resumes the one in progress"
+    );
+    let g = started.generation;
+    let head = h.store.head().await.unwrap();
+    let after = h
+        .store
+        .stage(
+            "runs",
+            g,
+            vec![
+                staged("r1", 3, Some("rebuilt")),
+                staged("r2", 4, Some("new")),
+            ],
+            Some(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!((after.staged, after.source_seq), (2, 20));
+    // A lower source seq staged later is ignored; a higher one replaces.
+    h.store
+        .stage(
+            "runs",
+            g,
+            vec![staged("r1", 2, Some("older")), staged("r2", 5, None)],
+            None,
+        )
+        .await
+        .unwrap();
+    let all = h.store.staged_documents("runs", g, None, 10).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|d| (d.id.as_str(), d.source_seq, d.body.is_some()))
+            .collect::<Vec<_>>(),
+        [("r1", 3, true), ("r2", 5, false)]
+    );
+    let key = ("run_summary".to_owned(), "r1".to_owned());
+    let rest = h
+        .store
+        .staged_documents("runs", g, Some(&key), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(
+        h.store.head().await.unwrap(),
+        head,
+        "staging commits nothing"
+    );
+    assert_eq!(h.body("r1").await, live, "and nobody sees it");
+    let wrong = h
+        .store
+        .stage("runs", g + 1, vec![staged("r9", 1, None)], None)
+        .await;
+    assert!(
+        matches!(wrong, Err(StoreError::UnknownRebuild { .. })),
+        "{wrong:?}"
+    );
+    h.store.abandon_rebuild("runs", g).await.unwrap();
+    assert_eq!(h.store.rebuild("runs", false).await.unwrap(), None);
+    assert!(matches!(
+        h.store.staged_documents("runs", g, None, 10).await,
+        Err(StoreError::UnknownRebuild { .. })
+    ));
+    let next = h.store.rebuild("runs", true).await.unwrap().unwrap();
+    assert_eq!(
+        (next.generation, next.staged),
+        (g + 1, 0),
+        "a new generation, empty"
+    );
+    assert_eq!(h.body("r1").await, live);
+}
+
+pub(super) async fn a_swap_commits_the_new_set_and_drops_the_staging_or_is_refused_if_the_projector_moved(
+    h: Harness,
+) {
+    h.project(
+        "runs",
+        &[("r1", 9, state("r1", 9)), ("r2", 9, state("r2", 9))],
+    )
+    .await;
+    let g = h
+        .store
+        .rebuild("runs", true)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
+    h.store
+        .stage("runs", g, vec![staged("r1", 4, Some("rebuilt"))], None)
+        .await
+        .unwrap();
+    let swap = |writes_seen| {
+        let mut m = h.projection(
+            "runs",
+            &[
+                ("r1", 4, Some(json!({"title": "rebuilt"}))),
+                ("r2", 4, None),
+            ],
+        );
+        if let Some(p) = &mut m.projection {
+            p.mode = protosync_store::ProjectionMode::Replace {
+                generation: g,
+                writes_seen,
+            };
+            p.checkpoint = Some(4);
+        }
+        m
+    };
+    let moved = h.store.commit(swap(1)).await;
+    assert!(
+        matches!(moved, Err(StoreError::ProjectorMoved { .. })),
+        "{moved:?}"
+    );
+    let done = h.store.commit(swap(2)).await.unwrap();
+    assert_eq!(done.projected, [Projected::Applied, Projected::Applied]);
+    let log = h.store.read_log(Seq(done.seq.0 - 1), 1).await.unwrap();
+    assert_eq!(log[0].changes.len(), 2, "one commit moves the whole set");
+    assert_eq!(h.body("r2").await, None);
+    assert_eq!(
+        h.store.rebuild("runs", false).await.unwrap(),
+        None,
+        "the staging went with it"
+    );
+    let checkpoint = h.store.checkpoint("runs").await.unwrap().unwrap();
+    assert_eq!((checkpoint.source_seq, checkpoint.documents), (4, 1));
+}
+
 conformance!(
+    a_rebuild_stages_unseen_resumes_and_takes_a_new_generation_after_it_ends,
+    a_swap_commits_the_new_set_and_drops_the_staging_or_is_refused_if_the_projector_moved,
     stale_and_unchanged_writes_leave_the_document_and_the_checkpoint_moves_with_the_commit,
     a_document_of_another_projector_refuses_the_batch_and_writes_nothing,
     projection_batches_in_any_order_leave_the_newest_state_of_each_document,
