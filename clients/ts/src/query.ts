@@ -25,7 +25,7 @@ export interface CollectionTypes {
   readonly doc: object;
   readonly input: object;
   readonly fields: object;
-  /** Whether the server can make ids for inserts (not yet: always `false`). */
+  /** Whether an insert may leave out its id, for the server to make one (a UUIDv7): `true` since protosync makes ids. */
   readonly serverIds: boolean;
 }
 
@@ -77,6 +77,7 @@ export type OperationKind = "insert" | "upsert" | "patch" | "delete";
 export interface Operation<T extends CollectionTypes = CollectionTypes> {
   readonly kind: OperationKind;
   readonly collection: T["name"];
+  /** Empty for an insert whose id the server makes: the mutation's result names it. */
   readonly id: string;
   /** insert, upsert: the whole document; patch: the top-level fields to set. */
   readonly body: T["input"] | undefined;
@@ -238,6 +239,11 @@ export interface CollectionApi<T extends CollectionTypes> {
   get(id: string): GetQuery<T>;
   /** Creates a document; fails with `ALREADY_EXISTS` if the id is taken. */
   insert(id: string, doc: T["input"], options?: WriteOptions): Operation<T>;
+  /**
+   * Creates a document with an id the server makes (a UUIDv7, time-ordered),
+   * unless the doc's id field names one; the mutation's `results` carry it.
+   */
+  insertNew(doc: T["input"], options?: WriteOptions): Operation<T>;
   /** Creates or replaces a whole document (fields left out get their defaults). */
   upsert(id: string, doc: T["input"], options?: WriteOptions): Operation<T>;
   /** Sets top-level fields of an existing document (`null` clears one); `NOT_FOUND` if absent. */
@@ -273,6 +279,7 @@ export function collection<T extends CollectionTypes>(options: CollectionOptions
     limit: (n) => all.limit(n),
     get: (id) => new GetQuery<T>(name, id),
     insert: write("insert"),
+    insertNew: (doc, writeOptions) => write("insert")("", doc, writeOptions),
     upsert: write("upsert"),
     patch: write("patch"),
     delete: (id, writeOptions) => write("delete")(id, undefined, writeOptions),
@@ -281,10 +288,10 @@ export function collection<T extends CollectionTypes>(options: CollectionOptions
 
 /** An operation as the protocol (and the HTTP API) sends it. */
 export function operationToWire(op: Operation): WireOperation {
-  const write: { collection: string; id: string; doc?: JsonObject; fields?: JsonObject; expectedVersion?: string } = {
+  const write: { collection: string; id?: string; doc?: JsonObject; fields?: JsonObject; expectedVersion?: string } = {
     collection: op.collection,
-    id: op.id,
   };
+  if (op.id !== "") write.id = op.id;
   if (op.body !== undefined) {
     const body = JSON.parse(JSON.stringify(op.body)) as JsonObject;
     if (op.kind === "patch") write.fields = body;

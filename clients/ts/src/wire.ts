@@ -63,7 +63,8 @@ export type WireSubscribe = WireTarget & { subscriptionId: string; held?: WireHe
 /** `Write`. */
 export interface WireWrite {
   collection: string;
-  id: string;
+  /** Absent on an insert whose id the server makes. */
+  id?: string;
   doc?: JsonObject;
   fields?: JsonObject;
   expectedVersion?: string;

@@ -207,6 +207,25 @@ describe("mutations", () => {
     stop();
   });
 
+  test("an insert without an id gets a time-ordered id the server makes; server times are the server's", async () => {
+    const ann = owner();
+    const c = client();
+    const forged = "2001-01-01T00:00:00Z";
+    const result = await c.mutate([
+      api.feedbackEntries.insertNew({ ownerId: ann, workItemId: ann, createdAt: forged }),
+      api.feedbackEntries.insertNew({ ownerId: ann, workItemId: ann }),
+    ]);
+    const [first, second] = result.results.map((r) => r.id);
+    const uuidV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    assert.match(first ?? "", uuidV7);
+    assert.match(second ?? "", uuidV7);
+    assert.ok((first ?? "") < (second ?? ""), "ids made later sort later");
+    const doc = await until(c, api.feedbackEntries.get(first ?? ""), (d) => d !== null, "the server-made id's document");
+    // The read type has the server-time field present: a string, not `string | undefined`.
+    const createdAt: string | undefined = doc?.doc.createdAt;
+    assert.ok(createdAt !== undefined && createdAt !== forged && createdAt > "2026", createdAt);
+  });
+
   test("refused mutations reject with typed errors carrying the server's code", async () => {
     const ann = owner();
     const c = client();

@@ -79,4 +79,14 @@ const notJson: EverythingInput = { extra: { f: () => 1 } };
 
 const input: WorkItemInput = { labels: ["a"], important: null };
 
-export { cost, count, countNumber, email, input, labels, notJson, oneMember, title, twoMembers, wrappers };
+// Server-made values: an insert may leave out the id; server-time fields are
+// optional to write and present to read.
+api.feedbackEntries.insertNew({ ownerId: "ann", comment: "good" });
+api.feedbackEntries.insertNew({ ownerId: "ann" }, { expectedVersion: 0 });
+// @ts-expect-error: the doc is still checked
+api.feedbackEntries.insertNew({ owner: "ann" });
+const stamped: string = everything.createdAt;
+const updated: string = everything.updatedAt;
+const unstamped: EverythingInput = {};
+
+export { cost, count, countNumber, email, input, labels, notJson, oneMember, stamped, title, twoMembers, unstamped, updated, wrappers };

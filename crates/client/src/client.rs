@@ -379,6 +379,12 @@ pub mod op {
         }
     }
 
+    /// Creates a document with an id the server makes (a UUIDv7, time-ordered) unless
+    /// `doc`'s id field names one; the mutation result's `results[i].id` carries it.
+    pub fn insert_new(collection: &str, doc: serde_json::Value) -> Operation {
+        insert(collection, "", doc)
+    }
+
     /// Creates the document or replaces it whole.
     pub fn upsert(collection: &str, id: &str, doc: serde_json::Value) -> Operation {
         Operation {

@@ -18,8 +18,22 @@ const RUNTIME_MODULE: &str = "protosync";
 /// Methods every generated collection object has; an index may not take one
 /// of these names.
 const RESERVED_METHODS: &[&str] = &[
-    "name", "message", "idField", "indexes", "all", "where", "filter", "orderBy", "limit", "after",
-    "get", "insert", "upsert", "patch", "delete",
+    "name",
+    "message",
+    "idField",
+    "indexes",
+    "all",
+    "where",
+    "filter",
+    "orderBy",
+    "limit",
+    "after",
+    "get",
+    "insert",
+    "insertNew",
+    "upsert",
+    "patch",
+    "delete",
 ];
 
 /// How deep comparable field paths are followed into nested messages. A
@@ -257,6 +271,8 @@ struct TypeSet {
     enums: BTreeMap<String, EnumDescriptor>,
     /// Full proto name → TypeScript name.
     names: BTreeMap<String, String>,
+    /// Full names of the fields the server sets (server-time fields).
+    server_times: BTreeSet<String>,
 }
 
 impl TypeSet {
@@ -344,7 +360,20 @@ impl TypeSet {
                 .map(|e| (names[e.full_name()].clone(), e))
                 .collect(),
             names,
+            server_times: collections
+                .iter()
+                .flat_map(|c| {
+                    c.server_times
+                        .iter()
+                        .filter_map(|f| c.message.get_field_by_json_name(&f.json_name))
+                        .map(|f| f.full_name().to_owned())
+                })
+                .collect(),
         }
+    }
+
+    fn is_server_time(&self, field: &FieldDescriptor) -> bool {
+        self.server_times.contains(field.full_name())
     }
 
     fn name(&self, full_name: &str) -> &str {
@@ -488,7 +517,12 @@ fn message_types(out: &mut String, name: &str, message: &MessageDescriptor, type
             let value = field_value_type(&field, side, types);
             let key = quote_key(field.json_name());
             let line = match side {
+                // The server sets it on every write: always there once written.
+                Side::Read if types.is_server_time(&field) => format!("  {key}: {value};\n"),
                 Side::Read if has_presence(&field) => format!("  {key}?: {value};\n"),
+                Side::Input if types.is_server_time(&field) => format!(
+                    "  /** Set by the server (a server-time field): a value sent is replaced. */\n  {key}?: {value} | null;\n"
+                ),
                 Side::Read => format!("  {key}: {value};\n"),
                 Side::Input => format!("  {key}?: {value} | null;\n"),
             };
@@ -614,8 +648,8 @@ fn collection_api(out: &mut String, collection: &Collection, key: &str, types: &
     let _ = writeln!(out, "  doc: {doc};");
     let _ = writeln!(out, "  input: {doc}Input;");
     let _ = writeln!(out, "  fields: {fields_name};");
-    // Server-made ids are not in the schema yet: every insert names its id.
-    out.push_str("  serverIds: false;\n");
+    // Every collection's inserts may leave out the id for the server to make.
+    out.push_str("  serverIds: true;\n");
     out.push_str("}\n\n");
 
     // `$` cannot occur in a collection's camelCase name, so this never clashes.

@@ -103,11 +103,13 @@ pub fn query(
     Ok(Query::compile(registry, request, seal, scope)?)
 }
 
-/// What a mutation of `ops` by `identity` may write.
+/// What a mutation of `ops` by `identity`, accepted at `now_ms` (the rule's
+/// `now`), may write.
 pub fn write_access(
     identity: &Identity,
     ops: &[WriteOp],
     registry: &Arc<Registry>,
+    now_ms: i64,
 ) -> Result<WriteAccess, EngineError> {
     if let Identity::Service { .. } = identity {
         for op in ops {
@@ -117,7 +119,7 @@ pub fn write_access(
     }
     let auth = identity.claims();
     let registry = registry.clone();
-    let now = now_ms();
+    let now = now_ms;
     Ok(WriteAccess::Checked(Authorize(Arc::new(
         move |index, op: &WriteOp, prev: Option<&Value>, next: Option<&Value>, lookups| {
             let Some(rule) = &op.collection.rules.write else {

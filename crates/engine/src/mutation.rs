@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use protosync_auth::Identity;
 use protosync_core::Version;
-use protosync_schema::Registry;
+use protosync_schema::{Collection, Registry, now_ms};
 use protosync_store::{IdempotencyKey, Mutation, WriteKind, WriteOp};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -46,6 +46,10 @@ pub struct OpBody {
     /// The collection.
     pub collection: String,
     /// The document id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
+    /// An insert may leave it out (or empty): the server makes one (see
+    /// [`server_made_id`]) unless the body's id field names it, and the
+    /// result carries it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub id: String,
     /// Insert and upsert only: the whole document, a JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,23 +112,49 @@ pub fn prepare(
         }
         Some(key) => Some(key.clone()),
     };
-    let ops: Vec<WriteOp> = request
+    let mut ops: Vec<WriteOp> = request
         .ops
         .iter()
         .enumerate()
         .map(|(i, op)| prepare_op(registry, i, op))
         .collect::<Result<_, _>>()?;
+    // Hashed before ids are made: a retry makes other ids, yet asks for
+    // the same thing, and gets the first answer (with the first ids).
     let idempotency = idempotency.map(|key| IdempotencyKey {
         key,
         request_hash: request_hash(&identity.principal(), &ops),
     });
-    let access = crate::access::write_access(identity, &ops, registry)?;
+    assign_server_ids(&mut ops);
+    let accepted_at_ms = now_ms();
+    let access = crate::access::write_access(identity, &ops, registry, accepted_at_ms)?;
     Ok(Mutation {
         ops,
         idempotency,
         access,
+        accepted_at_ms,
         projection: None,
     })
+}
+
+/// A new document id: a UUIDv7 (RFC 9562) in its lower-case text form. Its
+/// first 48 bits are the Unix time in milliseconds, so ids sort (as bytes,
+/// the order of every query without `orderBy`) by creation time, and ids
+/// made by one process are strictly increasing; the other 74 bits are random.
+pub fn server_made_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Gives each insert that named no id a [`server_made_id`], mirrored into
+/// the collection's id field when it has one.
+fn assign_server_ids(ops: &mut [WriteOp]) {
+    for op in ops.iter_mut().filter(|op| op.id.is_empty()) {
+        op.id = server_made_id();
+        if let (WriteKind::Insert(doc), Some(id_field)) = (&mut op.kind, &op.collection.id_field)
+            && let Some(object) = doc.as_object_mut()
+        {
+            object.insert(id_field.segments()[0].clone(), Value::String(op.id.clone()));
+        }
+    }
 }
 
 fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<WriteOp, EngineError> {
@@ -140,7 +170,10 @@ fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<Write
         .collection(&body.collection)
         .ok_or_else(|| EngineError::UnknownCollection(body.collection.clone()))?
         .clone();
-    check_id(&body.id).map_err(bad)?;
+    let id = requested_id(&collection, op, body);
+    if !(id.is_empty() && matches!(op, OpRequest::Insert(_))) {
+        check_id(&id).map_err(bad)?;
+    }
     let invalid = |error| EngineError::InvalidDocument {
         location: location.clone(),
         error,
@@ -159,7 +192,7 @@ fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<Write
         OpRequest::Insert(_) | OpRequest::Upsert(_) => {
             needs("doc", has_doc, &[("fields", has_fields)])?;
             let doc = collection
-                .validate(&body.id, body.doc.as_ref().unwrap_or(&Value::Null))
+                .validate(&id, body.doc.as_ref().unwrap_or(&Value::Null))
                 .map_err(invalid)?;
             if matches!(op, OpRequest::Insert(_)) {
                 WriteKind::Insert(doc)
@@ -182,17 +215,35 @@ fn prepare_op(registry: &Registry, index: usize, op: &OpRequest) -> Result<Write
     };
     Ok(WriteOp {
         collection,
-        id: body.id.clone(),
+        id,
         kind,
         expected_version: body.expected_version.map(Version),
     })
+}
+
+/// The id the op names: its `id`, or for an insert without one, the
+/// body's id field; empty when the server is to make one.
+fn requested_id(collection: &Collection, op: &OpRequest, body: &OpBody) -> String {
+    if !body.id.is_empty() || !matches!(op, OpRequest::Insert(_)) {
+        return body.id.clone();
+    }
+    let from_id_field = collection.id_field.as_ref().and_then(|field| {
+        body.doc
+            .as_ref()
+            .map(|doc| field.lookup(doc))
+            .and_then(Value::as_str)
+    });
+    from_id_field.unwrap_or_default().to_owned()
 }
 
 /// Ids are non-empty UTF-8 without control characters, at most
 /// [`MAX_ID_BYTES`]: they appear in URLs, logs and keys.
 pub(crate) fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
-        return Err("id must not be empty".into());
+        return Err(
+            "id must not be empty (only an insert may leave it out, to get a server-made id)"
+                .into(),
+        );
     }
     if id.len() > MAX_ID_BYTES {
         return Err(format!(

@@ -131,11 +131,13 @@ pub fn prepare(
         ops.push(op);
         stamps.push(stamp);
     }
-    let access = crate::access::write_access(identity, &ops, registry)?;
+    let accepted_at_ms = protosync_schema::now_ms();
+    let access = crate::access::write_access(identity, &ops, registry, accepted_at_ms)?;
     Ok(Mutation {
         ops,
         idempotency: None,
         access,
+        accepted_at_ms,
         projection: Some(ProjectionWrite {
             projector: projector.to_owned(),
             stamps,
@@ -318,11 +320,13 @@ async fn swap_mutation(
             hash: d.hash,
         });
     }
-    let access = crate::access::write_access(identity, &ops, registry)?;
+    let accepted_at_ms = protosync_schema::now_ms();
+    let access = crate::access::write_access(identity, &ops, registry, accepted_at_ms)?;
     Ok(Mutation {
         ops,
         idempotency: None,
         access,
+        accepted_at_ms,
         projection: Some(ProjectionWrite {
             projector: projector.to_owned(),
             stamps,

@@ -21,6 +21,8 @@ pub struct Collection {
     pub rules: Rules,
     /// The string field that mirrors the document id, if the schema names one.
     pub id_field: Option<FieldPath>,
+    /// The Timestamp fields the server sets on writes, in field order.
+    pub server_times: Vec<crate::ServerTimeField>,
 }
 
 /// The access rules of a collection, compiled at schema load. `None` denies

@@ -16,6 +16,7 @@ mod options;
 mod registry;
 mod rule_check;
 mod rules;
+mod server_time;
 mod timestamp;
 mod validate;
 
@@ -25,5 +26,6 @@ pub use error::{DocumentError, SchemaError};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
 pub use rules::{DocKey, Lookup, MAX_LOOKUPS_PER_EVALUATION, Rule, RuleInput, Verdict, now_ms};
+pub use server_time::{ServerTime, ServerTimeField, timestamp_text};
 pub use timestamp::timestamp_form_error;
 pub use validate::{Document, PatchFields};

@@ -17,6 +17,7 @@ use crate::error::SchemaError;
 use crate::options::{self, COLLECTION_EXTENSION, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
 use crate::rule_check;
 use crate::rules::Rule;
+use crate::server_time::{FIELD_EXTENSION, server_time_fields};
 
 /// All collections of one schema, immutable once loaded.
 #[derive(Debug, Clone)]
@@ -129,6 +130,7 @@ fn find_collections(
     let Some(extension) = pool.get_extension_by_name(COLLECTION_EXTENSION) else {
         return Ok(collections);
     };
+    let field_extension = pool.get_extension_by_name(FIELD_EXTENSION);
     for message in pool.all_messages() {
         let Some(raw) = options::collection_options(&message, &extension) else {
             continue;
@@ -198,6 +200,8 @@ fn find_collections(
                 .map(Some)
                 .map_err(|e| problem(format!("{kind} rule `{text}` does not compile: {e}")))
         };
+        let server_times =
+            server_time_fields(&message, field_extension.as_ref()).map_err(problem)?;
         let collection = Collection {
             name: raw.name.clone(),
             message: message.clone(),
@@ -207,6 +211,7 @@ fn find_collections(
                 write: rule("write", &raw.write)?,
             },
             id_field,
+            server_times,
         };
         collections.insert(raw.name.clone(), Arc::new(collection));
     }

@@ -125,6 +125,10 @@ fn bad_collection_options_are_refused_with_the_reason() {
             "message A { option (protosync.v1.collection) = { name: \"a\" read: \"doc.x ==\" }; string x = 1; }",
             "read rule `doc.x ==` does not compile",
         ),
+        (
+            "message A { option (protosync.v1.collection) = { name: \"a\" }; string at = 1 [(protosync.v1.field).server_time = SERVER_TIME_CREATE]; }",
+            "field `at`: server_time needs a singular google.protobuf.Timestamp field",
+        ),
     ];
     for (schema, expected) in cases {
         let err = compile(schema).unwrap_err().to_string();

@@ -280,7 +280,7 @@ async fn bad_input_gets_a_clear_error_and_the_server_keeps_serving(s: Server) {
         ("/v1/mutate", br#"{"ops": []}"#.to_vec(), StatusCode::BAD_REQUEST, "BAD_REQUEST", "at least one op"),
         ("/v1/mutate", br#"{"ops": [{"smash": {}}]}"#.to_vec(), StatusCode::BAD_REQUEST, "BAD_REQUEST", "unknown variant"),
         ("/v1/mutate", br#"{"ops": [{"insert": {"collection": "nope", "id": "x", "doc": {}}}]}"#.to_vec(), StatusCode::NOT_FOUND, "UNKNOWN_COLLECTION", "nope"),
-        ("/v1/mutate", br#"{"ops": [{"insert": {"collection": "work_items", "id": "", "doc": {}}}]}"#.to_vec(), StatusCode::BAD_REQUEST, "BAD_REQUEST", "id must not be empty"),
+        ("/v1/mutate", br#"{"ops": [{"upsert": {"collection": "work_items", "id": "", "doc": {}}}]}"#.to_vec(), StatusCode::BAD_REQUEST, "BAD_REQUEST", "id must not be empty"),
         ("/v1/mutate", br#"{"ops": [{"insert": {"collection": "work_items", "id": "x"}}]}"#.to_vec(), StatusCode::BAD_REQUEST, "BAD_REQUEST", "needs \"doc\""),
         ("/v1/mutate", br#"{"ops": [{"delete": {"collection": "work_items", "id": "x", "expectedVersion": -1}}]}"#.to_vec(), StatusCode::BAD_REQUEST, "BAD_REQUEST", "non-negative"),
         ("/v1/query", br#"{"collection": "work_items", "filter": [{"field": "nope", "op": "==", "value": 1}]}"#.to_vec(), StatusCode::BAD_REQUEST, "INVALID_QUERY", "unknown field `nope`"),

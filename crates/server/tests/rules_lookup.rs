@@ -4,6 +4,7 @@
 //! snapshot for queries, and live: a removed member loses the channel's
 //! messages in the next transition.
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -360,22 +361,6 @@ async fn views_follow_membership_at_every_watermark(backing: Backing) {
             }
         }
     }
-}
-
-macro_rules! both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Backing::sqlite()).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() {
-                   let Some(backing) = super::Backing::postgres().await else { return };
-                   super::$name(backing).await
-               } )*
-        }
-    };
 }
 
 both_stores!(

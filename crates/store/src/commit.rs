@@ -168,11 +168,17 @@ pub(crate) fn plan_commit_with(
         // What the op would leave, before any precondition is judged: the
         // write rule runs first, so a caller who may not write a document
         // learns nothing about it (not its existence, not its version).
-        let candidate: Option<Value> = match (&op.kind, &doc.current) {
+        let mut candidate: Option<Value> = match (&op.kind, &doc.current) {
             (WriteKind::Insert(body) | WriteKind::Upsert(body), _) => Some(body.clone()),
             (WriteKind::Patch(fields), Some(current)) => Some(fields.apply(current)),
             (WriteKind::Patch(_) | WriteKind::Delete, _) => None,
         };
+        // Server times are set before the rule runs, so the rule judges the
+        // document that will be stored.
+        if let Some(next) = &mut candidate {
+            doc.collection
+                .stamp_server_times(next, doc.current.as_ref(), mutation.accepted_at_ms);
+        }
         let prev = doc.original.as_ref().map(|d| &d.body);
         let touches_something = prev.is_some() || doc.current.is_some() || candidate.is_some();
         if touches_something {

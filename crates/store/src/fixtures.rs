@@ -91,6 +91,7 @@ pub(crate) fn mutation(ops: Vec<WriteOp>) -> Mutation {
         ops,
         idempotency: None,
         access: crate::WriteAccess::Trusted,
+        accepted_at_ms: 0,
         projection: None,
     }
 }

@@ -103,6 +103,9 @@ pub struct Mutation {
     /// Who decides what the mutation may write; no default, so a write that
     /// forgot its caller's rules does not compile.
     pub access: WriteAccess,
+    /// When the server accepted the request, in milliseconds since the epoch:
+    /// the time its server-time fields get (and the `now` of its write rule).
+    pub accepted_at_ms: i64,
     /// `Some` for a projector's batch: each op carries its source stamp, and
     /// only the ops that are not stale or unchanged are written
     /// ([`projection`]). `None` for every other write.

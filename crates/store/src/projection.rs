@@ -268,6 +268,7 @@ pub(crate) fn decide(
             ops,
             idempotency: None,
             access: mutation.access.clone(),
+            accepted_at_ms: mutation.accepted_at_ms,
             projection: None,
         },
         projected,

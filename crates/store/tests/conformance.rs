@@ -130,6 +130,7 @@ impl Harness {
                 ops,
                 idempotency: None,
                 access: protosync_store::WriteAccess::Trusted,
+                accepted_at_ms: 0,
                 projection: None,
             })
             .await
@@ -369,6 +370,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             ops,
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize.clone()),
+            accepted_at_ms: 0,
             projection: None,
         })
         .await
@@ -410,6 +412,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             ops: vec![h.patch("work_items", "mine", json!({"priority": 5}))],
             idempotency: None,
             access: protosync_store::WriteAccess::Checked(authorize),
+            accepted_at_ms: 0,
             projection: None,
         })
         .await;
@@ -693,6 +696,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
+            accepted_at_ms: 0,
             projection: None,
         })
         .await
@@ -704,6 +708,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w1", json!({}))],
             idempotency: key("h1"),
             access: protosync_store::WriteAccess::Trusted,
+            accepted_at_ms: 0,
             projection: None,
         })
         .await
@@ -721,6 +726,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             ops: vec![h.insert("work_items", "w2", json!({}))],
             idempotency: key("other"),
             access: protosync_store::WriteAccess::Trusted,
+            accepted_at_ms: 0,
             projection: None,
         })
         .await;
@@ -823,6 +829,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                             ops: vec![op],
                             idempotency: None,
                             access: protosync_store::WriteAccess::Trusted,
+                            accepted_at_ms: 0,
                             projection: None,
                         })
                         .await
@@ -1095,6 +1102,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
             ops,
             idempotency: None,
             access: protosync_store::WriteAccess::Trusted,
+            accepted_at_ms: 0,
             projection: None,
         })
         .await
@@ -1182,7 +1190,7 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
                     key: format!("key-{}", m % 10),
                     request_hash: format!("hash-{}", rng.random_range(0..2)),
                 });
-                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, projection: None }).await);
+                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, accepted_at_ms: 0, projection: None }).await);
             }
             answers
         }));

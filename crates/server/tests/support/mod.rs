@@ -20,6 +20,26 @@ use protosync_store::{Store, StoreOptions};
 use protosync_testkit::{TestDatabase, example_schema_dir};
 use serde_json::Value;
 
+/// Runs each `async fn name(backing: Backing)` of the test file once on
+/// SQLite and once on Postgres (skipped without a server), as
+/// `sqlite::name` and `postgres::name`.
+#[allow(unused_macros)] // not every test file runs on both stores
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { super::$name(super::Backing::sqlite()).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() {
+                   let Some(backing) = super::Backing::postgres().await else { return };
+                   super::$name(backing).await
+               } )*
+        }
+    };
+}
+
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 /// An HTTP client whose requests fail after [`WAIT`] instead of hanging a

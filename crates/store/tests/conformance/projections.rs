@@ -49,6 +49,7 @@ impl Harness {
             ops,
             idempotency: None,
             access: WriteAccess::Trusted,
+            accepted_at_ms: 0,
             projection: Some(ProjectionWrite {
                 projector: projector.into(),
                 stamps,
