@@ -198,6 +198,9 @@ conformance!(
     a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned,
 );
 
+#[path = "conformance/defaults.rs"]
+mod defaults;
+
 #[path = "conformance/projections.rs"]
 mod projections;
 
