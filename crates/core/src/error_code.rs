@@ -98,6 +98,7 @@ error_codes! {
     UpgradeRequired = "UPGRADE_REQUIRED", 400, Socket, "A protocol version this server does not speak.";
     ProjectorConflict = "PROJECTOR_CONFLICT", 409, Http, "A projection batch writes a document another projector owns.";
     UnknownRebuild = "UNKNOWN_REBUILD", 404, Http, "The projector has no rebuild in progress with that generation.";
+    ChangesTruncated = "CHANGES_TRUNCATED", 410, Http, "The change feed was asked for commits older than the change log keeps.";
 }
 
 impl std::fmt::Display for ErrorCode {

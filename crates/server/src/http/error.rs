@@ -13,6 +13,8 @@ pub struct ApiError {
     message: String,
     /// For invalid documents: the offending field.
     path: Option<String>,
+    /// For `CHANGES_TRUNCATED`: the oldest seq the feed can start after.
+    floor: Option<protosync_core::Seq>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             code,
             message: message.into(),
             path: None,
+            floor: None,
         }
     }
 
@@ -35,10 +38,15 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidDocument { error, .. } => Some(error.path.clone()),
             _ => None,
         };
+        let floor = match &e {
+            EngineError::ChangesTruncated { floor } => Some(*floor),
+            _ => None,
+        };
         let error = ApiError {
             code: e.code(),
             message: e.to_string(),
             path,
+            floor,
         };
         if error.status().is_server_error() {
             tracing::error!(error = %e, "request failed");
@@ -53,6 +61,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(path) = self.path {
             error["path"] = json!(path);
+        }
+        if let Some(floor) = self.floor {
+            error["floor"] = json!(floor.to_string());
         }
         (status, Json(json!({ "error": error }))).into_response()
     }

@@ -340,8 +340,10 @@ impl Connection {
                         // this connection is busy sending or building.
                         let engine = self.state.engine.clone();
                         let identity = self.identity.clone();
-                        let commit =
-                            tokio::spawn(async move { engine.mutate(&identity, &request).await });
+                        let id = request_id.clone();
+                        let commit = tokio::spawn(async move {
+                            engine.mutate(&identity, &request, Some(&id)).await
+                        });
                         mutations.push(
                             async move {
                                 let result = commit.await.unwrap_or_else(|e| {

@@ -121,6 +121,9 @@ CREATE TABLE protosync_projection_staging (
     PRIMARY KEY (projector, collection, id)
 );
 "#,
+    r#"
+ALTER TABLE protosync_commits ADD COLUMN actor TEXT, ADD COLUMN request_id TEXT;
+"#,
 ];
 
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {

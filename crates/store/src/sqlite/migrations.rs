@@ -119,6 +119,10 @@ CREATE TABLE protosync_projection_staging (
     PRIMARY KEY (projector, collection, id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+ALTER TABLE protosync_commits ADD COLUMN actor TEXT;
+ALTER TABLE protosync_commits ADD COLUMN request_id TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
