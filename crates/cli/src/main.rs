@@ -2,6 +2,7 @@
 
 mod codegen;
 mod config;
+mod dev_token;
 mod memory;
 mod run;
 
@@ -24,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run locally on embedded SQLite, with the example schema unless --schema is given.
-    Dev(run::DevArgs),
+    Dev(DevCommand),
     /// Run in production: Postgres (or SQLite), from flags, PROTOSYNC_* variables or a config file.
     Serve(run::ServeArgs),
     /// Work with a schema.
@@ -37,6 +38,21 @@ enum Command {
         #[command(subcommand)]
         command: codegen::CodegenCommand,
     },
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct DevCommand {
+    #[command(subcommand)]
+    command: Option<DevSubcommand>,
+    #[command(flatten)]
+    args: run::DevArgs,
+}
+
+#[derive(Subcommand)]
+enum DevSubcommand {
+    /// Print a token for any user that `protosync dev` accepts, to try rules without an auth setup.
+    Token(dev_token::TokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -64,7 +80,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Dev(args) => run::dev(args).await,
+            Command::Dev(DevCommand {
+                command: Some(DevSubcommand::Token(args)),
+                ..
+            }) => dev_token::print(&args),
+            Command::Dev(DevCommand { args, .. }) => run::dev(args).await,
             Command::Serve(args) => run::serve(args).await,
             Command::Schema {
                 command: SchemaCommand::Check { schema },

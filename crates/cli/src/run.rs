@@ -37,6 +37,8 @@ const EXAMPLE_SCHEMA: &[(&str, &str)] = &[
 
 #[derive(Args)]
 pub(crate) struct DevArgs {
+    // `dev token` reads the same directory: keep the default in step with
+    // `dev_token::TokenArgs::data_dir`.
     /// Where the SQLite database lives.
     #[arg(long, default_value = ".protosync")]
     data_dir: PathBuf,
@@ -93,7 +95,9 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("protosync dev");
     println!("  schema:    {schema_source}");
     println!("  data:      {} (SQLite)", path.display());
-    println!("  auth:      none configured: every request is trusted (dev only; see docs/auth.md)");
+    println!(
+        "  auth:      requests without a token are trusted; `protosync dev token --sub USER` mints an end user's token (dev only; see docs/auth.md)"
+    );
     println!(
         "  origins:   {} (browser pages that may call it)",
         DEV_ALLOWED_ORIGINS.join(", ")
@@ -121,6 +125,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         &args.listen.to_string(),
         Authenticator::new(protosync_auth::AuthConfig {
             trust_unauthenticated: true,
+            providers: vec![crate::dev_token::provider(&args.data_dir)?],
             allowed_origins: DEV_ALLOWED_ORIGINS.map(String::from).to_vec(),
             ..protosync_auth::AuthConfig::default()
         })

@@ -112,6 +112,53 @@ async fn dev_runs_on_sqlite_with_the_example_schema_and_keeps_data_across_restar
     assert_eq!(doc["doc"]["status"], "RUN_STATUS_RUNNING");
 }
 
+fn dev_token(data: &str, sub: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_protosync"))
+        .args(["dev", "token", "--sub", sub, "--data-dir", data])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_dev_token_makes_an_end_user_whose_rules_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    // Minted before and after the server starts: both use the directory's secret.
+    let ann = dev_token(data, "ann");
+    let node = Node::start(&["dev", "--data-dir", data, "--listen", &listen_arg()]);
+    let bob = dev_token(data, "bob");
+    let other = tempfile::tempdir().unwrap();
+    let stranger = dev_token(other.path().to_str().unwrap(), "ann");
+    let http = reqwest::Client::new();
+    let mutate = |token: &str, owner: &str| {
+        http.post(format!("{}/v1/mutate", node.base))
+            .bearer_auth(token)
+            .json(&json!({"ops": [{"insert": {"collection": "work_items", "id": format!("{owner}-1"), "doc": {"ownerId": owner}}}]}))
+            .send()
+    };
+    let status = |r: reqwest::Response| r.status().as_u16();
+    // work_items: only the owner may write and read (auth.sub == owner_id).
+    assert_eq!(status(mutate(&ann, "ann").await.unwrap()), 200);
+    assert_eq!(status(mutate(&bob, "ann").await.unwrap()), 403);
+    assert_eq!(
+        status(mutate(&stranger, "ann").await.unwrap()),
+        401,
+        "another directory's secret"
+    );
+    let read = |token: &str| {
+        http.get(format!(
+            "{}/v1/collections/work_items/docs/ann-1",
+            node.base
+        ))
+        .bearer_auth(token)
+        .send()
+    };
+    assert_eq!(status(read(&ann).await.unwrap()), 200);
+    assert_eq!(status(read(&bob).await.unwrap()), 404);
+}
+
 /// `dev` trusts every request, so only pages on this machine may call it
 /// from a browser.
 #[tokio::test]

@@ -118,6 +118,10 @@ pub struct FieldPath {
     segments: Vec<String>,
     /// The type of the field at the end of the path.
     pub ty: FieldType,
+    /// What the field reads as when a document lacks it: its proto3
+    /// default when it has no presence (a document stored before the field
+    /// was added), else `Null`.
+    absent: Value,
 }
 
 impl FieldPath {
@@ -154,19 +158,28 @@ impl FieldPath {
                             kind_name(&kind)
                         )
                     })?;
-                    return Ok(FieldPath { segments, ty });
+                    let absent = default_json(&field).unwrap_or(Value::Null);
+                    return Ok(FieldPath {
+                        segments,
+                        ty,
+                        absent,
+                    });
                 }
             }
         }
         Err("empty field path".to_owned())
     }
 
-    /// The field's value in a canonical document; `Null` when absent.
-    pub fn lookup<'a>(&self, doc: &'a Value) -> &'a Value {
+    /// The field's value in a canonical document. Absent, it reads as its
+    /// proto3 default when it has no presence (as protobuf reads it); a
+    /// field with presence (`optional`, a oneof member, a Timestamp), or
+    /// one inside an absent message, reads as `Null`.
+    pub fn lookup<'a>(&'a self, doc: &'a Value) -> &'a Value {
         let mut current = doc;
-        for segment in &self.segments {
+        for (i, segment) in self.segments.iter().enumerate() {
             match current.get(segment) {
                 Some(v) => current = v,
+                None if i + 1 == self.segments.len() => return &self.absent,
                 None => return &Value::Null,
             }
         }
@@ -183,6 +196,37 @@ impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.segments.join("."))
     }
+}
+
+/// The proto3 default of a field without presence, as canonical proto3 JSON
+/// writes it; `None` for a field with presence (a message, `optional`, a
+/// oneof member), which is absent when unset.
+pub(crate) fn default_json(field: &FieldDescriptor) -> Option<Value> {
+    if field.is_map() {
+        return Some(Value::Object(serde_json::Map::new()));
+    }
+    if field.is_list() {
+        return Some(Value::Array(Vec::new()));
+    }
+    if field.supports_presence() {
+        return None;
+    }
+    Some(match field.kind() {
+        Kind::Bool => Value::Bool(false),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => {
+            Value::from(0)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
+            Value::String("0".to_owned())
+        }
+        Kind::Float | Kind::Double => Value::from(0.0),
+        Kind::String | Kind::Bytes => Value::String(String::new()),
+        Kind::Enum(e) => match e.get_value(0) {
+            Some(zero) => Value::String(zero.name().to_owned()),
+            None => Value::from(0),
+        },
+        Kind::Message(_) => return None,
+    })
 }
 
 pub(crate) fn find_field(message: &MessageDescriptor, name: &str) -> Option<FieldDescriptor> {

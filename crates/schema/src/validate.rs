@@ -11,7 +11,7 @@ use prost_reflect::{
 };
 use serde_json::Value;
 
-use crate::collection::{Collection, find_field, is_well_known, kind_name};
+use crate::collection::{Collection, default_json, find_field, is_well_known, kind_name};
 use crate::error::DocumentError;
 use crate::timestamp::timestamp_form_error;
 
@@ -138,7 +138,9 @@ impl Collection {
 
 impl Collection {
     /// The document as rules see it: field names as written in the .proto
-    /// (`owner_id`, as CEL over protobuf has them), not JSON names.
+    /// (`owner_id`, as CEL over protobuf has them), not JSON names, and
+    /// every field without presence there, at its default when the stored
+    /// document lacks it (it was stored before the field was added).
     pub fn with_proto_names(&self, doc: &Value) -> Value {
         proto_names(&self.message, doc)
     }
@@ -179,6 +181,13 @@ fn proto_names(message: &MessageDescriptor, value: &Value) -> Value {
             _ => field_value.clone(),
         };
         out.insert(field.name().to_owned(), converted);
+    }
+    for field in message.fields() {
+        if !out.contains_key(field.name())
+            && let Some(default) = default_json(&field)
+        {
+            out.insert(field.name().to_owned(), default);
+        }
     }
     Value::Object(out)
 }

@@ -313,6 +313,29 @@ fn rules_see_proto_field_names() {
     assert!(!read.allows(&json!({"sub": "u2"}), &seen, &serde_json::Value::Null));
 }
 
+#[test]
+fn rules_see_absent_fields_at_their_proto3_defaults() {
+    // A document stored before `edited`, `count`, `tags` and `state` were added.
+    let registry = compile(
+        "enum State { STATE_UNSPECIFIED = 0; STATE_OPEN = 1; }
+         message Note {
+           option (protosync.v1.collection) = { name: \"notes\" read: \"!doc.edited && int(doc.count) == 0 && size(doc.tags) == 0 && doc.state == 'STATE_UNSPECIFIED' && !has(doc.due)\" };
+           string title = 1; bool edited = 2; int64 count = 3; repeated string tags = 4; State state = 5;
+           optional int32 due = 6;
+         }",
+    )
+    .unwrap();
+    let notes = registry.collection("notes").unwrap();
+    let seen = notes.with_proto_names(&json!({"title": "old"}));
+    assert_eq!(
+        seen,
+        json!({"title": "old", "edited": false, "count": "0", "tags": [], "state": "STATE_UNSPECIFIED"}),
+        "an optional field keeps its presence"
+    );
+    let read = notes.rules.read.as_ref().unwrap();
+    assert!(read.allows(&json!({"sub": "u1"}), &seen, &serde_json::Value::Null));
+}
+
 /// A chat app's schema: members of a channel may read and write its messages.
 const CHAT: &str = r#"
 message Channel {

@@ -198,6 +198,9 @@ conformance!(
     the_database_secret_is_random_and_shared_by_every_process,
 );
 
+#[path = "conformance/defaults.rs"]
+mod defaults;
+
 #[path = "conformance/projections.rs"]
 mod projections;
 
