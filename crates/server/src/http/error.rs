@@ -1,20 +1,23 @@
-//! Every error answer is `{"error": {"code", "message", "path"?}}` with the
+//! Every error answer is `{"error": {"code", "message", "path"?, "backendCode"?}}` with the
 //! HTTP status its code declares (`protosync_core::ErrorCode`).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protosync_core::ErrorCode;
+use protosync_dispatch::CallError;
 use protosync_engine::EngineError;
 use serde_json::json;
 
 pub struct ApiError {
     code: ErrorCode,
     message: String,
-    /// For invalid documents: the offending field.
+    /// For invalid documents and arguments: the offending field.
     path: Option<String>,
     /// For `CHANGES_TRUNCATED`: the oldest seq the feed can start after.
     floor: Option<protosync_core::Seq>,
+    /// For `ACTION_FAILED` from a backend's error answer: its own code.
+    backend_code: Option<String>,
 }
 
 impl ApiError {
@@ -24,6 +27,7 @@ impl ApiError {
             message: message.into(),
             path: None,
             floor: None,
+            backend_code: None,
         }
     }
 
@@ -47,11 +51,27 @@ impl From<EngineError> for ApiError {
             message: e.to_string(),
             path,
             floor,
+            backend_code: None,
         };
         if error.status().is_server_error() {
             tracing::error!(error = %e, "request failed");
         }
         error
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        if e.code == ErrorCode::Internal {
+            tracing::error!(error = %e, "call failed");
+        }
+        ApiError {
+            code: e.code,
+            message: e.message,
+            path: e.path,
+            floor: None,
+            backend_code: e.backend_code,
+        }
     }
 }
 
@@ -64,6 +84,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(floor) = self.floor {
             error["floor"] = json!(floor.to_string());
+        }
+        if let Some(code) = self.backend_code {
+            error["backendCode"] = json!(code);
         }
         (status, Json(json!({ "error": error }))).into_response()
     }

@@ -122,6 +122,15 @@ CREATE TABLE protosync_projection_staging (
 );
 "#,
     r#"
+CREATE TABLE protosync_action_calls (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
+"#,
+    r#"
 ALTER TABLE protosync_commits ADD COLUMN actor TEXT, ADD COLUMN request_id TEXT;
 "#,
 ];

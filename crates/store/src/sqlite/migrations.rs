@@ -120,6 +120,15 @@ CREATE TABLE protosync_projection_staging (
 ) WITHOUT ROWID;
 "#,
     r#"
+CREATE TABLE protosync_action_calls (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
+"#,
+    r#"
 ALTER TABLE protosync_commits ADD COLUMN actor TEXT;
 ALTER TABLE protosync_commits ADD COLUMN request_id TEXT;
 "#,
