@@ -110,8 +110,18 @@ impl Dispatcher {
         {
             return recorded(&record, &hash, true);
         }
+        let caller = match identity {
+            Identity::Service { .. } => "service",
+            Identity::User { .. } | Identity::Anonymous => "client",
+        };
         let outcome = self
-            .forward(&action, identity, args, request.idempotency_key.as_deref())
+            .forward(
+                &action,
+                caller,
+                identity.claims(),
+                args,
+                request.idempotency_key.as_deref(),
+            )
             .await?;
         let Some(key) = &request.idempotency_key else {
             return Ok(outcome);
@@ -130,10 +140,14 @@ impl Dispatcher {
         recorded(&stored, &hash, raced)
     }
 
-    async fn forward(
+    /// Forwards one call to the action's backend as `caller` (`"client"`,
+    /// `"service"`, `"schedule"`) with `claims` as its `auth`, and checks
+    /// the answer. Records nothing.
+    pub(crate) async fn forward(
         &self,
         action: &Action,
-        identity: &Identity,
+        caller: &str,
+        claims: Value,
         args: Value,
         idempotency_key: Option<&str>,
     ) -> Result<CallOutcome, CallError> {
@@ -144,11 +158,6 @@ impl Dispatcher {
             )
         })?;
         let request_id = format!("{:032x}", rand::random::<u128>());
-        let caller = match identity {
-            Identity::Service { .. } => "service",
-            Identity::User { .. } | Identity::Anonymous => "client",
-        };
-        let claims = identity.claims();
         let body = json!({
             "action": action.name,
             "args": args,
@@ -191,6 +200,12 @@ impl Dispatcher {
             seq,
             duplicate: false,
         })
+    }
+
+    /// The engine calls are made for (the scheduler reads its schema and
+    /// claims ticks through it).
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// A seq the database has not reached would hold the caller's

@@ -5,6 +5,8 @@
 //! - [`signing`]: the request signature (HMAC-SHA256 over a timestamp and
 //!   the body) every backend checks;
 //! - `forward`: one signed POST with a timeout and a bounded answer;
+//! - [`schedule`]: the scheduler, calling scheduled actions at their
+//!   ticks once per cluster (claimed in the store, taken over after a lease);
 //! - [`Dispatcher`] (`call`): an action call end to end — look the action
 //!   up, validate the arguments, apply its allow rule, answer a retried
 //!   idempotency key from the store, forward, validate the result.
@@ -16,6 +18,7 @@ pub mod backend;
 mod call;
 mod error;
 mod forward;
+pub mod schedule;
 pub mod signing;
 
 pub use backend::{Backend, BackendConfig, Backends};

@@ -26,6 +26,7 @@ use protosync_query::{CursorSeal, Page, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::{
     CallRecord, Checkpoint, CommitOutcome, ReadAt, Rebuild, Revocation, RevocationSeq, Store,
+    TickClaim, TickRun,
 };
 
 pub use error::EngineError;
@@ -394,6 +395,30 @@ impl Engine {
     /// is returned.
     pub async fn record_call(&self, record: CallRecord) -> Result<CallRecord, EngineError> {
         Ok(self.store.record_call(record).await?)
+    }
+
+    /// Claims a schedule's tick for a node (see [`Store::claim_tick`]).
+    pub async fn claim_tick(&self, claim: TickClaim) -> Result<Option<u32>, EngineError> {
+        Ok(self.store.claim_tick(claim).await?)
+    }
+
+    /// Records the end of a tick's attempt by its holder.
+    pub async fn finish_tick(
+        &self,
+        run: &TickRun,
+        finished_at_ms: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), EngineError> {
+        Ok(self
+            .store
+            .finish_tick(run, finished_at_ms, outcome, error)
+            .await?)
+    }
+
+    /// Up to `max` schedule runs, newest tick first.
+    pub async fn schedule_runs(&self, max: usize) -> Result<Vec<TickRun>, EngineError> {
+        Ok(self.store.schedule_runs(max).await?)
     }
 
     /// Ready when the store answers.

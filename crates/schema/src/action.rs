@@ -43,6 +43,44 @@ pub struct Action {
     pub allow: Option<Rule>,
     /// How long the backend may take.
     pub timeout: Duration,
+    /// When the clock calls it, if it is scheduled.
+    pub schedule: Option<ActionSchedule>,
+}
+
+/// A cron schedule with a seconds field, in a time zone: each tick calls the
+/// action once per cluster (see the dispatcher's scheduler).
+#[derive(Debug, Clone)]
+pub struct ActionSchedule {
+    /// The expression as written: six fields, the first is seconds.
+    pub cron: String,
+    schedule: cron::Schedule,
+    /// Where the fields are read (`UTC` when the option leaves it empty).
+    pub time_zone: chrono_tz::Tz,
+    /// What happens to ticks missed while no node ran.
+    pub catch_up: CatchUp,
+}
+
+/// What a schedule does with the ticks it missed while no node ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Missed ticks are not run; the next tick is the next one from now.
+    Skip,
+    /// The first missed tick is run once (with its own tick as the key),
+    /// then the schedule goes on from now.
+    Once,
+}
+
+impl ActionSchedule {
+    /// The first tick strictly after `after_ms` (milliseconds since the
+    /// epoch), as milliseconds since the epoch.
+    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        use chrono::TimeZone as _;
+        let after = self.time_zone.timestamp_millis_opt(after_ms).single()?;
+        self.schedule
+            .after(&after)
+            .next()
+            .map(|t| t.timestamp_millis())
+    }
 }
 
 impl Action {
@@ -109,11 +147,15 @@ fn read_action(
             "backend must name a [backends.NAME] of the server's config".into(),
         ));
     }
-    if raw.has_field_by_name("schedule") {
-        return Err(problem(
-            "schedule is not served by this version of protosync; remove it".into(),
-        ));
-    }
+    let schedule = match raw.get_field_by_name("schedule") {
+        Some(value) if raw.has_field_by_name("schedule") => {
+            let Some(schedule) = value.as_message() else {
+                return Err(problem("schedule must be a message".into()));
+            };
+            Some(read_schedule(schedule).map_err(problem)?)
+        }
+        _ => None,
+    };
     let timeout_ms = raw
         .get_field_by_name("timeout_ms")
         .and_then(|v| v.as_u32())
@@ -148,6 +190,46 @@ fn read_action(
         backend: backend.trim().to_owned(),
         allow,
         timeout,
+        schedule,
         name,
     }))
+}
+
+fn read_schedule(raw: &prost_reflect::DynamicMessage) -> Result<ActionSchedule, String> {
+    let text = |field: &str| {
+        raw.get_field_by_name(field)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let cron_text = text("cron").trim().to_owned();
+    let fields = cron_text.split_whitespace().count();
+    if fields != 6 {
+        return Err(format!(
+            "schedule cron {cron_text:?} has {fields} fields; it needs 6: second minute hour day-of-month month day-of-week"
+        ));
+    }
+    let schedule = cron_text
+        .parse::<cron::Schedule>()
+        .map_err(|e| format!("schedule cron {cron_text:?} does not parse: {e}"))?;
+    let zone = text("time_zone");
+    let time_zone = match zone.trim() {
+        "" => chrono_tz::UTC,
+        name => name.parse::<chrono_tz::Tz>().map_err(|_| {
+            format!("schedule time_zone {name:?} is not an IANA time zone (e.g. Europe/Paris)")
+        })?,
+    };
+    let catch_up = match raw
+        .get_field_by_name("catch_up")
+        .and_then(|v| v.as_enum_number())
+        .unwrap_or(0)
+    {
+        1 => CatchUp::Once,
+        _ => CatchUp::Skip,
+    };
+    Ok(ActionSchedule {
+        cron: cron_text,
+        schedule,
+        time_zone,
+        catch_up,
+    })
 }

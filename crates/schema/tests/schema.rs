@@ -528,9 +528,11 @@ fn bad_action_options_are_refused_at_load() {
     );
     assert!(case(r#"backend: "b" allow: "exists('a', args.x)""#).contains("cannot look up"));
     assert!(case(r#"backend: "b" timeout_ms: 400000"#).contains("over the limit"));
+    assert!(case(r#"backend: "b" schedule: { cron: "* * * * *" }"#).contains("it needs 6"));
+    assert!(case(r#"backend: "b" schedule: { cron: "x * * * * *" }"#).contains("does not parse"));
     assert!(
-        case(r#"backend: "b" schedule: { cron: "* * * * * *" }"#)
-            .contains("schedule is not served")
+        case(r#"backend: "b" schedule: { cron: "* * * * * *" time_zone: "Mars/Olympus" }"#)
+            .contains("IANA")
     );
     // And a collection rule still cannot see `args`.
     let collection = compile(
@@ -542,4 +544,27 @@ fn bad_action_options_are_refused_at_load() {
         collection.contains("unknown variable `args`"),
         "{collection}"
     );
+}
+
+#[test]
+fn a_schedule_ticks_in_its_time_zone() {
+    let registry = compile(
+        r#"message A { string x = 1; }
+service S { rpc M(A) returns (A) { option (protosync.v1.action) = {
+  backend: "b" schedule: { cron: "0 30 9 * * *" time_zone: "Europe/Paris" catch_up: CATCH_UP_ONCE } }; } }"#,
+    )
+    .unwrap();
+    let schedule = registry.action("t.S/M").unwrap().schedule.as_ref().unwrap();
+    assert_eq!(schedule.catch_up, protosync_schema::CatchUp::Once);
+    // 2026-07-01T00:00:00Z: the next 09:30 in Paris (UTC+2 in summer) is 07:30Z.
+    let midnight_utc = 1_782_864_000_000;
+    assert_eq!(
+        schedule.next_after(midnight_utc),
+        Some(midnight_utc + 7 * 3_600_000 + 1_800_000)
+    );
+    let unscheduled = compile(
+        r#"message A { string x = 1; } service S { rpc M(A) returns (A) { option (protosync.v1.action) = { backend: "b" }; } }"#,
+    )
+    .unwrap();
+    assert!(unscheduled.action("t.S/M").unwrap().schedule.is_none());
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Forwards action calls to the app's backends.
     pub actions: Arc<Dispatcher>,
+    /// This process's name in the schedules' run history: random per start.
+    pub node: String,
     anonymous: Arc<limiter::AnonymousLimiter>,
     /// Timers and limits of sync connections (and the anonymous rate limit).
     pub sync: Arc<SyncConfig>,
@@ -62,6 +64,7 @@ impl AppState {
         ));
         AppState {
             actions: Arc::new(Dispatcher::new(engine.clone(), Backends::default())),
+            node: format!("node-{:08x}", rand::random::<u32>()),
             engine,
             auth: Arc::new(auth),
             anonymous,
@@ -151,6 +154,11 @@ pub async fn serve(
     let revocations = revocations::follow(state.engine.clone(), state.auth.clone())
         .await
         .map_err(std::io::Error::other)?;
+    // Scheduled actions run while the node serves, and stop with it.
+    let _scheduler = AbortOnDrop(tokio::spawn(protosync_dispatch::schedule::run(
+        state.actions.clone(),
+        state.node.clone(),
+    )));
     let close = state.close.clone();
     let metrics = state.metrics.clone();
     let signal = async move {
@@ -189,6 +197,15 @@ pub async fn serve(
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, all_closed).await;
     revocations.abort();
     Ok(())
+}
+
+/// Stops a background task when the server stops, on every way out.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The largest request head (request line and headers) hyper reads, in

@@ -94,15 +94,7 @@ async fn handle(
     headers: HeaderMap,
     raw: axum::body::Bytes,
 ) -> (StatusCode, axum::Json<Value>) {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let timestamp: u64 = header(signing::TIMESTAMP_HEADER).parse().unwrap_or(0);
-    let signature = header(signing::SIGNATURE_HEADER);
+    let (timestamp, signature) = support::signature_headers(&headers);
     let now = epoch_seconds();
     if !signing::verify(BACKEND_SECRET.as_bytes(), timestamp, &raw, &signature, now) {
         return (

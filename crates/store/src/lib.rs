@@ -42,6 +42,7 @@ mod migrations;
 pub mod postgres;
 pub mod projection;
 mod retention;
+mod schedules;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -286,6 +287,47 @@ pub struct CallRecord {
     pub outcome: Value,
 }
 
+/// A node's claim on one tick of a schedule, until its lease ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickClaim {
+    /// The scheduled action's name.
+    pub action: String,
+    /// The tick, in milliseconds since the epoch.
+    pub tick_ms: i64,
+    /// The claiming node.
+    pub node: String,
+    /// Now, by the claiming node's clock (milliseconds since the epoch).
+    pub now_ms: i64,
+    /// Until when the claim holds; after it, another node may take the tick over.
+    pub lease_until_ms: i64,
+}
+
+/// One tick of a schedule as the store keeps it: the run history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickRun {
+    /// The scheduled action's name.
+    pub action: String,
+    /// The tick, in milliseconds since the epoch.
+    pub tick_ms: i64,
+    /// The node that holds (or last held) it.
+    pub node: String,
+    /// 1 for the first claim, +1 for each take-over after a lease expired.
+    pub attempt: u32,
+    /// When the current attempt's lease ends.
+    pub lease_until_ms: i64,
+    /// When the current attempt started.
+    pub started_at_ms: i64,
+    /// When it finished; `None` while running (or abandoned by a dead node).
+    pub finished_at_ms: Option<i64>,
+    /// `"ok"` or the error's code, once finished.
+    pub outcome: Option<String>,
+    /// The error's message, for failed runs.
+    pub error: Option<String>,
+}
+
+/// How long the run history of schedules is kept: a week of ticks.
+pub const SCHEDULE_RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
 /// A position in the revocation log: every [`Store::revoke`] gets the next
 /// one. Like [`Seq`], they become visible in order, so a reader that has
 /// read up to N has seen every revocation up to N.
@@ -453,6 +495,26 @@ pub trait Store: Send + Sync + 'static {
     /// already, and returns the one that is recorded: the first wins, so
     /// two racing retries both answer with the same outcome.
     async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError>;
+
+    /// Claims a tick: `Some(attempt)` when `claim.node` now holds it (the
+    /// tick is new, or unfinished with its lease expired: a take-over);
+    /// `None` when another node holds it or it has finished. Atomic across
+    /// every process on the database: one holder per tick at a time.
+    async fn claim_tick(&self, claim: TickClaim) -> Result<Option<u32>, StoreError>;
+
+    /// Records the end of attempt `attempt` of a tick by its holder
+    /// (`outcome` `"ok"` or an error code); a stale holder's report is ignored.
+    async fn finish_tick(
+        &self,
+        run: &TickRun,
+        finished_at_ms: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `max` runs, newest tick first (pruned after
+    /// [`SCHEDULE_RUN_RETENTION`]).
+    async fn schedule_runs(&self, max: usize) -> Result<Vec<TickRun>, StoreError>;
 
     /// A watch on the latest seq this process knows to be committed: it moves
     /// after local commits and, for shared stores, on wake-ups from other

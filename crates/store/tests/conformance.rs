@@ -197,6 +197,7 @@ conformance!(
     revocations_of_unstorable_jtis_are_refused,
     the_database_secret_is_random_and_shared_by_every_process,
     a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned,
+    a_tick_has_one_holder_until_its_lease_expires_and_a_finished_tick_is_never_retaken,
 );
 
 #[path = "conformance/defaults.rs"]
@@ -1384,4 +1385,76 @@ async fn a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned(h: Ha
     tokio::time::sleep(Duration::from_millis(5)).await;
     forgetful.prune().await.unwrap();
     assert_eq!(h.store.recorded_call("k1").await.unwrap(), None, "pruned");
+}
+
+/// Schedule ticks: one holder at a time across processes; an unfinished
+/// tick is taken over only after its lease, with the next attempt; a
+/// finished one never again; only the current holder's finish counts.
+async fn a_tick_has_one_holder_until_its_lease_expires_and_a_finished_tick_is_never_retaken(
+    h: Harness,
+) {
+    use protosync_store::TickClaim;
+    let other = h.open_again(StoreOptions::default()).await;
+    let claim = |node: &str, now_ms: i64| TickClaim {
+        action: "a.S/M".into(),
+        tick_ms: 1_000,
+        node: node.into(),
+        now_ms,
+        lease_until_ms: now_ms + 100,
+    };
+    assert_eq!(
+        h.store.claim_tick(claim("n1", 1_000)).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        other.claim_tick(claim("n2", 1_050)).await.unwrap(),
+        None,
+        "leased"
+    );
+    assert_eq!(
+        other.claim_tick(claim("n2", 1_100)).await.unwrap(),
+        None,
+        "the lease's last ms"
+    );
+    assert_eq!(
+        other.claim_tick(claim("n2", 1_101)).await.unwrap(),
+        Some(2),
+        "taken over"
+    );
+    let runs = h.store.schedule_runs(10).await.unwrap();
+    let [run] = &runs[..] else { panic!("{runs:?}") };
+    assert_eq!(
+        (run.node.as_str(), run.attempt, run.finished_at_ms),
+        ("n2", 2, None)
+    );
+    // The first holder, late, cannot finish what it no longer holds.
+    let mut stale = run.clone();
+    stale.node = "n1".into();
+    stale.attempt = 1;
+    h.store
+        .finish_tick(&stale, 1_150, "ok", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.schedule_runs(10).await.unwrap()[0].finished_at_ms,
+        None
+    );
+    other
+        .finish_tick(run, 1_160, "ACTION_FAILED", Some("no"))
+        .await
+        .unwrap();
+    let done = &h.store.schedule_runs(10).await.unwrap()[0];
+    assert_eq!(
+        (
+            done.finished_at_ms,
+            done.outcome.as_deref(),
+            done.error.as_deref()
+        ),
+        (Some(1_160), Some("ACTION_FAILED"), Some("no"))
+    );
+    assert_eq!(
+        h.store.claim_tick(claim("n1", 9_999)).await.unwrap(),
+        None,
+        "finished"
+    );
 }

@@ -121,6 +121,71 @@ pub(super) async fn get_document(
     ))
 }
 
+/// `GET /v1/schedules`: the schema's schedules and their recent runs, newest
+/// tick first (at most [`MAX_SCHEDULE_RUNS`]). Services only: the history
+/// names nodes and backend errors.
+pub(super) async fn schedules(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
+    if !matches!(identity, Identity::Service { .. }) {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            "only services may read the schedules' run history",
+        ));
+    }
+    let schedules: Vec<Value> = state
+        .engine
+        .registry()
+        .actions()
+        .filter_map(|a| a.schedule.as_ref().map(|s| (a, s)))
+        .map(|(action, schedule)| {
+            json!({
+                "action": action.name,
+                "cron": schedule.cron,
+                "timeZone": schedule.time_zone.name(),
+                "catchUp": match schedule.catch_up {
+                    protosync_schema::CatchUp::Skip => "skip",
+                    protosync_schema::CatchUp::Once => "once",
+                },
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = state
+        .engine
+        .schedule_runs(MAX_SCHEDULE_RUNS)
+        .await?
+        .iter()
+        .map(|run| {
+            let mut entry = json!({
+                "action": run.action,
+                "tickMs": run.tick_ms.to_string(),
+                "node": run.node,
+                "attempt": run.attempt,
+                "startedAtMs": run.started_at_ms.to_string(),
+            });
+            if let (Some(finished), Some(outcome)) = (run.finished_at_ms, &run.outcome) {
+                entry["durationMs"] = json!((finished - run.started_at_ms).to_string());
+                entry["outcome"] = json!(outcome);
+            } else {
+                entry["leaseUntilMs"] = json!(run.lease_until_ms.to_string());
+            }
+            if let Some(error) = &run.error {
+                entry["error"] = json!(error);
+            }
+            entry
+        })
+        .collect();
+    Ok(Json(
+        json!({"node": state.node, "schedules": schedules, "runs": runs}),
+    ))
+}
+
+/// Runs `GET /v1/schedules` lists at most: the newest first.
+pub(super) const MAX_SCHEDULE_RUNS: usize = 500;
+
 /// `POST /v1/actions/{service}/{method}` with `{"args", "idempotencyKey"?}`:
 /// the action's result, and the seq of the backend's writes when it gave one.
 pub(super) async fn call_action(

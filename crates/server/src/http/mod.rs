@@ -49,6 +49,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/projections/{projector}/rebuild/{generation}/swap",
             post(projections::swap),
         )
+        .route("/v1/schedules", get(handlers::schedules))
         .route(
             "/v1/actions/{service}/{method}",
             post(handlers::call_action),

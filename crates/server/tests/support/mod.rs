@@ -79,6 +79,26 @@ pub(crate) fn hs256_provider(
     }
 }
 
+/// A forwarded action request's `protosync-timestamp` (0 when absent or
+/// unreadable) and `protosync-signature` (empty when absent), as a backend
+/// reads them.
+pub(crate) fn signature_headers(headers: &axum::http::HeaderMap) -> (u64, String) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let timestamp = header(protosync_dispatch::signing::TIMESTAMP_HEADER)
+        .parse()
+        .unwrap_or(0);
+    (
+        timestamp,
+        header(protosync_dispatch::signing::SIGNATURE_HEADER),
+    )
+}
+
 /// A server on 127.0.0.1 for the life of the value.
 pub(crate) struct Node {
     pub http: String,
@@ -505,6 +525,32 @@ impl Store for RecordingStore {
         key: &str,
     ) -> Result<Option<protosync_store::CallRecord>, protosync_store::StoreError> {
         self.inner.recorded_call(key).await
+    }
+
+    async fn claim_tick(
+        &self,
+        claim: protosync_store::TickClaim,
+    ) -> Result<Option<u32>, protosync_store::StoreError> {
+        self.inner.claim_tick(claim).await
+    }
+
+    async fn finish_tick(
+        &self,
+        run: &protosync_store::TickRun,
+        finished_at_ms: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), protosync_store::StoreError> {
+        self.inner
+            .finish_tick(run, finished_at_ms, outcome, error)
+            .await
+    }
+
+    async fn schedule_runs(
+        &self,
+        max: usize,
+    ) -> Result<Vec<protosync_store::TickRun>, protosync_store::StoreError> {
+        self.inner.schedule_runs(max).await
     }
 
     async fn record_call(

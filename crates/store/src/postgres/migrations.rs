@@ -133,6 +133,21 @@ CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_a
     r#"
 ALTER TABLE protosync_commits ADD COLUMN actor TEXT, ADD COLUMN request_id TEXT;
 "#,
+    r#"
+CREATE TABLE protosync_schedule_runs (
+    action TEXT NOT NULL,
+    tick_ms BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    attempt BIGINT NOT NULL,
+    lease_until_ms BIGINT NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    finished_at_ms BIGINT,
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (action, tick_ms)
+);
+CREATE INDEX protosync_schedule_runs_by_tick ON protosync_schedule_runs (tick_ms);
+"#,
 ];
 
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {

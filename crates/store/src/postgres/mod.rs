@@ -39,6 +39,7 @@ mod reads;
 mod rebuilds;
 mod retention;
 mod revocations;
+mod schedule_ticks;
 mod wakeups;
 
 use std::str::FromStr;
@@ -247,6 +248,24 @@ impl Store for PostgresStore {
 
     async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, StoreError> {
         calls::recorded_call(&self.pool, key).await
+    }
+
+    async fn claim_tick(&self, claim: crate::TickClaim) -> Result<Option<u32>, StoreError> {
+        schedule_ticks::claim_tick(&self.pool, &claim).await
+    }
+
+    async fn finish_tick(
+        &self,
+        run: &crate::TickRun,
+        finished_at_ms: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        schedule_ticks::finish_tick(&self.pool, run, finished_at_ms, outcome, error).await
+    }
+
+    async fn schedule_runs(&self, max: usize) -> Result<Vec<crate::TickRun>, StoreError> {
+        schedule_ticks::schedule_runs(&self.pool, max).await
     }
 
     async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {

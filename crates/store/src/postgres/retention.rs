@@ -44,6 +44,11 @@ pub(super) async fn prune(pool: &Pool, options: &StoreOptions) -> Result<Seq, St
     )
     .await?;
     tx.execute(
+        crate::schedules::PRUNE_RUNS,
+        &[&(cutoffs.now_ms - crate::SCHEDULE_RUN_RETENTION.as_millis() as i64)],
+    )
+    .await?;
+    tx.execute(
         "DELETE FROM protosync_revocations WHERE keep_until_ms < $1",
         &[&cutoffs.now_ms],
     )

@@ -132,6 +132,21 @@ CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_a
 ALTER TABLE protosync_commits ADD COLUMN actor TEXT;
 ALTER TABLE protosync_commits ADD COLUMN request_id TEXT;
 "#,
+    r#"
+CREATE TABLE protosync_schedule_runs (
+    action TEXT NOT NULL,
+    tick_ms INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    lease_until_ms INTEGER NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    outcome TEXT,
+    error TEXT,
+    PRIMARY KEY (action, tick_ms)
+);
+CREATE INDEX protosync_schedule_runs_by_tick ON protosync_schedule_runs (tick_ms);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -34,6 +34,7 @@ mod reads;
 mod rebuilds;
 mod retention;
 mod revocations;
+mod schedule_ticks;
 mod writer;
 
 use std::path::Path;
@@ -266,6 +267,31 @@ impl Store for SqliteStore {
         let key = key.to_owned();
         self.readers
             .read(move |tx| calls::recorded_call(tx, &key))
+            .await
+    }
+
+    async fn claim_tick(&self, claim: crate::TickClaim) -> Result<Option<u32>, StoreError> {
+        self.write(move |conn| schedule_ticks::claim_tick(conn, &claim))
+            .await
+    }
+
+    async fn finish_tick(
+        &self,
+        run: &crate::TickRun,
+        finished_at_ms: i64,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (run, outcome, error) = (run.clone(), outcome.to_owned(), error.map(str::to_owned));
+        self.write(move |conn| {
+            schedule_ticks::finish_tick(conn, &run, finished_at_ms, &outcome, error.as_deref())
+        })
+        .await
+    }
+
+    async fn schedule_runs(&self, max: usize) -> Result<Vec<crate::TickRun>, StoreError> {
+        self.readers
+            .read(move |tx| schedule_ticks::schedule_runs(tx, max))
             .await
     }
 

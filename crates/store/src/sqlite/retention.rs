@@ -37,6 +37,10 @@ pub(super) fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq
         [cutoffs.idempotency_ms],
     )?;
     tx.execute(
+        crate::schedules::PRUNE_RUNS,
+        [cutoffs.now_ms - crate::SCHEDULE_RUN_RETENTION.as_millis() as i64],
+    )?;
+    tx.execute(
         "DELETE FROM protosync_revocations WHERE keep_until_ms < ?1",
         [cutoffs.now_ms],
     )?;
