@@ -87,6 +87,23 @@ pub(crate) struct ServeArgs {
     trust_unauthenticated: bool,
 }
 
+/// The store at `database`: `sqlite:PATH` or `postgres://…`.
+pub(crate) async fn open_store(
+    database: &str,
+    pool_size: usize,
+    options: StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(if let Some(path) = database.strip_prefix("sqlite:") {
+        Arc::new(SqliteStore::open(Path::new(path), options)?)
+    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Arc::new(PostgresStore::connect(database, pool_size, options).await?)
+    } else {
+        return Err(anyhow!(
+            "database {database:?} is neither postgres://… nor sqlite:PATH"
+        ));
+    })
+}
+
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging("text")?;
     let (registry, schema_source) = load_schema(args.schema.as_deref())?;
@@ -176,19 +193,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine_options.commit_buffer_bytes = parse_size(&text).context("commit_buffer")?;
     }
     let (registry, schema_source) = load_schema(Some(&schema))?;
-    let store: Arc<dyn Store> = if let Some(path) = database.strip_prefix("sqlite:") {
-        Arc::new(SqliteStore::open(Path::new(path), options)?)
-    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let pool_size = args
-            .pool_size
-            .or(file.pool_size)
-            .unwrap_or(DEFAULT_POOL_SIZE);
-        Arc::new(PostgresStore::connect(&database, pool_size, options).await?)
-    } else {
-        return Err(anyhow!(
-            "database {database:?} is neither postgres://… nor sqlite:PATH"
-        ));
-    };
+    let pool_size = args
+        .pool_size
+        .or(file.pool_size)
+        .unwrap_or(DEFAULT_POOL_SIZE);
+    let store = open_store(&database, pool_size, options).await?;
     let mut auth = file.auth.unwrap_or_default();
     auth.trust_unauthenticated |= args.trust_unauthenticated;
     if auth.providers.is_empty() && auth.api_keys.is_empty() && !auth.trust_unauthenticated {
@@ -242,7 +251,7 @@ pub(crate) fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
+pub(crate) fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
     let registry = match dir {
         Some(dir) => {
             Registry::load_dir(dir).map_err(|e| anyhow!("schema {}: {e}", dir.display()))?
