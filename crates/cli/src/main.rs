@@ -5,6 +5,7 @@ mod config;
 mod dev_token;
 mod memory;
 mod run;
+mod schema_watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
