@@ -21,6 +21,9 @@ pub(crate) struct FileConfig {
     pub log_format: Option<String>,
     /// `[auth]`: token providers, API keys, hardening (docs/auth.md).
     pub auth: Option<protosync_auth::AuthConfig>,
+    /// `[backends.NAME]`: where actions are forwarded (docs/actions.md).
+    #[serde(default)]
+    pub backends: std::collections::BTreeMap<String, protosync_dispatch::BackendConfig>,
 }
 
 impl FileConfig {

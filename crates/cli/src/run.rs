@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use protosync_auth::Authenticator;
+use protosync_dispatch::Backends;
 use protosync_engine::{Engine, EngineOptions};
 use protosync_schema::Registry;
 use protosync_store::postgres::{DEFAULT_POOL_SIZE, PostgresStore};
@@ -102,6 +103,12 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "  origins:   {} (browser pages that may call it)",
         DEV_ALLOWED_ORIGINS.join(", ")
     );
+    for action in registry.actions() {
+        println!(
+            "  note:      action {} answers ACTION_UNAVAILABLE: dev has no backends (use serve --config with [backends.{}])",
+            action.name, action.backend
+        );
+    }
     for collection in registry.collections() {
         if collection.rules.read.is_none() || collection.rules.write.is_none() {
             let missing: Vec<&str> = [
@@ -129,6 +136,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
                 &args.listen.to_string(),
                 auth,
                 EngineOptions::default(),
+                Backends::default(),
             )
             .await
         }
@@ -176,6 +184,7 @@ async fn dev_following(
             Arc::new(engine),
             listener,
             dev_auth(&args.data_dir)?,
+            Backends::default(),
             async {
                 let _ = stopped.await;
             },
@@ -256,8 +265,10 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let auth = Authenticator::new(auth).map_err(|e| anyhow!(e))?;
+    let backends = Backends::from_config(&file.backends).map_err(|e| anyhow!(e))?;
+    backends.check(&registry).map_err(|e| anyhow!(e))?;
     tracing::info!(schema = %schema_source, "starting");
-    run(registry, store, &listen, auth, engine_options).await
+    run(registry, store, &listen, auth, engine_options, backends).await
 }
 
 pub(crate) fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
@@ -327,11 +338,12 @@ async fn run(
     listen: &str,
     auth: Authenticator,
     engine_options: EngineOptions,
+    backends: Backends,
 ) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::start_with(Arc::new(registry), store, engine_options).await?);
     let listener = bind(listen).await?;
     println!("  listening: http://{}", listener.local_addr()?);
-    serve_engine(engine, listener, auth, shutdown_signal()).await
+    serve_engine(engine, listener, auth, backends, shutdown_signal()).await
 }
 
 async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -345,12 +357,14 @@ async fn serve_engine(
     engine: Arc<Engine>,
     listener: tokio::net::TcpListener,
     auth: Authenticator,
+    backends: Backends,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "listening");
     let state =
         protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth)
-            .with_memory_probe(crate::memory::probe());
+            .with_memory_probe(crate::memory::probe())
+            .with_backends(backends);
     protosync_server::serve(listener, state, stop).await?;
     tracing::info!("stopped");
     Ok(())

@@ -96,6 +96,34 @@ pub enum MutationError {
     Shutdown,
 }
 
+/// Why [`Client::call`] did not resolve with a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// The server or the backend refused the call (`ACTION_DENIED`,
+    /// `ACTION_FAILED`, `INVALID_ARGUMENT`, …; docs/actions.md).
+    #[error("{code}: {message}")]
+    Rejected {
+        /// The stable error code.
+        code: String,
+        /// What was wrong, for a person (for `ACTION_FAILED`, the backend's message).
+        message: String,
+        /// The offending argument field, or empty.
+        path: String,
+        /// For `ACTION_FAILED` from a backend's error answer: the backend's code, or empty.
+        backend_code: String,
+    },
+    /// The connection dropped before the answer came. Calls are not resent
+    /// (the backend may have run it): retry with the same idempotency key
+    /// to get the first outcome.
+    #[error("the connection dropped before the call was answered")]
+    Disconnected,
+    /// The client's background task ended before the call was answered.
+    #[error("the client was shut down")]
+    Shutdown,
+}
+
+type CallReply = oneshot::Sender<Result<wire::CallResult, CallError>>;
+
 struct PendingMutation {
     mutate: wire::Mutate,
     reply: Option<oneshot::Sender<Result<wire::MutationResult, MutationError>>>,
@@ -108,6 +136,7 @@ struct State {
     view: View,
     subscriptions: BTreeMap<String, wire::Subscribe>,
     pending: BTreeMap<String, PendingMutation>,
+    calls: BTreeMap<String, CallReply>,
     session_id: String,
     next_request: u64,
 }
@@ -242,6 +271,36 @@ impl Client {
             .commands
             .send(Command::Send(client_message::Message::Mutate(mutate)));
         done.await.unwrap_or(Err(MutationError::Shutdown))
+    }
+
+    /// Calls `action` (`<full service name>/<Method>`) with `args`. Resolves
+    /// with the result once this client's view has reached the seq of the
+    /// backend's writes, if it returned one (read-your-writes).
+    pub async fn call(
+        &self,
+        action: &str,
+        args: serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<wire::CallResult, CallError> {
+        let (reply, done) = oneshot::channel();
+        let call = {
+            let mut state = self.lock();
+            state.next_request += 1;
+            let request_id = format!("c{:012}", state.next_request);
+            state.calls.insert(request_id.clone(), reply);
+            wire::Call {
+                request_id,
+                action: action.to_owned(),
+                args: Some(protosync_protocol::json_to_struct(&args)),
+                idempotency_key: idempotency_key.unwrap_or_default().to_owned(),
+            }
+        };
+        let _ = self
+            .commands
+            .send(Command::Send(client_message::Message::Call(call)));
+        let result = done.await.unwrap_or(Err(CallError::Shutdown))?;
+        self.wait_for_watermark(result.seq).await;
+        Ok(result)
     }
 
     /// A copy of the current view.
@@ -470,6 +529,9 @@ async fn run(
             }
         };
         connection.close().await;
+        for (_, reply) in std::mem::take(&mut lock().calls) {
+            let _ = reply.send(Err(CallError::Disconnected));
+        }
         if reason == "shutdown" {
             return;
         }
@@ -564,9 +626,16 @@ async fn serve(
                                 }
                             }
                         }
+                        Some(server_message::Message::CallResult(result)) => {
+                            if let Some(reply) = lock().calls.remove(&result.request_id) {
+                                let _ = reply.send(Ok(result));
+                            }
+                        }
                         Some(server_message::Message::Error(error)) => {
                             let mut state = lock();
-                            if let Some(mut pending) = state.pending.remove(&error.request_id) {
+                            if let Some(reply) = state.calls.remove(&error.request_id) {
+                                let _ = reply.send(Err(CallError::Rejected { code: error.code, message: error.message, path: error.path, backend_code: error.backend_code }));
+                            } else if let Some(mut pending) = state.pending.remove(&error.request_id) {
                                 if let Some(reply) = pending.reply.take() {
                                     let _ = reply.send(Err(MutationError::Rejected { code: error.code, message: error.message, path: error.path }));
                                 }

@@ -12,7 +12,7 @@ mod client;
 mod connection;
 mod view;
 
-pub use client::{Client, ClientConfig, ClientEvent, MutationError, op};
+pub use client::{CallError, Client, ClientConfig, ClientEvent, MutationError, op};
 pub use connection::{Connection, ConnectionError, Incoming, Received};
 pub use protosync_protocol::wire;
 pub use view::{SubscriptionView, View, ViewDocument};

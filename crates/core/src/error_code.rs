@@ -98,6 +98,12 @@ error_codes! {
     UpgradeRequired = "UPGRADE_REQUIRED", 400, Socket, "A protocol version this server does not speak.";
     ProjectorConflict = "PROJECTOR_CONFLICT", 409, Http, "A projection batch writes a document another projector owns.";
     UnknownRebuild = "UNKNOWN_REBUILD", 404, Http, "The projector has no rebuild in progress with that generation.";
+    UnknownAction = "UNKNOWN_ACTION", 404, Both, "The action is not in the schema.";
+    InvalidArgument = "INVALID_ARGUMENT", 400, Both, "An action's arguments do not fit its request message (the path names the field).";
+    ActionDenied = "ACTION_DENIED", 403, Both, "The action's allow rule denied the call; the backend was not called.";
+    ActionFailed = "ACTION_FAILED", 502, Both, "The backend answered with an error (its code and message are passed on) or with a result that does not fit the response message.";
+    ActionTimeout = "ACTION_TIMEOUT", 504, Both, "The backend did not answer within the action's timeout.";
+    ActionUnavailable = "ACTION_UNAVAILABLE", 503, Both, "The backend cannot be reached or is not configured.";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -23,7 +23,7 @@ use protosync_core::{Seq, StoredDocument, Watermark};
 use protosync_query::{CursorSeal, Page, QueryRequest};
 use protosync_schema::Registry;
 use protosync_store::{
-    Checkpoint, CommitOutcome, ReadAt, Rebuild, Revocation, RevocationSeq, Store,
+    CallRecord, Checkpoint, CommitOutcome, ReadAt, Rebuild, Revocation, RevocationSeq, Store,
 };
 
 pub use error::EngineError;
@@ -355,6 +355,17 @@ impl Engine {
         max: usize,
     ) -> Result<Vec<Revocation>, EngineError> {
         Ok(self.store.revocations_after(after, max).await?)
+    }
+
+    /// The completed action call recorded under idempotency key `key`.
+    pub async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, EngineError> {
+        Ok(self.store.recorded_call(key).await?)
+    }
+
+    /// Records a completed action call; the first record of a key wins and
+    /// is returned.
+    pub async fn record_call(&self, record: CallRecord) -> Result<CallRecord, EngineError> {
+        Ok(self.store.record_call(record).await?)
     }
 
     /// Ready when the store answers.

@@ -50,6 +50,15 @@ pub enum SchemaError {
         /// What is wrong with it.
         problem: String,
     },
+    /// An rpc's `protosync.v1.action` option is wrong: no backend, a bad
+    /// timeout, a rule that does not compile or does not fit the arguments.
+    #[error("action {action}: {problem}")]
+    Action {
+        /// `<full service name>/<Method>`.
+        action: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Why a document does not fit its message type. `path` names the offending

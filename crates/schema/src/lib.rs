@@ -3,10 +3,13 @@
 //! This crate compiles a schema directory with protox (no `protoc`), finds every
 //! message marked with the `protosync.v1.collection` option, resolves its indexes
 //! and keeps its access rules, and validates documents against their message
-//! type, turning them into canonical proto3 JSON.
+//! type, turning them into canonical proto3 JSON. It also finds the actions
+//! (rpcs with the `protosync.v1.action` option) and validates their
+//! arguments and results the same way.
 //!
 //! It owns nothing stateful and performs no I/O beyond reading the schema files.
 
+mod action;
 mod collection;
 mod error;
 mod options;
@@ -17,6 +20,7 @@ mod server_time;
 mod timestamp;
 mod validate;
 
+pub use action::{Action, DEFAULT_ACTION_TIMEOUT, MAX_ACTION_TIMEOUT};
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
 pub use error::{DocumentError, SchemaError};
 pub use options::OPTIONS_PROTO;

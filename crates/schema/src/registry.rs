@@ -11,6 +11,7 @@ use protox::file::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::action::{self, Action};
 use crate::collection::{Collection, FieldPath, FieldType, IndexDef, Rules};
 use crate::error::SchemaError;
 use crate::options::{self, COLLECTION_EXTENSION, OPTIONS_PROTO, OPTIONS_PROTO_NAME};
@@ -22,6 +23,7 @@ use crate::server_time::{FIELD_EXTENSION, server_time_fields};
 #[derive(Debug, Clone)]
 pub struct Registry {
     collections: BTreeMap<String, Arc<Collection>>,
+    actions: BTreeMap<String, Arc<Action>>,
     fingerprint: String,
 }
 
@@ -83,8 +85,13 @@ impl Registry {
         let pool = compiler.descriptor_pool();
         let collections = find_collections(&pool)?;
         check_rules(&collections, texts)?;
+        let actions = action::find_actions(&pool)?
+            .into_iter()
+            .map(|a| (a.name.clone(), Arc::new(a)))
+            .collect();
         Ok(Registry {
             collections,
+            actions,
             fingerprint,
         })
     }
@@ -97,6 +104,17 @@ impl Registry {
     /// Every collection, by name in byte order.
     pub fn collections(&self) -> impl Iterator<Item = &Arc<Collection>> {
         self.collections.values()
+    }
+
+    /// The action named `name` (`<full service name>/<Method>`), if the
+    /// schema declares it.
+    pub fn action(&self, name: &str) -> Option<&Arc<Action>> {
+        self.actions.get(name)
+    }
+
+    /// Every action, by name in byte order.
+    pub fn actions(&self) -> impl Iterator<Item = &Arc<Action>> {
+        self.actions.values()
     }
 
     /// A hash of the compiled schema: equal schemas have equal fingerprints.

@@ -108,6 +108,9 @@ impl Ty {
 struct Checker<'a> {
     /// `None` checks variables only (a rule compiled on its own).
     collection: Option<&'a MessageDescriptor>,
+    /// An action's allow rule: `collection` is the request message, seen as
+    /// `args`, and there is no `doc`, `prev` or lookup.
+    action: bool,
     collections: &'a BTreeMap<String, Arc<Collection>>,
     source_info: &'a cel::common::ast::SourceInfo,
     /// Variables bound by the macros around the expression being checked.
@@ -123,7 +126,23 @@ pub(crate) fn check(
     let program = rule.program();
     let mut checker = Checker {
         collection: Some(collection),
+        action: false,
         collections,
+        source_info: program.source_info(),
+        bound: Vec::new(),
+    };
+    checker.ty(program.expression()).map(|_| ())
+}
+
+/// Checks an action's allow rule, over `auth`, `args` (of the rpc's
+/// `request` message) and `now`.
+pub(crate) fn check_action(rule: &Rule, request: &MessageDescriptor) -> Result<(), RuleProblem> {
+    let collections = BTreeMap::new();
+    let program = rule.program();
+    let mut checker = Checker {
+        collection: Some(request),
+        action: true,
+        collections: &collections,
         source_info: program.source_info(),
         bound: Vec::new(),
     };
@@ -136,6 +155,7 @@ pub(crate) fn check_variables(program: &cel::Program) -> Result<(), String> {
     let collections = BTreeMap::new();
     let mut checker = Checker {
         collection: None,
+        action: false,
         collections: &collections,
         source_info: program.source_info(),
         bound: Vec::new(),
@@ -218,17 +238,24 @@ impl Checker<'_> {
 
     fn variable(&self, expr: &IdedExpr, name: &str) -> Result<Ty, RuleProblem> {
         Ok(match name {
-            "doc" | "prev" => self.collection.map_or(Ty::Dyn, |m| Ty::Message(m.clone())),
+            "args" if self.action => self.collection.map_or(Ty::Dyn, |m| Ty::Message(m.clone())),
+            "doc" | "prev" if !self.action => {
+                self.collection.map_or(Ty::Dyn, |m| Ty::Message(m.clone()))
+            }
+            // Compiled on its own (no schema yet): either kind of rule.
+            "args" if self.collection.is_none() => Ty::Dyn,
             "auth" | "now" => Ty::Dyn,
             // Type names, for `type(x) == int`.
             "int" | "uint" | "double" | "string" | "bool" | "bytes" | "list" | "map"
             | "null_type" | "type" | "timestamp" | "duration" => Ty::Dyn,
             _ if self.bound.iter().any(|b| b == name) => Ty::Dyn,
             _ => {
-                return Err(self.problem(
-                    expr,
-                    format!("unknown variable `{name}` (rules see auth, doc, prev and now)"),
-                ));
+                let seen = if self.action {
+                    "action rules see auth, args and now"
+                } else {
+                    "rules see auth, doc, prev and now"
+                };
+                return Err(self.problem(expr, format!("unknown variable `{name}` ({seen})")));
             }
         })
     }
@@ -311,6 +338,12 @@ impl Checker<'_> {
         }
         if self.collection.is_none() {
             return Ok(Ty::Dyn);
+        }
+        if target.is_none() && LOOKUP_FUNCTIONS.contains(&name) && self.action {
+            return Err(self.problem(
+                expr,
+                format!("`{name}`: action rules cannot look up documents"),
+            ));
         }
         if target.is_none() && LOOKUP_FUNCTIONS.contains(&name) {
             return self.lookup(expr, call, name);

@@ -179,6 +179,22 @@ impl Rule {
         self.evaluate(input, &mut |_| Lookup::Absent) == Verdict::Allow
     }
 
+    /// Whether an action's allow rule lets a caller with `auth` call it with
+    /// `args` (proto field names). Action rules look nothing up (checked at
+    /// load); an error denies.
+    pub fn allows_call(&self, auth: &Value, args: &Value) -> bool {
+        STANDARD_CONTEXT.with(|standard| {
+            let mut context = standard.new_inner_scope();
+            if context.add_variable("auth", auth).is_err()
+                || context.add_variable("args", args).is_err()
+            {
+                return false;
+            }
+            context.add_variable_from_value("now", timestamp(now_ms()));
+            matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
+        })
+    }
+
     /// One run over the documents in `known`; the keys it wanted and did not
     /// find come back beside the result.
     fn run(

@@ -63,16 +63,7 @@ impl Collection {
     /// collection has an `id_field`, an empty one is filled with `id` and a
     /// different one is an error.
     pub fn validate(&self, id: &str, body: &Value) -> Result<Document, DocumentError> {
-        let mut path = String::new();
-        if !body.is_object() {
-            return Err(DocumentError::at(
-                "",
-                format!("a document must be a JSON object, not {}", json_type(body)),
-            ));
-        }
-        check_message(&self.message, body, &mut path, 0)?;
-        reject_nul(body, "")?;
-        let mut canonical = canonicalize(&self.message, body)?;
+        let mut canonical = validate_message(&self.message, body, "a document")?;
         if let Some(id_field) = &self.id_field {
             let name = &id_field.segments()[0];
             match canonical.get(name).and_then(Value::as_str) {
@@ -136,6 +127,24 @@ impl Collection {
     }
 }
 
+/// Validates a whole message (`what` names it in the error: "a document",
+/// "arguments") and returns its canonical proto3 JSON.
+pub(crate) fn validate_message(
+    message: &MessageDescriptor,
+    body: &Value,
+    what: &str,
+) -> Result<Value, DocumentError> {
+    if !body.is_object() {
+        return Err(DocumentError::at(
+            "",
+            format!("{what} must be a JSON object, not {}", json_type(body)),
+        ));
+    }
+    check_message(message, body, &mut String::new(), 0)?;
+    reject_nul(body, "")?;
+    canonicalize(message, body)
+}
+
 impl Collection {
     /// The document as rules see it: field names as written in the .proto
     /// (`owner_id`, as CEL over protobuf has them), not JSON names, and
@@ -146,7 +155,7 @@ impl Collection {
     }
 }
 
-fn proto_names(message: &MessageDescriptor, value: &Value) -> Value {
+pub(crate) fn proto_names(message: &MessageDescriptor, value: &Value) -> Value {
     let Some(object) = value.as_object() else {
         return value.clone();
     };

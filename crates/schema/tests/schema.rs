@@ -435,3 +435,111 @@ fn rules_are_checked_against_the_schema_with_their_place() {
         "{archived}"
     );
 }
+
+const INBOX: &str = r#"
+message ConfirmRequest { string command_id = 1; int64 attempt = 2; }
+message ConfirmResponse { string status = 1; }
+service Inbox {
+  rpc Confirm(ConfirmRequest) returns (ConfirmResponse) {
+    option (protosync.v1.action) = {
+      backend: "app"
+      allow: "auth != null && args.command_id.startsWith(auth.sub)"
+      timeout_ms: 2500
+    };
+  }
+  rpc Plain(ConfirmRequest) returns (ConfirmResponse);
+}
+"#;
+
+#[test]
+fn actions_are_rpcs_with_the_action_option_named_service_slash_method() {
+    let registry = compile(INBOX).unwrap();
+    let names: Vec<&str> = registry.actions().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["t.Inbox/Confirm"],
+        "an rpc without the option is no action"
+    );
+    let confirm = registry.action("t.Inbox/Confirm").unwrap();
+    assert_eq!(
+        (confirm.service.as_str(), confirm.method.as_str()),
+        ("t.Inbox", "Confirm")
+    );
+    assert_eq!(confirm.backend, "app");
+    assert_eq!(confirm.timeout, std::time::Duration::from_millis(2500));
+    let rule = confirm.allow.as_ref().unwrap();
+    let args = confirm.args_for_rule(
+        &confirm
+            .validate_args(&json!({"commandId": "ann-1"}))
+            .unwrap(),
+    );
+    assert!(rule.allows_call(&json!({"sub": "ann"}), &args));
+    assert!(!rule.allows_call(&json!({"sub": "bob"}), &args));
+    assert!(!rule.allows_call(&serde_json::Value::Null, &args));
+}
+
+#[test]
+fn action_arguments_and_results_are_validated_naming_the_field() {
+    let registry = compile(INBOX).unwrap();
+    let confirm = registry.action("t.Inbox/Confirm").unwrap();
+    assert_eq!(
+        confirm.validate_args(&json!({"attempt": 3})).unwrap(),
+        json!({"commandId": "", "attempt": "3"}),
+        "canonical proto3 JSON, defaults included"
+    );
+    let wrong = confirm.validate_args(&json!({"attempt": "x"})).unwrap_err();
+    assert_eq!(wrong.path, "attempt");
+    let unknown = confirm.validate_args(&json!({"nope": 1})).unwrap_err();
+    assert_eq!(unknown.path, "nope");
+    assert!(
+        confirm
+            .validate_args(&json!([1]))
+            .unwrap_err()
+            .message
+            .contains("arguments must be a JSON object")
+    );
+    assert_eq!(
+        confirm
+            .validate_result(&json!({"status": 1}))
+            .unwrap_err()
+            .path,
+        "status"
+    );
+}
+
+#[test]
+fn bad_action_options_are_refused_at_load() {
+    let case = |option: &str| {
+        let body = format!(
+            "message A {{ string x = 1; }}\nservice S {{ rpc M(A) returns (A) {{ option (protosync.v1.action) = {{ {option} }}; }} }}"
+        );
+        compile(&body).unwrap_err().to_string()
+    };
+    assert!(
+        case(r#"allow: "true""#).contains("backend must name"),
+        "no backend"
+    );
+    assert!(
+        case(r#"backend: "b" allow: "args.y == 1""#).contains("`y`"),
+        "unknown field"
+    );
+    assert!(
+        case(r#"backend: "b" allow: "doc.x == 1""#).contains("action rules see auth, args and now")
+    );
+    assert!(case(r#"backend: "b" allow: "exists('a', args.x)""#).contains("cannot look up"));
+    assert!(case(r#"backend: "b" timeout_ms: 400000"#).contains("over the limit"));
+    assert!(
+        case(r#"backend: "b" schedule: { cron: "* * * * * *" }"#)
+            .contains("schedule is not served")
+    );
+    // And a collection rule still cannot see `args`.
+    let collection = compile(
+        r#"message B { option (protosync.v1.collection) = { name: "b" read: "args.x == 1" }; string x = 1; }"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        collection.contains("unknown variable `args`"),
+        "{collection}"
+    );
+}

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use protosync_auth::Authenticator;
+use protosync_dispatch::{Backends, Dispatcher};
 use protosync_engine::Engine;
 use tokio::net::TcpListener;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Who is calling, for every transport.
     pub auth: Arc<Authenticator>,
+    /// Forwards action calls to the app's backends.
+    pub actions: Arc<Dispatcher>,
     anonymous: Arc<limiter::AnonymousLimiter>,
     /// Timers and limits of sync connections (and the anonymous rate limit).
     pub sync: Arc<SyncConfig>,
@@ -49,13 +52,16 @@ impl FromRef<AppState> for Arc<Engine> {
 }
 
 impl AppState {
-    /// The state of a gateway over `engine`, not yet closing and without allocator figures.
+    /// The state of a gateway over `engine`, not yet closing, without
+    /// allocator figures and without backends (every action call answers
+    /// `ACTION_UNAVAILABLE` until [`AppState::with_backends`]).
     pub fn new(engine: Arc<Engine>, sync: SyncConfig, auth: Authenticator) -> AppState {
         let (close, closing) = tokio::sync::watch::channel(false);
         let anonymous = Arc::new(limiter::AnonymousLimiter::new(
             sync.anonymous_requests_per_minute,
         ));
         AppState {
+            actions: Arc::new(Dispatcher::new(engine.clone(), Backends::default())),
             engine,
             auth: Arc::new(auth),
             anonymous,
@@ -65,6 +71,13 @@ impl AppState {
             close: Arc::new(close),
             memory: None,
         }
+    }
+
+    /// Forwards action calls to `backends` (check them against the schema
+    /// first with [`Backends::check`]).
+    pub fn with_backends(mut self, backends: Backends) -> AppState {
+        self.actions = Arc::new(Dispatcher::new(self.engine.clone(), backends));
+        self
     }
 
     /// Adds the allocator's figures to `/metrics`.

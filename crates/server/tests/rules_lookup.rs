@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protosync_auth::{ApiKeyConfig, AuthConfig, Authenticator, ProviderConfig};
+use protosync_auth::{ApiKeyConfig, AuthConfig, Authenticator};
 use protosync_client::{Client, ClientConfig, ClientEvent, op, wire};
 use protosync_schema::Registry;
 use protosync_server::SyncConfig;
@@ -70,21 +70,7 @@ fn token(sub: &str) -> String {
 async fn chat_node(backing: &Backing) -> Node {
     let registry = Arc::new(Registry::from_sources(&[("chat/v1/chat.proto", SCHEMA)]).unwrap());
     let auth = Authenticator::new(AuthConfig {
-        providers: vec![ProviderConfig {
-            name: "chat".into(),
-            issuer: ISSUER.into(),
-            audience: vec!["chat".into()],
-            algorithms: vec!["HS256".into()],
-            secret: Some(SECRET.into()),
-            jwks_url: None,
-            jwks_file: None,
-            public_key_pem: None,
-            jwks_ttl_seconds: 600,
-            jwks_min_refetch_seconds: 10,
-            service_role: None,
-            required_claims: None,
-            max_token_age_seconds: None,
-        }],
+        providers: vec![support::hs256_provider("chat", ISSUER, "chat", SECRET)],
         api_keys: vec![ApiKeyConfig {
             name: "chat-service".into(),
             sha256: sha256(SERVICE_KEY),

@@ -22,3 +22,18 @@ pub(crate) fn recorded_outcome(
 pub(crate) fn encode_outcome(outcome: &CommitOutcome) -> Result<String, StoreError> {
     serde_json::to_string(outcome).map_err(|e| StoreError::Internal(e.to_string()))
 }
+
+/// A stored action call, decoded.
+pub(crate) fn call_record(
+    key: &str,
+    request_hash: String,
+    outcome: &str,
+) -> Result<crate::CallRecord, StoreError> {
+    let outcome = serde_json::from_str(outcome)
+        .map_err(|e| StoreError::Internal(format!("recorded call of key {key:?}: {e}")))?;
+    Ok(crate::CallRecord {
+        key: key.to_owned(),
+        request_hash,
+        outcome,
+    })
+}

@@ -11,6 +11,9 @@
 //! that sees seq N has seen every commit below N. Both serialize the
 //! assignment of seqs through one counter row updated inside the commit.
 //!
+//! Completed action calls are kept here under their idempotency keys
+//! ([`CallRecord`]), so a retry on any process gets the first outcome.
+//!
 //! Token revocations are kept here too, in their own small log (see
 //! [`Revocation`]), so every process on one database refuses a revoked token
 //! and a restart does not forget it.
@@ -249,6 +252,20 @@ pub struct ProjectedDocument {
     pub hash: Option<String>,
 }
 
+/// A completed action call, kept under its idempotency key so a retry gets
+/// the same outcome without calling the backend again. Pruned with the
+/// mutations' idempotency records ([`StoreOptions::idempotency_retention`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    /// The caller's idempotency key, as sent.
+    pub key: String,
+    /// A hash of the caller, the action and the arguments: a retry matches
+    /// it; another caller or other arguments reusing the key do not.
+    pub request_hash: String,
+    /// What the call returned (the dispatcher's encoding).
+    pub outcome: Value,
+}
+
 /// A position in the revocation log: every [`Store::revoke`] gets the next
 /// one. Like [`Seq`], they become visible in order, so a reader that has
 /// read up to N has seen every revocation up to N.
@@ -407,6 +424,15 @@ pub trait Store: Send + Sync + 'static {
         after: RevocationSeq,
         max: usize,
     ) -> Result<Vec<Revocation>, StoreError>;
+
+    /// The completed action call recorded under `key`, if any (and not yet
+    /// pruned).
+    async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, StoreError>;
+
+    /// Records a completed call unless one is recorded under its key
+    /// already, and returns the one that is recorded: the first wins, so
+    /// two racing retries both answer with the same outcome.
+    async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError>;
 
     /// A watch on the latest seq this process knows to be committed: it moves
     /// after local commits and, for shared stores, on wake-ups from other

@@ -195,6 +195,7 @@ conformance!(
     revocations_past_their_keep_until_are_pruned,
     revocations_of_unstorable_jtis_are_refused,
     the_database_secret_is_random_and_shared_by_every_process,
+    a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned,
 );
 
 #[path = "conformance/defaults.rs"]
@@ -1338,4 +1339,41 @@ async fn a_mutation_the_database_cannot_store_fails_alone(h: Harness) {
         .await
         .unwrap();
     assert_eq!(next.seq, Seq(seqs.len() as u64 + 1));
+}
+
+/// Completed action calls: the first record of a key wins, also when
+/// another process records the same key; the record survives reopening and
+/// goes with the idempotency retention.
+async fn a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned(h: Harness) {
+    use protosync_store::CallRecord;
+    let record = |hash: &str, outcome: Value| CallRecord {
+        key: "k1".into(),
+        request_hash: hash.into(),
+        outcome,
+    };
+    assert_eq!(h.store.recorded_call("k1").await.unwrap(), None);
+    let first = record("h1", json!({"result": {"status": "sent"}, "seq": "0"}));
+    assert_eq!(h.store.record_call(first.clone()).await.unwrap(), first);
+    let other = h.open_again(StoreOptions::default()).await;
+    let late = record("h2", json!({"result": {"status": "other"}}));
+    assert_eq!(
+        other.record_call(late).await.unwrap(),
+        first,
+        "a second record of the key keeps and returns the first"
+    );
+    assert_eq!(
+        other.recorded_call("k1").await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(h.store.recorded_call("k2").await.unwrap(), None);
+    let forgetful = h
+        .open_again(StoreOptions {
+            idempotency_retention: Duration::ZERO,
+            ..StoreOptions::default()
+        })
+        .await;
+    // Created at least a millisecond before the prune's cutoff.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    forgetful.prune().await.unwrap();
+    assert_eq!(h.store.recorded_call("k1").await.unwrap(), None, "pruned");
 }

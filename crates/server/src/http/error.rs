@@ -1,18 +1,21 @@
-//! Every error answer is `{"error": {"code", "message", "path"?}}` with the
+//! Every error answer is `{"error": {"code", "message", "path"?, "backendCode"?}}` with the
 //! HTTP status its code declares (`protosync_core::ErrorCode`).
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protosync_core::ErrorCode;
+use protosync_dispatch::CallError;
 use protosync_engine::EngineError;
 use serde_json::json;
 
 pub struct ApiError {
     code: ErrorCode,
     message: String,
-    /// For invalid documents: the offending field.
+    /// For invalid documents and arguments: the offending field.
     path: Option<String>,
+    /// For `ACTION_FAILED` from a backend's error answer: its own code.
+    backend_code: Option<String>,
 }
 
 impl ApiError {
@@ -21,6 +24,7 @@ impl ApiError {
             code,
             message: message.into(),
             path: None,
+            backend_code: None,
         }
     }
 
@@ -39,11 +43,26 @@ impl From<EngineError> for ApiError {
             code: e.code(),
             message: e.to_string(),
             path,
+            backend_code: None,
         };
         if error.status().is_server_error() {
             tracing::error!(error = %e, "request failed");
         }
         error
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(e: CallError) -> Self {
+        if e.code == ErrorCode::Internal {
+            tracing::error!(error = %e, "call failed");
+        }
+        ApiError {
+            code: e.code,
+            message: e.message,
+            path: e.path,
+            backend_code: e.backend_code,
+        }
     }
 }
 
@@ -53,6 +72,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(path) = self.path {
             error["path"] = json!(path);
+        }
+        if let Some(code) = self.backend_code {
+            error["backendCode"] = json!(code);
         }
         (status, Json(json!({ "error": error }))).into_response()
     }

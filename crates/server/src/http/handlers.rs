@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use protosync_core::StoredDocument;
+use protosync_dispatch::CallRequest;
 use protosync_engine::limits::{MAX_JSON_DEPTH, MAX_REQUEST_BYTES, json_too_deep};
 use protosync_engine::{Engine, Identity, MutationRequest};
 use protosync_query::QueryRequest;
@@ -106,6 +107,46 @@ pub(super) async fn get_document(
     Ok(Json(
         json!({"id": id, "version": version.to_string(), "seq": read.seq.to_string(), "doc": body}),
     ))
+}
+
+/// `POST /v1/actions/{service}/{method}` with `{"args", "idempotencyKey"?}`:
+/// the action's result, and the seq of the backend's writes when it gave one.
+pub(super) async fn call_action(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
+    let Path((service, method)) =
+        path.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Call {
+        #[serde(default = "empty_object")]
+        args: Value,
+        #[serde(default)]
+        idempotency_key: Option<String>,
+    }
+    fn empty_object() -> Value {
+        json!({})
+    }
+    let call: Call = parse(body, ErrorCode::InvalidArgument)?;
+    let request = CallRequest {
+        action: format!("{service}/{method}"),
+        args: call.args,
+        idempotency_key: call.idempotency_key,
+    };
+    let outcome = state.actions.call(&identity, &request).await?;
+    let mut answer = json!({"result": outcome.result});
+    if let Some(seq) = outcome.seq {
+        answer["seq"] = json!(seq.to_string());
+    }
+    if outcome.duplicate {
+        answer["duplicate"] = json!(true);
+    }
+    Ok(Json(answer))
 }
 
 pub(super) async fn healthz() -> Json<Value> {

@@ -47,6 +47,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/projections/{projector}/rebuild/{generation}/swap",
             post(projections::swap),
         )
+        .route(
+            "/v1/actions/{service}/{method}",
+            post(handlers::call_action),
+        )
         .route("/v1/sync", get(crate::sync::upgrade))
         .route("/v1/subscribe", get(crate::sync::sse::subscribe))
         .route("/healthz", get(handlers::healthz))

@@ -1,5 +1,6 @@
 //! One sync connection once it is welcomed: a loop that reads client
-//! messages and dispatches them, runs mutations in their own tasks, sends
+//! messages and dispatches them, runs mutations and action calls in their
+//! own tasks (a slow backend delays only its own call's answer), sends
 //! transitions when there is news and room in the outbound queue, beats the
 //! heartbeat, and pauses live updates when the token expires or is revoked.
 //! The opening is handshake.rs; the queue and its writer, outbound.rs.
@@ -11,6 +12,7 @@ use axum::extract::ws::WebSocket;
 use futures::stream::{FuturesUnordered, SplitStream};
 use futures::{FutureExt, StreamExt};
 use protosync_core::{ErrorCode, Seq};
+use protosync_dispatch::{CallError, CallOutcome};
 use protosync_engine::live::view::ResetReason;
 use protosync_engine::{EngineError, Identity, LiveView};
 use protosync_protocol::Codec;
@@ -28,6 +30,14 @@ use crate::AppState;
 
 type MutationDone =
     futures::future::BoxFuture<'static, (String, Result<CommitOutcome, EngineError>)>;
+type CallDone = futures::future::BoxFuture<'static, (String, Result<CallOutcome, CallError>)>;
+
+/// What a connection has started and not answered yet.
+#[derive(Default)]
+struct InFlight {
+    mutations: FuturesUnordered<MutationDone>,
+    calls: FuturesUnordered<CallDone>,
+}
 
 pub(super) async fn run(
     socket: WebSocket,
@@ -118,7 +128,7 @@ impl Connection {
     }
 
     pub(super) async fn run(mut self, mut view: LiveView) {
-        let mut mutations: FuturesUnordered<MutationDone> = FuturesUnordered::new();
+        let mut in_flight = InFlight::default();
         let mut heartbeat = tokio::time::interval(self.state.sync.heartbeat_interval);
         heartbeat.tick().await;
         let mut last_heard = Instant::now();
@@ -175,7 +185,7 @@ impl Connection {
                 received = receive(&mut self.incoming, self.codec) => {
                     last_heard = Instant::now();
                     match received {
-                        Received::Message(message) => Box::pin(self.handle(&mut view, &mut mutations, message)).await,
+                        Received::Message(message) => Box::pin(self.handle(&mut view, &mut in_flight, message)).await,
                         Received::Undecodable(e, request_id, subscription_id) => {
                             self.send(error_message(ErrorCode::BadFrame, &e.to_string(), &request_id, &subscription_id, String::new())).await;
                         }
@@ -190,7 +200,15 @@ impl Connection {
                 _ = outbound.reserve(), if wants => {}
                 // The writer gave up (the client stopped reading, or the socket died).
                 _ = outbound.closed() => return,
-                Some((request_id, result)) = mutations.next(), if !mutations.is_empty() => {
+                Some((request_id, answer)) = in_flight.calls.next(), if !in_flight.calls.is_empty() => {
+                    if let Ok(CallOutcome { seq: Some(seq), .. }) = &answer {
+                        self.min_target = self.min_target.max(*seq);
+                    }
+                    if !self.send(convert::call_answer(&request_id, &answer)).await {
+                        return;
+                    }
+                }
+                Some((request_id, result)) = in_flight.mutations.next(), if !in_flight.mutations.is_empty() => {
                     let message = match &result {
                         Ok(outcome) => {
                             self.min_target = self.min_target.max(outcome.seq);
@@ -229,7 +247,7 @@ impl Connection {
     async fn handle(
         &mut self,
         view: &mut LiveView,
-        mutations: &mut FuturesUnordered<MutationDone>,
+        in_flight: &mut InFlight,
         message: wire::ClientMessage,
     ) {
         let Some(message) = message.message else {
@@ -291,22 +309,37 @@ impl Connection {
                     self.send(error(&e, "", &unsubscribe.subscription_id)).await;
                 }
             }
-            client_message::Message::Mutate(mutate) => {
-                // Read before the expiry timer may have fired: never a write at or after `exp`.
-                if self.paused.is_none()
-                    && self.identity.expires_at().is_some_and(super::has_passed)
-                {
-                    self.pause_expired().await;
+            client_message::Message::Call(call) => {
+                if self.refused_while_paused(&call.request_id).await {
+                    return;
                 }
-                if let Some(code) = self.paused {
-                    self.send(error_message(
-                        code,
-                        "authenticate with a fresh token first",
-                        &mutate.request_id,
-                        "",
-                        String::new(),
-                    ))
-                    .await;
+                if in_flight.calls.len() >= self.state.sync.max_inflight_calls {
+                    let e = EngineError::LimitExceeded(format!(
+                        "{} action calls are already in flight on this connection",
+                        self.state.sync.max_inflight_calls
+                    ));
+                    self.send(error(&e, &call.request_id, "")).await;
+                    return;
+                }
+                let request = convert::call_request(&call);
+                let (actions, identity) = (self.state.actions.clone(), self.identity.clone());
+                // Spawned: the backend's time is spent outside this loop.
+                let task = tokio::spawn(async move { actions.call(&identity, &request).await });
+                let request_id = call.request_id;
+                in_flight.calls.push(
+                    async move {
+                        let answer = task.await.unwrap_or_else(|e| {
+                            Err(CallError::from(EngineError::Internal(format!(
+                                "the call task failed: {e}"
+                            ))))
+                        });
+                        (request_id, answer)
+                    }
+                    .boxed(),
+                );
+            }
+            client_message::Message::Mutate(mutate) => {
+                if self.refused_while_paused(&mutate.request_id).await {
                     return;
                 }
                 if !self.budget.take() {
@@ -324,7 +357,7 @@ impl Connection {
                     .await;
                     return;
                 }
-                if mutations.len() >= self.state.sync.max_inflight_mutations {
+                if in_flight.mutations.len() >= self.state.sync.max_inflight_mutations {
                     let e = EngineError::LimitExceeded(format!(
                         "{} mutations are already in flight on this connection",
                         self.state.sync.max_inflight_mutations
@@ -342,7 +375,7 @@ impl Connection {
                         let identity = self.identity.clone();
                         let commit =
                             tokio::spawn(async move { engine.mutate(&identity, &request).await });
-                        mutations.push(
+                        in_flight.mutations.push(
                             async move {
                                 let result = commit.await.unwrap_or_else(|e| {
                                     Err(EngineError::Internal(format!(
@@ -370,6 +403,27 @@ impl Connection {
 }
 
 impl Connection {
+    /// Refuses request `request_id` while live updates are paused (the
+    /// token expired or was revoked). Read before the expiry timer may have
+    /// fired: never a write or call at or after `exp`.
+    async fn refused_while_paused(&mut self, request_id: &str) -> bool {
+        if self.paused.is_none() && self.identity.expires_at().is_some_and(super::has_passed) {
+            self.pause_expired().await;
+        }
+        let Some(code) = self.paused else {
+            return false;
+        };
+        self.send(error_message(
+            code,
+            "authenticate with a fresh token first",
+            request_id,
+            "",
+            String::new(),
+        ))
+        .await;
+        true
+    }
+
     async fn pause_expired(&mut self) {
         self.pause(
             ErrorCode::TokenExpired,

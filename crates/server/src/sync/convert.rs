@@ -1,10 +1,11 @@
 //! Between wire messages and engine requests and results.
 
 use protosync_core::ErrorCode;
+use protosync_dispatch::{CallError, CallOutcome, CallRequest};
 use protosync_engine::mutation::{OpBody, OpRequest};
 use protosync_engine::{EngineError, MutationRequest, TargetRequest};
 use protosync_protocol::wire::{self, operation, subscribe};
-use protosync_protocol::{struct_to_json, value_to_json};
+use protosync_protocol::{json_to_struct, struct_to_json, value_to_json};
 use protosync_query::QueryRequest;
 use protosync_query::query::{ConditionRequest, OrderRequest};
 use protosync_store::CommitOutcome;
@@ -131,7 +132,45 @@ pub fn error_message(
         request_id: request_id.to_owned(),
         subscription_id: subscription_id.to_owned(),
         path,
+        backend_code: String::new(),
     }))
+}
+
+/// A wire `Call` as the dispatcher's request; an empty idempotency key is none.
+pub fn call_request(call: &wire::Call) -> CallRequest {
+    CallRequest {
+        action: call.action.clone(),
+        args: call
+            .args
+            .as_ref()
+            .map_or_else(|| serde_json::json!({}), struct_to_json),
+        idempotency_key: (!call.idempotency_key.is_empty()).then(|| call.idempotency_key.clone()),
+    }
+}
+
+/// The `CallResult` or `Error` that answers call `request_id`.
+pub fn call_answer(
+    request_id: &str,
+    answer: &Result<CallOutcome, CallError>,
+) -> wire::ServerMessage {
+    match answer {
+        Ok(outcome) => server(wire::server_message::Message::CallResult(
+            wire::CallResult {
+                request_id: request_id.to_owned(),
+                result: Some(json_to_struct(&outcome.result)),
+                seq: outcome.seq.map_or(0, |s| s.0),
+                duplicate: outcome.duplicate,
+            },
+        )),
+        Err(e) => server(wire::server_message::Message::Error(wire::Error {
+            code: e.code.as_str().to_owned(),
+            message: e.message.clone(),
+            request_id: request_id.to_owned(),
+            subscription_id: String::new(),
+            path: e.path.clone().unwrap_or_default(),
+            backend_code: e.backend_code.clone().unwrap_or_default(),
+        })),
+    }
 }
 
 /// Wraps one server message in its envelope.

@@ -139,6 +139,7 @@ impl Connection {
                 max_subscriptions: protosync_engine::live::view::MAX_SUBSCRIPTIONS_PER_SESSION
                     as u32,
                 max_inflight_mutations: self.state.sync.max_inflight_mutations as u32,
+                max_inflight_calls: self.state.sync.max_inflight_calls as u32,
                 idle_timeout_ms: self.state.sync.idle_timeout.as_millis() as u32,
             }),
         };

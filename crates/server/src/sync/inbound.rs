@@ -61,7 +61,7 @@ fn violation(error: axum::Error) -> Received {
     }
 }
 
-/// Best effort: the requestId of a mutate and the subscriptionId of a
+/// Best effort: the requestId of a mutate or call and the subscriptionId of a
 /// subscribe or unsubscribe in a JSON frame that did not decode.
 fn ids_in(text: &str) -> (String, String) {
     let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
@@ -81,5 +81,9 @@ fn ids_in(text: &str) -> (String, String) {
     .into_iter()
     .find(|s| !s.is_empty())
     .unwrap_or_default();
-    (field("mutate", "requestId"), subscription)
+    let request = [field("mutate", "requestId"), field("call", "requestId")]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .unwrap_or_default();
+    (request, subscription)
 }

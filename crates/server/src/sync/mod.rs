@@ -45,6 +45,10 @@ pub struct SyncConfig {
     pub outbound_queue_frames: usize,
     /// Mutations one connection may have in flight. Default 32.
     pub max_inflight_mutations: usize,
+    /// Action calls one connection may have in flight. Each runs in its own
+    /// task, so a slow backend delays only its own answers; the bound keeps
+    /// one client from holding many backend requests open. Default 16.
+    pub max_inflight_calls: usize,
     /// Largest frame a client may send, in bytes. Default
     /// [`MAX_REQUEST_BYTES`](protosync_engine::limits::MAX_REQUEST_BYTES), 8 MiB.
     pub max_frame_bytes: usize,
@@ -64,6 +68,7 @@ impl Default for SyncConfig {
             write_timeout: Duration::from_secs(30),
             outbound_queue_frames: 32,
             max_inflight_mutations: 32,
+            max_inflight_calls: 16,
             max_frame_bytes: protosync_engine::limits::MAX_REQUEST_BYTES,
             max_mutations_per_second: 100,
             anonymous_requests_per_minute: 600,

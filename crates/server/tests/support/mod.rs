@@ -55,6 +55,30 @@ pub(crate) fn registry() -> Arc<Registry> {
     Arc::new(Registry::load_dir(&example_schema_dir()).unwrap())
 }
 
+/// An HS256 token provider: `name`, its issuer and audience, and the shared secret.
+pub(crate) fn hs256_provider(
+    name: &str,
+    issuer: &str,
+    audience: &str,
+    secret: &str,
+) -> protosync_auth::ProviderConfig {
+    protosync_auth::ProviderConfig {
+        name: name.into(),
+        issuer: issuer.into(),
+        audience: vec![audience.into()],
+        algorithms: vec!["HS256".into()],
+        secret: Some(secret.into()),
+        jwks_url: None,
+        jwks_file: None,
+        public_key_pem: None,
+        jwks_ttl_seconds: 600,
+        jwks_min_refetch_seconds: 10,
+        service_role: None,
+        required_claims: None,
+        max_token_age_seconds: None,
+    }
+}
+
 /// A server on 127.0.0.1 for the life of the value.
 pub(crate) struct Node {
     pub http: String,
@@ -85,8 +109,19 @@ impl Node {
         sync: SyncConfig,
         auth: protosync_auth::Authenticator,
     ) -> Node {
+        Node::start_with_backends(registry, store, sync, auth, Default::default()).await
+    }
+
+    /// A node whose actions are forwarded to `backends`.
+    pub(crate) async fn start_with_backends(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        sync: SyncConfig,
+        auth: protosync_auth::Authenticator,
+        backends: protosync_dispatch::Backends,
+    ) -> Node {
         let engine = Arc::new(Engine::start(registry, store.clone()).await.unwrap());
-        let state = AppState::new(engine, sync, auth);
+        let state = AppState::new(engine, sync, auth).with_backends(backends);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
@@ -463,6 +498,20 @@ impl Store for RecordingStore {
         max: usize,
     ) -> Result<Vec<protosync_store::Revocation>, protosync_store::StoreError> {
         self.inner.revocations_after(after, max).await
+    }
+
+    async fn recorded_call(
+        &self,
+        key: &str,
+    ) -> Result<Option<protosync_store::CallRecord>, protosync_store::StoreError> {
+        self.inner.recorded_call(key).await
+    }
+
+    async fn record_call(
+        &self,
+        record: protosync_store::CallRecord,
+    ) -> Result<protosync_store::CallRecord, protosync_store::StoreError> {
+        self.inner.record_call(record).await
     }
 
     fn commits(&self) -> tokio::sync::watch::Receiver<Seq> {

@@ -121,6 +121,15 @@ CREATE TABLE protosync_projection_staging (
     PRIMARY KEY (projector, collection, id)
 );
 "#,
+    r#"
+CREATE TABLE protosync_action_calls (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
+"#,
 ];
 
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {

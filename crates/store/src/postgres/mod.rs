@@ -26,8 +26,10 @@
 //!   a group's transaction, and the snapshot reads of the drift check;
 //! - `rebuilds`: staging a projector's rebuild beside its live documents;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
-//!   pruning, and the revocation log.
+//!   pruning, and the revocation log;
+//! - `calls`: completed action calls under their idempotency keys.
 
+mod calls;
 mod committer;
 mod declared_indexes;
 mod group_commit;
@@ -50,8 +52,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use crate::{
-    Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt, Rebuild,
-    Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
+    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
     StoredDocument, refuse_invalid_jti,
 };
 
@@ -241,6 +243,14 @@ impl Store for PostgresStore {
         max: usize,
     ) -> Result<Vec<Revocation>, StoreError> {
         revocations::revocations_after(&self.pool, after, max).await
+    }
+
+    async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, StoreError> {
+        calls::recorded_call(&self.pool, key).await
+    }
+
+    async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {
+        calls::record_call(&self.pool, &record).await
     }
 
     fn commits(&self) -> watch::Receiver<Seq> {

@@ -39,6 +39,11 @@ pub(super) async fn prune(pool: &Pool, options: &StoreOptions) -> Result<Seq, St
     )
     .await?;
     tx.execute(
+        "DELETE FROM protosync_action_calls WHERE created_at_ms < $1",
+        &[&cutoffs.idempotency_ms],
+    )
+    .await?;
+    tx.execute(
         "DELETE FROM protosync_revocations WHERE keep_until_ms < $1",
         &[&cutoffs.now_ms],
     )

@@ -119,6 +119,15 @@ CREATE TABLE protosync_projection_staging (
     PRIMARY KEY (projector, collection, id)
 ) WITHOUT ROWID;
 "#,
+    r#"
+CREATE TABLE protosync_action_calls (
+    key TEXT PRIMARY KEY,
+    request_hash TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

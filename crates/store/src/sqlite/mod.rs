@@ -21,8 +21,10 @@
 //!   a group's transaction, and the snapshot reads of the drift check;
 //! - `rebuilds`: staging a projector's rebuild beside its live documents;
 //! - `indexes`, `retention`, `revocations`: building declared indexes,
-//!   pruning, and the revocation log.
+//!   pruning, and the revocation log;
+//! - `calls`: completed action calls under their idempotency keys.
 
+mod calls;
 mod connections;
 mod declared_indexes;
 mod group_commit;
@@ -44,8 +46,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
-    Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt, Rebuild,
-    Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
+    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
     StoredDocument, refuse_invalid_jti,
 };
 
@@ -257,6 +259,18 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Revocation>, StoreError> {
         self.readers
             .read(move |tx| revocations::revocations_after(tx, after, max))
+            .await
+    }
+
+    async fn recorded_call(&self, key: &str) -> Result<Option<CallRecord>, StoreError> {
+        let key = key.to_owned();
+        self.readers
+            .read(move |tx| calls::recorded_call(tx, &key))
+            .await
+    }
+
+    async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {
+        self.write(move |conn| calls::record_call(conn, &record))
             .await
     }
 

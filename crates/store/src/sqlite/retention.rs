@@ -1,5 +1,6 @@
 //! Pruning on SQLite, on the writer thread: drops change-log entries and
-//! idempotency records older than their retention and revocations past
+//! idempotency records (of mutations and action calls) older than
+//! their retention and revocations past
 //! their `keep_until_ms`, and raises the log floor, in one transaction.
 //! Where the cutoffs lie is decided in [`crate::retention`]. It never
 //! lowers the floor and never drops a commit above it.
@@ -29,6 +30,10 @@ pub(super) fn prune(conn: &mut Connection, options: &StoreOptions) -> Result<Seq
     }
     tx.execute(
         "DELETE FROM protosync_idempotency WHERE created_at_ms < ?1",
+        [cutoffs.idempotency_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM protosync_action_calls WHERE created_at_ms < ?1",
         [cutoffs.idempotency_ms],
     )?;
     tx.execute(
