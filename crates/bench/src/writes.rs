@@ -89,7 +89,7 @@ async fn measure(
                         })
                     })
                     .collect();
-                engine.mutate(&service, &MutationRequest { idempotency_key: None, ops }).await?;
+                engine.mutate(&service, &MutationRequest { idempotency_key: None, ops }, None).await?;
                 bar.inc(1);
             }
             anyhow::Ok(())

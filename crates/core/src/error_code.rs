@@ -104,6 +104,7 @@ error_codes! {
     ActionFailed = "ACTION_FAILED", 502, Both, "The backend answered with an error (its code and message are passed on) or with a result that does not fit the response message.";
     ActionTimeout = "ACTION_TIMEOUT", 504, Both, "The backend did not answer within the action's timeout.";
     ActionUnavailable = "ACTION_UNAVAILABLE", 503, Both, "The backend cannot be reached or is not configured.";
+    ChangesTruncated = "CHANGES_TRUNCATED", 410, Http, "The change feed was asked for commits older than the change log keeps.";
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -1,5 +1,5 @@
 use protosync_core::ErrorCode;
-use protosync_core::Version;
+use protosync_core::{Seq, Version};
 use protosync_query::QueryError;
 use protosync_schema::DocumentError;
 use protosync_store::{Rejection, StoreError};
@@ -103,6 +103,15 @@ pub enum EngineError {
     /// that generation.
     #[error("{0}")]
     UnknownRebuild(String),
+    /// `CHANGES_TRUNCATED`: the change feed was asked for commits older
+    /// than the change log keeps.
+    #[error(
+        "the change log keeps commits after seq {floor} only; read after {floor} (and reload state from a query or an export)"
+    )]
+    ChangesTruncated {
+        /// The log's floor: the oldest seq a read may start after.
+        floor: Seq,
+    },
     /// `UNAVAILABLE`: the database cannot be reached; the request may be retried.
     #[error("{0}")]
     Unavailable(String),
@@ -131,6 +140,7 @@ impl EngineError {
             EngineError::UnknownSubscription(_) => ErrorCode::UnknownSubscription,
             EngineError::ProjectorConflict(_) => ErrorCode::ProjectorConflict,
             EngineError::UnknownRebuild(_) => ErrorCode::UnknownRebuild,
+            EngineError::ChangesTruncated { .. } => ErrorCode::ChangesTruncated,
             EngineError::Unavailable(_) => ErrorCode::Unavailable,
             EngineError::Internal(_) => ErrorCode::Internal,
         }

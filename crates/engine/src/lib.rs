@@ -10,6 +10,8 @@
 //! It never speaks HTTP or WebSocket, and never touches SQL.
 
 pub mod access;
+pub mod audit;
+pub mod changes;
 mod error;
 pub mod limits;
 pub mod live;
@@ -164,12 +166,15 @@ impl Engine {
     /// Checks a mutation against the schema, the limits and `identity`'s write access, and
     /// commits it atomically; a retry with the same idempotency key returns the first
     /// outcome.
+    /// `request_id` is kept with the commit for the change feed.
     pub async fn mutate(
         &self,
         identity: &Identity,
         request: &MutationRequest,
+        request_id: Option<&str>,
     ) -> Result<CommitOutcome, EngineError> {
-        let mutation = mutation::prepare(&self.registry, request, identity)?;
+        let mut mutation = mutation::prepare(&self.registry, request, identity)?;
+        mutation.audit = audit::audit(identity, request_id);
         Ok(self.store.commit(mutation).await?)
     }
 
@@ -180,10 +185,33 @@ impl Engine {
         identity: &Identity,
         projector: &str,
         request: &projection::ProjectionRequest,
+        request_id: Option<&str>,
     ) -> Result<projection::ProjectionOutcome, EngineError> {
-        let mutation = projection::prepare(&self.registry, projector, request, identity)?;
+        let mut mutation = projection::prepare(&self.registry, projector, request, identity)?;
+        mutation.audit = audit::audit(identity, request_id);
         let committed = self.store.commit(mutation.clone()).await?;
         Ok(projection::outcome(&mutation, committed))
+    }
+
+    /// The change feed: up to `max` commits after `after`, in seq order,
+    /// with their audit records, for services only. With `collections`,
+    /// each commit keeps only changes to those, and commits left with none
+    /// are skipped; `through` says how far the read went either way. A
+    /// service limited to some collections sees only those.
+    pub async fn changes(
+        &self,
+        identity: &Identity,
+        after: Seq,
+        collections: Option<&[String]>,
+        max: usize,
+    ) -> Result<changes::ChangePage, EngineError> {
+        changes::read(&*self.store, identity, after, collections, max).await
+    }
+
+    /// A watch on the newest seq this process knows committed: a change
+    /// feed waits on it for news.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<Seq> {
+        self.store.commits()
     }
 
     /// A projector's checkpoint; `None` before its first batch.
@@ -412,7 +440,7 @@ mod tests {
                 {"upsert": {"collection": "work_items", "id": format!("w{i}"),
                             "doc": {"title": "x".repeat(200 * 1024)}}}]}))
             .unwrap();
-            let seq = engine.mutate(&service, &request).await.unwrap().seq;
+            let seq = engine.mutate(&service, &request, None).await.unwrap().seq;
             tail.wait_for(|t| *t >= seq).await.unwrap();
             let (bytes, _) = engine.commit_buffer();
             assert!(bytes <= BUDGET, "after commit {i}: {bytes} bytes buffered");

@@ -133,6 +133,7 @@ pub fn prepare(
         access,
         accepted_at_ms,
         projection: None,
+        audit: Default::default(),
     })
 }
 

@@ -144,6 +144,7 @@ pub fn prepare(
             checkpoint: request.checkpoint,
             mode: ProjectionMode::Incremental,
         }),
+        audit: crate::audit::audit(identity, None),
     })
 }
 
@@ -336,6 +337,7 @@ async fn swap_mutation(
                 writes_seen,
             },
         }),
+        audit: crate::audit::audit(identity, None),
     })
 }
 

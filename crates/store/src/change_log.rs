@@ -88,6 +88,7 @@ mod tests {
         CommitRecord {
             seq: Seq(seq),
             committed_at_ms: 0,
+            audit: crate::Audit::default(),
             changes: Vec::new(),
         }
     }

@@ -93,6 +93,7 @@ pub(crate) fn mutation(ops: Vec<WriteOp>) -> Mutation {
         access: crate::WriteAccess::Trusted,
         accepted_at_ms: 0,
         projection: None,
+        audit: crate::Audit::default(),
     }
 }
 

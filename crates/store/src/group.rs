@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use crate::commit::{DocKey, Known, Undecided, keys_to_read, plan_commit_with};
 use crate::idempotency::{encode_outcome, recorded_outcome};
 use crate::projection::{Checkpoint, StoredStamp, decide};
-use crate::{CommitOutcome, Mutation, OpResult, Seq, StoreError, StoredDocument, Version};
+use crate::{Audit, CommitOutcome, Mutation, OpResult, Seq, StoreError, StoredDocument, Version};
 
 /// Each mutation's answer, in order, and the head after the group when
 /// anything committed.
@@ -112,8 +112,8 @@ pub(crate) struct GroupWrites {
     pub index_added: Vec<(String, String, Vec<u8>, String)>,
     /// (seq, ord, collection, id, version, body): the change log.
     pub changes: Vec<(Seq, i32, String, String, Version, Option<String>)>,
-    /// (seq, idempotency key) of every commit.
-    pub commits: Vec<(Seq, Option<String>)>,
+    /// (seq, idempotency key, audit) of every commit.
+    pub commits: Vec<(Seq, Option<String>, Audit)>,
     /// (key, request hash, seq, outcome).
     pub idempotency: Vec<(String, String, Seq, String)>,
     /// Projection stamps the group leaves, net per document: insert or
@@ -297,9 +297,11 @@ pub(crate) fn plan_group<'m>(
                 .idempotency
                 .push((key.key.clone(), key.request_hash.clone(), seq, encoded));
         }
-        writes
-            .commits
-            .push((seq, mutation.idempotency.as_ref().map(|k| k.key.clone())));
+        writes.commits.push((
+            seq,
+            mutation.idempotency.as_ref().map(|k| k.key.clone()),
+            mutation.audit.clone(),
+        ));
         answers.push(Ok(outcome));
     }
     for ((collection, id), state) in documents {
@@ -336,7 +338,7 @@ pub(crate) fn plan_group<'m>(
 /// follows. Checked in every build: it costs a pass over the group next to
 /// a database transaction, and it runs before anything is written.
 fn assert_gap_free(head: Seq, answers: &[Result<CommitOutcome, StoreError>], writes: &GroupWrites) {
-    let taken = || writes.commits.iter().map(|(seq, _)| *seq);
+    let taken = || writes.commits.iter().map(|(seq, ..)| *seq);
     assert!(
         taken()
             .zip(1..)
@@ -344,7 +346,7 @@ fn assert_gap_free(head: Seq, answers: &[Result<CommitOutcome, StoreError>], wri
         "a group after seq {head} took seqs {:?}",
         taken().collect::<Vec<_>>()
     );
-    let newest = writes.commits.last().map(|(seq, _)| *seq);
+    let newest = writes.commits.last().map(|(seq, ..)| *seq);
     assert_eq!(writes.head, newest, "the head after a group");
     let answered = answers
         .iter()
@@ -432,7 +434,7 @@ mod tests {
         ];
         let (answers, writes) = decide(&group, reads(10, Vec::new()));
         assert_eq!(seqs(&answers), [Some(11), None, Some(12), None, Some(13)]);
-        let committed: Vec<u64> = writes.commits.iter().map(|(s, _)| s.0).collect();
+        let committed: Vec<u64> = writes.commits.iter().map(|(s, ..)| s.0).collect();
         assert_eq!(committed, [11, 12, 13]);
         assert_eq!(writes.head, Some(Seq(13)));
         let changed: Vec<(u64, &str)> = writes
@@ -550,7 +552,10 @@ mod tests {
         assert!(!first.duplicate && retry.duplicate);
         assert_eq!((retry.seq, &retry.results), (first.seq, &first.results));
         assert!(matches!(&answers[2], Err(StoreError::IdempotencyKeyReused(k)) if k == "k"));
-        assert_eq!(writes.commits, [(Seq(1), Some("k".to_owned()))]);
+        assert_eq!(
+            writes.commits,
+            [(Seq(1), Some("k".to_owned()), Audit::default())]
+        );
         assert_eq!(writes.idempotency.len(), 1);
         assert_eq!(writes.changes.len(), 1);
     }
@@ -671,7 +676,7 @@ mod tests {
             }
             // A commit whose ops cancel out (created and deleted) is in
             // the log all the same, with no changes.
-            for (seq, _) in writes.commits {
+            for (seq, ..) in writes.commits {
                 assert!(
                     self.log.insert(seq, Vec::new()).is_none(),
                     "seq {seq} twice"

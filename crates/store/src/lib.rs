@@ -110,7 +110,25 @@ pub struct Mutation {
     /// only the ops that are not stale or unchanged are written
     /// ([`projection`]). `None` for every other write.
     pub projection: Option<ProjectionWrite>,
+    /// Who asked, kept with the commit for the change feed's audit trail.
+    pub audit: Audit,
 }
+
+/// Who made a commit, as the change log keeps it beside the commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// The caller: a token's subject or an API key's name; `None` when
+    /// unknown (an anonymous caller, a write from inside the server).
+    pub actor: Option<String>,
+    /// The request's id (the `X-Request-Id` header, or the sync
+    /// protocol's request id), if it had one.
+    pub request_id: Option<String>,
+}
+
+/// The longest actor or request id kept with a commit, in bytes; longer
+/// ones are cut at a character boundary (they are for people reading an
+/// audit trail, not keys).
+pub const MAX_AUDIT_BYTES: usize = 256;
 
 /// Who decides what a mutation may write.
 #[derive(Debug, Clone)]
@@ -235,6 +253,8 @@ pub struct CommitRecord {
     pub seq: Seq,
     /// When it committed, in milliseconds since the epoch (the store's clock).
     pub committed_at_ms: i64,
+    /// Who made it.
+    pub audit: Audit,
     /// One per document it wrote, in first-touched order.
     pub changes: Vec<Change>,
 }

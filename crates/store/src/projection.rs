@@ -270,6 +270,7 @@ pub(crate) fn decide(
             access: mutation.access.clone(),
             accepted_at_ms: mutation.accepted_at_ms,
             projection: None,
+            audit: mutation.audit.clone(),
         },
         projected,
         stamps: now.into_iter().collect(),

@@ -132,6 +132,7 @@ impl Harness {
                 access: protosync_store::WriteAccess::Trusted,
                 accepted_at_ms: 0,
                 projection: None,
+                audit: Default::default(),
             })
             .await
     }
@@ -375,6 +376,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             access: protosync_store::WriteAccess::Checked(authorize.clone()),
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await
         .unwrap_err();
@@ -417,6 +419,7 @@ async fn a_denied_op_rejects_the_mutation_and_writes_nothing(h: Harness) {
             access: protosync_store::WriteAccess::Checked(authorize),
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await;
     assert_eq!(ok.unwrap().seq, Seq(2));
@@ -701,6 +704,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await
         .unwrap();
@@ -713,6 +717,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await
         .unwrap();
@@ -731,6 +736,7 @@ async fn idempotent_retry_returns_the_first_outcome_and_writes_nothing(h: Harnes
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await;
     assert!(
@@ -834,6 +840,7 @@ async fn seq_is_gap_free_under_concurrent_writers_on_two_store_instances(h: Harn
                             access: protosync_store::WriteAccess::Trusted,
                             accepted_at_ms: 0,
                             projection: None,
+                            audit: Default::default(),
                         })
                         .await
                         .unwrap()
@@ -1107,6 +1114,7 @@ async fn changed_index_definitions_are_rebuilt_from_stored_documents(h: Harness)
             access: protosync_store::WriteAccess::Trusted,
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await
         .unwrap();
@@ -1193,7 +1201,7 @@ async fn concurrent_mutations_of_the_same_documents_agree_with_their_change_log(
                     key: format!("key-{}", m % 10),
                     request_hash: format!("hash-{}", rng.random_range(0..2)),
                 });
-                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, accepted_at_ms: 0, projection: None }).await);
+                answers.push(h.store.commit(Mutation { ops, idempotency, access: protosync_store::WriteAccess::Trusted, accepted_at_ms: 0, projection: None, audit: Default::default() }).await);
             }
             answers
         }));

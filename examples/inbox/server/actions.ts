@@ -19,7 +19,7 @@ import type { AddressInfo } from "node:net";
 import { type JsonObject, ProtosyncError } from "protosync";
 import { type ActionRequest, type ProtosyncHttpClient, type StoredDocument, verifyActionRequest } from "protosync/server";
 
-import { api, type ProposedAction } from "../web/src/protosync/api.js";
+import { api, type ConfirmRequest, type ProposedAction, type RespondRequest } from "../web/src/protosync/api.js";
 import { draftReply } from "./agent.js";
 import { readBody } from "./http-body.js";
 import { ids } from "./ingest.js";
@@ -95,7 +95,8 @@ export async function startActionServer(options: ActionServerOptions): Promise<A
 
 /** `Respond { actionId, followUp }` → `{ preview }`: the agent redrafts with every follow-up so far. */
 async function respond({ protosync }: ActionServerOptions, call: ActionRequest): Promise<Answer> {
-  const followUp = String(call.args.followUp ?? "").trim();
+  const args = call.args as unknown as RespondRequest;
+  const followUp = String(args.followUp ?? "").trim();
   if (followUp === "" || followUp.length > MAX_FOLLOW_UP_CHARS) {
     throw new ActionError(400, "INVALID_FOLLOW_UP", `a follow-up has 1 to ${MAX_FOLLOW_UP_CHARS} characters`);
   }
@@ -168,7 +169,7 @@ async function confirm(options: ActionServerOptions, call: ActionRequest, attemp
 
 /** The caller's proposal: a user may act on their own only (a service on any). */
 async function ownAction(protosync: ProtosyncHttpClient, call: ActionRequest): Promise<StoredDocument<ProposedAction>> {
-  const actionId = String(call.args.actionId ?? "");
+  const actionId = String((call.args as unknown as ConfirmRequest | RespondRequest).actionId ?? "");
   const action = actionId === "" ? null : await protosync.fetchQuery(api.proposedActions.get(actionId));
   const caller = call.auth?.sub;
   if (action === null || (call.caller === "client" && action.doc.ownerId !== caller)) {

@@ -14,6 +14,8 @@ pub struct ApiError {
     message: String,
     /// For invalid documents and arguments: the offending field.
     path: Option<String>,
+    /// For `CHANGES_TRUNCATED`: the oldest seq the feed can start after.
+    floor: Option<protosync_core::Seq>,
     /// For `ACTION_FAILED` from a backend's error answer: its own code.
     backend_code: Option<String>,
 }
@@ -24,6 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             path: None,
+            floor: None,
             backend_code: None,
         }
     }
@@ -39,10 +42,15 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidDocument { error, .. } => Some(error.path.clone()),
             _ => None,
         };
+        let floor = match &e {
+            EngineError::ChangesTruncated { floor } => Some(*floor),
+            _ => None,
+        };
         let error = ApiError {
             code: e.code(),
             message: e.to_string(),
             path,
+            floor,
             backend_code: None,
         };
         if error.status().is_server_error() {
@@ -61,6 +69,7 @@ impl From<CallError> for ApiError {
             code: e.code,
             message: e.message,
             path: e.path,
+            floor: None,
             backend_code: e.backend_code,
         }
     }
@@ -72,6 +81,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(path) = self.path {
             error["path"] = json!(path);
+        }
+        if let Some(floor) = self.floor {
+            error["floor"] = json!(floor.to_string());
         }
         if let Some(code) = self.backend_code {
             error["backendCode"] = json!(code);

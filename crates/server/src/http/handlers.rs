@@ -56,7 +56,10 @@ pub(super) async fn mutate(
 ) -> Answer {
     let identity = state.identity(&headers, peer).await?;
     let request: MutationRequest = parse(body, ErrorCode::InvalidDocument)?;
-    let outcome = state.engine.mutate(&identity, &request).await?;
+    let outcome = state
+        .engine
+        .mutate(&identity, &request, request_id(&headers))
+        .await?;
     let results: Vec<Value> = outcome
         .results
         .iter()
@@ -67,6 +70,15 @@ pub(super) async fn mutate(
         answer["duplicate"] = json!(true);
     }
     Ok(Json(answer))
+}
+
+/// The caller's `X-Request-Id`, kept with its commit for the change feed;
+/// `None` when absent or not visible ASCII.
+pub(super) fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
 }
 
 pub(super) async fn query(

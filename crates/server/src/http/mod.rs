@@ -1,5 +1,6 @@
 //! HTTP routes (docs/http-api.md).
 
+mod changes;
 mod cors;
 pub(crate) mod error;
 mod handlers;
@@ -22,6 +23,7 @@ pub(crate) fn router(state: AppState) -> Router {
             get(handlers::get_document),
         )
         .route("/v1/auth/revoke", post(handlers::revoke))
+        .route("/v1/changes", get(changes::changes))
         .route("/v1/projections/{projector}", get(projections::checkpoint))
         .route(
             "/v1/projections/{projector}/apply",

@@ -15,7 +15,7 @@ use protosync_store::Rebuild;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::handlers::parse;
+use super::handlers::{parse, request_id};
 use crate::AppState;
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -38,7 +38,7 @@ pub(super) async fn apply(
     let request: ProjectionRequest = parse(body, ErrorCode::InvalidDocument)?;
     let outcome = state
         .engine
-        .apply_projection(&identity, &projector, &request)
+        .apply_projection(&identity, &projector, &request, request_id(&headers))
         .await?;
     let documents: Vec<Value> = outcome
         .documents

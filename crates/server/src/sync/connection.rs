@@ -373,8 +373,10 @@ impl Connection {
                         // this connection is busy sending or building.
                         let engine = self.state.engine.clone();
                         let identity = self.identity.clone();
-                        let commit =
-                            tokio::spawn(async move { engine.mutate(&identity, &request).await });
+                        let id = request_id.clone();
+                        let commit = tokio::spawn(async move {
+                            engine.mutate(&identity, &request, Some(&id)).await
+                        });
                         in_flight.mutations.push(
                             async move {
                                 let result = commit.await.unwrap_or_else(|e| {

@@ -284,8 +284,15 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
     let committed_at = now_ms();
     let rows = &writes.commits;
     batch.push((
-        "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) SELECT s, $2, k FROM unnest($1::int8[], $3::text[]) AS t(s, k)",
-        params![column(rows, |r| r.0.0 as i64), committed_at, column(rows, |r| r.1.clone())],
+        "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key, actor, request_id)
+         SELECT s, $2, k, a, r FROM unnest($1::int8[], $3::text[], $4::text[], $5::text[]) AS t(s, k, a, r)",
+        params![
+            column(rows, |r| r.0.0 as i64),
+            committed_at,
+            column(rows, |r| r.1.clone()),
+            column(rows, |r| r.2.actor.clone()),
+            column(rows, |r| r.2.request_id.clone()),
+        ],
     ));
     if !writes.idempotency.is_empty() {
         let rows = &writes.idempotency;

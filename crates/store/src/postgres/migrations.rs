@@ -130,6 +130,9 @@ CREATE TABLE protosync_action_calls (
 );
 CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
 "#,
+    r#"
+ALTER TABLE protosync_commits ADD COLUMN actor TEXT, ADD COLUMN request_id TEXT;
+"#,
 ];
 
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {

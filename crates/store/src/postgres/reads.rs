@@ -8,7 +8,7 @@ use protosync_query::{Execution, LookedUp, Page, Query, ReadScope, ScanRequest, 
 use tokio_postgres::{GenericClient, IsolationLevel, Row};
 
 use crate::change_log::{LogAssembly, check_reaches};
-use crate::{Change, CommitRecord, ReadAt, Seq, StoreError, StoredDocument, Version};
+use crate::{Audit, Change, CommitRecord, ReadAt, Seq, StoreError, StoredDocument, Version};
 
 /// Starts a read-only transaction that sees one snapshot throughout.
 pub(super) async fn snapshot(
@@ -187,7 +187,7 @@ pub(super) async fn read_log(
     let after_param = after.0 as i64;
     let commits = tx
         .query(
-            "SELECT seq, committed_at_ms FROM protosync_commits WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, committed_at_ms, actor, request_id FROM protosync_commits WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&after_param, &(max_commits as i64)],
         )
         .await?
@@ -195,6 +195,10 @@ pub(super) async fn read_log(
         .map(|r| CommitRecord {
             seq: Seq(r.get::<_, i64>(0) as u64),
             committed_at_ms: r.get(1),
+            audit: Audit {
+                actor: r.get(2),
+                request_id: r.get(3),
+            },
             changes: Vec::new(),
         })
         .collect();

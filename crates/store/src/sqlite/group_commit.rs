@@ -123,10 +123,16 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
     }
     let committed_at = now_ms();
     let mut commit = conn.prepare_cached(
-        "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key) VALUES (?1, ?2, ?3)",
+        "INSERT INTO protosync_commits (seq, committed_at_ms, idempotency_key, actor, request_id) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
-    for (seq, key) in &writes.commits {
-        commit.execute(params![seq.0 as i64, committed_at, key])?;
+    for (seq, key, audit) in &writes.commits {
+        commit.execute(params![
+            seq.0 as i64,
+            committed_at,
+            key,
+            audit.actor,
+            audit.request_id
+        ])?;
     }
     let mut record = conn.prepare_cached("INSERT INTO protosync_idempotency (key, request_hash, seq, outcome, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for (key, hash, seq, outcome) in &writes.idempotency {

@@ -128,6 +128,10 @@ CREATE TABLE protosync_action_calls (
 );
 CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_at_ms);
 "#,
+    r#"
+ALTER TABLE protosync_commits ADD COLUMN actor TEXT;
+ALTER TABLE protosync_commits ADD COLUMN request_id TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use protosync_query::{Execution, LookedUp, Page, Query, ReadScope, ScanRequest, 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::change_log::{LogAssembly, check_reaches};
-use crate::{Change, CommitRecord, ReadAt, Seq, StoreError, StoredDocument, Version};
+use crate::{Audit, Change, CommitRecord, ReadAt, Seq, StoreError, StoredDocument, Version};
 
 pub(super) fn read_head(conn: &Connection) -> Result<Seq, StoreError> {
     Ok(Seq(conn
@@ -167,12 +167,16 @@ pub(super) fn read_log(
     check_reaches(after, read_floor(conn)?)?;
     let commits = conn
         .prepare_cached(
-            "SELECT seq, committed_at_ms FROM protosync_commits WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, committed_at_ms, actor, request_id FROM protosync_commits WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?
         .query_map(params![after.0 as i64, max_commits as i64], |r| {
             Ok(CommitRecord {
                 seq: Seq(r.get::<_, i64>(0)? as u64),
                 committed_at_ms: r.get(1)?,
+                audit: Audit {
+                    actor: r.get(2)?,
+                    request_id: r.get(3)?,
+                },
                 changes: Vec::new(),
             })
         })?

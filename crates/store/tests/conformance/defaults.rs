@@ -71,6 +71,7 @@ async fn write(h: &Harness, registry: &Registry, id: &str, body: Value) {
             access: WriteAccess::Trusted,
             accepted_at_ms: 0,
             projection: None,
+            audit: Default::default(),
         })
         .await
         .unwrap();

@@ -56,6 +56,7 @@ impl Harness {
                 checkpoint: None,
                 mode: protosync_store::ProjectionMode::Incremental,
             }),
+            audit: Default::default(),
         }
     }
 
