@@ -133,6 +133,26 @@ async fn dev_runs_on_sqlite_with_the_example_schema_and_keeps_data_across_restar
     assert_eq!(doc["doc"]["status"], "RUN_STATUS_RUNNING");
 }
 
+/// The schema fingerprint of the client's next welcome.
+async fn next_welcome(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<protosync_client::ClientEvent>,
+) -> String {
+    let next = async {
+        loop {
+            match events.recv().await {
+                Some(protosync_client::ClientEvent::Connected { welcome }) => {
+                    return welcome.schema_fingerprint;
+                }
+                Some(_) => {}
+                None => panic!("the client stopped"),
+            }
+        }
+    };
+    tokio::time::timeout(START_TIMEOUT, next)
+        .await
+        .expect("the client is welcomed")
+}
+
 const NOTES_V1: &str = r#"syntax = "proto3"; package notes.v1; import "protosync/v1/options.proto";
 message Note { option (protosync.v1.collection) = { name: "notes" }; string title = 1; }
 "#;
@@ -167,6 +187,18 @@ async fn dev_reloads_a_changed_schema_and_keeps_running_on_a_broken_one() {
         }
     };
     let first = fingerprint(&node).await;
+    // A live client, to see what a reload looks like from the socket.
+    let ws = format!("{}/v1/sync", node.base.replacen("http", "ws", 1));
+    let (client, mut events) =
+        protosync_client::Client::start(protosync_client::ClientConfig::new(&ws));
+    client.subscribe(
+        "notes",
+        protosync_client::wire::Query {
+            collection: "notes".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(next_welcome(&mut events).await, first);
 
     // A broken schema is refused with the compiler's error; the old one runs on.
     std::fs::write(&file, NOTES_V1.replace("string title", "strin title")).unwrap();
@@ -188,7 +220,21 @@ async fn dev_reloads_a_changed_schema_and_keeps_running_on_a_broken_one() {
         reloaded.contains("2 collections: notes, tags"),
         "{reloaded}"
     );
-    assert_ne!(fingerprint(&node).await, first);
+    let second = fingerprint(&node).await;
+    assert_ne!(second, first);
+    // The live client was closed, reconnected on its own and resumed: its
+    // welcome names the new schema, and its view still holds the note.
+    assert_eq!(next_welcome(&mut events).await, second);
+    tokio::time::timeout(
+        START_TIMEOUT,
+        client.wait_until(|view| {
+            view.subscriptions
+                .get("notes")
+                .is_some_and(|s| s.documents().iter().any(|d| d.id == "n1"))
+        }),
+    )
+    .await
+    .expect("the resumed subscription holds the note");
     node.post(
         "/v1/mutate",
         json!({"ops": [{"insert": {"collection": "tags", "id": "t1", "doc": {"label": "x"}}}]}),
