@@ -16,6 +16,7 @@ import {
   INITIAL_CONNECTION_STATE,
   nextConnectionState,
 } from "./connection.js";
+import { type ActionOptions, type ActionRef, CallBook, DEFAULT_MAX_INFLIGHT_CALLS } from "./calls.js";
 import { PAUSE_CODES, ProtosyncError } from "./errors.js";
 import type { JsonObject } from "./json.js";
 import type { PersistedCache, PersistedState } from "./persist.js";
@@ -47,6 +48,7 @@ import {
   JSON_SUBPROTOCOL,
   PROTOCOL_VERSION,
   type ServerMessage,
+  type WireCall,
   type WireDocument,
   type WireError,
   type WireHello,
@@ -223,6 +225,7 @@ export class ProtosyncClient {
   readonly #entries = new Map<string, Entry>();
   readonly #bySubscription = new Map<string, Entry>();
   readonly #pending = new Map<string, Pending>();
+  readonly #calls = new CallBook();
   #inflight = 0;
   #nextRequest = 0;
   #nextSubscription = 0;
@@ -458,17 +461,43 @@ export class ProtosyncClient {
     });
   }
 
+  /** Sends what waits to be sent: mutations, then action calls, each up to the server's in-flight limit. */
   #pumpMutations(): void {
     if (!this.#isOpen() || this.#paused) return;
     const limit = this.#welcome?.limits?.maxInflightMutations ?? 32;
     for (const pending of this.#pending.values()) {
-      if (this.#inflight >= limit) return;
+      if (this.#inflight >= limit) break;
       if (pending.sent || pending.result !== null) continue;
       pending.sent = true;
       this.#inflight += 1;
       this.#send({ mutate: pending.wire });
       this.stats.mutationsSent += 1;
     }
+    for (const call of this.#calls.takeUnsent(this.#welcome?.limits?.maxInflightCalls ?? DEFAULT_MAX_INFLIGHT_CALLS)) {
+      this.#send({ call });
+    }
+  }
+
+  // ------------------------------------------------------------ actions
+
+  /**
+   * Calls an action (docs/actions.md): `client.action(api.inbox.confirm,
+   * { actionId }, { idempotencyKey })`. Resolves with the action's result
+   * once this client's view includes the backend's writes; rejects with a
+   * {@link ProtosyncError} (`ACTION_DENIED`, `ACTION_FAILED`, … the server's
+   * code). Sent once: if the connection drops before the answer it rejects
+   * with `CALL_INTERRUPTED` (retry with the same idempotency key); a call made
+   * while disconnected waits for the connection.
+   */
+  action<A, R>(ref: ActionRef<A, R>, args: A, options: ActionOptions = {}): Promise<R> {
+    if (this.#state.status === "closed") return Promise.reject(new ProtosyncError("CLIENT_CLOSED", "the client is closed"));
+    this.#nextRequest += 1;
+    const wire: WireCall = { requestId: `c${String(this.#nextRequest).padStart(12, "0")}`, action: ref.name, args: args as JsonObject };
+    if (options.idempotencyKey !== undefined) wire.idempotencyKey = options.idempotencyKey;
+    return new Promise<R>((resolve, reject) => {
+      this.#calls.add(wire, (result) => resolve(result as R), reject);
+      this.#pumpMutations();
+    });
   }
 
   #finish(pending: Pending, outcome: { result: WireMutationResult } | { error: ProtosyncError }): void {
@@ -648,6 +677,10 @@ export class ProtosyncClient {
     if (message.welcome !== undefined) this.#onWelcome(message.welcome);
     else if (message.transition !== undefined) this.#onTransitionChunk(message.transition);
     else if (message.mutationResult !== undefined) this.#onMutationResult(message.mutationResult);
+    else if (message.callResult !== undefined) {
+      this.#calls.answered(message.callResult, this.#view.watermark);
+      this.#pumpMutations();
+    }
     else if (message.error !== undefined) this.#onError(message.error);
     else if (message.authOk !== undefined) this.#onAuthOk(message.authOk.expiresAt);
     else if (message.heartbeat !== undefined) this.#headSeq = message.heartbeat.headSeq ?? this.#headSeq;
@@ -750,6 +783,7 @@ export class ProtosyncClient {
     const reached = this.#watermarkWaiters.filter((w) => w.seq <= watermark);
     this.#watermarkWaiters = this.#watermarkWaiters.filter((w) => w.seq > watermark);
     for (const waiter of reached) waiter.resolve();
+    this.#calls.reached(watermark);
     this.#schedulePersist();
   }
 
@@ -771,6 +805,13 @@ export class ProtosyncClient {
   #onError(error: WireError): void {
     const code = error.code;
     const problem = new ProtosyncError(code, error.message ?? "", { path: error.path });
+    if (error.requestId && this.#calls.has(error.requestId)) {
+      // A paused connection ran nothing: the call goes out again after the fresh token.
+      if (PAUSE_CODES.has(code)) this.#paused = true;
+      this.#calls.failed(error.requestId, problem, PAUSE_CODES.has(code));
+      this.#pumpMutations();
+      return;
+    }
     if (error.requestId) {
       const pending = this.#pending.get(error.requestId);
       if (pending === undefined) return;
@@ -851,6 +892,7 @@ export class ProtosyncClient {
     clearTimeout(this.#connectTimer);
     for (const entry of this.#entries.values()) entry.sentOn = -1;
     for (const pending of this.#pending.values()) pending.sent = false;
+    this.#calls.interrupted();
     if (socket !== null) {
       socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
       try {
@@ -897,6 +939,7 @@ export class ProtosyncClient {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(new ProtosyncError("CLIENT_CLOSED", "the client was closed before the mutation completed"));
+    this.#calls.closeAll();
   }
 
   #reportError(error: ProtosyncError): void {

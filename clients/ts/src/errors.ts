@@ -42,6 +42,8 @@ export type ErrorCode =
   | "PROTOCOL_ERROR"
   /** The HTTP request could not be sent or its answer read. */
   | "NETWORK_ERROR"
+  /** An action call was sent and the connection dropped before its answer (calls are not resent). */
+  | "CALL_INTERRUPTED"
   /** `verifyActionRequest`: a forwarded action request whose headers, signature or body do not check out. */
   | "ACTION_REQUEST_INVALID";
 

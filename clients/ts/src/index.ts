@@ -37,6 +37,7 @@ export {
   type ConnectionState,
   type ConnectionStatus,
 } from "./connection.js";
+export { actionRef, DEFAULT_MAX_INFLIGHT_CALLS, type ActionOptions, type ActionRef } from "./calls.js";
 export { ProtosyncError, type ErrorCode } from "./errors.js";
 export type { JsonObject, JsonValue, ProtoDouble } from "./json.js";
 export { MemoryPersistedCache, type PersistedCache, type PersistedMutation, type PersistedState, type PersistedSubscription } from "./persist.js";

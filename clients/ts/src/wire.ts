@@ -99,6 +99,22 @@ export interface WireHello {
   token?: string;
 }
 
+/** `Call`. */
+export interface WireCall {
+  requestId: string;
+  action: string;
+  args: JsonObject;
+  idempotencyKey?: string;
+}
+
+/** `CallResult`. */
+export interface WireCallResult {
+  requestId: string;
+  result?: JsonObject;
+  seq?: string;
+  duplicate?: boolean;
+}
+
 /** `ClientMessage`. */
 export type ClientMessage =
   | { hello: WireHello }
@@ -106,7 +122,8 @@ export type ClientMessage =
   | { subscribe: WireSubscribe }
   | { unsubscribe: { subscriptionId: string } }
   | { mutate: WireMutate }
-  | { ping: { nonce: string } };
+  | { ping: { nonce: string } }
+  | { call: WireCall };
 
 /** `Limits`. */
 export interface WireLimits {
@@ -114,6 +131,7 @@ export interface WireLimits {
   maxSubscriptions?: number;
   maxInflightMutations?: number;
   idleTimeoutMs?: number;
+  maxInflightCalls?: number;
 }
 
 /** `Welcome`. */
@@ -187,4 +205,5 @@ export interface ServerMessage {
   heartbeat?: { serverTimeMs?: string; headSeq?: string };
   pong?: { nonce?: string };
   authOk?: { expiresAt?: string };
+  callResult?: WireCallResult;
 }

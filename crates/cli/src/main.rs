@@ -7,6 +7,7 @@ mod export;
 mod import;
 mod memory;
 mod run;
+mod schema_watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

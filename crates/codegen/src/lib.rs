@@ -60,6 +60,16 @@ pub enum CodegenError {
         /// The camelCase key.
         key: String,
     },
+    /// A service's api key is a reserved word, a collection's key, or another service's.
+    #[error(
+        "service {service:?} becomes `api.{key}`, which is taken or reserved in the generated file; rename the service"
+    )]
+    ServiceKeyTaken {
+        /// The service's full name.
+        service: String,
+        /// The lower-camel-cased key.
+        key: String,
+    },
     /// Two generated names are the same (a message `WorkItemsTypes` and the types of `work_items`).
     #[error("the generated name `{name}` is both {first} and {second}; rename one of them")]
     NameClash {

@@ -1,11 +1,12 @@
 //! The TypeScript generator: one file, `api.ts`, with a type per message and
-//! enum the collections use and a typed `api` object.
+//! enum the collections and actions use and a typed `api` object: one entry
+//! per collection, and one per service with actions (its typed action refs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor, OneofDescriptor};
-use protosync_schema::{Collection, Registry};
+use protosync_schema::{Action, Collection, Registry};
 
 use crate::CodegenError;
 
@@ -60,7 +61,15 @@ pub fn typescript(registry: &Registry) -> Result<String, CodegenError> {
             }
         }
     }
-    let types = TypeSet::collect(&collections);
+    let actions: Vec<&Action> = registry
+        .actions()
+        .map(std::convert::AsRef::as_ref)
+        .collect();
+    let services = service_keys(&actions, &keys)?;
+    let action_messages = actions
+        .iter()
+        .flat_map(|a| [a.request.clone(), a.response.clone()]);
+    let types = TypeSet::collect(&collections, action_messages);
     let mut out = String::new();
     for (name, e) in &types.enums {
         enum_type(&mut out, name, e);
@@ -71,8 +80,13 @@ pub fn typescript(registry: &Registry) -> Result<String, CodegenError> {
     for (collection, key) in collections.iter().zip(&keys) {
         collection_api(&mut out, collection, key, &types);
     }
-    api_object(&mut out, registry, &keys);
-    let taken = exported_names(&collections, &keys, &types)?;
+    for (key, service) in &services {
+        service_api(&mut out, key, service, &types);
+    }
+    let mut api_keys = keys.clone();
+    api_keys.extend(services.keys().cloned());
+    api_object(&mut out, registry, &api_keys);
+    let taken = exported_names(&collections, &keys, &services, &types)?;
     let mut file = String::new();
     header(&mut file, registry, &collections, &out, &taken);
     file.push_str(&resolve_runtime_names(&out, &taken));
@@ -98,7 +112,11 @@ fn header(
         if !uses_identifier(body, &format!("{PLACEHOLDER}{name}")) {
             continue;
         }
-        let kind = if *name == "collection" { "" } else { "type " };
+        let kind = if *name == "collection" || *name == "actionRef" {
+            ""
+        } else {
+            "type "
+        };
         if taken.contains(*name) {
             imports.push(format!("{kind}{name} as ${name}"));
         } else {
@@ -117,6 +135,7 @@ const PLACEHOLDER: char = '\u{1}';
 
 /// What the generated file imports from the runtime.
 const RUNTIME_NAMES: &[&str] = &[
+    "actionRef",
     "collection",
     "JsonObject",
     "JsonValue",
@@ -151,6 +170,7 @@ fn uses_identifier(text: &str, name: &str) -> bool {
 fn exported_names(
     collections: &[&Collection],
     keys: &[String],
+    services: &BTreeMap<String, Vec<&Action>>,
     types: &TypeSet,
 ) -> Result<BTreeSet<String>, CodegenError> {
     let mut names: Vec<(String, String)> = Vec::new();
@@ -172,6 +192,12 @@ fn exported_names(
             format!("the types of {}", collection.name),
         ));
         names.push((key.clone(), format!("collection {}", collection.name)));
+    }
+    for (key, service) in services {
+        names.push((
+            key.clone(),
+            format!("the actions of {}", service[0].service),
+        ));
     }
     names.push(("api".into(), "the api object".into()));
     names.push(("schemaFingerprint".into(), "the schema fingerprint".into()));
@@ -265,7 +291,76 @@ fn collection_keys(collections: &[&Collection]) -> Result<Vec<String>, CodegenEr
     Ok(keys)
 }
 
-/// Every message and enum reachable from the collections, by TypeScript name.
+/// The services with actions by api key (`inbox.v1.Inbox` → `inbox`: the
+/// service's name, lower-camel-cased, without its package), each with its
+/// actions in method order; checked unique among themselves and against the
+/// collections' keys.
+fn service_keys<'a>(
+    actions: &[&'a Action],
+    collection_keys: &[String],
+) -> Result<BTreeMap<String, Vec<&'a Action>>, CodegenError> {
+    let mut services: BTreeMap<String, Vec<&'a Action>> = BTreeMap::new();
+    for action in actions {
+        let short = action.service.rsplit('.').next().unwrap_or(&action.service);
+        let key = lower_first(short);
+        if RESERVED_KEYS.contains(&key.as_str()) || collection_keys.contains(&key) {
+            return Err(CodegenError::ServiceKeyTaken {
+                service: action.service.clone(),
+                key,
+            });
+        }
+        let entry = services.entry(key.clone()).or_default();
+        if let Some(other) = entry.iter().find(|a| a.service != action.service) {
+            return Err(CodegenError::ServiceKeyTaken {
+                service: format!("{} (and {})", action.service, other.service),
+                key,
+            });
+        }
+        entry.push(action);
+    }
+    for service in services.values_mut() {
+        service.sort_by(|a, b| a.method.cmp(&b.method));
+    }
+    Ok(services)
+}
+
+/// One service's actions: `export const inbox = { confirm: actionRef<…>("inbox.v1.Inbox/Confirm") }`.
+fn service_api(out: &mut String, key: &str, actions: &[&Action], types: &TypeSet) {
+    let service = &actions[0].service;
+    let _ = writeln!(
+        out,
+        "/** The actions of `{service}`: `client.action(api.{key}.<method>, args)`, `useAction(api.{key}.<method>)`. */"
+    );
+    let _ = writeln!(out, "export const {key} = {{");
+    for action in actions {
+        let request = types.name(action.request.full_name());
+        let response = types.name(action.response.full_name());
+        // Arguments are written like documents (the input type); the result is read.
+        let _ = writeln!(
+            out,
+            "  /** `{}`: `{request}` → `{response}`. */",
+            action.name
+        );
+        let _ = writeln!(
+            out,
+            "  {}: {PLACEHOLDER}actionRef<{request}Input, {response}>({:?}),",
+            quote_key(&lower_first(&action.method)),
+            action.name
+        );
+    }
+    out.push_str("} as const;\n\n");
+}
+
+/// `Inbox` → `inbox`, `ConfirmSend` → `confirmSend`.
+fn lower_first(name: &str) -> String {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+/// Every message and enum reachable from the collections and actions, by TypeScript name.
 struct TypeSet {
     messages: BTreeMap<String, MessageDescriptor>,
     enums: BTreeMap<String, EnumDescriptor>,
@@ -276,11 +371,18 @@ struct TypeSet {
 }
 
 impl TypeSet {
-    fn collect(collections: &[&Collection]) -> TypeSet {
+    /// The collections' messages and `more` (the actions'), and all they reach.
+    fn collect(
+        collections: &[&Collection],
+        more: impl Iterator<Item = MessageDescriptor>,
+    ) -> TypeSet {
         let mut messages: BTreeMap<String, MessageDescriptor> = BTreeMap::new();
         let mut enums: BTreeMap<String, EnumDescriptor> = BTreeMap::new();
-        let mut pending: Vec<MessageDescriptor> =
-            collections.iter().map(|c| c.message.clone()).collect();
+        let mut pending: Vec<MessageDescriptor> = collections
+            .iter()
+            .map(|c| c.message.clone())
+            .chain(more)
+            .collect();
         while let Some(message) = pending.pop() {
             if messages.contains_key(message.full_name()) {
                 continue;
@@ -723,7 +825,7 @@ fn collection_api(out: &mut String, collection: &Collection, key: &str, types: &
 }
 
 fn api_object(out: &mut String, registry: &Registry, keys: &[String]) {
-    out.push_str("/** Every collection of the schema, by camelCase name. */\n");
+    out.push_str("/** Every collection of the schema, by camelCase name, and every service with actions. */\n");
     out.push_str("export const api = {\n");
     for key in keys {
         let _ = writeln!(out, "  {key},");
@@ -739,12 +841,7 @@ fn api_object(out: &mut String, registry: &Registry, keys: &[String]) {
 
 /// `work_items` → `workItems`.
 fn camel_case(name: &str) -> String {
-    let pascal = pascal_case(name);
-    let mut chars = pascal.chars();
-    match chars.next() {
-        Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
-        None => String::new(),
-    }
+    lower_first(&pascal_case(name))
 }
 
 /// `work_items` → `WorkItems`.

@@ -55,6 +55,66 @@ fn kitchen_sink_schema_generates_the_checked_in_typescript() {
 }
 
 #[test]
+fn actions_schema_generates_the_checked_in_typescript() {
+    assert_golden(
+        &root().join("clients/ts/test/calls-schema"),
+        &root().join(format!(
+            "clients/ts/test/generated/calls/{}",
+            protosync_codegen::GENERATED_FILE_NAME
+        )),
+    );
+}
+
+#[test]
+fn actions_become_typed_refs_under_their_service() {
+    let registry = Registry::from_sources(&[(
+        "a.proto",
+        r#"syntax = "proto3";
+           package shop.v1;
+           import "protosync/v1/options.proto";
+           message Order { option (protosync.v1.collection) = { name: "orders" }; string sku = 1; }
+           message PayRequest { string order_id = 1; Order order = 2; }
+           message PayResponse { string receipt = 1; }
+           service Checkout {
+             rpc Pay(PayRequest) returns (PayResponse) { option (protosync.v1.action) = { backend: "b" }; }
+             rpc NotAnAction(PayRequest) returns (PayResponse);
+           }"#,
+    )])
+    .unwrap();
+    let text = protosync_codegen::typescript(&registry).unwrap();
+    assert!(
+        text.contains("import { actionRef, collection } from \"protosync\";"),
+        "{text}"
+    );
+    assert!(text.contains("export const checkout = {\n  /** `shop.v1.Checkout/Pay`: `PayRequest` → `PayResponse`. */\n  pay: actionRef<PayRequestInput, PayResponse>(\"shop.v1.Checkout/Pay\"),\n} as const;"), "{text}");
+    assert!(text.contains("export interface PayRequest {"), "{text}");
+    assert!(!text.contains("notAnAction"), "{text}");
+    assert!(
+        text.contains("  orders,\n  checkout,\n} as const;"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_service_named_like_a_collection_is_refused() {
+    let registry = Registry::from_sources(&[(
+        "a.proto",
+        r#"syntax = "proto3";
+           package a;
+           import "protosync/v1/options.proto";
+           message Order { option (protosync.v1.collection) = { name: "orders" }; string sku = 1; }
+           message R { string x = 1; }
+           service Orders { rpc Go(R) returns (R) { option (protosync.v1.action) = { backend: "b" }; } }"#,
+    )])
+    .unwrap();
+    let error = protosync_codegen::typescript(&registry).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service \"a.Orders\" becomes `api.orders`, which is taken or reserved in the generated file; rename the service"
+    );
+}
+
+#[test]
 fn header_names_the_schema_fingerprint() {
     let registry = Registry::load_dir(&root().join("examples/schema")).unwrap();
     let text = protosync_codegen::typescript(&registry).unwrap();

@@ -1,6 +1,7 @@
 /**
  * The backend's actions: what protosync forwards when the app calls
- * `inbox.v1.Inbox/Respond` or `inbox.v1.Inbox/Confirm` (docs/actions.md).
+ * `inbox.v1.Inbox/Respond` or `inbox.v1.Inbox/Confirm`, and the backend's
+ * clock calls `inbox.v1.Inbox/Ingest` (docs/actions.md).
  * Each request is verified (signature, timestamp) before anything runs;
  * writes go through protosync's HTTP API with the backend's API key, and the
  * answer carries their `seq`, so the caller's call resolves once its view
@@ -19,7 +20,7 @@ import type { AddressInfo } from "node:net";
 import { type JsonObject, ProtosyncError } from "protosync";
 import { type ActionRequest, type ProtosyncHttpClient, type StoredDocument, verifyActionRequest } from "protosync/server";
 
-import { api, type ProposedAction } from "../web/src/protosync/api.js";
+import { api, type ConfirmRequest, type ProposedAction, type RespondRequest } from "../web/src/protosync/api.js";
 import { draftReply } from "./agent.js";
 import { readBody } from "./http-body.js";
 import { ids } from "./ingest.js";
@@ -52,6 +53,8 @@ export interface ActionServerOptions {
   readonly secret: string;
   readonly protosync: ProtosyncHttpClient;
   readonly gmailUrl: string;
+  /** Runs one ingestion (after the one in flight); resolves with how many messages were new. */
+  readonly ingest: () => Promise<number>;
 }
 
 export interface ActionServer {
@@ -64,6 +67,11 @@ export async function startActionServer(options: ActionServerOptions): Promise<A
   const handlers: Record<string, (call: ActionRequest) => Promise<Answer>> = {
     "inbox.v1.Inbox/Respond": (call) => respond(options, call),
     "inbox.v1.Inbox/Confirm": (call) => confirm(options, call),
+    "inbox.v1.Inbox/Ingest": async (call) => {
+      // protosync lets only services call it (no allow rule); refuse anyone else here too.
+      if (call.caller === "client") throw new ActionError(403, "SERVICES_ONLY", "ingestion is run by the backend's clock");
+      return { ok: true, status: 200, result: { added: await options.ingest() } };
+    },
   };
   const server = createServer((request, response) => {
     handle(request, response).catch((e: unknown) => reply(response, { ok: false, status: 500, code: "INTERNAL", message: String(e) }));
@@ -95,7 +103,8 @@ export async function startActionServer(options: ActionServerOptions): Promise<A
 
 /** `Respond { actionId, followUp }` → `{ preview }`: the agent redrafts with every follow-up so far. */
 async function respond({ protosync }: ActionServerOptions, call: ActionRequest): Promise<Answer> {
-  const followUp = String(call.args.followUp ?? "").trim();
+  const args = call.args as unknown as RespondRequest;
+  const followUp = String(args.followUp ?? "").trim();
   if (followUp === "" || followUp.length > MAX_FOLLOW_UP_CHARS) {
     throw new ActionError(400, "INVALID_FOLLOW_UP", `a follow-up has 1 to ${MAX_FOLLOW_UP_CHARS} characters`);
   }
@@ -168,7 +177,7 @@ async function confirm(options: ActionServerOptions, call: ActionRequest, attemp
 
 /** The caller's proposal: a user may act on their own only (a service on any). */
 async function ownAction(protosync: ProtosyncHttpClient, call: ActionRequest): Promise<StoredDocument<ProposedAction>> {
-  const actionId = String(call.args.actionId ?? "");
+  const actionId = String((call.args as unknown as ConfirmRequest | RespondRequest).actionId ?? "");
   const action = actionId === "" ? null : await protosync.fetchQuery(api.proposedActions.get(actionId));
   const caller = call.auth?.sub;
   if (action === null || (call.caller === "client" && action.doc.ownerId !== caller)) {

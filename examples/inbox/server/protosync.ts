@@ -28,6 +28,9 @@ export interface ProtosyncOptions {
   readonly jwksUrl: string;
   /** The key the backend writes with; only its SHA-256 goes in the config. */
   readonly backendApiKey: string;
+  /** Where the backend serves the actions, and the secret calls to it are signed with. */
+  readonly backendUrl: string;
+  readonly backendSecret: string;
 }
 
 export class ProtosyncProcess {
@@ -74,6 +77,10 @@ export class ProtosyncProcess {
       "[[auth.api_keys]]",
       'name = "backend"',
       `sha256 = "${createHash("sha256").update(o.backendApiKey).digest("hex")}"`,
+      "",
+      "[backends.inbox]",
+      `url = ${JSON.stringify(o.backendUrl)}`,
+      `secret = ${JSON.stringify(o.backendSecret)}`,
       "",
     ].join("\n");
   }

@@ -14,6 +14,7 @@ import { ProtosyncHttpClient } from "protosync/server";
 import { createServer as createVite, type ViteDevServer } from "vite";
 
 import { api } from "../web/src/protosync/api.js";
+import { ACTIONS_PATH } from "./actions.js";
 import { startAuthServer, type AuthServer } from "./auth.js";
 import { startBackend, type Backend } from "./backend.js";
 import { startFakeGmail, type FakeGmail, type NewMessage } from "./fake-gmail.js";
@@ -59,6 +60,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const log = options.log ?? (() => {});
   mkdirSync(options.dataDir, { recursive: true });
   const webPort = options.ports?.web ?? (await freePort());
+  // protosync's config names the backend's URL, so its port is chosen first.
+  const backendPort = options.ports?.backend ?? (await freePort());
   const webOrigin = `http://127.0.0.1:${webPort}`;
   const backendApiKey = `inbox_backend_${randomBytes(24).toString("hex")}`;
   const backendSecret = randomBytes(32).toString("hex");
@@ -82,6 +85,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     authUrl: auth.url,
     jwksUrl: auth.jwksUrl,
     backendApiKey,
+    backendUrl: `http://127.0.0.1:${backendPort}${ACTIONS_PATH}`,
+    backendSecret,
   });
   await protosync.start();
   service = new ProtosyncHttpClient({ url: protosync.url, token: backendApiKey });
@@ -89,7 +94,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   await auth.seedUser(DEMO_USER);
   for (const message of options.seedMessages) gmail.deliver({ ...message, to: DEMO_USER.email });
   const backend = await startBackend({
-    port: options.ports?.backend ?? 0,
+    port: backendPort,
     secret: backendSecret,
     protosyncUrl: protosync.url,
     apiKey: backendApiKey,
@@ -133,7 +138,7 @@ async function startWeb(port: number, protosyncUrl: string, authUrl: string): Pr
   return vite;
 }
 
-/** A port that was free a moment ago (the web app's, needed before Vite starts). */
+/** A port that was free a moment ago (for servers whose URL is needed before they start). */
 async function freePort(): Promise<number> {
   const server = createNetServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -13,6 +13,8 @@ import { after, before, test } from "node:test";
 
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 
+import { callAction } from "protosync/server";
+
 import { api } from "../web/src/protosync/api.js";
 import { DEMO_MESSAGES } from "../server/demo-messages.js";
 import { EXAMPLE_DIR } from "../server/protosync.js";
@@ -127,6 +129,47 @@ test("an approve in one browser shows in the other without a reload", async () =
   assert.equal(await proposalButton(again, "Approve").count(), 0);
 });
 
+test("the command conversation: the preview, respond changes it, confirm sends once and shows in both browsers", async () => {
+  const subject = "Contract renewal for 2027";
+  await open(alice, subject);
+  await open(again, subject);
+  await shows(alice, `Thanks for your note about "${subject}"`);
+  assert.equal(await alice.getByTestId("proposal-status").innerText(), "Awaiting your review");
+
+  await alice.getByLabel("Follow-up").fill("Say we will sign by Thursday");
+  await alice.getByRole("button", { name: "Update draft", exact: true }).click();
+  for (const page of [alice, again]) {
+    await until(page, "the revised draft", async () => (await page.getByTestId("proposal-status").innerText()) === "Revised");
+    await until(page, "the follow-up and the new draft", async () => {
+      const turns = await page.getByTestId("conversation").locator("li").allInnerTexts();
+      return turns.length === 3 && turns[1]!.includes("Say we will sign by Thursday") && turns[2]!.includes("Say we will sign by Thursday.");
+    });
+  }
+  await alice.screenshot({ path: join(ARTIFACTS, "2-conversation.png") });
+
+  await alice.getByRole("button", { name: "Confirm & send", exact: true }).click();
+  for (const page of [alice, again]) {
+    await until(page, "Confirmed", async () => (await page.getByTestId("proposal-status").innerText()) === "Confirmed");
+    await shows(page, "Sent to marcus@contoso.test.");
+  }
+  const sent = () => stack.gmail.sends.filter((s) => s.subject === `Re: ${subject}`);
+  assert.equal(sent().length, 1);
+  assert.match(sent()[0]!.body, /Say we will sign by Thursday\./);
+
+  // Retried: by the same user with the page's idempotency key (answered from
+  // protosync's record), and by a service with a new key (the backend sees it
+  // is confirmed). Still one send.
+  const actionId = (await stack.service.fetchQuery(api.proposedActions.all().limit(100))).find((a) => a.doc.replySubject === `Re: ${subject}`)!.id;
+  const token = await alice.evaluate(async () => ((await (await fetch("/api/auth/token")).json()) as { token: string }).token);
+  const byUser = await callAction(api.inbox.confirm, { actionId }, { url: stack.protosync.url, token, idempotencyKey: `confirm:${actionId}` });
+  assert.equal(byUser.duplicate, true);
+  const byService = await stack.service.callAction(api.inbox.confirm, { actionId });
+  assert.equal(byService.result.sentMessageId, sent()[0]!.id);
+  assert.equal(byUser.result.sentMessageId, sent()[0]!.id);
+  assert.equal(sent().length, 1, "one email, however often confirm is called");
+  await alice.screenshot({ path: join(ARTIFACTS, "2-confirmed.png") });
+});
+
 test("feedback and dismiss reach both browsers; a dismissed item leaves the feed", async () => {
   await open(alice, "Invoice #4821 is overdue");
   await open(again, "Invoice #4821 is overdue");
@@ -141,7 +184,7 @@ test("feedback and dismiss reach both browsers; a dismissed item leaves the feed
   await until(again, "Dismissed in the other browser", async () => (await again.getByTestId("proposal-status").innerText()) === "Dismissed");
 });
 
-test("a message put into Gmail appears in both feeds after the next ingestion run", async () => {
+test("a message put into Gmail appears in both feeds after the next scheduled ingestion", async () => {
   stack.gmail.deliver({ to: DEMO_USER.email, from: { name: "Rita Gomez", email: "rita@initech.test" }, subject: "Urgent: sign the NDA today", body: "Legal needs the NDA signed today." });
   for (const page of [alice, again]) {
     await until(page, "the new message at the top", async () => (await subjects(page)).slice(0, 2).includes("Urgent: sign the NDA today"));

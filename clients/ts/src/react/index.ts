@@ -27,6 +27,8 @@ import {
   type FetchToken,
   type MutateOptions,
   type MutationResult,
+  type ActionOptions,
+  type ActionRef,
   type Operation,
   type OptimisticLocalStore,
   type PaginationStatus,
@@ -190,6 +192,19 @@ export function usePaginatedQuery<T extends CollectionTypes>(
     isLoading: status === "LoadingFirstPage" || status === "LoadingMore",
     loadMore,
   };
+}
+
+/**
+ * A stable function that calls an action (Convex's `useAction`):
+ * `const confirm = useAction(api.inbox.confirm); await confirm({ actionId }, { idempotencyKey })`.
+ * Resolves once the view includes the backend's writes; see `client.action`.
+ */
+export function useAction<A, R>(ref: ActionRef<A, R>): (args: A, options?: ActionOptions) => Promise<R> {
+  const client = useProtosyncClient();
+  // A ref is identified by its name: a new ref object per render is the same action.
+  const latest = useRef(ref);
+  latest.current = ref;
+  return useCallback((args: A, options?: ActionOptions) => client.action(latest.current, args, options), [client, ref.name]);
 }
 
 /** The connection's state (`connecting`, `open`, `reconnecting`, `closed`), live. */

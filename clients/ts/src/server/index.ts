@@ -11,6 +11,7 @@
  */
 
 import {
+  type ActionRef,
   type AnyQuery,
   type CollectionTypes,
   type GetQuery,
@@ -154,6 +155,27 @@ export async function mutate(
   };
 }
 
+/** What {@link callAction} resolves with. */
+export interface ActionResult<R> {
+  readonly result: R;
+  /** The seq of the backend's writes (`"0"` when it reported none): pass to a live client's `whenWatermark`. */
+  readonly seq: string;
+  /** True when this is the recorded result of an earlier call with the same idempotency key. */
+  readonly duplicate: boolean;
+}
+
+/** Calls an action over HTTP (`POST /v1/actions/{service}/{method}`, docs/actions.md). */
+export async function callAction<A, R>(
+  ref: ActionRef<A, R>,
+  args: A,
+  options: ServerOptions & { readonly idempotencyKey?: string },
+): Promise<ActionResult<R>> {
+  const body: { args: A; idempotencyKey?: string } = { args };
+  if (options.idempotencyKey !== undefined) body.idempotencyKey = options.idempotencyKey;
+  const answer = (await request(options, "POST", `/v1/actions/${ref.name}`, body)) as { result?: R; seq?: string; duplicate?: boolean };
+  return { result: (answer.result ?? {}) as R, seq: answer.seq ?? "0", duplicate: answer.duplicate ?? false };
+}
+
 /** The same calls bound to one server and credential. */
 export class ProtosyncHttpClient {
   readonly options: ServerOptions;
@@ -172,5 +194,9 @@ export class ProtosyncHttpClient {
 
   mutate(ops: Operation | readonly Operation[], options: { readonly idempotencyKey?: string } = {}): Promise<MutationResult> {
     return mutate(ops, { ...this.options, ...options });
+  }
+
+  callAction<A, R>(ref: ActionRef<A, R>, args: A, options: { readonly idempotencyKey?: string } = {}): Promise<ActionResult<R>> {
+    return callAction(ref, args, { ...this.options, ...options });
   }
 }

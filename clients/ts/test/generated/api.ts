@@ -417,7 +417,7 @@ export const workItems = {
   ): Query<WorkItemsTypes> => $workItems.where(eq),
 };
 
-/** Every collection of the schema, by camelCase name. */
+/** Every collection of the schema, by camelCase name, and every service with actions. */
 export const api = {
   codexWorkerSummary,
   feedbackEntries,

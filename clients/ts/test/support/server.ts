@@ -28,6 +28,10 @@ export const SERVICE_KEY = "psk_ts_sdk_tests_service_key";
 export interface ServerConfig {
   /** `serve` with an HS256 provider and a service API key, instead of `dev` (which trusts everyone). */
   readonly auth?: boolean;
+  /** With `auth`: this schema directory instead of the example. */
+  readonly schema?: string;
+  /** With `auth`: `[backends.NAME]` sections, the backends actions are forwarded to. */
+  readonly backends?: Readonly<Record<string, { readonly url: string; readonly secret: string }>>;
 }
 
 export class TestServer {
@@ -71,7 +75,7 @@ export class TestServer {
       writeFileSync(
         configPath,
         [
-          `schema = ${JSON.stringify(EXAMPLE_SCHEMA)}`,
+          `schema = ${JSON.stringify(this.#config.schema ?? EXAMPLE_SCHEMA)}`,
           `database = ${JSON.stringify(`sqlite:${join(this.dataDir, "serve.db")}`)}`,
           `listen = ${JSON.stringify(listen)}`,
           "[auth]",
@@ -85,6 +89,11 @@ export class TestServer {
           "[[auth.api_keys]]",
           'name = "tests"',
           `sha256 = ${JSON.stringify(keyHash)}`,
+          ...Object.entries(this.#config.backends ?? {}).flatMap(([name, b]) => [
+            `[backends.${name}]`,
+            `url = ${JSON.stringify(b.url)}`,
+            `secret = ${JSON.stringify(b.secret)}`,
+          ]),
           "",
         ].join("\n"),
       );

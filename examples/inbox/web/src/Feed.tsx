@@ -8,7 +8,7 @@ const STATE_LABEL: Record<WorkItem["state"], string | null> = {
   STATE_NEEDS_REVIEW: null,
   STATE_APPROVED: "Approved",
   STATE_DISMISSED: "Dismissed",
-  STATE_DONE: "Done",
+  STATE_DONE: "Sent",
 };
 
 /** The Important feed: highest priority first, live, a page at a time. */

@@ -1,5 +1,6 @@
 import { useQuery } from "protosync/react";
 
+import { Command } from "./Command";
 import { feedbackEntry, useApprove, useDismiss, useFeedback } from "./mutations";
 import type { ProposedAction } from "./protosync/api";
 import { api } from "./protosync/api";
@@ -55,8 +56,17 @@ export function ItemDetail({ itemId, ownerId, onClose }: { itemId: string; owner
             </span>
           </div>
           <Conversation actionId={action.id} />
+          {open && action.doc.kind === "KIND_SEND_EMAIL" && (
+            <Command
+              action={action}
+              onDismiss={() => {
+                onClose();
+                void dismiss({ item, action });
+              }}
+            />
+          )}
           <div className="actions">
-            {open && (
+            {open && action.doc.kind !== "KIND_SEND_EMAIL" && (
               <>
                 <button className="primary" onClick={() => void approve({ item, action })}>
                   Approve

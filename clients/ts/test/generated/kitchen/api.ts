@@ -213,7 +213,7 @@ export const everything = {
   ): Query<EverythingTypes> => $everything.where(eq),
 };
 
-/** Every collection of the schema, by camelCase name. */
+/** Every collection of the schema, by camelCase name, and every service with actions. */
 export const api = {
   empties,
   everything,
