@@ -260,6 +260,19 @@ pub struct CommitRecord {
     pub changes: Vec<Change>,
 }
 
+/// Documents a snapshot read holds ahead of its reader: a slow reader
+/// makes the snapshot wait, not grow.
+pub const SNAPSHOT_CHANNEL_LEN: usize = 1_024;
+
+/// Every document as of one seq (see [`Store::snapshot`]).
+pub struct Snapshot {
+    /// The seq the documents are consistent at.
+    pub seq: Seq,
+    /// (collection, document), in `(collection, id)` byte order; an error
+    /// ends it.
+    pub documents: tokio::sync::mpsc::Receiver<Result<(String, StoredDocument), StoreError>>,
+}
+
 /// A document a projector owns, as the drift check compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectedDocument {
@@ -461,6 +474,12 @@ pub trait Store: Send + Sync + 'static {
     /// Drops rebuild `generation` and everything staged in it; the live
     /// documents stay as they are.
     async fn abandon_rebuild(&self, projector: &str, generation: u64) -> Result<(), StoreError>;
+
+    /// Every document, in `(collection, id)` byte order, as of one seq, read
+    /// in one snapshot that does not block writers (an export). The seq
+    /// comes first; documents follow through a bounded channel
+    /// ([`SNAPSHOT_CHANNEL_LEN`]) as the reader takes them.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
 
     /// The oldest seq a log read may start after.
     async fn log_floor(&self) -> Result<Seq, StoreError>;

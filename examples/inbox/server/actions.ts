@@ -1,6 +1,7 @@
 /**
  * The backend's actions: what protosync forwards when the app calls
- * `inbox.v1.Inbox/Respond` or `inbox.v1.Inbox/Confirm` (docs/actions.md).
+ * `inbox.v1.Inbox/Respond` or `inbox.v1.Inbox/Confirm`, and the backend's
+ * clock calls `inbox.v1.Inbox/Ingest` (docs/actions.md).
  * Each request is verified (signature, timestamp) before anything runs;
  * writes go through protosync's HTTP API with the backend's API key, and the
  * answer carries their `seq`, so the caller's call resolves once its view
@@ -52,6 +53,8 @@ export interface ActionServerOptions {
   readonly secret: string;
   readonly protosync: ProtosyncHttpClient;
   readonly gmailUrl: string;
+  /** Runs one ingestion (after the one in flight); resolves with how many messages were new. */
+  readonly ingest: () => Promise<number>;
 }
 
 export interface ActionServer {
@@ -64,6 +67,11 @@ export async function startActionServer(options: ActionServerOptions): Promise<A
   const handlers: Record<string, (call: ActionRequest) => Promise<Answer>> = {
     "inbox.v1.Inbox/Respond": (call) => respond(options, call),
     "inbox.v1.Inbox/Confirm": (call) => confirm(options, call),
+    "inbox.v1.Inbox/Ingest": async (call) => {
+      // protosync lets only services call it (no allow rule); refuse anyone else here too.
+      if (call.caller === "client") throw new ActionError(403, "SERVICES_ONLY", "ingestion is run by the backend's clock");
+      return { ok: true, status: 200, result: { added: await options.ingest() } };
+    },
   };
   const server = createServer((request, response) => {
     handle(request, response).catch((e: unknown) => reply(response, { ok: false, status: 500, code: "INTERNAL", message: String(e) }));

@@ -1,13 +1,18 @@
 /**
  * The app's backend: the code with side effects, which the engine never runs
  * itself. It serves the actions protosync forwards (server/actions.ts) and
- * writes through protosync's HTTP API with its API key. It runs the
- * ingestion on its own clock, every `ingestEveryMs`: the stand-in for a
- * protosync schedule until those are served (docs/actions.md), and what
- * replaces the client-triggered `queue.sync` of the tRPC app either way.
+ * writes through protosync's HTTP API with its API key.
+ *
+ * Ingestion is the `Ingest` action, called every `ingestEveryMs` through
+ * protosync with the tick as the idempotency key (`ingest:<tick start>`):
+ * however many backends run this clock, protosync forwards each tick once
+ * (docs/actions.md, "Schedules and triggers"). It replaces the
+ * client-triggered `queue.sync` of the tRPC app; a `schedule` on the rpc
+ * replaces this clock once protosync serves schedules.
  */
 import { ProtosyncHttpClient } from "protosync/server";
 
+import { api } from "../web/src/protosync/api.js";
 import { startActionServer } from "./actions.js";
 import { ingestAll } from "./ingest.js";
 
@@ -34,7 +39,6 @@ export interface Backend {
 
 export async function startBackend(options: BackendOptions): Promise<Backend> {
   const protosync = new ProtosyncHttpClient({ url: options.protosyncUrl, token: options.apiKey });
-  const actions = await startActionServer({ port: options.port, secret: options.secret, protosync, gmailUrl: options.gmailUrl });
   // One run at a time: a slow run is never overlapped by the next tick.
   let running: Promise<number> = Promise.resolve(0);
   const ingestNow = (): Promise<number> => {
@@ -47,9 +51,13 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
       });
     return running;
   };
+  const actions = await startActionServer({ port: options.port, secret: options.secret, protosync, gmailUrl: options.gmailUrl, ingest: ingestNow });
   const timer = setInterval(() => {
+    const tick = new Date(Math.floor(Date.now() / options.ingestEveryMs) * options.ingestEveryMs).toISOString();
     // protosync may be down (restarts); the next tick tries again.
-    ingestNow().catch((e: unknown) => options.log(`ingestion failed, retrying next tick: ${String(e)}`));
+    protosync
+      .callAction(api.inbox.ingest, {}, { idempotencyKey: `ingest:${tick}` })
+      .catch((e: unknown) => options.log(`ingestion at ${tick} failed, retrying next tick: ${String(e)}`));
   }, options.ingestEveryMs);
   return {
     url: actions.url,

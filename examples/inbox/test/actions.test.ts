@@ -140,4 +140,24 @@ test("refused: a bad signature, another user's proposal, a dismissed one, an emp
   assert.equal(dismissed.status, 409);
   assert.equal(dismissed.body.error?.code, "NOT_OPEN");
   assert.equal(stack.gmail.sends.length, sendsBefore, "nothing was sent");
+  const ingestByUser = await call("Ingest", {});
+  assert.equal(ingestByUser.status, 403);
+  assert.equal(ingestByUser.body.error?.code, "SERVICES_ONLY");
+});
+
+test("ingestion through protosync: once per tick key, and end users are denied it", async () => {
+  stack.gmail.deliver({ to: DEMO_USER.email, from: { name: "Tess Ng", email: "tess@contoso.test" }, subject: "Urgent: tick test", body: "Hi." });
+  const key = `ingest:${randomBytes(6).toString("hex")}`;
+  const first = await stack.service.callAction(api.inbox.ingest, {}, { idempotencyKey: key });
+  assert.equal(first.result.added, 1);
+  stack.gmail.deliver({ to: DEMO_USER.email, from: { name: "Tess Ng", email: "tess@contoso.test" }, subject: "Urgent: next tick", body: "Hi." });
+  // The same tick again: protosync answers from its record; the new mail waits for the next tick.
+  const again = await stack.service.callAction(api.inbox.ingest, {}, { idempotencyKey: key });
+  assert.deepEqual([again.duplicate, again.result.added], [true, 1]);
+  const items = await stack.service.fetchQuery(api.workItems.byOwnerFeed({ ownerId: owner, important: true }).limit(100));
+  assert.ok(!items.some((d) => d.doc.subject === "Urgent: next tick"));
+  const next = await stack.service.callAction(api.inbox.ingest, {}, { idempotencyKey: `${key}-next` });
+  assert.equal(next.result.added, 1);
+  const user = await fetch(`${stack.protosync.url}/v1/actions/inbox.v1.Inbox/Ingest`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"args": {}}' });
+  assert.equal(((await user.json()) as { error: { code: string } }).error.code, "ACTION_DENIED");
 });

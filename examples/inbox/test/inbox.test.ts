@@ -184,7 +184,7 @@ test("feedback and dismiss reach both browsers; a dismissed item leaves the feed
   await until(again, "Dismissed in the other browser", async () => (await again.getByTestId("proposal-status").innerText()) === "Dismissed");
 });
 
-test("a message put into Gmail appears in both feeds after the next ingestion run", async () => {
+test("a message put into Gmail appears in both feeds after the next scheduled ingestion", async () => {
   stack.gmail.deliver({ to: DEMO_USER.email, from: { name: "Rita Gomez", email: "rita@initech.test" }, subject: "Urgent: sign the NDA today", body: "Legal needs the NDA signed today." });
   for (const page of [alice, again]) {
     await until(page, "the new message at the top", async () => (await subjects(page)).slice(0, 2).includes("Urgent: sign the NDA today"));

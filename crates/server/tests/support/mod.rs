@@ -437,6 +437,10 @@ impl Store for RecordingStore {
         self.inner.head().await
     }
 
+    async fn snapshot(&self) -> Result<protosync_store::Snapshot, protosync_store::StoreError> {
+        self.inner.snapshot().await
+    }
+
     async fn checkpoint(
         &self,
         projector: &str,

@@ -54,8 +54,8 @@ use tokio_postgres::NoTls;
 
 use crate::{
     CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
-    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
-    StoredDocument, refuse_invalid_jti,
+    Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
+    StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -223,6 +223,10 @@ impl Store for PostgresStore {
         max: usize,
     ) -> Result<Vec<ProjectedDocument>, StoreError> {
         projections::projected_documents(&self.pool, projector, after, through, max).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        reads::snapshot_documents(&self.pool).await
     }
 
     async fn prune(&self) -> Result<Seq, StoreError> {

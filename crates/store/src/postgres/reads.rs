@@ -48,6 +48,42 @@ pub(super) fn document_at(row: &Row, first: usize) -> StoredDocument {
     }
 }
 
+/// The head, then every document in `(collection, id)` order, from one
+/// repeatable-read snapshot (which blocks no writer), streamed through a
+/// bounded channel by a task that ends when the reader is gone.
+pub(super) async fn snapshot_documents(pool: &Pool) -> Result<crate::Snapshot, StoreError> {
+    let mut client = pool.get().await?;
+    let (seq_tx, seq) = tokio::sync::oneshot::channel();
+    let (documents_tx, documents) = tokio::sync::mpsc::channel(crate::SNAPSHOT_CHANNEL_LEN);
+    tokio::spawn(async move {
+        let read = async {
+            let tx = snapshot(&mut client).await?;
+            let _ = seq_tx.send(read_head(&*tx).await?);
+            let rows = tx
+                .query_raw(
+                    "SELECT collection, id, version, seq, body FROM protosync_documents ORDER BY collection, id",
+                    std::iter::empty::<i64>(),
+                )
+                .await?;
+            futures::pin_mut!(rows);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                let item = (row.get::<_, String>(0), document_at(&row, 1));
+                if documents_tx.send(Ok(item)).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = read.await {
+            let _ = documents_tx.send(Err(e)).await;
+        }
+    });
+    let seq = seq.await.map_err(|_| {
+        StoreError::Internal("the snapshot read ended before it read the head".into())
+    })?;
+    Ok(crate::Snapshot { seq, documents })
+}
+
 pub(super) async fn get(
     pool: &Pool,
     collection: &str,

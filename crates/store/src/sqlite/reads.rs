@@ -159,6 +159,28 @@ fn scan(
 
 /// Up to `max_commits` commits after `after`, with their changes; the rows
 /// are put together by [`LogAssembly`].
+/// The head, then every document in `(collection, id)` order, into
+/// `documents`; stops early when its reader is gone.
+pub(super) fn snapshot(
+    conn: &Connection,
+    seq: tokio::sync::oneshot::Sender<Seq>,
+    documents: &tokio::sync::mpsc::Sender<Result<(String, StoredDocument), StoreError>>,
+) -> Result<(), StoreError> {
+    let _ = seq.send(read_head(conn)?);
+    let mut stmt = conn.prepare(
+        "SELECT collection, id, version, seq, body FROM protosync_documents ORDER BY collection, id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let collection: String = row.get(0)?;
+        let doc = decode(raw_document_at(row, 1)?)?;
+        if documents.blocking_send(Ok((collection, doc))).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn read_log(
     conn: &Connection,
     after: Seq,
