@@ -260,6 +260,21 @@ pub struct CommitRecord {
     pub changes: Vec<Change>,
 }
 
+/// One kept version of a document (see [`Store::history`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// The version.
+    pub version: Version,
+    /// The commit that wrote it.
+    pub seq: Seq,
+    /// When that commit committed, in milliseconds since the epoch.
+    pub committed_at_ms: i64,
+    /// Who made that commit, if known.
+    pub actor: Option<String>,
+    /// The body; `None` when this version is the deletion.
+    pub body: Option<Value>,
+}
+
 /// Documents a snapshot read holds ahead of its reader: a slow reader
 /// makes the snapshot wait, not grow.
 pub const SNAPSHOT_CHANNEL_LEN: usize = 1_024;
@@ -480,6 +495,18 @@ pub trait Store: Send + Sync + 'static {
     /// comes first; documents follow through a bounded channel
     /// ([`SNAPSHOT_CHANNEL_LEN`]) as the reader takes them.
     async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Up to `max` kept versions of a document of a `keep_history`
+    /// collection, in seq order, written after seq `after` (a document
+    /// deleted and created again starts at version 1 again, so versions
+    /// alone do not order them). Never pruned.
+    async fn history(
+        &self,
+        collection: &str,
+        id: &str,
+        after: Seq,
+        max: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// The oldest seq a log read may start after.
     async fn log_floor(&self) -> Result<Seq, StoreError>;

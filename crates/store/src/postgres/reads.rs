@@ -48,6 +48,34 @@ pub(super) fn document_at(row: &Row, first: usize) -> StoredDocument {
     }
 }
 
+/// Kept versions of one document, oldest first, after `after`.
+pub(super) async fn history(
+    pool: &Pool,
+    collection: &str,
+    id: &str,
+    after: Seq,
+    max: usize,
+) -> Result<Vec<crate::HistoryEntry>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT version, seq, committed_at_ms, actor, body FROM protosync_history
+             WHERE collection = $1 AND id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            &[&collection, &id, &(after.0 as i64), &(max as i64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::HistoryEntry {
+            version: Version(r.get::<_, i64>(0) as u64),
+            seq: Seq(r.get::<_, i64>(1) as u64),
+            committed_at_ms: r.get(2),
+            actor: r.get(3),
+            body: r.get(4),
+        })
+        .collect())
+}
+
 /// The head, then every document in `(collection, id)` order, from one
 /// repeatable-read snapshot (which blocks no writer), streamed through a
 /// bounded channel by a task that ends when the reader is gone.

@@ -133,6 +133,18 @@ ALTER TABLE protosync_commits ADD COLUMN actor TEXT;
 ALTER TABLE protosync_commits ADD COLUMN request_id TEXT;
 "#,
     r#"
+CREATE TABLE protosync_history (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    committed_at_ms INTEGER NOT NULL,
+    actor TEXT,
+    body TEXT,
+    PRIMARY KEY (collection, id, seq)
+) WITHOUT ROWID;
+"#,
+    r#"
 CREATE TABLE protosync_schedule_runs (
     action TEXT NOT NULL,
     tick_ms INTEGER NOT NULL,

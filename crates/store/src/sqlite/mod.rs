@@ -47,8 +47,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
-    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
-    Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, HistoryEntry, Mutation, ProjectedDocument,
+    ReadAt, Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
     StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
@@ -160,6 +160,19 @@ impl Store for SqliteStore {
 
     async fn head(&self) -> Result<Seq, StoreError> {
         self.readers.read(|tx| reads::read_head(tx)).await
+    }
+
+    async fn history(
+        &self,
+        collection: &str,
+        id: &str,
+        after: Seq,
+        max: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.readers
+            .read(move |tx| reads::history(tx, &collection, &id, after, max))
+            .await
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
