@@ -3,8 +3,11 @@
 mod codegen;
 mod config;
 mod dev_token;
+mod export;
+mod import;
 mod memory;
 mod run;
+mod schema_watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +36,10 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Write every document, as of one seq, to JSONL files and a manifest.
+    Export(export::ExportArgs),
+    /// Load an export directory into a database, validated and batched.
+    Import(import::ImportArgs),
     /// Generate typed client code from a schema.
     Codegen {
         #[command(subcommand)]
@@ -90,6 +97,8 @@ fn main() -> ExitCode {
                 command: SchemaCommand::Check { schema },
             } => run::schema_check(schema.as_deref()),
             Command::Codegen { command } => codegen::run(command),
+            Command::Export(args) => export::run(args).await,
+            Command::Import(args) => import::run(args).await,
         }
     });
     match result {

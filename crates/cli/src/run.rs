@@ -46,7 +46,7 @@ pub(crate) struct DevArgs {
     /// Address to listen on.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Schema directory (default: the built-in example schema).
+    /// Schema directory (default: the built-in example schema), reloaded when its files change.
     #[arg(long)]
     schema: Option<PathBuf>,
 }
@@ -85,6 +85,23 @@ pub(crate) struct ServeArgs {
     /// production: anyone who reaches the port can read and write anything.
     #[arg(long, env = "PROTOSYNC_TRUST_UNAUTHENTICATED")]
     trust_unauthenticated: bool,
+}
+
+/// The store at `database`: `sqlite:PATH` or `postgres://…`.
+pub(crate) async fn open_store(
+    database: &str,
+    pool_size: usize,
+    options: StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(if let Some(path) = database.strip_prefix("sqlite:") {
+        Arc::new(SqliteStore::open(Path::new(path), options)?)
+    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Arc::new(PostgresStore::connect(database, pool_size, options).await?)
+    } else {
+        return Err(anyhow!(
+            "database {database:?} is neither postgres://… nor sqlite:PATH"
+        ));
+    })
 }
 
 pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
@@ -126,21 +143,84 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
             );
         }
     }
-    run(
-        registry,
-        Arc::new(store),
-        &args.listen.to_string(),
-        Authenticator::new(protosync_auth::AuthConfig {
-            trust_unauthenticated: true,
-            providers: vec![crate::dev_token::provider(&args.data_dir)?],
-            allowed_origins: DEV_ALLOWED_ORIGINS.map(String::from).to_vec(),
-            ..protosync_auth::AuthConfig::default()
-        })
-        .map_err(|e| anyhow!(e))?,
-        EngineOptions::default(),
-        Backends::default(),
-    )
-    .await
+    let store: Arc<dyn Store> = Arc::new(store);
+    match &args.schema {
+        None => {
+            let auth = dev_auth(&args.data_dir)?;
+            run(
+                registry,
+                store,
+                &args.listen.to_string(),
+                auth,
+                EngineOptions::default(),
+                Backends::default(),
+            )
+            .await
+        }
+        Some(dir) => dev_following(dir, registry, store, &args).await,
+    }
+}
+
+fn dev_auth(data_dir: &Path) -> anyhow::Result<Authenticator> {
+    Authenticator::new(protosync_auth::AuthConfig {
+        trust_unauthenticated: true,
+        providers: vec![crate::dev_token::provider(data_dir)?],
+        allowed_origins: DEV_ALLOWED_ORIGINS.map(String::from).to_vec(),
+        ..protosync_auth::AuthConfig::default()
+    })
+    .map_err(|e| anyhow!(e))
+}
+
+/// `dev` on a schema directory: serves it, and when its files change and
+/// still compile, stops the gateway (every connection gets close 1001 and
+/// resumes after reconnecting), starts an engine on the new schema (index
+/// builds included) over the same database and listens again on the same
+/// address. A change that does not compile is printed and the running
+/// schema kept.
+async fn dev_following(
+    dir: &Path,
+    mut registry: Registry,
+    store: Arc<dyn Store>,
+    args: &DevArgs,
+) -> anyhow::Result<()> {
+    let mut seen = crate::schema_watch::snapshot(dir).await;
+    let mut address = args.listen.to_string();
+    let mut reloaded: Option<String> = None;
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let engine =
+            Engine::start_with(Arc::new(registry), store.clone(), EngineOptions::default()).await?;
+        let listener = bind(&address).await?;
+        address = listener.local_addr()?.to_string();
+        match reloaded.take() {
+            None => println!("  listening: http://{address}"),
+            Some(description) => println!("  reloaded:  {description}"),
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(serve_engine(
+            Arc::new(engine),
+            listener,
+            dev_auth(&args.data_dir)?,
+            Backends::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let load = |dir: &Path| load_schema(Some(dir));
+        tokio::select! {
+            ended = &mut server => return ended?,
+            () = &mut shutdown => {
+                let _ = stop.send(());
+                return server.await?;
+            }
+            (next, description, snapshot) = crate::schema_watch::next_schema(dir, seen.clone(), load) => {
+                let _ = stop.send(());
+                server.await??;
+                reloaded = Some(format!("{description}, fingerprint {}", next.fingerprint()));
+                (registry, seen) = (next, snapshot);
+            }
+        }
+    }
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -176,19 +256,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine_options.commit_buffer_bytes = parse_size(&text).context("commit_buffer")?;
     }
     let (registry, schema_source) = load_schema(Some(&schema))?;
-    let store: Arc<dyn Store> = if let Some(path) = database.strip_prefix("sqlite:") {
-        Arc::new(SqliteStore::open(Path::new(path), options)?)
-    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        let pool_size = args
-            .pool_size
-            .or(file.pool_size)
-            .unwrap_or(DEFAULT_POOL_SIZE);
-        Arc::new(PostgresStore::connect(&database, pool_size, options).await?)
-    } else {
-        return Err(anyhow!(
-            "database {database:?} is neither postgres://… nor sqlite:PATH"
-        ));
-    };
+    let pool_size = args
+        .pool_size
+        .or(file.pool_size)
+        .unwrap_or(DEFAULT_POOL_SIZE);
+    let store = open_store(&database, pool_size, options).await?;
     let mut auth = file.auth.unwrap_or_default();
     auth.trust_unauthenticated |= args.trust_unauthenticated;
     if auth.providers.is_empty() && auth.api_keys.is_empty() && !auth.trust_unauthenticated {
@@ -242,7 +314,7 @@ pub(crate) fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
+pub(crate) fn load_schema(dir: Option<&Path>) -> anyhow::Result<(Registry, String)> {
     let registry = match dir {
         Some(dir) => {
             Registry::load_dir(dir).map_err(|e| anyhow!("schema {}: {e}", dir.display()))?
@@ -278,17 +350,31 @@ async fn run(
     backends: Backends,
 ) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::start_with(Arc::new(registry), store, engine_options).await?);
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = bind(listen).await?;
+    println!("  listening: http://{}", listener.local_addr()?);
+    serve_engine(engine, listener, auth, backends, shutdown_signal()).await
+}
+
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let address = listener.local_addr()?;
-    println!("  listening: http://{address}");
-    tracing::info!(%address, "listening");
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// The gateway over `engine` on `listener`, until `stop`.
+async fn serve_engine(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    auth: Authenticator,
+    backends: Backends,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "listening");
     let state =
         protosync_server::AppState::new(engine, protosync_server::SyncConfig::default(), auth)
             .with_memory_probe(crate::memory::probe())
             .with_backends(backends);
-    protosync_server::serve(listener, state, shutdown_signal()).await?;
+    protosync_server::serve(listener, state, stop).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -17,6 +17,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 struct Node {
     child: Option<Child>,
     base: String,
+    /// Its stdout after the `listening:` line.
+    lines: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Node {
@@ -29,20 +31,39 @@ impl Node {
             .spawn()
             .expect("protosync starts");
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.trim().strip_prefix("listening: ") {
-                    let _ = tx.send(url.to_owned());
-                }
+                let _ = tx.send(line.trim().to_owned());
             }
         });
-        let base = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("protosync prints the URL it listens on");
+        let base = loop {
+            let line = lines
+                .recv_timeout(START_TIMEOUT)
+                .expect("protosync prints the URL it listens on");
+            if let Some(url) = line.strip_prefix("listening: ") {
+                break url.to_owned();
+            }
+        };
         Node {
             child: Some(child),
             base,
+            lines: std::sync::Mutex::new(lines),
+        }
+    }
+
+    /// The next line of stdout that starts with `prefix`.
+    fn line_starting(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .lock()
+                .unwrap()
+                .recv_timeout(START_TIMEOUT)
+                .unwrap_or_else(|_| panic!("protosync prints a line starting {prefix:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
         }
     }
 
@@ -110,6 +131,118 @@ async fn dev_runs_on_sqlite_with_the_example_schema_and_keeps_data_across_restar
     assert_eq!(status, 200);
     assert_eq!(doc["doc"]["runId"], "r1");
     assert_eq!(doc["doc"]["status"], "RUN_STATUS_RUNNING");
+}
+
+/// The schema fingerprint of the client's next welcome.
+async fn next_welcome(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<protosync_client::ClientEvent>,
+) -> String {
+    let next = async {
+        loop {
+            match events.recv().await {
+                Some(protosync_client::ClientEvent::Connected { welcome }) => {
+                    return welcome.schema_fingerprint;
+                }
+                Some(_) => {}
+                None => panic!("the client stopped"),
+            }
+        }
+    };
+    tokio::time::timeout(START_TIMEOUT, next)
+        .await
+        .expect("the client is welcomed")
+}
+
+const NOTES_V1: &str = r#"syntax = "proto3"; package notes.v1; import "protosync/v1/options.proto";
+message Note { option (protosync.v1.collection) = { name: "notes" }; string title = 1; }
+"#;
+
+#[tokio::test]
+async fn dev_reloads_a_changed_schema_and_keeps_running_on_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema");
+    std::fs::create_dir_all(schema.join("notes/v1")).unwrap();
+    let file = schema.join("notes/v1/notes.proto");
+    std::fs::write(&file, NOTES_V1).unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&[
+        "dev",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--schema",
+        schema.to_str().unwrap(),
+        "--listen",
+        &listen_arg(),
+    ]);
+    node.post(
+        "/v1/mutate",
+        json!({"ops": [{"insert": {"collection": "notes", "id": "n1", "doc": {"title": "kept"}}}]}),
+    )
+    .await;
+    let fingerprint = |node: &Node| {
+        let url = format!("{}/readyz", node.base);
+        async move {
+            let ready: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            ready["schemaFingerprint"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = fingerprint(&node).await;
+    // A live client, to see what a reload looks like from the socket.
+    let ws = format!("{}/v1/sync", node.base.replacen("http", "ws", 1));
+    let (client, mut events) =
+        protosync_client::Client::start(protosync_client::ClientConfig::new(&ws));
+    client.subscribe(
+        "notes",
+        protosync_client::wire::Query {
+            collection: "notes".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(next_welcome(&mut events).await, first);
+
+    // A broken schema is refused with the compiler's error; the old one runs on.
+    std::fs::write(&file, NOTES_V1.replace("string title", "strin title")).unwrap();
+    let refused = node.line_starting("refused:");
+    assert!(
+        refused.contains("notes.proto:2:") && refused.contains("strin"),
+        "{refused}"
+    );
+    assert_eq!(fingerprint(&node).await, first);
+    let (status, _) = node.get("/v1/collections/notes/docs/n1").await;
+    assert_eq!(status, 200, "still serving");
+
+    // A schema that compiles is served, on the same address and data.
+    let v2 = NOTES_V1.replace("string title = 1;", "string title = 1; bool done = 2;")
+        + "message Tag { option (protosync.v1.collection) = { name: \"tags\" }; string label = 1; }\n";
+    std::fs::write(&file, v2).unwrap();
+    let reloaded = node.line_starting("reloaded:");
+    assert!(
+        reloaded.contains("2 collections: notes, tags"),
+        "{reloaded}"
+    );
+    let second = fingerprint(&node).await;
+    assert_ne!(second, first);
+    // The live client was closed, reconnected on its own and resumed: its
+    // welcome names the new schema, and its view still holds the note.
+    assert_eq!(next_welcome(&mut events).await, second);
+    tokio::time::timeout(
+        START_TIMEOUT,
+        client.wait_until(|view| {
+            view.subscriptions
+                .get("notes")
+                .is_some_and(|s| s.documents().iter().any(|d| d.id == "n1"))
+        }),
+    )
+    .await
+    .expect("the resumed subscription holds the note");
+    node.post(
+        "/v1/mutate",
+        json!({"ops": [{"insert": {"collection": "tags", "id": "t1", "doc": {"label": "x"}}}]}),
+    )
+    .await;
+    let (status, note) = node.get("/v1/collections/notes/docs/n1").await;
+    assert_eq!((status, note["doc"]["title"].as_str()), (200, Some("kept")));
+    assert!(node.terminate(), "SIGTERM still stops dev cleanly");
 }
 
 fn dev_token(data: &str, sub: &str) -> String {

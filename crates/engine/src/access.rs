@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::EngineError;
 use crate::live::subscription::{Target, TargetRequest};
 
-fn service_may_use(identity: &Identity, collection: &str) -> Result<(), EngineError> {
+pub(crate) fn service_may_use(identity: &Identity, collection: &str) -> Result<(), EngineError> {
     match identity {
         Identity::Service {
             name,

@@ -36,6 +36,9 @@ pub use live::view::{LiveView, ResetReason};
 pub use mutation::MutationRequest;
 pub use protosync_auth::Identity;
 
+/// Versions one history read returns at most; page on with `after`.
+pub const MAX_HISTORY_PAGE: usize = 1_000;
+
 /// How often the change log and idempotency records are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -206,6 +209,38 @@ impl Engine {
         max: usize,
     ) -> Result<changes::ChangePage, EngineError> {
         changes::read(&*self.store, identity, after, collections, max).await
+    }
+
+    /// Up to [`MAX_HISTORY_PAGE`] kept versions of a document of a
+    /// `keep_history` collection, in seq order, written after seq `after`.
+    /// Services only: history is an audit trail, past every read rule.
+    pub async fn history(
+        &self,
+        identity: &Identity,
+        collection: &str,
+        id: &str,
+        after: Seq,
+    ) -> Result<Vec<protosync_store::HistoryEntry>, EngineError> {
+        let schema = self
+            .registry
+            .collection(collection)
+            .ok_or_else(|| EngineError::UnknownCollection(collection.to_owned()))?;
+        if !matches!(identity, Identity::Service { .. }) {
+            return Err(EngineError::Forbidden {
+                code: protosync_core::ErrorCode::PermissionDenied,
+                message: "document history is for services only".into(),
+            });
+        }
+        access::service_may_use(identity, collection)?;
+        if !schema.keep_history {
+            return Err(EngineError::BadRequest(format!(
+                "collection {collection:?} does not keep history (set keep_history in its option)"
+            )));
+        }
+        Ok(self
+            .store
+            .history(collection, id, after, MAX_HISTORY_PAGE)
+            .await?)
     }
 
     /// A watch on the newest seq this process knows committed: a change

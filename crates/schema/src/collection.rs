@@ -23,6 +23,9 @@ pub struct Collection {
     pub id_field: Option<FieldPath>,
     /// The Timestamp fields the server sets on writes, in field order.
     pub server_times: Vec<crate::ServerTimeField>,
+    /// Every version of its documents is kept (`keep_history`), with the
+    /// seq and actor that wrote it, and never pruned.
+    pub keep_history: bool,
 }
 
 /// The access rules of a collection, compiled at schema load. `None` denies

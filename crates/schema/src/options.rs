@@ -16,6 +16,7 @@ pub(crate) struct RawCollectionOptions {
     pub read: String,
     pub write: String,
     pub id_field: String,
+    pub keep_history: bool,
 }
 
 #[derive(Debug)]
@@ -40,6 +41,10 @@ pub(crate) fn collection_options(
         read: string_field(opts, "read"),
         write: string_field(opts, "write"),
         id_field: string_field(opts, "id_field"),
+        keep_history: opts
+            .get_field_by_name("keep_history")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
         indexes: opts
             .get_field_by_name("indexes")
             .and_then(|v| v.as_list().map(<[Value]>::to_vec))

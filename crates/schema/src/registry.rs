@@ -212,6 +212,7 @@ fn find_collections(
             },
             id_field,
             server_times,
+            keep_history: raw.keep_history,
         };
         collections.insert(raw.name.clone(), Arc::new(collection));
     }

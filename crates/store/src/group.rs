@@ -112,6 +112,9 @@ pub(crate) struct GroupWrites {
     pub index_added: Vec<(String, String, Vec<u8>, String)>,
     /// (seq, ord, collection, id, version, body): the change log.
     pub changes: Vec<(Seq, i32, String, String, Version, Option<String>)>,
+    /// (seq, collection, id, version, body, actor) of every change to a
+    /// collection that keeps its history.
+    pub history: Vec<HistoryRow>,
     /// (seq, idempotency key, audit) of every commit.
     pub commits: Vec<(Seq, Option<String>, Audit)>,
     /// (key, request hash, seq, outcome).
@@ -127,6 +130,9 @@ pub(crate) struct GroupWrites {
     /// The head after the group; `None` when nothing was committed.
     pub head: Option<Seq>,
 }
+
+/// (seq, collection, id, version, body, actor): one kept version.
+pub(crate) type HistoryRow = (Seq, String, String, Version, Option<String>, Option<String>);
 
 /// What deciding a group came to.
 pub(crate) enum GroupPlan {
@@ -194,6 +200,21 @@ pub(crate) fn plan_group<'m>(
         let to_plan = decision.as_ref().map_or(mutation, |(_, d)| &d.mutation);
         let plan = match plan_commit_with(to_plan, &known) {
             Ok(plan) => plan,
+            Err(Undecided::Refused(StoreError::Rejected {
+                op,
+                collection,
+                id,
+                rejection,
+            })) if decision.is_some() => {
+                let batch_index = decision.as_ref().map(|(_, d)| &d.batch_index);
+                answers.push(Err(StoreError::Rejected {
+                    op: batch_index.and_then(|b| b.get(op).copied()).unwrap_or(op),
+                    collection,
+                    id,
+                    rejection,
+                }));
+                continue;
+            }
             Err(Undecided::Refused(rejected)) => {
                 answers.push(Err(rejected));
                 continue;
@@ -233,6 +254,20 @@ pub(crate) fn plan_group<'m>(
         for (ord, write) in plan.writes.into_iter().enumerate() {
             let key = (write.collection, write.id);
             let body = write.body.as_ref().map(std::string::ToString::to_string);
+            let audited = mutation
+                .ops
+                .iter()
+                .any(|op| op.collection.keep_history && op.collection.name == key.0);
+            if audited {
+                writes.history.push((
+                    seq,
+                    key.0.clone(),
+                    key.1.clone(),
+                    write.version,
+                    body.clone(),
+                    mutation.audit.actor.clone(),
+                ));
+            }
             writes.changes.push((
                 seq,
                 ord as i32,

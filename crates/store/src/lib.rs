@@ -259,6 +259,34 @@ pub struct CommitRecord {
     pub changes: Vec<Change>,
 }
 
+/// One kept version of a document (see [`Store::history`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// The version.
+    pub version: Version,
+    /// The commit that wrote it.
+    pub seq: Seq,
+    /// When that commit committed, in milliseconds since the epoch.
+    pub committed_at_ms: i64,
+    /// Who made that commit, if known.
+    pub actor: Option<String>,
+    /// The body; `None` when this version is the deletion.
+    pub body: Option<Value>,
+}
+
+/// Documents a snapshot read holds ahead of its reader: a slow reader
+/// makes the snapshot wait, not grow.
+pub const SNAPSHOT_CHANNEL_LEN: usize = 1_024;
+
+/// Every document as of one seq (see [`Store::snapshot`]).
+pub struct Snapshot {
+    /// The seq the documents are consistent at.
+    pub seq: Seq,
+    /// (collection, document), in `(collection, id)` byte order; an error
+    /// ends it.
+    pub documents: tokio::sync::mpsc::Receiver<Result<(String, StoredDocument), StoreError>>,
+}
+
 /// A document a projector owns, as the drift check compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectedDocument {
@@ -419,6 +447,24 @@ pub trait Store: Send + Sync + 'static {
     /// Drops rebuild `generation` and everything staged in it; the live
     /// documents stay as they are.
     async fn abandon_rebuild(&self, projector: &str, generation: u64) -> Result<(), StoreError>;
+
+    /// Every document, in `(collection, id)` byte order, as of one seq, read
+    /// in one snapshot that does not block writers (an export). The seq
+    /// comes first; documents follow through a bounded channel
+    /// ([`SNAPSHOT_CHANNEL_LEN`]) as the reader takes them.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// Up to `max` kept versions of a document of a `keep_history`
+    /// collection, in seq order, written after seq `after` (a document
+    /// deleted and created again starts at version 1 again, so versions
+    /// alone do not order them). Never pruned.
+    async fn history(
+        &self,
+        collection: &str,
+        id: &str,
+        after: Seq,
+        max: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// The oldest seq a log read may start after.
     async fn log_floor(&self) -> Result<Seq, StoreError>;

@@ -161,6 +161,55 @@ pub(super) async fn call_action(
     Ok(Json(answer))
 }
 
+/// `GET /v1/collections/{collection}/docs/{id}/history?after=SEQ`
+pub(super) async fn history(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<axum::extract::Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
+) -> Answer {
+    let identity = state.identity(&headers, peer).await?;
+    let Path((collection, id)) =
+        path.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let axum::extract::Query(params) =
+        query.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+    let after = match params.after.as_deref() {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("after must be a seq (uint64), got {text:?}"),
+            )
+        })?,
+    };
+    let versions = state
+        .engine
+        .history(&identity, &collection, &id, protosync_core::Seq(after))
+        .await?;
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let mut entry = json!({"version": v.version.to_string(), "seq": v.seq.to_string(),
+                "committedAtMs": v.committed_at_ms.to_string(), "actor": v.actor});
+            match &v.body {
+                Some(body) => entry["doc"] = body.clone(),
+                None => entry["deleted"] = json!(true),
+            }
+            entry
+        })
+        .collect();
+    Ok(Json(json!({"id": id, "versions": versions})))
+}
+
+/// `?after=SEQ` of a history read.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryParams {
+    #[serde(default)]
+    after: Option<String>,
+}
+
 pub(super) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }

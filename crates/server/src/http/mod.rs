@@ -22,6 +22,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/collections/{collection}/docs/{id}",
             get(handlers::get_document),
         )
+        .route(
+            "/v1/collections/{collection}/docs/{id}/history",
+            get(handlers::history),
+        )
         .route("/v1/auth/revoke", post(handlers::revoke))
         .route("/v1/changes", get(changes::changes))
         .route("/v1/projections/{projector}", get(projections::checkpoint))

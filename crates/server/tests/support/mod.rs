@@ -417,6 +417,20 @@ impl Store for RecordingStore {
         self.inner.head().await
     }
 
+    async fn history(
+        &self,
+        collection: &str,
+        id: &str,
+        after: Seq,
+        max: usize,
+    ) -> Result<Vec<protosync_store::HistoryEntry>, protosync_store::StoreError> {
+        self.inner.history(collection, id, after, max).await
+    }
+
+    async fn snapshot(&self) -> Result<protosync_store::Snapshot, protosync_store::StoreError> {
+        self.inner.snapshot().await
+    }
+
     async fn checkpoint(
         &self,
         projector: &str,

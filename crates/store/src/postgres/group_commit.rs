@@ -303,6 +303,22 @@ fn rows_to_write(writes: &GroupWrites, head: Seq, batch: &mut Vec<(&'static str,
         ));
     }
     projections::rows_to_write(writes, committed_at, batch);
+    if !writes.history.is_empty() {
+        let rows = &writes.history;
+        batch.push((
+            "INSERT INTO protosync_history (collection, id, version, seq, committed_at_ms, actor, body)
+             SELECT c, i, v, s, $5, a, b::jsonb FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $6::text[], $7::text[]) AS t(c, i, v, s, a, b)",
+            params![
+                column(rows, |r| r.1.clone()),
+                column(rows, |r| r.2.clone()),
+                column(rows, |r| r.3.0 as i64),
+                column(rows, |r| r.0.0 as i64),
+                committed_at,
+                column(rows, |r| r.5.clone()),
+                column(rows, |r| r.4.clone()),
+            ],
+        ));
+    }
     rebuilds::rows_to_write(writes, batch);
     batch.push(("UPDATE protosync_head SET seq = $1", params![head.0 as i64]));
     batch.push((

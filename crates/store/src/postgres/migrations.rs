@@ -133,6 +133,18 @@ CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_a
     r#"
 ALTER TABLE protosync_commits ADD COLUMN actor TEXT, ADD COLUMN request_id TEXT;
 "#,
+    r#"
+CREATE TABLE protosync_history (
+    collection TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    version BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    committed_at_ms BIGINT NOT NULL,
+    actor TEXT,
+    body JSONB,
+    PRIMARY KEY (collection, id, seq)
+);
+"#,
 ];
 
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {

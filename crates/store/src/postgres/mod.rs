@@ -52,9 +52,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::NoTls;
 
 use crate::{
-    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
-    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
-    StoredDocument, refuse_invalid_jti,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, HistoryEntry, Mutation, ProjectedDocument,
+    ReadAt, Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
+    StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -222,6 +222,20 @@ impl Store for PostgresStore {
         max: usize,
     ) -> Result<Vec<ProjectedDocument>, StoreError> {
         projections::projected_documents(&self.pool, projector, after, through, max).await
+    }
+
+    async fn history(
+        &self,
+        collection: &str,
+        id: &str,
+        after: Seq,
+        max: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        reads::history(&self.pool, collection, id, after, max).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        reads::snapshot_documents(&self.pool).await
     }
 
     async fn prune(&self) -> Result<Seq, StoreError> {

@@ -48,6 +48,70 @@ pub(super) fn document_at(row: &Row, first: usize) -> StoredDocument {
     }
 }
 
+/// Kept versions of one document, oldest first, after `after`.
+pub(super) async fn history(
+    pool: &Pool,
+    collection: &str,
+    id: &str,
+    after: Seq,
+    max: usize,
+) -> Result<Vec<crate::HistoryEntry>, StoreError> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT version, seq, committed_at_ms, actor, body FROM protosync_history
+             WHERE collection = $1 AND id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+            &[&collection, &id, &(after.0 as i64), &(max as i64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| crate::HistoryEntry {
+            version: Version(r.get::<_, i64>(0) as u64),
+            seq: Seq(r.get::<_, i64>(1) as u64),
+            committed_at_ms: r.get(2),
+            actor: r.get(3),
+            body: r.get(4),
+        })
+        .collect())
+}
+
+/// The head, then every document in `(collection, id)` order, from one
+/// repeatable-read snapshot (which blocks no writer), streamed through a
+/// bounded channel by a task that ends when the reader is gone.
+pub(super) async fn snapshot_documents(pool: &Pool) -> Result<crate::Snapshot, StoreError> {
+    let mut client = pool.get().await?;
+    let (seq_tx, seq) = tokio::sync::oneshot::channel();
+    let (documents_tx, documents) = tokio::sync::mpsc::channel(crate::SNAPSHOT_CHANNEL_LEN);
+    tokio::spawn(async move {
+        let read = async {
+            let tx = snapshot(&mut client).await?;
+            let _ = seq_tx.send(read_head(&*tx).await?);
+            let rows = tx
+                .query_raw(
+                    "SELECT collection, id, version, seq, body FROM protosync_documents ORDER BY collection, id",
+                    std::iter::empty::<i64>(),
+                )
+                .await?;
+            futures::pin_mut!(rows);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                let item = (row.get::<_, String>(0), document_at(&row, 1));
+                if documents_tx.send(Ok(item)).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, StoreError>(())
+        };
+        if let Err(e) = read.await {
+            let _ = documents_tx.send(Err(e)).await;
+        }
+    });
+    let seq = seq.await.map_err(|_| {
+        StoreError::Internal("the snapshot read ended before it read the head".into())
+    })?;
+    Ok(crate::Snapshot { seq, documents })
+}
+
 pub(super) async fn get(
     pool: &Pool,
     collection: &str,

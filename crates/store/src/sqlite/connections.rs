@@ -44,6 +44,7 @@ pub(super) fn open_writable(path: &Path) -> Result<Connection, StoreError> {
 
 /// Read-only connections to one database, opened as needed and kept for
 /// reuse up to [`MAX_IDLE_READERS`].
+#[derive(Clone)]
 pub(super) struct Readers {
     idle: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,

@@ -139,6 +139,18 @@ fn write_group(conn: &Connection, writes: &GroupWrites, head: Seq) -> Result<(),
         record.execute(params![key, hash, seq.0 as i64, outcome, committed_at])?;
     }
     projections::write(conn, writes, committed_at)?;
+    let mut history = conn.prepare_cached("INSERT INTO protosync_history (collection, id, version, seq, committed_at_ms, actor, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    for (seq, collection, id, version, body, actor) in &writes.history {
+        history.execute(params![
+            collection,
+            id,
+            version.0 as i64,
+            seq.0 as i64,
+            committed_at,
+            actor,
+            body
+        ])?;
+    }
     rebuilds::write(conn, writes)?;
     conn.prepare_cached("UPDATE protosync_head SET seq = ?1")?
         .execute([head.0 as i64])?;

@@ -132,6 +132,18 @@ CREATE INDEX protosync_action_calls_by_time ON protosync_action_calls (created_a
 ALTER TABLE protosync_commits ADD COLUMN actor TEXT;
 ALTER TABLE protosync_commits ADD COLUMN request_id TEXT;
 "#,
+    r#"
+CREATE TABLE protosync_history (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    committed_at_ms INTEGER NOT NULL,
+    actor TEXT,
+    body TEXT,
+    PRIMARY KEY (collection, id, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

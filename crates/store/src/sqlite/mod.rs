@@ -46,9 +46,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
-    CallRecord, Checkpoint, CommitOutcome, CommitRecord, Mutation, ProjectedDocument, ReadAt,
-    Rebuild, Revocation, RevocationSeq, Seq, StagedDocument, Store, StoreError, StoreOptions,
-    StoredDocument, refuse_invalid_jti,
+    CallRecord, Checkpoint, CommitOutcome, CommitRecord, HistoryEntry, Mutation, ProjectedDocument,
+    ReadAt, Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
+    StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`]. Its
@@ -159,6 +159,38 @@ impl Store for SqliteStore {
 
     async fn head(&self) -> Result<Seq, StoreError> {
         self.readers.read(|tx| reads::read_head(tx)).await
+    }
+
+    async fn history(
+        &self,
+        collection: &str,
+        id: &str,
+        after: Seq,
+        max: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.readers
+            .read(move |tx| reads::history(tx, &collection, &id, after, max))
+            .await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let (seq_tx, seq) = oneshot::channel();
+        let (documents_tx, documents) = mpsc::channel(crate::SNAPSHOT_CHANNEL_LEN);
+        let readers = self.readers.clone();
+        tokio::spawn(async move {
+            let errors = documents_tx.clone();
+            let read = readers
+                .read(move |tx| reads::snapshot(tx, seq_tx, &documents_tx))
+                .await;
+            if let Err(e) = read {
+                let _ = errors.send(Err(e)).await;
+            }
+        });
+        let seq = seq.await.map_err(|_| {
+            StoreError::Internal("the snapshot read ended before it read the head".into())
+        })?;
+        Ok(Snapshot { seq, documents })
     }
 
     async fn log_floor(&self) -> Result<Seq, StoreError> {

@@ -159,6 +159,63 @@ fn scan(
 
 /// Up to `max_commits` commits after `after`, with their changes; the rows
 /// are put together by [`LogAssembly`].
+/// Kept versions of one document, oldest first, after `after`.
+pub(super) fn history(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    after: Seq,
+    max: usize,
+) -> Result<Vec<crate::HistoryEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT version, seq, committed_at_ms, actor, body FROM protosync_history
+         WHERE collection = ?1 AND id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![collection, id, after.0 as i64, max as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for row in rows {
+        let (version, seq, committed_at_ms, actor, body) = row?;
+        entries.push(crate::HistoryEntry {
+            version: Version(version as u64),
+            seq: Seq(seq as u64),
+            committed_at_ms,
+            actor,
+            body: body.map(|b| parse_body(&b)).transpose()?,
+        });
+    }
+    Ok(entries)
+}
+
+/// The head, then every document in `(collection, id)` order, into
+/// `documents`; stops early when its reader is gone.
+pub(super) fn snapshot(
+    conn: &Connection,
+    seq: tokio::sync::oneshot::Sender<Seq>,
+    documents: &tokio::sync::mpsc::Sender<Result<(String, StoredDocument), StoreError>>,
+) -> Result<(), StoreError> {
+    let _ = seq.send(read_head(conn)?);
+    let mut stmt = conn.prepare(
+        "SELECT collection, id, version, seq, body FROM protosync_documents ORDER BY collection, id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let collection: String = row.get(0)?;
+        let doc = decode(raw_document_at(row, 1)?)?;
+        if documents.blocking_send(Ok((collection, doc))).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn read_log(
     conn: &Connection,
     after: Seq,
