@@ -163,6 +163,21 @@ async fn batches_checkpoint_and_drift(backing: Backing) {
             "{body}"
         );
     }
+    // A stale document first: the one refused is named by its place in
+    // the batch, not among the documents that were to be written.
+    let big = "x".repeat(1024 * 1024 + 1);
+    let (status, answer) = post(
+        &node,
+        apply,
+        json!({"documents": [run("r1", 1, "stale"), run("r9", 1, &big)]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (413, &json!("LIMIT_EXCEEDED"))
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("ops[1]: run_summary/r9"), "{message}");
     let (status, answer) = post(
         &node,
         "/v1/projections/billing/apply",

@@ -200,6 +200,21 @@ pub(crate) fn plan_group<'m>(
         let to_plan = decision.as_ref().map_or(mutation, |(_, d)| &d.mutation);
         let plan = match plan_commit_with(to_plan, &known) {
             Ok(plan) => plan,
+            Err(Undecided::Refused(StoreError::Rejected {
+                op,
+                collection,
+                id,
+                rejection,
+            })) if decision.is_some() => {
+                let batch_index = decision.as_ref().map(|(_, d)| &d.batch_index);
+                answers.push(Err(StoreError::Rejected {
+                    op: batch_index.and_then(|b| b.get(op).copied()).unwrap_or(op),
+                    collection,
+                    id,
+                    rejection,
+                }));
+                continue;
+            }
             Err(Undecided::Refused(rejected)) => {
                 answers.push(Err(rejected));
                 continue;

@@ -166,6 +166,9 @@ pub(crate) struct Decision {
     /// The mutation to plan: the applied ops only (a deletion of a
     /// document that does not exist writes nothing but its stamp).
     pub mutation: Mutation,
+    /// For each op of `mutation`, its index in the batch: a rejection
+    /// names the document as the caller numbered it.
+    pub batch_index: Vec<usize>,
     /// One per op of the batch, in op order.
     pub projected: Vec<Projected>,
     /// The stamps to store, net per document.
@@ -192,6 +195,7 @@ pub(crate) fn decide(
     let mut now: HashMap<DocKey, StoredStamp> = HashMap::new();
     let mut live: HashMap<DocKey, bool> = HashMap::new();
     let mut ops: Vec<WriteOp> = Vec::new();
+    let mut batch_index = Vec::new();
     let mut projected = Vec::with_capacity(mutation.ops.len());
     let mut checkpoint = checkpoint.cloned().unwrap_or_default();
     let replace = match projection.mode {
@@ -247,6 +251,7 @@ pub(crate) fn decide(
                 let deletes = matches!(op.kind, WriteKind::Delete);
                 if !deletes || is_live {
                     ops.push(op.clone());
+                    batch_index.push(index);
                 }
                 live.insert(key.clone(), !deletes);
             }
@@ -272,6 +277,7 @@ pub(crate) fn decide(
             projection: None,
             audit: mutation.audit.clone(),
         },
+        batch_index,
         projected,
         stamps: now.into_iter().collect(),
         checkpoint,
@@ -334,6 +340,11 @@ mod tests {
         assert_eq!(d.projected, [Stale, Unchanged, Applied, Applied]);
         let written: Vec<&str> = d.mutation.ops.iter().map(|o| o.id.as_str()).collect();
         assert_eq!(written, ["n3", "n4"], "only applied documents are written");
+        assert_eq!(
+            d.batch_index,
+            [2, 3],
+            "each written op knows its place in the batch"
+        );
         let mut stamped: Vec<(String, u64)> = d
             .stamps
             .iter()
