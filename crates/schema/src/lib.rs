@@ -12,6 +12,7 @@
 mod action;
 mod collection;
 mod error;
+mod evolution;
 mod options;
 mod registry;
 mod rule_check;
@@ -23,6 +24,7 @@ mod validate;
 pub use action::{Action, ActionSchedule, CatchUp, DEFAULT_ACTION_TIMEOUT, MAX_ACTION_TIMEOUT};
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
 pub use error::{DocumentError, SchemaError};
+pub use evolution::{SchemaChange, compare};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
 pub use rules::{DocKey, Lookup, MAX_LOOKUPS_PER_EVALUATION, Rule, RuleInput, Verdict, now_ms};

@@ -25,6 +25,8 @@ pub struct Registry {
     collections: BTreeMap<String, Arc<Collection>>,
     actions: BTreeMap<String, Arc<Action>>,
     fingerprint: String,
+    pool: DescriptorPool,
+    descriptor_set: Vec<u8>,
 }
 
 impl Registry {
@@ -81,7 +83,8 @@ impl Registry {
         compiler.open_files(files).map_err(|e| compile_error(&e))?;
         // This encoding keeps extension options (collection names, indexes,
         // rules): a change to any of them changes the fingerprint.
-        let fingerprint = hex(&Sha256::digest(compiler.encode_file_descriptor_set()));
+        let descriptor_set = compiler.encode_file_descriptor_set();
+        let fingerprint = hex(&Sha256::digest(&descriptor_set));
         let pool = compiler.descriptor_pool();
         let collections = find_collections(&pool)?;
         check_rules(&collections, texts)?;
@@ -93,6 +96,8 @@ impl Registry {
             collections,
             actions,
             fingerprint,
+            pool,
+            descriptor_set,
         })
     }
 
@@ -120,6 +125,17 @@ impl Registry {
     /// A hash of the compiled schema: equal schemas have equal fingerprints.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The compiled schema, as descriptors.
+    pub fn descriptor_pool(&self) -> &DescriptorPool {
+        &self.pool
+    }
+
+    /// The compiled schema as an encoded `FileDescriptorSet` (with its
+    /// imports), the form a database records to compare the next schema with.
+    pub fn descriptor_set(&self) -> &[u8] {
+        &self.descriptor_set
     }
 }
 
