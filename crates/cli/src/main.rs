@@ -7,6 +7,7 @@ mod export;
 mod import;
 mod memory;
 mod run;
+mod schedules;
 mod schema_watch;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Load an export directory into a database, validated and batched.
     Import(import::ImportArgs),
+    /// List a running server's schedules and their recent runs.
+    Schedules(schedules::SchedulesArgs),
     /// Generate typed client code from a schema.
     Codegen {
         #[command(subcommand)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
                 command: SchemaCommand::Check { schema },
             } => run::schema_check(schema.as_deref()),
             Command::Codegen { command } => codegen::run(command),
+            Command::Schedules(args) => schedules::run(args).await,
             Command::Export(args) => export::run(args).await,
             Command::Import(args) => import::run(args).await,
         }

@@ -504,3 +504,68 @@ async fn two_serve_processes_on_one_postgres_keep_seq_gap_free() {
         "node 1 reads node 0's writes"
     );
 }
+
+#[tokio::test]
+async fn schedules_lists_a_dev_servers_schedules_and_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema");
+    std::fs::create_dir(&schema).unwrap();
+    std::fs::write(
+        schema.join("clock.proto"),
+        r#"syntax = "proto3";
+package clock.v1;
+import "protosync/v1/options.proto";
+import "google/protobuf/empty.proto";
+message Note { option (protosync.v1.collection) = { name: "notes" }; string text = 1; }
+service Clock {
+  rpc Tick(google.protobuf.Empty) returns (google.protobuf.Empty) {
+    option (protosync.v1.action) = { backend: "app" schedule: { cron: "* * * * * *" time_zone: "Asia/Tokyo" } };
+  }
+}
+"#,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let node = Node::start(&[
+        "dev",
+        "--schema",
+        schema.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &listen_arg(),
+    ]);
+    // dev has no backends: each tick runs and is recorded as unavailable.
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let listing = loop {
+        let output = Command::new(env!("CARGO_BIN_EXE_protosync"))
+            .args(["schedules", "--url", &node.base])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        if text.contains("ACTION_UNAVAILABLE") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run listed: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        listing.contains(r#"clock.v1.Clock/Tick  "* * * * * *" in Asia/Tokyo, catch-up skip"#),
+        "{listing}"
+    );
+    assert!(listing.contains("attempt 1"), "{listing}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_protosync"))
+        .args(["schedules", "--url", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot reach"));
+}
