@@ -7,6 +7,8 @@
 //! - `forward`: one signed POST with a timeout and a bounded answer;
 //! - [`schedule`]: the scheduler, calling scheduled actions at their
 //!   ticks once per cluster (claimed in the store, taken over after a lease);
+//! - [`trigger`]: the triggers, forwarding committed changes from the
+//!   change log, in seq order, from a checkpoint in the store;
 //! - [`Dispatcher`] (`call`): an action call end to end — look the action
 //!   up, validate the arguments, apply its allow rule, answer a retried
 //!   idempotency key from the store, forward, validate the result.
@@ -20,6 +22,7 @@ mod error;
 mod forward;
 pub mod schedule;
 pub mod signing;
+pub mod trigger;
 
 pub use backend::{Backend, BackendConfig, Backends};
 pub use call::{CallOutcome, CallRequest, Dispatcher, MAX_RESULT_BYTES};

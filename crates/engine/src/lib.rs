@@ -456,6 +456,54 @@ impl Engine {
         Ok(self.store.schedule_runs(max).await?)
     }
 
+    /// Claims or renews a trigger's lease (see [`Store::claim_trigger`]).
+    pub async fn claim_trigger(
+        &self,
+        claim: protosync_store::TriggerClaim,
+    ) -> Result<Option<Seq>, EngineError> {
+        Ok(self.store.claim_trigger(claim).await?)
+    }
+
+    /// Moves a trigger's checkpoint (see [`Store::advance_trigger`]).
+    pub async fn advance_trigger(
+        &self,
+        name: &str,
+        node: &str,
+        to: Seq,
+        parked: Vec<protosync_store::ParkedChange>,
+    ) -> Result<bool, EngineError> {
+        Ok(self.store.advance_trigger(name, node, to, parked).await?)
+    }
+
+    /// Every trigger's stored state.
+    pub async fn trigger_states(&self) -> Result<Vec<protosync_store::TriggerState>, EngineError> {
+        Ok(self.store.trigger_states().await?)
+    }
+
+    /// Up to `max` of a trigger's parked changes, in seq order.
+    pub async fn parked_changes(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<protosync_store::ParkedChange>, EngineError> {
+        Ok(self.store.parked_changes(name, max).await?)
+    }
+
+    /// Drops a parked change once a retry delivered it.
+    pub async fn resolve_parked(
+        &self,
+        name: &str,
+        seq: Seq,
+        id: &str,
+    ) -> Result<bool, EngineError> {
+        Ok(self.store.resolve_parked(name, seq, id).await?)
+    }
+
+    /// The change log's floor: the oldest seq a read after it can start from.
+    pub async fn log_floor(&self) -> Result<Seq, EngineError> {
+        Ok(self.store.log_floor().await?)
+    }
+
     /// Ready when the store answers.
     pub async fn ready(&self) -> Result<protosync_core::Seq, EngineError> {
         Ok(self.store.head().await?)

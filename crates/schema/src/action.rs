@@ -45,6 +45,18 @@ pub struct Action {
     pub timeout: Duration,
     /// When the clock calls it, if it is scheduled.
     pub schedule: Option<ActionSchedule>,
+    /// Which committed changes call it, if it is a trigger.
+    pub trigger: Option<ActionTrigger>,
+}
+
+/// A trigger as declared: the dispatcher compiles the filter against the
+/// collection and delivers each matching change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionTrigger {
+    /// The collection whose changes it delivers.
+    pub collection: String,
+    /// The filter's conditions, as a query's `filter` JSON; `[]` for all.
+    pub filter: Value,
 }
 
 /// A cron schedule with a seconds field, in a time zone: each tick calls the
@@ -156,6 +168,15 @@ fn read_action(
         }
         _ => None,
     };
+    let trigger = match raw.get_field_by_name("trigger") {
+        Some(value) if raw.has_field_by_name("trigger") => {
+            let Some(trigger) = value.as_message() else {
+                return Err(problem("trigger must be a message".into()));
+            };
+            Some(read_trigger(trigger).map_err(problem)?)
+        }
+        _ => None,
+    };
     let timeout_ms = raw
         .get_field_by_name("timeout_ms")
         .and_then(|v| v.as_u32())
@@ -191,8 +212,33 @@ fn read_action(
         allow,
         timeout,
         schedule,
+        trigger,
         name,
     }))
+}
+
+fn read_trigger(raw: &prost_reflect::DynamicMessage) -> Result<ActionTrigger, String> {
+    let text = |field: &str| {
+        raw.get_field_by_name(field)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let collection = text("collection").trim().to_owned();
+    if collection.is_empty() {
+        return Err("trigger collection must name a collection".into());
+    }
+    let filter = match text("filter").trim() {
+        "" => Value::Array(Vec::new()),
+        source => match serde_json::from_str::<Value>(source) {
+            Ok(list @ Value::Array(_)) => list,
+            _ => {
+                return Err(format!(
+                    "trigger filter {source:?} is not a JSON array of conditions"
+                ));
+            }
+        },
+    };
+    Ok(ActionTrigger { collection, filter })
 }
 
 fn read_schedule(raw: &prost_reflect::DynamicMessage) -> Result<ActionSchedule, String> {

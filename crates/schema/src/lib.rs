@@ -21,7 +21,9 @@ mod server_time;
 mod timestamp;
 mod validate;
 
-pub use action::{Action, ActionSchedule, CatchUp, DEFAULT_ACTION_TIMEOUT, MAX_ACTION_TIMEOUT};
+pub use action::{
+    Action, ActionSchedule, ActionTrigger, CatchUp, DEFAULT_ACTION_TIMEOUT, MAX_ACTION_TIMEOUT,
+};
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
 pub use error::{DocumentError, SchemaError};
 pub use evolution::{SchemaChange, compare};

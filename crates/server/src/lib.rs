@@ -159,6 +159,11 @@ pub async fn serve(
         state.actions.clone(),
         state.node.clone(),
     )));
+    // So do triggers, from their checkpoints in the store.
+    let _triggers = AbortOnDrop(tokio::spawn(protosync_dispatch::trigger::run(
+        state.actions.clone(),
+        state.node.clone(),
+    )));
     let close = state.close.clone();
     let metrics = state.metrics.clone();
     let signal = async move {

@@ -578,7 +578,7 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         node: &str,
         to: Seq,
-        parked: Option<ParkedChange>,
+        parked: Vec<ParkedChange>,
     ) -> Result<bool, StoreError>;
 
     /// Every trigger's state, by name.

@@ -1488,20 +1488,20 @@ async fn a_trigger_has_one_holder_whose_checkpoint_only_moves_forward_with_its_p
     );
     assert!(
         h.store
-            .advance_trigger("t", "n1", Seq(9), None)
+            .advance_trigger("t", "n1", Seq(9), vec![])
             .await
             .unwrap()
     );
     assert!(
         !other
-            .advance_trigger("t", "n2", Seq(20), None)
+            .advance_trigger("t", "n2", Seq(20), vec![])
             .await
             .unwrap(),
         "not the holder"
     );
     assert!(
         !h.store
-            .advance_trigger("t", "n1", Seq(8), None)
+            .advance_trigger("t", "n1", Seq(8), vec![])
             .await
             .unwrap(),
         "never backwards"
@@ -1526,7 +1526,7 @@ async fn a_trigger_has_one_holder_whose_checkpoint_only_moves_forward_with_its_p
     };
     assert!(
         !h.store
-            .advance_trigger("t", "n1", Seq(10), Some(parked.clone()))
+            .advance_trigger("t", "n1", Seq(10), vec![parked.clone()])
             .await
             .unwrap(),
         "the old holder lost it"
@@ -1534,7 +1534,7 @@ async fn a_trigger_has_one_holder_whose_checkpoint_only_moves_forward_with_its_p
     assert!(h.store.parked_changes("t", 10).await.unwrap().is_empty());
     assert!(
         other
-            .advance_trigger("t", "n2", Seq(10), Some(parked.clone()))
+            .advance_trigger("t", "n2", Seq(10), vec![parked.clone()])
             .await
             .unwrap()
     );

@@ -6,6 +6,7 @@ pub(crate) mod error;
 mod handlers;
 pub(crate) mod metrics;
 mod projections;
+mod triggers;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -54,6 +55,11 @@ pub(crate) fn router(state: AppState) -> Router {
             post(projections::swap),
         )
         .route("/v1/schedules", get(handlers::schedules))
+        .route("/v1/triggers", get(triggers::list))
+        .route(
+            "/v1/triggers/{service}/{method}/retry",
+            post(triggers::retry),
+        )
         .route(
             "/v1/actions/{service}/{method}",
             post(handlers::call_action),

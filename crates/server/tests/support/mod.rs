@@ -579,7 +579,7 @@ impl Store for RecordingStore {
         name: &str,
         node: &str,
         to: Seq,
-        parked: Option<protosync_store::ParkedChange>,
+        parked: Vec<protosync_store::ParkedChange>,
     ) -> Result<bool, protosync_store::StoreError> {
         self.inner.advance_trigger(name, node, to, parked).await
     }

@@ -292,9 +292,9 @@ impl Store for PostgresStore {
         name: &str,
         node: &str,
         to: Seq,
-        parked: Option<crate::ParkedChange>,
+        parked: Vec<crate::ParkedChange>,
     ) -> Result<bool, StoreError> {
-        trigger_state::advance_trigger(&self.pool, name, node, to, parked.as_ref()).await
+        trigger_state::advance_trigger(&self.pool, name, node, to, &parked).await
     }
 
     async fn trigger_states(&self) -> Result<Vec<crate::TriggerState>, StoreError> {

@@ -36,7 +36,7 @@ pub(super) async fn advance_trigger(
     name: &str,
     node: &str,
     to: Seq,
-    parked: Option<&ParkedChange>,
+    parked: &[ParkedChange],
 ) -> Result<bool, StoreError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -44,7 +44,7 @@ pub(super) async fn advance_trigger(
         .execute(ADVANCE_TRIGGER, &[&(to.0 as i64), &name, &node])
         .await?
         > 0;
-    if let (true, Some(p)) = (moved, parked) {
+    for p in parked.iter().filter(|_| moved) {
         tx.execute(
             PARK_CHANGE,
             &[

@@ -338,13 +338,11 @@ impl Store for SqliteStore {
         name: &str,
         node: &str,
         to: Seq,
-        parked: Option<crate::ParkedChange>,
+        parked: Vec<crate::ParkedChange>,
     ) -> Result<bool, StoreError> {
         let (name, node) = (name.to_owned(), node.to_owned());
-        self.write(move |conn| {
-            trigger_state::advance_trigger(conn, &name, &node, to, parked.as_ref())
-        })
-        .await
+        self.write(move |conn| trigger_state::advance_trigger(conn, &name, &node, to, &parked))
+            .await
     }
 
     async fn trigger_states(&self) -> Result<Vec<crate::TriggerState>, StoreError> {

@@ -36,14 +36,14 @@ pub(super) fn advance_trigger(
     name: &str,
     node: &str,
     to: Seq,
-    parked: Option<&ParkedChange>,
+    parked: &[ParkedChange],
 ) -> Result<bool, StoreError> {
     let tx = conn.transaction()?;
     let moved = tx
         .prepare_cached(ADVANCE_TRIGGER)?
         .execute(params![to.0 as i64, name, node])?
         > 0;
-    if let (true, Some(p)) = (moved, parked) {
+    for p in parked.iter().filter(|_| moved) {
         tx.prepare_cached(PARK_CHANGE)?.execute(params![
             p.name,
             p.seq.0 as i64,
