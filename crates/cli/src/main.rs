@@ -7,6 +7,7 @@ mod dev_token;
 mod export;
 mod import;
 mod memory;
+mod pg_table;
 mod run;
 mod schedules;
 mod schema_watch;
