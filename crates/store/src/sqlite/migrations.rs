@@ -159,6 +159,15 @@ CREATE TABLE protosync_schedule_runs (
 );
 CREATE INDEX protosync_schedule_runs_by_tick ON protosync_schedule_runs (tick_ms);
 "#,
+    // The schema the database last ran, to compare the next one with.
+    r#"
+CREATE TABLE protosync_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    descriptor_set BLOB NOT NULL,
+    fingerprint TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
