@@ -1,5 +1,5 @@
-//! `protosync import`: an export directory (docs/import-export.md) into a
-//! store. Every row is validated against the schema first; a bad row is
+//! `protosync import`: an export directory (docs/import-export.md), or a
+//! Convex snapshot ZIP (`convex.rs`), into a store. Every row is validated against the schema first; a bad row is
 //! reported with its file and line and left out, never dropped silently,
 //! and the command then fails saying how many. Valid rows are upserted in
 //! batches, one commit each, several in flight. Each batch carries an
@@ -8,7 +8,7 @@
 //! batches that had not committed (within the idempotency retention).
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,11 +16,13 @@ use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use protosync_engine::mutation::{OpBody, OpRequest};
 use protosync_engine::{Engine, Identity, MutationRequest};
+use protosync_schema::Registry;
 use protosync_store::StoreOptions;
 use protosync_store::postgres::DEFAULT_POOL_SIZE;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
+use crate::convex;
 use crate::export::{FORMAT, Manifest};
 use crate::run::{load_schema, open_store};
 
@@ -35,8 +37,28 @@ pub(crate) struct ImportArgs {
     #[arg(long, env = "PROTOSYNC_DATABASE")]
     database: String,
     /// The export directory (with its manifest.json).
-    #[arg(long)]
-    from: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "from_convex",
+        conflicts_with = "from_convex"
+    )]
+    from: Option<PathBuf>,
+    /// A Convex snapshot ZIP (`npx convex export --path FILE.zip`).
+    #[arg(long, value_name = "FILE.zip")]
+    from_convex: Option<PathBuf>,
+    /// Convex table → collection (TABLE=COLLECTION, or COMPONENT/TABLE=…);
+    /// repeatable. Default: the same name, else its snake_case.
+    #[arg(
+        long = "table-map",
+        value_name = "TABLE=COLLECTION",
+        requires = "from_convex"
+    )]
+    table_map: Vec<String>,
+    /// Convex field → proto JSON field (FROM=TO for every table,
+    /// TABLE.FROM=TO for one); repeatable. `_creationTime=FIELD` keeps the
+    /// creation time as an RFC 3339 timestamp; unmapped, it is dropped.
+    #[arg(long = "field-map", value_name = "FROM=TO", requires = "from_convex")]
+    field_map: Vec<String>,
     /// Schema directory (default: the built-in example schema).
     #[arg(long, env = "PROTOSYNC_SCHEMA")]
     schema: Option<PathBuf>,
@@ -47,15 +69,52 @@ pub(crate) struct ImportArgs {
 
 /// What the import did, counted as it goes.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     rows: u64,
     written: u64,
     already: u64,
     bad: u64,
 }
 
+/// Where rows go: the schema to check them against, the engine to write
+/// them with (none under `--dry-run`), and what has happened so far.
+pub(crate) struct Sink {
+    pub(crate) registry: Arc<Registry>,
+    engine: Option<Arc<Engine>>,
+    tally: Tally,
+    progress: Progress,
+}
+
 pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let manifest_path = args.from.join("manifest.json");
+    let (registry, _) = load_schema(args.schema.as_deref())?;
+    let registry = Arc::new(registry);
+    let engine = if args.dry_run {
+        None
+    } else {
+        let store = open_store(&args.database, DEFAULT_POOL_SIZE, StoreOptions::default()).await?;
+        Some(Arc::new(Engine::start(registry.clone(), store).await?))
+    };
+    let mut sink = Sink {
+        registry,
+        engine,
+        tally: Tally::default(),
+        progress: Progress::new(0),
+    };
+    match (&args.from, &args.from_convex) {
+        (_, Some(zip)) => {
+            let mapping = convex::Mapping::parse(&args.table_map, &args.field_map)?;
+            convex::import(zip, &mapping, &mut sink).await?;
+        }
+        (Some(dir), None) => import_export_dir(dir, &mut sink).await?,
+        (None, None) => bail!("give --from DIR or --from-convex FILE.zip"),
+    }
+    sink.finish(args.dry_run)
+}
+
+/// protosync's own export directory: a manifest and one JSONL file per
+/// collection of `{"id": "…", "doc": {…}}` rows.
+async fn import_export_dir(dir: &Path, sink: &mut Sink) -> anyhow::Result<()> {
+    let manifest_path = dir.join("manifest.json");
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(&manifest_path)
             .with_context(|| format!("cannot read {}", manifest_path.display()))?,
@@ -68,45 +127,80 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
             manifest.format
         );
     }
-    let (registry, _) = load_schema(args.schema.as_deref())?;
-    let registry = Arc::new(registry);
-    let engine = if args.dry_run {
-        None
-    } else {
-        let store = open_store(&args.database, DEFAULT_POOL_SIZE, StoreOptions::default()).await?;
-        Some(Arc::new(Engine::start(registry.clone(), store).await?))
-    };
-    let total: u64 = manifest.collections.values().map(|e| e.documents).sum();
-    let mut progress = Progress::new(total);
-    let mut tally = Tally::default();
+    sink.progress.total = manifest.collections.values().map(|e| e.documents).sum();
     for (collection, entry) in &manifest.collections {
-        let path = args.from.join(&entry.file);
-        let Some(schema) = registry.collection(collection) else {
-            eprintln!(
-                "{}: collection {collection:?} is not in the schema; its {} rows are not imported",
-                entry.file, entry.documents
-            );
-            tally.bad += entry.documents;
-            continue;
-        };
+        let path = dir.join(&entry.file);
         let file = std::fs::File::open(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
+        let key = format!("import:{}:{}", manifest.export_id, entry.file);
+        sink.table(&entry.file, collection, &key, BufReader::new(file), row)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Sink {
+    /// Counts `rows` rows as bad without reading them, saying why.
+    pub(crate) fn skip(&mut self, rows: u64, why: &str) {
+        self.tally.rows += rows;
+        self.tally.bad += rows;
+        self.progress.note(why);
+    }
+
+    /// A line about the import that is not a bad row.
+    pub(crate) fn note(&self, text: &str) {
+        self.progress.note(text);
+    }
+
+    /// Adds rows still to come to the progress line's total.
+    pub(crate) fn expect(&mut self, rows: u64) {
+        self.progress.total += rows;
+    }
+
+    /// Imports one JSONL file's rows into `collection`: each line is turned
+    /// into an id and a document by `parse`, validated, and upserted in
+    /// batches keyed `KEY:FIRST_LINE`. Bad lines are reported as
+    /// `LABEL:LINE: problem`.
+    pub(crate) async fn table(
+        &mut self,
+        label: &str,
+        collection: &str,
+        key: &str,
+        lines: impl BufRead,
+        parse: impl Fn(&str) -> Result<(String, Value), String>,
+    ) -> anyhow::Result<()> {
+        let Some(schema) = self.registry.collection(collection).cloned() else {
+            let mut rows = 0;
+            for line in lines.lines() {
+                line.with_context(|| format!("cannot read {label}"))?;
+                rows += 1;
+            }
+            self.skip(
+                rows,
+                &format!(
+                    "{label}: collection {collection:?} is not in the schema; its {rows} rows are not imported"
+                ),
+            );
+            return Ok(());
+        };
         let mut batch: Vec<OpRequest> = Vec::new();
         let mut first_line = 0;
         let mut commits = JoinSet::new();
-        for (index, line) in BufReader::new(file).lines().enumerate() {
+        for (index, line) in lines.lines().enumerate() {
             let number = index + 1;
-            let line = line.with_context(|| format!("{}:{number}", entry.file))?;
-            tally.rows += 1;
-            match row(&line, |id, doc| {
-                schema.validate(id, doc).map_err(|e| e.to_string())
-            }) {
+            let line = line.with_context(|| format!("{label}:{number}"))?;
+            self.tally.rows += 1;
+            let checked = parse(&line).and_then(|(id, doc)| match schema.validate(&id, &doc) {
+                Ok(doc) => Ok((id, doc)),
+                Err(e) => Err(format!("{id}: {e}")),
+            });
+            match checked {
                 Ok((id, doc)) => {
                     if batch.is_empty() {
                         first_line = number;
                     }
                     batch.push(OpRequest::Upsert(OpBody {
-                        collection: collection.clone(),
+                        collection: collection.to_owned(),
                         id,
                         doc: Some(doc),
                         fields: None,
@@ -114,60 +208,106 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
                     }));
                 }
                 Err(problem) => {
-                    tally.bad += 1;
-                    progress.note(&format!("{}:{number}: {problem}", entry.file));
+                    self.tally.bad += 1;
+                    self.progress.note(&format!("{label}:{number}: {problem}"));
                 }
             }
             if batch.len() == BATCH {
-                let key = format!("import:{}:{}:{first_line}", manifest.export_id, entry.file);
-                submit(
-                    &engine,
-                    &mut commits,
-                    key,
-                    std::mem::take(&mut batch),
-                    &mut tally,
-                    &mut progress,
-                )
-                .await?;
+                let ops = std::mem::take(&mut batch);
+                self.submit(&mut commits, format!("{key}:{first_line}"), ops)
+                    .await?;
             }
         }
         if !batch.is_empty() {
-            let key = format!("import:{}:{}:{first_line}", manifest.export_id, entry.file);
-            submit(&engine, &mut commits, key, batch, &mut tally, &mut progress).await?;
+            self.submit(&mut commits, format!("{key}:{first_line}"), batch)
+                .await?;
         }
         while let Some(done) = commits.join_next().await {
-            count(done, &mut tally, &mut progress)?;
+            self.count(done)?;
         }
-        progress.show(tally.rows, true);
+        self.progress.show(self.tally.rows, true);
+        Ok(())
     }
-    progress.done();
-    let verb = if args.dry_run { "checked" } else { "imported" };
-    println!(
-        "{verb} {} rows: {} written, {} already there from an earlier run, {} bad (listed above){}",
-        tally.rows,
-        tally.written,
-        tally.already,
-        tally.bad,
-        if args.dry_run {
-            "; nothing was written (--dry-run)"
+
+    async fn submit(
+        &mut self,
+        commits: &mut JoinSet<Committed>,
+        key: String,
+        ops: Vec<OpRequest>,
+    ) -> anyhow::Result<()> {
+        let Some(engine) = self.engine.clone() else {
+            return Ok(()); // --dry-run: checked, not written
+        };
+        while commits.len() >= IN_FLIGHT {
+            if let Some(done) = commits.join_next().await {
+                self.count(done)?;
+            }
+        }
+        commits.spawn(async move {
+            let rows = ops.len();
+            let request = MutationRequest {
+                idempotency_key: Some(key),
+                ops,
+            };
+            let identity = Identity::Service {
+                name: "protosync import".into(),
+                collections: None,
+                jti: None,
+                expires_at: None,
+            };
+            let outcome = engine.mutate(&identity, &request, None).await?;
+            Ok((rows, outcome.duplicate))
+        });
+        Ok(())
+    }
+
+    fn count(&mut self, done: Result<Committed, tokio::task::JoinError>) -> anyhow::Result<()> {
+        let (rows, duplicate) = done
+            .map_err(|e| anyhow!("a batch's task failed: {e}"))?
+            .map_err(|e| {
+                anyhow!(
+                    "a batch was refused, and the import stopped there: {e} (run it again to resume)"
+                )
+            })?;
+        if duplicate {
+            self.tally.already += rows as u64;
         } else {
-            ""
+            self.tally.written += rows as u64;
         }
-    );
-    if tally.bad > 0 {
-        return Err(anyhow!(
-            "{} rows were not imported; every other row was",
-            tally.bad
-        ));
+        let tally = &self.tally;
+        self.progress
+            .show(tally.written + tally.already + tally.bad, false);
+        Ok(())
     }
-    Ok(())
+
+    fn finish(self, dry_run: bool) -> anyhow::Result<()> {
+        self.progress.done();
+        let tally = self.tally;
+        let verb = if dry_run { "checked" } else { "imported" };
+        println!(
+            "{verb} {} rows: {} written, {} already there from an earlier run, {} bad (listed above){}",
+            tally.rows,
+            tally.written,
+            tally.already,
+            tally.bad,
+            if dry_run {
+                "; nothing was written (--dry-run)"
+            } else {
+                ""
+            }
+        );
+        if tally.bad > 0 {
+            return Err(anyhow!(
+                "{} rows were not imported; every other row was",
+                tally.bad
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// One JSONL row: `{"id": "…", "doc": {…}}`, checked by `validate`.
-fn row(
-    line: &str,
-    validate: impl Fn(&str, &Value) -> Result<Value, String>,
-) -> Result<(String, Value), String> {
+/// One protosync JSONL row: `{"id": "…", "doc": {…}}`.
+fn row(line: &str) -> Result<(String, Value), String> {
     let mut value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let Some(id) = value.get("id").and_then(Value::as_str).map(str::to_owned) else {
         return Err("no \"id\" string".into());
@@ -175,67 +315,10 @@ fn row(
     let Some(doc) = value.get_mut("doc").map(Value::take) else {
         return Err(format!("{id}: no \"doc\""));
     };
-    let doc = validate(&id, &doc).map_err(|e| format!("{id}: {e}"))?;
     Ok((id, doc))
 }
 
 type Committed = Result<(usize, bool), protosync_engine::EngineError>;
-
-async fn submit(
-    engine: &Option<Arc<Engine>>,
-    commits: &mut JoinSet<Committed>,
-    key: String,
-    ops: Vec<OpRequest>,
-    tally: &mut Tally,
-    progress: &mut Progress,
-) -> anyhow::Result<()> {
-    let Some(engine) = engine else {
-        return Ok(()); // --dry-run: checked, not written
-    };
-    while commits.len() >= IN_FLIGHT {
-        if let Some(done) = commits.join_next().await {
-            count(done, tally, progress)?;
-        }
-    }
-    let engine = engine.clone();
-    commits.spawn(async move {
-        let rows = ops.len();
-        let request = MutationRequest {
-            idempotency_key: Some(key),
-            ops,
-        };
-        let identity = Identity::Service {
-            name: "protosync import".into(),
-            collections: None,
-            jti: None,
-            expires_at: None,
-        };
-        let outcome = engine.mutate(&identity, &request, None).await?;
-        Ok((rows, outcome.duplicate))
-    });
-    Ok(())
-}
-
-fn count(
-    done: Result<Committed, tokio::task::JoinError>,
-    tally: &mut Tally,
-    progress: &mut Progress,
-) -> anyhow::Result<()> {
-    let (rows, duplicate) = done
-        .map_err(|e| anyhow!("a batch's task failed: {e}"))?
-        .map_err(|e| {
-            anyhow!(
-                "a batch was refused, and the import stopped there: {e} (run it again to resume)"
-            )
-        })?;
-    if duplicate {
-        tally.already += rows as u64;
-    } else {
-        tally.written += rows as u64;
-    }
-    progress.show(tally.written + tally.already + tally.bad, false);
-    Ok(())
-}
 
 /// A progress line with rate and ETA on a terminal (redrawn in place);
 /// plain lines, at most one per [`PLAIN_EVERY`] rows, otherwise.

@@ -2,6 +2,7 @@
 
 mod codegen;
 mod config;
+mod convex;
 mod dev_token;
 mod export;
 mod import;

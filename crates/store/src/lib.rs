@@ -44,6 +44,7 @@ pub mod projection;
 mod retention;
 mod schedules;
 pub mod sqlite;
+pub mod triggers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub use projection::{
     Checkpoint, Projected, ProjectionMode, ProjectionWrite, Rebuild, SourceStamp, StagedDocument,
 };
 pub(crate) use protosync_core::{Seq, StoredDocument, Version};
+pub use triggers::{ParkedChange, TriggerClaim, TriggerState};
 
 /// A document's canonical JSON, in bytes, at most. Checked on every write,
 /// including the result of a patch: documents travel whole to every
@@ -580,6 +582,33 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `max` runs, newest tick first (pruned after
     /// [`SCHEDULE_RUN_RETENTION`]).
     async fn schedule_runs(&self, max: usize) -> Result<Vec<TickRun>, StoreError>;
+
+    /// Claims or renews a trigger's lease: `Some(checkpoint)` when
+    /// `claim.node` now holds it (first claim, at `claim.start`; its own
+    /// lease; or another node's expired one); `None` while another node's
+    /// lease runs. Atomic across every process on the database.
+    async fn claim_trigger(&self, claim: TriggerClaim) -> Result<Option<Seq>, StoreError>;
+
+    /// Moves a trigger's checkpoint forward to `to`, only when `node` holds
+    /// it, parking `parked` in the same transaction; `false` (nothing
+    /// written) when `node` lost the lease or the checkpoint is already there.
+    async fn advance_trigger(
+        &self,
+        name: &str,
+        node: &str,
+        to: Seq,
+        parked: Option<ParkedChange>,
+    ) -> Result<bool, StoreError>;
+
+    /// Every trigger's state, by name.
+    async fn trigger_states(&self) -> Result<Vec<TriggerState>, StoreError>;
+
+    /// Up to `max` of a trigger's parked changes, in seq order.
+    async fn parked_changes(&self, name: &str, max: usize)
+    -> Result<Vec<ParkedChange>, StoreError>;
+
+    /// Drops a parked change (delivered on retry); `false` if it was not parked.
+    async fn resolve_parked(&self, name: &str, seq: Seq, id: &str) -> Result<bool, StoreError>;
 
     /// A watch on the latest seq this process knows to be committed: it moves
     /// after local commits and, for shared stores, on wake-ups from other

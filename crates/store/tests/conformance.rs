@@ -198,6 +198,7 @@ conformance!(
     the_database_secret_is_random_and_shared_by_every_process,
     a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned,
     a_tick_has_one_holder_until_its_lease_expires_and_a_finished_tick_is_never_retaken,
+    a_trigger_has_one_holder_whose_checkpoint_only_moves_forward_with_its_parked_changes,
     the_recorded_schema_is_the_last_one_recorded_and_survives_reopening,
 );
 
@@ -1480,4 +1481,97 @@ async fn a_tick_has_one_holder_until_its_lease_expires_and_a_finished_tick_is_ne
         None,
         "finished"
     );
+}
+
+/// Triggers: one lease holder at a time across processes (renewable by
+/// itself, taken over only after it expires); only the holder moves the
+/// checkpoint, never backwards; a parked change is written with its
+/// checkpoint and stays until resolved.
+async fn a_trigger_has_one_holder_whose_checkpoint_only_moves_forward_with_its_parked_changes(
+    h: Harness,
+) {
+    use protosync_store::{ParkedChange, TriggerClaim};
+    let other = h.open_again(StoreOptions::default()).await;
+    let claim = |node: &str, now_ms: i64| TriggerClaim {
+        name: "t".into(),
+        node: node.into(),
+        start: Seq(7),
+        now_ms,
+        lease_until_ms: now_ms + 100,
+    };
+    assert_eq!(
+        h.store.claim_trigger(claim("n1", 1_000)).await.unwrap(),
+        Some(Seq(7)),
+        "a new trigger starts where its first claim says"
+    );
+    assert_eq!(
+        other.claim_trigger(claim("n2", 1_100)).await.unwrap(),
+        None,
+        "leased until its last ms"
+    );
+    assert!(
+        h.store
+            .advance_trigger("t", "n1", Seq(9), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .advance_trigger("t", "n2", Seq(20), None)
+            .await
+            .unwrap(),
+        "not the holder"
+    );
+    assert!(
+        !h.store
+            .advance_trigger("t", "n1", Seq(8), None)
+            .await
+            .unwrap(),
+        "never backwards"
+    );
+    assert_eq!(
+        h.store.claim_trigger(claim("n1", 1_090)).await.unwrap(),
+        Some(Seq(9)),
+        "renewed by its holder"
+    );
+    assert_eq!(
+        other.claim_trigger(claim("n2", 1_191)).await.unwrap(),
+        Some(Seq(9)),
+        "taken over after the lease"
+    );
+    let parked = ParkedChange {
+        name: "t".into(),
+        seq: Seq(10),
+        id: "d1".into(),
+        attempts: 5,
+        error: "HTTP 500".into(),
+        parked_at_ms: 1_200,
+    };
+    assert!(
+        !h.store
+            .advance_trigger("t", "n1", Seq(10), Some(parked.clone()))
+            .await
+            .unwrap(),
+        "the old holder lost it"
+    );
+    assert!(h.store.parked_changes("t", 10).await.unwrap().is_empty());
+    assert!(
+        other
+            .advance_trigger("t", "n2", Seq(10), Some(parked.clone()))
+            .await
+            .unwrap()
+    );
+    let states = h.store.trigger_states().await.unwrap();
+    let [state] = &states[..] else {
+        panic!("{states:?}")
+    };
+    assert_eq!(
+        (state.name.as_str(), state.checkpoint, state.node.as_str()),
+        ("t", Seq(10), "n2")
+    );
+    assert_eq!(h.store.parked_changes("t", 10).await.unwrap(), vec![parked]);
+    assert!(h.store.parked_changes("u", 10).await.unwrap().is_empty());
+    assert!(h.store.resolve_parked("t", Seq(10), "d1").await.unwrap());
+    assert!(!other.resolve_parked("t", Seq(10), "d1").await.unwrap());
+    assert!(h.store.parked_changes("t", 10).await.unwrap().is_empty());
 }

@@ -577,6 +577,46 @@ impl Store for RecordingStore {
         self.inner.schedule_runs(max).await
     }
 
+    async fn claim_trigger(
+        &self,
+        claim: protosync_store::TriggerClaim,
+    ) -> Result<Option<Seq>, protosync_store::StoreError> {
+        self.inner.claim_trigger(claim).await
+    }
+
+    async fn advance_trigger(
+        &self,
+        name: &str,
+        node: &str,
+        to: Seq,
+        parked: Option<protosync_store::ParkedChange>,
+    ) -> Result<bool, protosync_store::StoreError> {
+        self.inner.advance_trigger(name, node, to, parked).await
+    }
+
+    async fn trigger_states(
+        &self,
+    ) -> Result<Vec<protosync_store::TriggerState>, protosync_store::StoreError> {
+        self.inner.trigger_states().await
+    }
+
+    async fn parked_changes(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<protosync_store::ParkedChange>, protosync_store::StoreError> {
+        self.inner.parked_changes(name, max).await
+    }
+
+    async fn resolve_parked(
+        &self,
+        name: &str,
+        seq: Seq,
+        id: &str,
+    ) -> Result<bool, protosync_store::StoreError> {
+        self.inner.resolve_parked(name, seq, id).await
+    }
+
     async fn record_call(
         &self,
         record: protosync_store::CallRecord,

@@ -160,6 +160,23 @@ CREATE TABLE protosync_schedule_runs (
 );
 CREATE INDEX protosync_schedule_runs_by_tick ON protosync_schedule_runs (tick_ms);
 "#,
+    r#"
+CREATE TABLE protosync_trigger_state (
+    name TEXT PRIMARY KEY,
+    checkpoint BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    lease_until_ms BIGINT NOT NULL
+);
+CREATE TABLE protosync_trigger_parked (
+    name TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    error TEXT NOT NULL,
+    parked_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (name, seq, id)
+);
+"#,
     // The schema the database last ran, to compare the next one with.
     r#"
 CREATE TABLE protosync_schema (

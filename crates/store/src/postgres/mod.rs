@@ -41,6 +41,7 @@ mod retention;
 mod revocations;
 mod schedule_ticks;
 mod schema_record;
+mod trigger_state;
 mod wakeups;
 
 use std::str::FromStr;
@@ -294,6 +295,36 @@ impl Store for PostgresStore {
 
     async fn schedule_runs(&self, max: usize) -> Result<Vec<crate::TickRun>, StoreError> {
         schedule_ticks::schedule_runs(&self.pool, max).await
+    }
+
+    async fn claim_trigger(&self, claim: crate::TriggerClaim) -> Result<Option<Seq>, StoreError> {
+        trigger_state::claim_trigger(&self.pool, &claim).await
+    }
+
+    async fn advance_trigger(
+        &self,
+        name: &str,
+        node: &str,
+        to: Seq,
+        parked: Option<crate::ParkedChange>,
+    ) -> Result<bool, StoreError> {
+        trigger_state::advance_trigger(&self.pool, name, node, to, parked.as_ref()).await
+    }
+
+    async fn trigger_states(&self) -> Result<Vec<crate::TriggerState>, StoreError> {
+        trigger_state::trigger_states(&self.pool).await
+    }
+
+    async fn parked_changes(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<crate::ParkedChange>, StoreError> {
+        trigger_state::parked_changes(&self.pool, name, max).await
+    }
+
+    async fn resolve_parked(&self, name: &str, seq: Seq, id: &str) -> Result<bool, StoreError> {
+        trigger_state::resolve_parked(&self.pool, name, seq, id).await
     }
 
     async fn record_call(&self, record: CallRecord) -> Result<CallRecord, StoreError> {

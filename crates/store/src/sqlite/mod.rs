@@ -36,6 +36,7 @@ mod retention;
 mod revocations;
 mod schedule_ticks;
 mod schema_record;
+mod trigger_state;
 mod writer;
 
 use std::path::Path;
@@ -338,6 +339,48 @@ impl Store for SqliteStore {
     async fn schedule_runs(&self, max: usize) -> Result<Vec<crate::TickRun>, StoreError> {
         self.readers
             .read(move |tx| schedule_ticks::schedule_runs(tx, max))
+            .await
+    }
+
+    async fn claim_trigger(&self, claim: crate::TriggerClaim) -> Result<Option<Seq>, StoreError> {
+        self.write(move |conn| trigger_state::claim_trigger(conn, &claim))
+            .await
+    }
+
+    async fn advance_trigger(
+        &self,
+        name: &str,
+        node: &str,
+        to: Seq,
+        parked: Option<crate::ParkedChange>,
+    ) -> Result<bool, StoreError> {
+        let (name, node) = (name.to_owned(), node.to_owned());
+        self.write(move |conn| {
+            trigger_state::advance_trigger(conn, &name, &node, to, parked.as_ref())
+        })
+        .await
+    }
+
+    async fn trigger_states(&self) -> Result<Vec<crate::TriggerState>, StoreError> {
+        self.readers
+            .read(|tx| trigger_state::trigger_states(tx))
+            .await
+    }
+
+    async fn parked_changes(
+        &self,
+        name: &str,
+        max: usize,
+    ) -> Result<Vec<crate::ParkedChange>, StoreError> {
+        let name = name.to_owned();
+        self.readers
+            .read(move |tx| trigger_state::parked_changes(tx, &name, max))
+            .await
+    }
+
+    async fn resolve_parked(&self, name: &str, seq: Seq, id: &str) -> Result<bool, StoreError> {
+        let (name, id) = (name.to_owned(), id.to_owned());
+        self.write(move |conn| trigger_state::resolve_parked(conn, &name, seq, &id))
             .await
     }
 
