@@ -24,7 +24,7 @@ mod validate;
 pub use action::{Action, ActionSchedule, CatchUp, DEFAULT_ACTION_TIMEOUT, MAX_ACTION_TIMEOUT};
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
 pub use error::{DocumentError, SchemaError};
-pub use evolution::{SchemaChange, compare};
+pub use evolution::{SchemaChange, compare, compare_recorded};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
 pub use rules::{DocKey, Lookup, MAX_LOOKUPS_PER_EVALUATION, Rule, RuleInput, Verdict, now_ms};
