@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use zip::ZipArchive;
 
-use crate::import::Sink;
+use crate::import::{Sink, short_hex};
 
 /// How Convex names become protosync names.
 pub(crate) struct Mapping {
@@ -32,20 +32,9 @@ pub(crate) struct Mapping {
 impl Mapping {
     /// Reads `--table-map` and `--field-map` values (`FROM=TO` each).
     pub(crate) fn parse(tables: &[String], fields: &[String]) -> anyhow::Result<Mapping> {
-        fn pairs(flag: &str, items: &[String]) -> anyhow::Result<HashMap<String, String>> {
-            items
-                .iter()
-                .map(|item| match item.split_once('=') {
-                    Some((from, to)) if !from.is_empty() && !to.is_empty() => {
-                        Ok((from.to_owned(), to.to_owned()))
-                    }
-                    _ => bail!("{flag} {item:?}: expected FROM=TO"),
-                })
-                .collect()
-        }
         Ok(Mapping {
-            tables: pairs("--table-map", tables)?,
-            fields: pairs("--field-map", fields)?,
+            tables: crate::import::pairs("--table-map", tables)?,
+            fields: crate::import::pairs("--field-map", fields)?,
         })
     }
 
@@ -100,8 +89,7 @@ pub(crate) async fn import(path: &Path, mapping: &Mapping, sink: &mut Sink) -> a
     // importing the same ZIP again resumes and a different one does not.
     let mut hasher = Sha256::new();
     std::io::copy(&mut open()?, &mut hasher)?;
-    let digest = hasher.finalize();
-    let snapshot: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let snapshot = short_hex(hasher);
     let mut archive = ZipArchive::new(BufReader::new(open()?))
         .with_context(|| format!("{} is not a ZIP file", path.display()))?;
     let mut components = vec![String::new()];
@@ -150,9 +138,14 @@ pub(crate) async fn import(path: &Path, mapping: &Mapping, sink: &mut Sink) -> a
         let label = format!("{component}{table}/documents.jsonl");
         let key = format!("import:convex:{snapshot}:{label}");
         let entry = archive.by_name(&label)?;
-        sink.table(&label, &collection, &key, BufReader::new(entry), |line| {
-            document(line, &table, &overrides, mapping)
-        })
+        sink.table(
+            &label,
+            &collection,
+            &key,
+            BufReader::new(entry).lines(),
+            1,
+            |line| document(line, &table, &overrides, mapping),
+        )
         .await?;
     }
     if let Ok(entry) = archive.by_name("_storage/documents.jsonl") {

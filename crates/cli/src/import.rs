@@ -22,9 +22,9 @@ use protosync_store::postgres::DEFAULT_POOL_SIZE;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::convex;
 use crate::export::{FORMAT, Manifest};
 use crate::run::{load_schema, open_store};
+use crate::{convex, pg_table};
 
 /// Documents per commit: the most one mutation may hold.
 const BATCH: usize = protosync_engine::limits::MAX_OPS_PER_MUTATION;
@@ -39,13 +39,30 @@ pub(crate) struct ImportArgs {
     /// The export directory (with its manifest.json).
     #[arg(
         long,
-        required_unless_present = "from_convex",
-        conflicts_with = "from_convex"
+        required_unless_present_any = ["from_convex", "from_postgres"],
+        conflicts_with_all = ["from_convex", "from_postgres"]
     )]
     from: Option<PathBuf>,
     /// A Convex snapshot ZIP (`npx convex export --path FILE.zip`).
-    #[arg(long, value_name = "FILE.zip")]
+    #[arg(long, value_name = "FILE.zip", conflicts_with = "from_postgres")]
     from_convex: Option<PathBuf>,
+    /// A Postgres database to read one table from (with --table, --id-column).
+    #[arg(long, value_name = "URL", requires_all = ["table", "id_column"])]
+    from_postgres: Option<String>,
+    /// The table to read (`--from-postgres`), schema-qualified if need be.
+    #[arg(long, requires = "from_postgres")]
+    table: Option<String>,
+    /// The column holding each row's document id (`--from-postgres`).
+    #[arg(long, requires = "from_postgres")]
+    id_column: Option<String>,
+    /// The collection the table's rows go to (`--from-postgres`; default: the
+    /// table's name).
+    #[arg(long, requires = "from_postgres")]
+    collection: Option<String>,
+    /// Column → field (COLUMN=FIELD, `--from-postgres`); repeatable. Other
+    /// columns keep their names (proto or JSON field names both fit).
+    #[arg(long = "map", value_name = "COLUMN=FIELD", requires = "from_postgres")]
+    column_map: Vec<String>,
     /// Convex table → collection (TABLE=COLLECTION, or COMPONENT/TABLE=…);
     /// repeatable. Default: the same name, else its snake_case.
     #[arg(
@@ -100,13 +117,24 @@ pub(crate) async fn run(args: ImportArgs) -> anyhow::Result<()> {
         tally: Tally::default(),
         progress: Progress::new(0),
     };
-    match (&args.from, &args.from_convex) {
-        (_, Some(zip)) => {
-            let mapping = convex::Mapping::parse(&args.table_map, &args.field_map)?;
-            convex::import(zip, &mapping, &mut sink).await?;
-        }
-        (Some(dir), None) => import_export_dir(dir, &mut sink).await?,
-        (None, None) => bail!("give --from DIR or --from-convex FILE.zip"),
+    if let Some(zip) = &args.from_convex {
+        let mapping = convex::Mapping::parse(&args.table_map, &args.field_map)?;
+        convex::import(zip, &mapping, &mut sink).await?;
+    } else if let (Some(url), Some(table), Some(id_column)) =
+        (&args.from_postgres, &args.table, &args.id_column)
+    {
+        let source = pg_table::Source {
+            url,
+            table,
+            id_column,
+            collection: args.collection.as_deref().unwrap_or(table),
+            columns: pairs("--map", &args.column_map)?,
+        };
+        pg_table::import(&source, &mut sink).await?;
+    } else if let Some(dir) = &args.from {
+        import_export_dir(dir, &mut sink).await?;
+    } else {
+        bail!("give --from DIR, --from-convex FILE.zip or --from-postgres URL");
     }
     sink.finish(args.dry_run)
 }
@@ -133,8 +161,15 @@ async fn import_export_dir(dir: &Path, sink: &mut Sink) -> anyhow::Result<()> {
         let file = std::fs::File::open(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let key = format!("import:{}:{}", manifest.export_id, entry.file);
-        sink.table(&entry.file, collection, &key, BufReader::new(file), row)
-            .await?;
+        sink.table(
+            &entry.file,
+            collection,
+            &key,
+            BufReader::new(file).lines(),
+            1,
+            row,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -157,21 +192,22 @@ impl Sink {
         self.progress.total += rows;
     }
 
-    /// Imports one JSONL file's rows into `collection`: each line is turned
-    /// into an id and a document by `parse`, validated, and upserted in
-    /// batches keyed `KEY:FIRST_LINE`. Bad lines are reported as
+    /// Imports rows into `collection`: each line (numbered from `first`) is
+    /// turned into an id and a document by `parse`, validated, and upserted
+    /// in batches keyed `KEY:FIRST_LINE`. Bad lines are reported as
     /// `LABEL:LINE: problem`.
     pub(crate) async fn table(
         &mut self,
         label: &str,
         collection: &str,
         key: &str,
-        lines: impl BufRead,
+        lines: impl Iterator<Item = std::io::Result<String>>,
+        first: usize,
         parse: impl Fn(&str) -> Result<(String, Value), String>,
     ) -> anyhow::Result<()> {
         let Some(schema) = self.registry.collection(collection).cloned() else {
             let mut rows = 0;
-            for line in lines.lines() {
+            for line in lines {
                 line.with_context(|| format!("cannot read {label}"))?;
                 rows += 1;
             }
@@ -186,8 +222,8 @@ impl Sink {
         let mut batch: Vec<OpRequest> = Vec::new();
         let mut first_line = 0;
         let mut commits = JoinSet::new();
-        for (index, line) in lines.lines().enumerate() {
-            let number = index + 1;
+        for (index, line) in lines.enumerate() {
+            let number = first + index;
             let line = line.with_context(|| format!("{label}:{number}"))?;
             self.tally.rows += 1;
             let checked = parse(&line).and_then(|(id, doc)| match schema.validate(&id, &doc) {
@@ -304,6 +340,32 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// The first 8 bytes of a digest, in hex: enough to tell sources apart in
+/// an idempotency key.
+pub(crate) fn short_hex(hasher: sha2::Sha256) -> String {
+    use sha2::Digest;
+    hasher.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `FROM=TO` flag values as a map.
+pub(crate) fn pairs(
+    flag: &str,
+    items: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((from, to)) if !from.is_empty() && !to.is_empty() => {
+                Ok((from.to_owned(), to.to_owned()))
+            }
+            _ => bail!("{flag} {item:?}: expected FROM=TO"),
+        })
+        .collect()
 }
 
 /// One protosync JSONL row: `{"id": "…", "doc": {…}}`.

@@ -7,8 +7,10 @@ mod dev_token;
 mod export;
 mod import;
 mod memory;
+mod pg_table;
 mod run;
 mod schedules;
+mod schema_history;
 mod schema_watch;
 
 use std::path::PathBuf;
@@ -73,6 +75,13 @@ enum SchemaCommand {
         /// The schema directory (default: the built-in example).
         #[arg(long, env = "PROTOSYNC_SCHEMA")]
         schema: Option<PathBuf>,
+        /// A database (postgres://… or sqlite:PATH) whose recorded schema to
+        /// compare with: breaking changes are listed and exit non-zero.
+        #[arg(long)]
+        against: Option<String>,
+        /// With --against: list breaking changes but exit zero.
+        #[arg(long)]
+        allow_breaking: bool,
     },
 }
 
@@ -98,8 +107,13 @@ fn main() -> ExitCode {
             Command::Dev(DevCommand { args, .. }) => run::dev(args).await,
             Command::Serve(args) => run::serve(args).await,
             Command::Schema {
-                command: SchemaCommand::Check { schema },
-            } => run::schema_check(schema.as_deref()),
+                command:
+                    SchemaCommand::Check {
+                        schema,
+                        against,
+                        allow_breaking,
+                    },
+            } => run::schema_check(schema.as_deref(), against.as_deref(), allow_breaking).await,
             Command::Codegen { command } => codegen::run(command),
             Command::Schedules(args) => schedules::run(args).await,
             Command::Export(args) => export::run(args).await,

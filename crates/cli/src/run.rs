@@ -49,6 +49,10 @@ pub(crate) struct DevArgs {
     /// Schema directory (default: the built-in example schema), reloaded when its files change.
     #[arg(long)]
     schema: Option<PathBuf>,
+    /// Start (or reload) even when the schema makes breaking changes to the
+    /// one the database last ran; each is logged at warn.
+    #[arg(long)]
+    allow_breaking: bool,
 }
 
 #[derive(Args)]
@@ -85,6 +89,10 @@ pub(crate) struct ServeArgs {
     /// production: anyone who reaches the port can read and write anything.
     #[arg(long, env = "PROTOSYNC_TRUST_UNAUTHENTICATED")]
     trust_unauthenticated: bool,
+    /// Start even when the schema makes breaking changes to the one the
+    /// database last ran; each is logged at warn.
+    #[arg(long, env = "PROTOSYNC_ALLOW_BREAKING")]
+    allow_breaking: bool,
 }
 
 /// The store at `database`: `sqlite:PATH` or `postgres://…`.
@@ -144,6 +152,7 @@ pub(crate) async fn dev(args: DevArgs) -> anyhow::Result<()> {
         }
     }
     let store: Arc<dyn Store> = Arc::new(store);
+    crate::schema_history::accept(store.as_ref(), &registry, args.allow_breaking).await?;
     match &args.schema {
         None => {
             let auth = dev_auth(&args.data_dir)?;
@@ -188,8 +197,12 @@ async fn dev_following(
     let mut reloaded: Option<String> = None;
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
-        let engine =
-            Engine::start_with(Arc::new(registry), store.clone(), EngineOptions::default()).await?;
+        let engine = Engine::start_with(
+            Arc::new(registry.clone()),
+            store.clone(),
+            EngineOptions::default(),
+        )
+        .await?;
         let listener = bind(&address).await?;
         address = listener.local_addr()?.to_string();
         match reloaded.take() {
@@ -206,7 +219,14 @@ async fn dev_following(
                 let _ = stopped.await;
             },
         ));
-        let load = |dir: &Path| load_schema(Some(dir));
+        // The database recorded the running schema: a reload compares with it.
+        let load = |dir: &Path| {
+            let (next, description) = load_schema(Some(dir))?;
+            let changes =
+                protosync_schema::compare(registry.descriptor_pool(), next.descriptor_pool());
+            crate::schema_history::refuse_breaking(&changes, args.allow_breaking)?;
+            Ok((next, description))
+        };
         tokio::select! {
             ended = &mut server => return ended?,
             () = &mut shutdown => {
@@ -216,6 +236,7 @@ async fn dev_following(
             (next, description, snapshot) = crate::schema_watch::next_schema(dir, seen.clone(), load) => {
                 let _ = stop.send(());
                 server.await??;
+                store.record_schema(&next).await?;
                 reloaded = Some(format!("{description}, fingerprint {}", next.fingerprint()));
                 (registry, seen) = (next, snapshot);
             }
@@ -261,6 +282,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .or(file.pool_size)
         .unwrap_or(DEFAULT_POOL_SIZE);
     let store = open_store(&database, pool_size, options).await?;
+    crate::schema_history::accept(store.as_ref(), &registry, args.allow_breaking).await?;
     let mut auth = file.auth.unwrap_or_default();
     auth.trust_unauthenticated |= args.trust_unauthenticated;
     if auth.providers.is_empty() && auth.api_keys.is_empty() && !auth.trust_unauthenticated {
@@ -280,7 +302,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run(registry, store, &listen, auth, engine_options, backends).await
 }
 
-pub(crate) fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) async fn schema_check(
+    schema: Option<&Path>,
+    against: Option<&str>,
+    allow_breaking: bool,
+) -> anyhow::Result<()> {
     let (registry, source) = load_schema(schema)?;
     println!("{source}");
     println!("ok, fingerprint {}", registry.fingerprint());
@@ -310,6 +336,20 @@ pub(crate) fn schema_check(schema: Option<&Path>) -> anyhow::Result<()> {
                 indexes.join(" ")
             }
         );
+    }
+    if let Some(database) = against {
+        let store = open_store(database, 1, StoreOptions::default()).await?;
+        let changes = crate::schema_history::changes(store.as_ref(), &registry).await?;
+        if changes.is_empty() {
+            println!("against {database}: no breaking changes");
+        } else {
+            let all: Vec<&protosync_schema::SchemaChange> = changes.iter().collect();
+            println!(
+                "against {database}:\n  {}",
+                crate::schema_history::list(&all, "\n  ")
+            );
+        }
+        crate::schema_history::refuse_breaking(&changes, allow_breaking)?;
     }
     Ok(())
 }

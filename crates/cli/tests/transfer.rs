@@ -433,3 +433,94 @@ async fn postgres_convex_snapshot_zip_is_imported_and_its_bad_row_reported() {
     let dir = tempfile::tempdir().unwrap();
     convex_import(&db.url, dir.path()).await;
 }
+
+/// Rows of a table the test creates in its own database, one of them with
+/// a status the schema does not have.
+async fn postgres_table_import(target: &str) {
+    let Some(source) = TestDatabase::create().await else {
+        return;
+    };
+    let (client, connection) = tokio_postgres::connect(&source.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE legacy_runs (run_key text PRIMARY KEY, owner text, title text, \
+             status text, event_count bigint, started_at timestamptz, cost_usd double precision, \
+             labels jsonb);
+             INSERT INTO legacy_runs SELECT 'run-' || lpad(n::text, 5, '0'), 'u' || (n % 7), \
+             'run ' || n, CASE WHEN n = 777 THEN 'NOT_A_STATUS' ELSE 'RUN_STATUS_RUNNING' END, \
+             n::bigint * 1000000007, timestamptz '2026-01-02 03:04:05.123+00' + n * interval '1 second', \
+             n / 4.0, CASE WHEN n % 2 = 0 THEN jsonb_build_object('k', 'v' || n) END \
+             FROM generate_series(1, 12000) n;",
+        )
+        .await
+        .unwrap();
+    let args = [
+        "import",
+        "--database",
+        target,
+        "--from-postgres",
+        &source.url,
+        "--table",
+        "legacy_runs",
+        "--id-column",
+        "run_key",
+        "--collection",
+        "run_summary",
+        "--map",
+        "owner=ownerId",
+    ];
+    let output = protosync(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a bad row fails the command");
+    assert!(
+        stderr.contains("legacy_runs:777: run-00777: ") && stderr.contains("status"),
+        "the bad row is named by its number and id: {stderr}"
+    );
+    assert!(stderr.contains("1 rows were not imported"), "{stderr}");
+    let store = open(target).await;
+    let scope = protosync_query::ReadScope::Everything;
+    let get = async |id: &str| {
+        store
+            .get("run_summary", id, &scope)
+            .await
+            .unwrap()
+            .value
+            .map(|d| d.body)
+    };
+    let doc = get("run-11000").await.expect("a row of the third page");
+    assert_eq!(doc["ownerId"], "u3", "mapped column");
+    assert_eq!(doc["eventCount"], "11000000077000", "bigint as int64");
+    assert_eq!(doc["startedAt"], "2026-01-02T06:07:25.123Z");
+    assert_eq!(doc["costUsd"], 2750.0);
+    assert_eq!(doc["labels"], json!({"k": "v11000"}));
+    let first = get("run-00001").await.unwrap();
+    assert_eq!(first["ownerId"], "u1");
+    assert!(
+        first.get("labels").is_none_or(|l| l == &json!({})),
+        "a null column reads as the default: {first}"
+    );
+    assert!(get("run-00777").await.is_none(), "the bad row is left out");
+    let again = protosync(&args);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains(" 0 written, 11999 already there"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_table_is_imported_into_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    postgres_table_import(&format!("sqlite:{}", dir.path().join("p.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_table_is_imported_into_postgres() {
+    let Some(target) = TestDatabase::create().await else {
+        return;
+    };
+    postgres_table_import(&target.url).await;
+}

@@ -18,6 +18,12 @@ pub enum SchemaError {
         /// The directory given.
         dir: String,
     },
+    /// The schema a database recorded cannot be decoded.
+    #[error("the database's recorded schema cannot be read: {reason}")]
+    Recorded {
+        /// The decoder's message.
+        reason: String,
+    },
     /// The `.proto` files do not compile.
     #[error("{location}: {message}")]
     Compile {

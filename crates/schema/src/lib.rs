@@ -26,7 +26,7 @@ pub use action::{
 };
 pub use collection::{Collection, CollectionName, FieldPath, FieldType, IndexDef, Rules};
 pub use error::{DocumentError, SchemaError};
-pub use evolution::{SchemaChange, compare};
+pub use evolution::{SchemaChange, compare, compare_recorded};
 pub use options::OPTIONS_PROTO;
 pub use registry::Registry;
 pub use rules::{DocKey, Lookup, MAX_LOOKUPS_PER_EVALUATION, Rule, RuleInput, Verdict, now_ms};

@@ -410,6 +410,18 @@ impl Default for StoreOptions {
     }
 }
 
+/// The schema a database last ran ([`Store::record_schema`]), compared with
+/// the next one at start-up (`protosync_schema::compare`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSchema {
+    /// The encoded `FileDescriptorSet` ([`Registry::descriptor_set`]).
+    pub descriptor_set: Vec<u8>,
+    /// Its [`Registry::fingerprint`].
+    pub fingerprint: String,
+    /// When it was recorded, in ms since the Unix epoch.
+    pub recorded_at_ms: i64,
+}
+
 /// What the engine needs of a database: atomic commits with gap-free seqs, reads
 /// consistent at one seq, the change log, and revocations. Every implementation passes the
 /// same conformance suite (`tests/conformance.rs`).
@@ -418,6 +430,13 @@ pub trait Store: Send + Sync + 'static {
     /// Brings declared indexes in line with `registry`: builds new or changed
     /// ones from the stored documents and drops the rest. Called at start-up.
     async fn sync_indexes(&self, registry: &Registry) -> Result<(), StoreError>;
+
+    /// The schema the database last ran, if one was ever recorded.
+    async fn recorded_schema(&self) -> Result<Option<RecordedSchema>, StoreError>;
+
+    /// Records `registry` as the schema the database runs, replacing the
+    /// last one. Called at start-up once the schema is accepted.
+    async fn record_schema(&self, registry: &Registry) -> Result<(), StoreError>;
 
     /// Applies `mutation` atomically as one commit.
     async fn commit(&self, mutation: Mutation) -> Result<CommitOutcome, StoreError>;

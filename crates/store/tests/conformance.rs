@@ -199,6 +199,7 @@ conformance!(
     a_recorded_call_is_kept_first_wins_across_processes_and_is_pruned,
     a_tick_has_one_holder_until_its_lease_expires_and_a_finished_tick_is_never_retaken,
     a_trigger_has_one_holder_whose_checkpoint_only_moves_forward_with_its_parked_changes,
+    the_recorded_schema_is_the_last_one_recorded_and_survives_reopening,
 );
 
 #[path = "conformance/defaults.rs"]
@@ -212,6 +213,28 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+async fn the_recorded_schema_is_the_last_one_recorded_and_survives_reopening(h: Harness) {
+    assert_eq!(h.store.recorded_schema().await.unwrap(), None);
+    let first = Registry::from_sources(&[(
+        "a.proto",
+        "syntax = \"proto3\"; package a.v1; message A { string id = 1; }",
+    )])
+    .unwrap();
+    let before = now_ms();
+    h.store.record_schema(&first).await.unwrap();
+    h.store.record_schema(&h.registry).await.unwrap();
+    let recorded = h
+        .open_again(StoreOptions::default())
+        .await
+        .recorded_schema()
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(recorded.descriptor_set, h.registry.descriptor_set());
+    assert_eq!(recorded.fingerprint, h.registry.fingerprint());
+    assert!(recorded.recorded_at_ms >= before);
 }
 
 /// (jti, seq, keep_until_ms) of every revocation after `after`.

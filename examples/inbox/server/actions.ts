@@ -69,7 +69,7 @@ export async function startActionServer(options: ActionServerOptions): Promise<A
     "inbox.v1.Inbox/Confirm": (call) => confirm(options, call),
     "inbox.v1.Inbox/Ingest": async (call) => {
       // protosync lets only services call it (no allow rule); refuse anyone else here too.
-      if (call.caller === "client") throw new ActionError(403, "SERVICES_ONLY", "ingestion is run by the backend's clock");
+      if (call.caller === "client") throw new ActionError(403, "SERVICES_ONLY", "ingestion runs on protosync's schedule");
       return { ok: true, status: 200, result: { added: await options.ingest() } };
     },
   };

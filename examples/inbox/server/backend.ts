@@ -3,16 +3,13 @@
  * itself. It serves the actions protosync forwards (server/actions.ts) and
  * writes through protosync's HTTP API with its API key.
  *
- * Ingestion is the `Ingest` action, called every `ingestEveryMs` through
- * protosync with the tick as the idempotency key (`ingest:<tick start>`):
- * however many backends run this clock, protosync forwards each tick once
- * (docs/actions.md, "Schedules and triggers"). It replaces the
- * client-triggered `queue.sync` of the tRPC app; a `schedule` on the rpc
- * replaces this clock once protosync serves schedules.
+ * Ingestion is the `Ingest` action, which protosync calls on the schedule
+ * declared on its rpc (every 2 s), each tick once across all nodes with the
+ * tick as the idempotency key (docs/actions.md, "Schedules"). It replaces
+ * the client-triggered `queue.sync` of the tRPC app and a separate cron.
  */
 import { ProtosyncHttpClient } from "protosync/server";
 
-import { api } from "../web/src/protosync/api.js";
 import { startActionServer } from "./actions.js";
 import { ingestAll } from "./ingest.js";
 
@@ -24,8 +21,6 @@ export interface BackendOptions {
   readonly protosyncUrl: string;
   readonly apiKey: string;
   readonly gmailUrl: string;
-  /** How often ingestion runs, in ms. */
-  readonly ingestEveryMs: number;
   readonly log: (line: string) => void;
 }
 
@@ -52,19 +47,9 @@ export async function startBackend(options: BackendOptions): Promise<Backend> {
     return running;
   };
   const actions = await startActionServer({ port: options.port, secret: options.secret, protosync, gmailUrl: options.gmailUrl, ingest: ingestNow });
-  const timer = setInterval(() => {
-    const tick = new Date(Math.floor(Date.now() / options.ingestEveryMs) * options.ingestEveryMs).toISOString();
-    // protosync may be down (restarts); the next tick tries again.
-    protosync
-      .callAction(api.inbox.ingest, {}, { idempotencyKey: `ingest:${tick}` })
-      .catch((e: unknown) => options.log(`ingestion at ${tick} failed, retrying next tick: ${String(e)}`));
-  }, options.ingestEveryMs);
   return {
     url: actions.url,
     ingestNow,
-    close: async () => {
-      clearInterval(timer);
-      await actions.close();
-    },
+    close: () => actions.close(),
   };
 }

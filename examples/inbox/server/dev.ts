@@ -10,15 +10,11 @@ import { DEMO_MESSAGES } from "./demo-messages.js";
 import { EXAMPLE_DIR } from "./protosync.js";
 import { DEMO_USER, startStack } from "./stack.js";
 
-/** How often the backend ingests new mail, in ms. */
-const INGEST_EVERY_MS = 5_000;
-
 const dataDir = join(EXAMPLE_DIR, ".data");
 rmSync(dataDir, { recursive: true, force: true });
 const stack = await startStack({
   dataDir,
   ports: { web: 5173, protosync: 4000, auth: 4100, gmail: 4300, backend: 4200 },
-  ingestEveryMs: INGEST_EVERY_MS,
   seedMessages: DEMO_MESSAGES,
   log: (line) => console.log(`[backend] ${line}`),
 });

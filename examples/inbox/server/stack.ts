@@ -36,8 +36,6 @@ export interface StackOptions {
   readonly ports?: StackPorts;
   /** Where the databases go (created if missing). */
   readonly dataDir: string;
-  /** How often the backend ingests, in ms. */
-  readonly ingestEveryMs: number;
   /** Messages in the demo user's mailbox at start. */
   readonly seedMessages: readonly Omit<NewMessage, "to">[];
   readonly log?: (line: string) => void;
@@ -99,7 +97,6 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     protosyncUrl: protosync.url,
     apiKey: backendApiKey,
     gmailUrl: gmail.url,
-    ingestEveryMs: options.ingestEveryMs,
     log,
   });
   await backend.ingestNow();

@@ -26,7 +26,7 @@ let owner: string;
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "inbox-actions-"));
-  stack = await startStack({ dataDir, ingestEveryMs: 60_000, seedMessages: DEMO_MESSAGES });
+  stack = await startStack({ dataDir, seedMessages: DEMO_MESSAGES });
   const mailboxes = await stack.service.fetchQuery(api.mailboxes.all());
   owner = mailboxes.find((m) => m.doc.email === DEMO_USER.email)!.doc.ownerId;
 });

@@ -24,8 +24,6 @@ const CHROMIUM = process.env.PROTOSYNC_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(EXAMPLE_DIR, "test-artifacts");
 /** How long the page may take to show each expected state, in ms (slow CI machines). */
 const SHOW_MS = 30_000;
-/** Ingestion runs this often in the test, in ms. */
-const INGEST_EVERY_MS = 1_000;
 /** The feed's first page (web/src/queries.ts FEED_PAGE_SIZE). */
 const PAGE_SIZE = 8;
 /** The seeded messages the agent marks important (all but the newsletter). */
@@ -41,7 +39,7 @@ const contexts: BrowserContext[] = [];
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "inbox-test-"));
   mkdirSync(ARTIFACTS, { recursive: true });
-  stack = await startStack({ dataDir, ingestEveryMs: INGEST_EVERY_MS, seedMessages: DEMO_MESSAGES });
+  stack = await startStack({ dataDir, seedMessages: DEMO_MESSAGES });
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],

@@ -518,6 +518,16 @@ impl Store for RecordingStore {
         self.inner.prune().await
     }
 
+    async fn recorded_schema(
+        &self,
+    ) -> Result<Option<protosync_store::RecordedSchema>, protosync_store::StoreError> {
+        self.inner.recorded_schema().await
+    }
+
+    async fn record_schema(&self, registry: &Registry) -> Result<(), protosync_store::StoreError> {
+        self.inner.record_schema(registry).await
+    }
+
     async fn revoke(
         &self,
         jti: &str,

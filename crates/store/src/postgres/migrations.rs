@@ -177,6 +177,15 @@ CREATE TABLE protosync_trigger_parked (
     PRIMARY KEY (name, seq, id)
 );
 "#,
+    // The schema the database last ran, to compare the next one with.
+    r#"
+CREATE TABLE protosync_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    descriptor_set BYTEA NOT NULL,
+    fingerprint TEXT NOT NULL,
+    recorded_at_ms BIGINT NOT NULL
+);
+"#,
 ];
 
 pub(super) async fn migrate(pool: &Pool) -> Result<(), StoreError> {

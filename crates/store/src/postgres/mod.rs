@@ -40,6 +40,7 @@ mod rebuilds;
 mod retention;
 mod revocations;
 mod schedule_ticks;
+mod schema_record;
 mod trigger_state;
 mod wakeups;
 
@@ -55,8 +56,8 @@ use tokio_postgres::NoTls;
 
 use crate::{
     CallRecord, Checkpoint, CommitOutcome, CommitRecord, HistoryEntry, Mutation, ProjectedDocument,
-    ReadAt, Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
-    StoreOptions, StoredDocument, refuse_invalid_jti,
+    ReadAt, Rebuild, RecordedSchema, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument,
+    Store, StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// Connections in the pool: reads, and the one that commits.
@@ -251,6 +252,19 @@ impl Store for PostgresStore {
     ) -> Result<Revocation, StoreError> {
         refuse_invalid_jti(jti)?;
         revocations::revoke(&self.pool, jti, keep_until_ms).await
+    }
+
+    async fn recorded_schema(&self) -> Result<Option<RecordedSchema>, StoreError> {
+        schema_record::read(&self.pool).await
+    }
+
+    async fn record_schema(&self, registry: &Registry) -> Result<(), StoreError> {
+        schema_record::record(
+            &self.pool,
+            registry.descriptor_set(),
+            registry.fingerprint(),
+        )
+        .await
     }
 
     async fn revocations_after(

@@ -176,6 +176,15 @@ CREATE TABLE protosync_trigger_parked (
     PRIMARY KEY (name, seq, id)
 );
 "#,
+    // The schema the database last ran, to compare the next one with.
+    r#"
+CREATE TABLE protosync_schema (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    descriptor_set BLOB NOT NULL,
+    fingerprint TEXT NOT NULL,
+    recorded_at_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

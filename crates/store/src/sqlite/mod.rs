@@ -35,6 +35,7 @@ mod rebuilds;
 mod retention;
 mod revocations;
 mod schedule_ticks;
+mod schema_record;
 mod trigger_state;
 mod writer;
 
@@ -49,8 +50,8 @@ use self::connections::Readers;
 use self::writer::{Job, Writer};
 use crate::{
     CallRecord, Checkpoint, CommitOutcome, CommitRecord, HistoryEntry, Mutation, ProjectedDocument,
-    ReadAt, Rebuild, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument, Store, StoreError,
-    StoreOptions, StoredDocument, refuse_invalid_jti,
+    ReadAt, Rebuild, RecordedSchema, Revocation, RevocationSeq, Seq, Snapshot, StagedDocument,
+    Store, StoreError, StoreOptions, StoredDocument, refuse_invalid_jti,
 };
 
 /// A [`Store`] in one SQLite file, opened with [`SqliteStore::open`]. Its
@@ -284,6 +285,19 @@ impl Store for SqliteStore {
         refuse_invalid_jti(jti)?;
         let jti = jti.to_owned();
         self.send(|tx| Job::Revoke(jti, keep_until_ms, tx)).await
+    }
+
+    async fn recorded_schema(&self) -> Result<Option<RecordedSchema>, StoreError> {
+        self.readers.read(|tx| schema_record::read(tx)).await
+    }
+
+    async fn record_schema(&self, registry: &Registry) -> Result<(), StoreError> {
+        let (set, fingerprint) = (
+            registry.descriptor_set().to_vec(),
+            registry.fingerprint().to_owned(),
+        );
+        self.write(move |conn| schema_record::record(conn, &set, &fingerprint))
+            .await
     }
 
     async fn revocations_after(
