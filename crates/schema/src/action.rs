@@ -148,11 +148,7 @@ fn read_action(
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(problem("an action cannot stream".into()));
     }
-    let text = |field: &str| {
-        raw.get_field_by_name(field)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let text = |field: &str| text_field(raw, field);
     let backend = text("backend");
     if backend.trim().is_empty() {
         return Err(problem(
@@ -218,11 +214,7 @@ fn read_action(
 }
 
 fn read_trigger(raw: &prost_reflect::DynamicMessage) -> Result<ActionTrigger, String> {
-    let text = |field: &str| {
-        raw.get_field_by_name(field)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let text = |field: &str| text_field(raw, field);
     let collection = text("collection").trim().to_owned();
     if collection.is_empty() {
         return Err("trigger collection must name a collection".into());
@@ -242,11 +234,7 @@ fn read_trigger(raw: &prost_reflect::DynamicMessage) -> Result<ActionTrigger, St
 }
 
 fn read_schedule(raw: &prost_reflect::DynamicMessage) -> Result<ActionSchedule, String> {
-    let text = |field: &str| {
-        raw.get_field_by_name(field)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let text = |field: &str| text_field(raw, field);
     let cron_text = text("cron").trim().to_owned();
     let fields = cron_text.split_whitespace().count();
     if fields != 6 {
@@ -278,4 +266,11 @@ fn read_schedule(raw: &prost_reflect::DynamicMessage) -> Result<ActionSchedule, 
         time_zone,
         catch_up,
     })
+}
+
+/// A string field of an option message; empty when unset.
+fn text_field(raw: &prost_reflect::DynamicMessage, field: &str) -> String {
+    raw.get_field_by_name(field)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }

@@ -534,6 +534,11 @@ fn bad_action_options_are_refused_at_load() {
         case(r#"backend: "b" schedule: { cron: "* * * * * *" time_zone: "Mars/Olympus" }"#)
             .contains("IANA")
     );
+    assert!(case(r#"backend: "b" trigger: { filter: "[]" }"#).contains("must name a collection"));
+    assert!(
+        case(r#"backend: "b" trigger: { collection: "b" filter: "{}" }"#)
+            .contains("not a JSON array of conditions")
+    );
     // And a collection rule still cannot see `args`.
     let collection = compile(
         r#"message B { option (protosync.v1.collection) = { name: "b" read: "args.x == 1" }; string x = 1; }"#,
